@@ -1,0 +1,37 @@
+"""Install: ``pip install -e .[test]`` (add ``[demo]`` for the web demo)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="regionvlm",
+    version="0.1.0",
+    description="RegionVLM: interactive regional understanding in vision-large language models "
+                "(NAACL 2024), a runnable reference implementation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["regionvlm", "regionvlm.*"]),
+    include_package_data=True,
+    package_data={"regionvlm": ["assets/*", "assets/*/*", "configs/*/*/*.yaml", "configs/*/*.yaml",
+                                "configs/*.yaml", "checkpoints/*"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "transformers>=4.33",
+        "tokenizers>=0.13",
+        "safetensors>=0.3",
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "omegaconf>=2.3",
+        "pycocotools>=2.0.6",
+        "segment-anything>=1.0",
+        "webdataset>=0.2.48",
+        "tqdm>=4.60",
+        "tensorboard>=2.10",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "demo": ["gradio>=4"],
+    },
+    entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},
+)
