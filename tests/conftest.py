@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny random-weight model (built once per session) and images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_processors():
+    from regionvlm import load_model_and_preprocess
+
+    torch.manual_seed(0)
+    return load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_and_processors):
+    return tiny_model_and_processors[0]
+
+
+@pytest.fixture
+def rgb_image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8))
