@@ -1,3 +1,6 @@
 """Import every module that registers something, so the registry is complete."""
+import regionvlm.common.optims  # noqa: F401
 import regionvlm.models  # noqa: F401
 import regionvlm.processors  # noqa: F401
+import regionvlm.runners.runner_base  # noqa: F401
+import regionvlm.tasks.captioning  # noqa: F401

@@ -335,9 +335,11 @@ class RegionVLMT5(BaseModel):
 
         with self._autocast():
             out = self.t5_model(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-                                attention_mask=encoder_mask, labels=labels,
+                                attention_mask=encoder_mask, decoder_input_ids=self.t5_model._shift_right(labels),
                                 decoder_attention_mask=tok.attention_mask, return_dict=True)
-        nll = F.cross_entropy(out.logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        logits = out.logits
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                              ignore_index=-100, reduction="none").view(labels.shape)
         return nll, (labels != -100)
 
     def target_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,

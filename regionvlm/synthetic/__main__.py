@@ -1,0 +1,3 @@
+from regionvlm.synthetic.world import main
+
+main()
