@@ -4,3 +4,5 @@ import regionvlm.models  # noqa: F401
 import regionvlm.processors  # noqa: F401
 import regionvlm.runners.runner_base  # noqa: F401
 import regionvlm.tasks.captioning  # noqa: F401
+import regionvlm.datasets.builders.vcr_builder  # noqa: F401
+import regionvlm.tasks.vcr  # noqa: F401
