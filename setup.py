@@ -30,7 +30,8 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "lemminflect>=0.2.3"],
+        "vqa": ["lemminflect>=0.2.3"],
         "demo": ["gradio>=4"],
     },
     entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},

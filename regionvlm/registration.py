@@ -6,3 +6,6 @@ import regionvlm.runners.runner_base  # noqa: F401
 import regionvlm.tasks.captioning  # noqa: F401
 import regionvlm.datasets.builders.vcr_builder  # noqa: F401
 import regionvlm.tasks.vcr  # noqa: F401
+import regionvlm.datasets.builders.vqa_builder  # noqa: F401
+import regionvlm.tasks.vqa  # noqa: F401
+import regionvlm.datasets.builders.caption_builders  # noqa: F401

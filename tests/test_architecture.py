@@ -1,6 +1,7 @@
 """The full `flant5xl` architecture has exactly the official parameter names and shapes.
 
 The expected list is written out from SPEC.md section 1 (not derived from our modules)."""
+import math
 import re
 
 import pytest
@@ -90,8 +91,16 @@ def test_flant5xl_state_dict_matches_the_official_names_and_shapes(meta_flant5xl
 
 def test_flant5xl_size_and_trainable_parts(meta_flant5xl):
     total = sum(p.numel() for p in meta_flant5xl.parameters())
-    assert 3.9e9 < total < 4.0e9  # SPEC section 8: 3.96 B
+    unique = {k: v for k, v in spec_state_dict_shapes().items()
+              if not k.endswith(("embed_tokens.weight", "position_ids"))}
+    assert total == sum(math.prod(shape) for shape in unique.values())
+    # 4.02 B with Flan-T5's own lm_head; SPEC section 8's "3.96 B" is this minus one
+    # 32128 x 2048 table, i.e. a T5 whose lm_head was (wrongly) tied to the input embeddings.
+    assert round(total / 1e9, 2) == 4.02
     trainable = {n.split(".")[0] for n, p in meta_flant5xl.named_parameters() if p.requires_grad}
     assert trainable == {"ln_vision", "Qformer", "query_tokens", "t5_proj"}
     assert meta_flant5xl.t5_model.config.dense_act_fn == "gelu"
+    t5 = meta_flant5xl.t5_model
+    assert t5.lm_head.weight is not t5.shared.weight  # Flan-T5: untied output layer, no d_model**-0.5 rescale
+    assert t5.encoder.embed_tokens.weight is t5.shared.weight is t5.decoder.embed_tokens.weight
     assert re.fullmatch(r"blocks\.38\..*", list(dict(meta_flant5xl.visual_encoder.named_parameters()))[-1])

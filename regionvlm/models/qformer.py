@@ -197,7 +197,7 @@ class QFormer(nn.Module):
         keys and values are then computed once and broadcast. ``attention_mask`` covers
         the text tokens only (1 = real token); queries always attend.
         """
-        batch = query_tokens.shape[0] if input_ids is None else input_ids.shape[0]
+        batch = max(query_tokens.shape[0], image_embeds.shape[0]) if input_ids is None else input_ids.shape[0]
         queries = query_tokens.expand(batch, -1, -1)
         num_queries = queries.shape[1]
         hidden = self.bert.embeddings(input_ids, queries)

@@ -58,7 +58,15 @@ def _build_t5(cfg: Mapping, weights_dir: Optional[str] = None):
         eos_token_id=1,
     )
     t5_cfg.dense_act_fn = "gelu"  # BLIP-2 overrides gated-gelu's tanh approximation
-    return T5ForConditionalGeneration(t5_cfg)
+    t5_cfg.tie_word_embeddings = False  # Flan-T5's lm_head is its own matrix (some versions ignore the kwarg)
+    model = T5ForConditionalGeneration(t5_cfg)
+    # Encoder and decoder always read the one shared input table (transformers 5 ties them
+    # only together with lm_head, under the same flag).
+    model.encoder.embed_tokens = model.shared
+    model.decoder.embed_tokens = model.shared
+    if model.lm_head.weight is model.shared.weight:
+        raise RuntimeError("transformers tied T5's lm_head to the input embeddings; Flan-T5 needs them untied.")
+    return model
 
 
 @registry.register_model("regionvlm_t5")
@@ -87,7 +95,9 @@ class RegionVLMT5(BaseModel):
         qcfg = QFormerConfig(**{**dict(qformer or {}), "encoder_width": width})
         self.Qformer = QFormer(qcfg)
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qcfg.hidden_size))
-        self.t5_model = _build_t5(dict(t5 or {}))
+        with torch.random.fork_rng(devices=[]):  # Hugging Face's T5 init draws from the global RNG
+            torch.manual_seed(int(dict(init or {}).get("seed", 0)))
+            self.t5_model = _build_t5(dict(t5 or {}))
         self.t5_proj = nn.Linear(qcfg.hidden_size, self.t5_model.config.d_model)
 
         self.tokenizer = tokenizers.qformer_tokenizer(qformer_tokenizer)
@@ -212,8 +222,8 @@ class RegionVLMT5(BaseModel):
         merged["t5_model.encoder.embed_tokens.weight"] = shared
         merged["t5_model.decoder.embed_tokens.weight"] = shared
         self.load_state_dict(merged, strict=True, assign=True)
-        self.t5_model.encoder.embed_tokens.weight = self.t5_model.shared.weight
-        self.t5_model.decoder.embed_tokens.weight = self.t5_model.shared.weight
+        self.t5_model.encoder.embed_tokens = self.t5_model.shared
+        self.t5_model.decoder.embed_tokens = self.t5_model.shared
         self._freeze()
         logger.info("%s", report)
         self.load_report = report

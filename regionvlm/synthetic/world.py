@@ -60,8 +60,9 @@ def narrative(scene: Scene, image_id: str, rng: np.random.Generator, with_backgr
         caption, mask = regions[idx]
         words = caption.split(" ")
         start = t
-        for word in words:
-            timed.append({"utterance": word, "start_time": round(t, 3), "end_time": round(t + WORD_SECONDS, 3)})
+        for k, word in enumerate(words):  # the sentence's period rides on its last word, as in real LN
+            utterance = word + "." if k == len(words) - 1 else word
+            timed.append({"utterance": utterance, "start_time": round(t, 3), "end_time": round(t + WORD_SECONDS, 3)})
             t += WORD_SECONDS
         steps = int(round((t - start) / TRACE_DT))
         radius = max(2.0, float(np.sqrt(mask.sum() / np.pi)))
