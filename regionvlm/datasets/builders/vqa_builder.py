@@ -1,0 +1,199 @@
+"""Registered builders for the zero-shot VQA benchmarks: ``coco_vqa`` (alias ``vqav2``),
+``ok_vqa`` and ``gqa``.
+
+A dataset entry follows LAVIS's schema, so a LAVIS user's files and YAML carry over::
+
+    datasets:
+      coco_vqa:
+        type: eval
+        skip_missing_images: false          # true: skip questions whose image is missing (listed in results)
+        vis_processor: {eval: {name: blip_image_eval, image_size: 364}}
+        text_processor: {eval: {name: blip_question}}
+        build_info:
+          annotations:
+            val:
+              storage:                      # by position, as LAVIS:
+                - .../vqa_val_eval.json     # 0: the questions (LAVIS list layout), required
+                - .../answer_list.json      # 1: LAVIS's answer list: only used by ranking inference,
+                                            #    which zero-shot evaluation does not use; not read
+                - .../v2_OpenEnded_mscoco_val2014_questions.json   # 2: official questions  } scoring, as
+                - .../v2_mscoco_val2014_annotations.json           # 3: official annotations} LAVIS does
+          images:
+            storage: .../coco/images/       # `image` paths of entry 0 are relative to it
+
+With entries 2 and 3 (the default), answers, answer types and question types come from
+the official files, exactly what LAVIS scores against; listed files must exist. With
+only entry 0, the human answers of its ``answer`` lists are used and per-type accuracy
+is not available. GQA needs one file (``testdev_balanced_questions.json``).
+
+Default locations (``$REGIONVLM_DATA``, default ``./data``; relative paths resolve
+against the working directory)::
+
+    coco/annotations/{vqa_val_eval.json, answer_list.json,
+                      v2_OpenEnded_mscoco_val2014_questions.json, v2_mscoco_val2014_annotations.json}
+    coco/images/val2014/COCO_val2014_*.jpg
+    okvqa/annotations/{vqa_val_eval.json, answer_list.json,
+                       OpenEnded_mscoco_val2014_questions.json, mscoco_val2014_annotations.json}
+    gqa/annotations/testdev_balanced_questions.json
+    gqa/images/*.jpg
+
+Defaults live here (``default_config_path`` returns None) and are merged under the
+user's entry when the builder is created; splits the user lists under
+``build_info.annotations`` replace the default split instead of adding to it.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from regionvlm.common.errors import ConfigError
+from regionvlm.common.registry import registry
+from regionvlm.datasets.datasets.vqa_datasets import (
+    VQAEvalDataset, attach_official_references, check_images, read_gqa_questions,
+    read_lavis_vqa_questions, read_official_references,
+)
+
+DATA_ROOT = "${oc.env:REGIONVLM_DATA,data}"
+
+_PROCESSORS = {
+    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": 364}},
+    "text_processor": {"eval": {"name": "blip_question"}},
+}
+
+
+def _vqa_defaults(folder: str, split: str, files: List[str]) -> Dict[str, Any]:
+    return {
+        **_PROCESSORS,
+        "skip_missing_images": False,
+        "build_info": {
+            "annotations": {split: {"storage": [f"{DATA_ROOT}/{folder}/annotations/{f}" for f in files]}},
+            "images": {"storage": f"{DATA_ROOT}/coco/images/"},
+        },
+    }
+
+
+class VQAEvalBuilder:
+    """Builds the evaluation splits named under ``build_info.annotations``."""
+
+    name = ""
+    metric = "vqa"
+    DEFAULTS: Dict[str, Dict[str, Any]] = {}
+
+    def __init__(self, cfg: Optional[Any] = None) -> None:
+        user = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg or {})
+        dtype = user.get("type", None) or "default"
+        if dtype not in self.DEFAULTS:
+            raise ConfigError(f"datasets.{self.name}.type '{dtype}' is unknown; available: {sorted(self.DEFAULTS)}.")
+        self.config = OmegaConf.merge(OmegaConf.create(self.DEFAULTS[dtype]), user)
+        user_splits = OmegaConf.select(user, "build_info.annotations", default=None)
+        if user_splits is not None:  # the user's splits replace the default ones, not add to them
+            self.config.build_info.annotations = user_splits
+
+    @classmethod
+    def default_config_path(cls, type: str = "default") -> None:  # noqa: A002 (LAVIS's name)
+        """No YAML: the defaults are in ``DEFAULTS`` and merged in ``__init__``."""
+        return None
+
+    def _setting(self, *keys: str) -> str:
+        return ".".join(("datasets", self.name) + keys)
+
+    def build_processors(self):
+        from regionvlm.processors import load_processor
+
+        procs = []
+        for key in ("vis_processor", "text_processor"):
+            section = self.config.get(key, None)
+            if section is None or section.get("eval", None) is None:
+                raise ConfigError(f"`{self._setting(key, 'eval')}` is missing (e.g. {_PROCESSORS[key]['eval']}).")
+            procs.append(load_processor(section.eval))
+        return procs
+
+    def _storage(self, split: str) -> List[str]:
+        ann = self.config.build_info.annotations[split]
+        storage = ann.get("storage", None) if isinstance(ann, (DictConfig, Mapping)) else None
+        if isinstance(storage, str):
+            storage = [storage]
+        if not isinstance(storage, (list, ListConfig)) or not storage:
+            raise ConfigError(f"`{self._setting('build_info', 'annotations', split, 'storage')}` must list the "
+                              "annotation file(s) of that split.")
+        return [str(s) for s in storage]
+
+    def build_datasets(self) -> Dict[str, VQAEvalDataset]:
+        build_info = self.config.get("build_info", None)
+        if build_info is None or not build_info.get("annotations", None):
+            raise ConfigError(f"`{self._setting('build_info', 'annotations')}` lists no split.")
+        images = build_info.get("images", None)
+        vis_root = images.get("storage", None) if images is not None else None
+        if not vis_root:
+            raise ConfigError(f"`{self._setting('build_info', 'images', 'storage')}` (the image folder) is not set.")
+        vis_processor, text_processor = self.build_processors()
+        out = {}
+        for split in build_info.annotations:
+            items = self.read_split(split, self._storage(split))
+            items, skipped = check_images(items, vis_root, bool(self.config.get("skip_missing_images", False)),
+                                          self._setting("build_info", "images", "storage"),
+                                          self._setting("skip_missing_images"))
+            out[split] = VQAEvalDataset(items, vis_root, vis_processor, text_processor, self.metric,
+                                        self.name, split, skipped)
+        return out
+
+    def read_split(self, split: str, storage: List[str]):
+        setting = self._setting("build_info", "annotations", split, "storage")
+        if len(storage) >= 4:
+            items = read_lavis_vqa_questions(storage[0], need_answers=False, setting=setting)
+            question_ids, refs = read_official_references(storage[2], storage[3], setting)
+            return attach_official_references(items, question_ids, refs, f"'{storage[0]}'")
+        if len(storage) == 3:
+            raise ConfigError(f"`{setting}` lists 3 files; give the question list alone, or with "
+                              "[answer list, official questions, official annotations] (4 files, LAVIS's order).")
+        return read_lavis_vqa_questions(storage[0], need_answers=True, setting=setting)
+
+
+@registry.register_builder("coco_vqa")
+class COCOVQABuilder(VQAEvalBuilder):
+    """VQAv2 (val) in LAVIS's ``coco_vqa`` layout."""
+
+    name = "coco_vqa"
+    _FILES = ["vqa_val_eval.json", "answer_list.json", "v2_OpenEnded_mscoco_val2014_questions.json",
+              "v2_mscoco_val2014_annotations.json"]
+    DEFAULTS = {"default": _vqa_defaults("coco", "val", _FILES), "eval": _vqa_defaults("coco", "val", _FILES)}
+
+
+@registry.register_builder("vqav2")
+class VQAv2Builder(COCOVQABuilder):
+    """The same as ``coco_vqa`` under the benchmark's own name."""
+
+    name = "vqav2"
+
+
+@registry.register_builder("ok_vqa")
+class OKVQABuilder(VQAEvalBuilder):
+    """OK-VQA (test = the COCO val2014 questions) in LAVIS's ``ok_vqa`` layout."""
+
+    name = "ok_vqa"
+    _FILES = ["vqa_val_eval.json", "answer_list.json", "OpenEnded_mscoco_val2014_questions.json",
+              "mscoco_val2014_annotations.json"]
+    DEFAULTS = {"default": _vqa_defaults("okvqa", "test", _FILES)}
+
+
+_GQA = {
+    **_PROCESSORS,
+    "skip_missing_images": False,
+    "build_info": {
+        "annotations": {"val": {"storage": [f"{DATA_ROOT}/gqa/annotations/testdev_balanced_questions.json"]}},
+        "images": {"storage": f"{DATA_ROOT}/gqa/images/"},
+    },
+}
+
+
+@registry.register_builder("gqa")
+class GQABuilder(VQAEvalBuilder):
+    """GQA balanced test-dev (LAVIS calls this split ``val``), scored by exact match."""
+
+    name = "gqa"
+    metric = "gqa"
+    DEFAULTS = {"default": _GQA, "balanced_testdev": _GQA}
+
+    def read_split(self, split: str, storage: List[str]):
+        return read_gqa_questions(storage[0], self._setting("build_info", "annotations", split, "storage"))
