@@ -1,0 +1,560 @@
+"""Localized Narratives JSONL -> region-caption annotations (SPEC section 3).
+
+Usage::
+
+    python -m regionvlm.data.localized_narratives \\
+        --input coco_train_localized_narratives-0000{0..3}-of-00004.jsonl \\
+        --image-root /data --out ln_coco_train.json [--points 20] \\
+        [--image-pattern coco=coco/images/train2014/COCO_train2014_{image_id:0>12}.jpg ...] \\
+        [--no-check-images] [--relative-paths]
+
+Each input line is one official narrative: ``dataset_id, image_id, annotator_id, caption,
+timed_caption [{utterance, start_time, end_time}], traces [[{x, y, t}]]``. Per narrative:
+
+1. the caption is split into chunks at ``". "``, ``"."``, ``" and "``, ``","`` (the
+   official regular expression ``\\. |\\.| and |\\,|\\, |, and``; its ``", "`` and
+   ``", and"`` alternatives never win over ``","``, so ``", and x"`` yields the chunk
+   ``"x"``);
+2. every trace point whose time ``t`` lies in an utterance's ``[start_time, end_time]``
+   (inclusive; a point on a shared boundary belongs to both) goes to that utterance;
+3. utterance ``i`` starts at character ``sum(len(u_j) + 1 for j < i)`` (the utterances
+   joined by single spaces, as the official script assumes); a chunk spanning characters
+   ``[s, s + len(chunk)]`` gets, in order, the points of every utterance starting inside
+   that (inclusive) span;
+4. each chunk's points are resampled to ``--points`` (20) evenly spaced ones, index
+   ``int((n - 1) / 19 * j)``; chunks without points are dropped; an image without any
+   chunk is dropped.
+
+Output (atomically written): a JSON list, one entry per narrative (an image described
+by two annotators appears twice, as in the official file)::
+
+    {"image_path": ".../COCO_train2014_000000391895.jpg", "image_id": "391895",
+     "dataset_id": "mscoco_train2017", "annotator_id": 93,
+     "sent_to_points": {"a man riding a bike": [[x, y], ... 20 points]}}
+
+Points are the raw normalized trace coordinates (they can stray slightly outside
+``[0, 1]``; the training crop clips them, as the official code does).
+
+Differences from the authors' script, all deliberate: chunk keys are whitespace-stripped
+(the caption text processor strips them anyway), whitespace-only chunks are skipped, a
+chunk's character span comes from the split itself (the official ``str.find`` gives the
+same span except when the chunk's text also occurs inside an earlier separator), an image
+whose file is missing is dropped and reported (the official script silently reused the
+previous image's path), and a repeated chunk text keeps the last occurrence (as the
+official dict does) but is counted.
+
+Image paths: ``dataset_id`` picks a family by name (``coco``, ``open_images``,
+``flickr30k``, ``ade20k``; a ``dataset_id`` given exactly in ``--image-pattern`` wins)
+whose patterns, relative to ``--image-root``, are tried in order; the first existing file
+is used (``--no-check-images``: the first pattern, unchecked). Patterns are Python format
+strings with ``{image_id}`` (a string; ``{image_id:0>12}`` zero-pads, ``{image_id[0]}``
+is its first character). Defaults (:data:`DEFAULT_IMAGE_PATTERNS`)::
+
+    coco         coco/images/train2014/COCO_train2014_{image_id:0>12}.jpg
+                 coco/images/val2014/COCO_val2014_{image_id:0>12}.jpg
+    open_images  open_images/images/train_{image_id[0]}/{image_id}.jpg
+                 open_images/images/validation/{image_id}.jpg
+                 open_images/images/test/{image_id}.jpg
+    flickr30k    flickr30k/images/{image_id}.jpg
+    ade20k       ade20k/images/training/{image_id}.jpg
+                 ade20k/images/validation/{image_id}.jpg
+
+Nothing is dropped silently: malformed lines (bad JSON, missing or mistyped fields,
+non-finite numbers, an utterance ending before it starts) are counted and listed as
+``file:line: reason``; every dropped chunk or image is counted by reason. The report is
+printed and written next to the output as ``<out stem>.report.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from regionvlm.common.errors import ConfigError, MissingFileError
+from regionvlm.common.io import atomic_write_json
+from regionvlm.region import select_in_order
+
+DEFAULT_NUM_POINTS = 20
+CHUNK_PATTERN = re.compile(r"\. |\.| and |\,|\, |, and")
+REQUIRED_FIELDS = ("dataset_id", "image_id", "caption", "timed_caption", "traces")
+MAX_LISTED = 20
+
+DEFAULT_IMAGE_PATTERNS: Dict[str, List[str]] = {
+    "coco": ["coco/images/train2014/COCO_train2014_{image_id:0>12}.jpg",
+             "coco/images/val2014/COCO_val2014_{image_id:0>12}.jpg"],
+    "open_images": ["open_images/images/train_{image_id[0]}/{image_id}.jpg",
+                    "open_images/images/validation/{image_id}.jpg",
+                    "open_images/images/test/{image_id}.jpg"],
+    "flickr30k": ["flickr30k/images/{image_id}.jpg"],
+    "ade20k": ["ade20k/images/training/{image_id}.jpg",
+               "ade20k/images/validation/{image_id}.jpg"],
+}
+_FAMILIES = (("open_images", ("open_images", "openimages")), ("coco", ("coco",)),
+             ("flickr30k", ("flickr",)), ("ade20k", ("ade",)))
+
+
+class MalformedRecord(ValueError):
+    """A line that is not a usable narrative; the message says which field is wrong."""
+
+
+# --------------------------------------------------------------------------- chunking
+def split_chunks(caption: str) -> List[Tuple[str, int, int]]:
+    """``(text, start, end)`` of every non-blank chunk of ``caption`` (raw character span;
+    ``text`` is stripped)."""
+    chunks: List[Tuple[str, int, int]] = []
+    start = 0
+    for sep in CHUNK_PATTERN.finditer(caption):
+        chunks.append((caption[start:sep.start()], start, sep.start()))
+        start = sep.end()
+    chunks.append((caption[start:], start, len(caption)))
+    return [(text.strip(), s, e) for text, s, e in chunks if text.strip()]
+
+
+def utterance_starts(utterances: Sequence[str]) -> List[int]:
+    """Character offset of each utterance when the utterances are joined by single spaces."""
+    starts, pos = [], 0
+    for text in utterances:
+        starts.append(pos)
+        pos += len(text) + 1
+    return starts
+
+
+def points_per_utterance(times: np.ndarray, start_times: np.ndarray,
+                         end_times: np.ndarray) -> List[np.ndarray]:
+    """Indices (in trace order) of the points with ``start <= t <= end``, per utterance."""
+    order = np.argsort(times, kind="stable")
+    sorted_t = times[order]
+    lo = np.searchsorted(sorted_t, start_times, side="left")
+    hi = np.searchsorted(sorted_t, end_times, side="right")
+    return [np.sort(order[a:b]) for a, b in zip(lo.tolist(), hi.tolist())]
+
+
+# --------------------------------------------------------------------------- one narrative
+@dataclass
+class Narrative:
+    """A validated narrative line."""
+
+    dataset_id: str
+    image_id: str
+    annotator_id: Any
+    caption: str
+    utterances: List[str]
+    start_times: np.ndarray
+    end_times: np.ndarray
+    points: np.ndarray  # (P, 2) x, y in trace order (traces concatenated)
+    times: np.ndarray  # (P,)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedRecord(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise MalformedRecord(f"{where} is not finite ({value!r})")
+    return float(value)
+
+
+def parse_narrative(obj: Any) -> Narrative:
+    """Validate one decoded JSON line; raise :class:`MalformedRecord` naming the problem."""
+    if not isinstance(obj, dict):
+        raise MalformedRecord(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise MalformedRecord(f"missing field(s) {missing}")
+    for key in ("dataset_id", "image_id"):
+        if not isinstance(obj[key], (str, int)) or isinstance(obj[key], bool) or str(obj[key]) == "":
+            raise MalformedRecord(f"{key} must be a non-empty string, got {obj[key]!r}")
+    if not isinstance(obj["caption"], str):
+        raise MalformedRecord(f"caption must be a string, got {type(obj['caption']).__name__}")
+    timed = obj["timed_caption"]
+    if not isinstance(timed, list):
+        raise MalformedRecord("timed_caption must be a list")
+    utterances, starts, ends = [], [], []
+    for i, item in enumerate(timed):
+        if not isinstance(item, dict) or not isinstance(item.get("utterance"), str):
+            raise MalformedRecord(f"timed_caption[{i}] needs a string 'utterance'")
+        if "start_time" not in item or "end_time" not in item:
+            raise MalformedRecord(f"timed_caption[{i}] needs 'start_time' and 'end_time'")
+        s = _number(item["start_time"], f"timed_caption[{i}].start_time")
+        e = _number(item["end_time"], f"timed_caption[{i}].end_time")
+        if e < s:
+            raise MalformedRecord(f"timed_caption[{i}] ends ({e}) before it starts ({s})")
+        utterances.append(item["utterance"])
+        starts.append(s)
+        ends.append(e)
+    traces = obj["traces"]
+    if not isinstance(traces, list) or not all(isinstance(t, list) for t in traces):
+        raise MalformedRecord("traces must be a list of lists of {x, y, t}")
+    flat = [p for trace in traces for p in trace]
+    try:
+        xyt = np.array([(p["x"], p["y"], p["t"]) for p in flat], dtype=np.float64).reshape(-1, 3)
+    except (KeyError, TypeError, ValueError):
+        bad = next((j for j, p in enumerate(flat)
+                    if not isinstance(p, dict) or not all(isinstance(p.get(k), (int, float))
+                                                          for k in "xyt")), None)
+        raise MalformedRecord(f"trace point #{bad} (traces concatenated) needs numeric x, y, t") from None
+    if not np.all(np.isfinite(xyt)):
+        raise MalformedRecord("trace points contain NaN or infinity")
+    return Narrative(str(obj["dataset_id"]), str(obj["image_id"]), obj.get("annotator_id"),
+                     obj["caption"], utterances, np.asarray(starts, dtype=np.float64),
+                     np.asarray(ends, dtype=np.float64), xyt[:, :2], xyt[:, 2])
+
+
+@dataclass
+class ChunkStats:
+    kept: int = 0
+    no_points: int = 0
+    duplicate_text: int = 0
+    image_missing: int = 0
+    utterances_without_points: int = 0
+
+
+def narrative_chunks(n: Narrative, num_points: int = DEFAULT_NUM_POINTS,
+                     stats: Optional[ChunkStats] = None) -> Dict[str, List[List[float]]]:
+    """``{chunk text: num_points [x, y]}`` for one narrative (may be empty)."""
+    stats = stats if stats is not None else ChunkStats()
+    per_utt = points_per_utterance(n.times, n.start_times, n.end_times)
+    stats.utterances_without_points += sum(1 for idx in per_utt if idx.size == 0)
+    u_starts = utterance_starts(n.utterances)
+    result: Dict[str, Optional[np.ndarray]] = {}
+    for text, c0, c1 in split_chunks(n.caption):
+        first, last = bisect.bisect_left(u_starts, c0), bisect.bisect_right(u_starts, c1)
+        parts = [per_utt[i] for i in range(first, last) if per_utt[i].size]
+        idx = np.concatenate(parts) if parts else None
+        if text in result:
+            stats.duplicate_text += 1
+        result[text] = idx
+    out: Dict[str, List[List[float]]] = {}
+    for text, idx in result.items():
+        if idx is None:
+            stats.no_points += 1
+            continue
+        chosen = idx[select_in_order(len(idx), num_points, None)]
+        out[text] = n.points[chosen].tolist()
+    stats.kept += len(out)
+    return out
+
+
+# --------------------------------------------------------------------------- image paths
+def parse_patterns(items: Iterable[str]) -> Dict[str, List[str]]:
+    """``["coco=a/{image_id}.jpg", "coco=b/{image_id}.jpg"]`` -> ``{"coco": [a, b]}``."""
+    out: Dict[str, List[str]] = {}
+    for item in items:
+        key, sep, pattern = item.partition("=")
+        if not sep or not key.strip() or not pattern.strip():
+            raise ConfigError(f"--image-pattern expects KEY=PATTERN (e.g. "
+                              f"coco=coco/images/train2014/COCO_train2014_{{image_id:0>12}}.jpg), got '{item}'.")
+        out.setdefault(key.strip(), []).append(pattern.strip())
+    return out
+
+
+class ImagePathResolver:
+    """Maps ``(dataset_id, image_id)`` to an image file under ``image_root``.
+
+    ``patterns`` replaces the default pattern list of the keys it names; a key matches a
+    ``dataset_id`` exactly or, for the four Localized Narratives families, by name."""
+
+    def __init__(self, image_root: str | Path, patterns: Optional[Mapping[str, Sequence[str]]] = None,
+                 check_exists: bool = True, relative: bool = False,
+                 defaults: Optional[Mapping[str, Sequence[str]]] = None):
+        self.root = Path(image_root).expanduser()
+        self.patterns = {k: list(v) for k, v in (DEFAULT_IMAGE_PATTERNS if defaults is None else defaults).items()}
+        self.patterns.update({k: list(v) for k, v in (patterns or {}).items()})
+        self.check_exists = check_exists
+        self.relative = relative
+        if check_exists and not self.root.is_dir():
+            raise MissingFileError(f"image root '{self.root}' is not a directory (set --image-root, "
+                                   f"or pass --no-check-images to write paths without checking).")
+
+    def family(self, dataset_id: str) -> str:
+        if dataset_id in self.patterns:
+            return dataset_id
+        low = dataset_id.lower()
+        for fam, needles in _FAMILIES:
+            if any(n in low for n in needles) and fam in self.patterns:
+                return fam
+        raise ConfigError(
+            f"no image path pattern for dataset_id '{dataset_id}'. Pass --image-pattern "
+            f"{dataset_id}=PATTERN (relative to the image root, e.g. '{dataset_id}/{{image_id}}.jpg'); "
+            f"known keys: {sorted(self.patterns)}.")
+
+    def candidates(self, dataset_id: str, image_id: str) -> List[str]:
+        out = []
+        for pattern in self.patterns[self.family(dataset_id)]:
+            try:
+                out.append(pattern.format(image_id=image_id))
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"image pattern '{pattern}' cannot be formatted with "
+                                  f"image_id='{image_id}' ({exc}); only {{image_id}} is available.") from None
+        return out
+
+    def resolve(self, dataset_id: str, image_id: str) -> Optional[str]:
+        """The image path (None when checking and no candidate exists)."""
+        for rel in self.candidates(dataset_id, image_id):
+            if not self.check_exists or (self.root / rel).is_file():
+                return rel if self.relative else str(self.root / rel)
+        return None
+
+
+# --------------------------------------------------------------------------- streaming output
+class JsonListWriter:
+    """Writes a JSON list item by item into a temporary file, renamed into place on
+    success (readers never see a partial file; a failure leaves no output)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.count = 0
+
+    def __enter__(self) -> "JsonListWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._f = os.fdopen(fd, "w", encoding="utf-8")
+        self._f.write("[")
+        return self
+
+    def write(self, item: Mapping[str, Any]) -> None:
+        self.write_raw(json.dumps(item, separators=(",", ":")))
+
+    def write_raw(self, encoded_item: str) -> None:
+        """Append an item that is already JSON text."""
+        self._f.write(("\n" if self.count == 0 else ",\n") + encoded_item)
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._f.write("\n]\n")
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if exc_type is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+                os.replace(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+
+# --------------------------------------------------------------------------- the job
+@dataclass
+class PreprocessReport:
+    """What happened to every line, chunk and image."""
+
+    lines: int = 0
+    blank_lines: int = 0
+    narratives: int = 0
+    images_written: int = 0
+    images_dropped: Dict[str, int] = field(default_factory=lambda: {"no_chunks": 0, "missing_image": 0})
+    chunks: ChunkStats = field(default_factory=ChunkStats)
+    caption_mismatch: int = 0
+    malformed: List[str] = field(default_factory=list)
+    missing_images: List[str] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, reports: Sequence["PreprocessReport"]) -> "PreprocessReport":
+        """Sum of per-file reports (lists concatenated in file order)."""
+        total = cls()
+        for r in reports:
+            for name in ("lines", "blank_lines", "narratives", "images_written", "caption_mismatch"):
+                setattr(total, name, getattr(total, name) + getattr(r, name))
+            for key, value in r.images_dropped.items():
+                total.images_dropped[key] = total.images_dropped.get(key, 0) + value
+            for name in vars(total.chunks):
+                setattr(total.chunks, name, getattr(total.chunks, name) + getattr(r.chunks, name))
+            total.malformed.extend(r.malformed)
+            total.missing_images.extend(r.missing_images)
+        return total
+
+    def as_dict(self) -> Dict[str, Any]:
+        c = self.chunks
+        return {
+            "lines": self.lines, "blank_lines": self.blank_lines, "narratives": self.narratives,
+            "images_written": self.images_written, "images_dropped": dict(self.images_dropped),
+            "chunks_kept": c.kept,
+            "chunks_dropped": {"no_points": c.no_points, "duplicate_text": c.duplicate_text,
+                               "image_missing": c.image_missing},
+            "utterances_without_points": c.utterances_without_points,
+            "caption_mismatch": self.caption_mismatch,
+            "malformed_count": len(self.malformed), "malformed": list(self.malformed),
+            "missing_images": list(self.missing_images),
+        }
+
+    def summary(self) -> str:
+        c = self.chunks
+        lines = [
+            f"lines read: {self.lines} ({self.blank_lines} blank), narratives parsed: {self.narratives}, "
+            f"malformed: {len(self.malformed)}",
+            f"images written: {self.images_written}; dropped: {self.images_dropped['no_chunks']} without any "
+            f"chunk with points, {self.images_dropped['missing_image']} with no image file",
+            f"chunks kept: {c.kept}; dropped: {c.no_points} without trace points, {c.duplicate_text} repeated "
+            f"text (last occurrence kept), {c.image_missing} of images without a file; "
+            f"utterances without points: {c.utterances_without_points}",
+            f"narratives whose utterances do not join to the caption (offsets may shift): {self.caption_mismatch}",
+        ]
+        for title, items in (("malformed lines", self.malformed), ("missing images", self.missing_images)):
+            if items:
+                more = f" (first {MAX_LISTED} of {len(items)}; all in the report file)" if len(items) > MAX_LISTED else ""
+                lines.append(f"{title}{more}:")
+                lines.extend(f"  {m}" for m in items[:MAX_LISTED])
+        return "\n".join(lines)
+
+
+def report_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".report.json")
+
+
+def _iter_lines(path: Path, progress: bool) -> Iterable[Tuple[int, bytes]]:
+    size = path.stat().st_size
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=path.name,
+                                     disable=not progress, dynamic_ncols=True) as bar:
+        for lineno, line in enumerate(f, start=1):
+            bar.update(len(line))
+            yield lineno, line
+
+
+def _process_file(path: Path, part: Path, resolver: ImagePathResolver, num_points: int,
+                  progress: bool) -> PreprocessReport:
+    """One JSONL file -> ``part`` (one output item per line) and its report."""
+    report = PreprocessReport()
+    with open(part, "w", encoding="utf-8") as sink:
+        for lineno, raw in _iter_lines(path, progress):
+            report.lines += 1
+            if not raw.strip():
+                report.blank_lines += 1
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                narrative = parse_narrative(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                report.malformed.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except UnicodeDecodeError:
+                report.malformed.append(f"{where}: not UTF-8 text")
+                continue
+            except MalformedRecord as exc:
+                report.malformed.append(f"{where}: {exc}")
+                continue
+            report.narratives += 1
+            if " ".join(narrative.utterances) != narrative.caption:
+                report.caption_mismatch += 1
+            chunks = narrative_chunks(narrative, num_points, report.chunks)
+            if not chunks:
+                report.images_dropped["no_chunks"] += 1
+                continue
+            image_path = resolver.resolve(narrative.dataset_id, narrative.image_id)
+            if image_path is None:
+                report.images_dropped["missing_image"] += 1
+                report.chunks.kept -= len(chunks)
+                report.chunks.image_missing += len(chunks)
+                tried = ", ".join(resolver.candidates(narrative.dataset_id, narrative.image_id))
+                report.missing_images.append(f"{where}: {narrative.dataset_id}/{narrative.image_id} "
+                                             f"(tried {tried} under {resolver.root})")
+                continue
+            sink.write(json.dumps({"image_path": image_path, "image_id": narrative.image_id,
+                                   "dataset_id": narrative.dataset_id, "annotator_id": narrative.annotator_id,
+                                   "sent_to_points": chunks}, separators=(",", ":")) + "\n")
+            report.images_written += 1
+    return report
+
+
+def _process_file_star(args: Tuple[Any, ...]) -> PreprocessReport:
+    return _process_file(*args)
+
+
+def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Path,
+                                    image_root: str | Path = ".",
+                                    num_points: int = DEFAULT_NUM_POINTS,
+                                    patterns: Optional[Mapping[str, Sequence[str]]] = None,
+                                    check_images: bool = True, relative_paths: bool = False,
+                                    progress: bool = True, write_report: bool = True,
+                                    workers: int = 1) -> PreprocessReport:
+    """Stream the JSONL ``inputs`` into the annotation file ``out`` (see the module doc).
+
+    ``workers > 1`` processes several input files at once (JSON decoding dominates the
+    cost); the output keeps the input order either way."""
+    if num_points < 1:
+        raise ConfigError(f"--points must be at least 1, got {num_points}.")
+    paths = [Path(p).expanduser() for p in inputs]
+    for p in paths:
+        if not p.is_file():
+            raise MissingFileError(f"Localized Narratives file '{p}' not found. Expected the official JSONL "
+                                   f"(one narrative per line, e.g. coco_train_localized_narratives-00000-of-00004.jsonl "
+                                   f"from https://google.github.io/localized-narratives/).")
+    resolver = ImagePathResolver(image_root, patterns, check_exists=check_images, relative=relative_paths)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts."))
+    try:
+        jobs = [(p, parts_dir / f"{i:05d}.jsonl", resolver, num_points, progress and workers <= 1)
+                for i, p in enumerate(paths)]
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                reports = list(tqdm(pool.imap(_process_file_star, jobs), total=len(jobs), desc="files",
+                                    disable=not progress, dynamic_ncols=True))
+        else:
+            reports = [_process_file(*job) for job in jobs]
+        report = PreprocessReport.merge(reports)
+        with JsonListWriter(out) as writer:
+            for _, part, *_ in jobs:
+                with open(part, "r", encoding="utf-8") as f:
+                    for line in f:
+                        writer.write_raw(line.rstrip("\n"))
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    if write_report:
+        atomic_write_json(report_path(out), report.as_dict())
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m regionvlm.data.localized_narratives",
+        description="Localized Narratives JSONL -> {chunk: 20 points} region-caption annotations.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Default image patterns (relative to --image-root):\n" + "\n".join(
+            f"  {k}: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_PATTERNS.items()))
+    parser.add_argument("--input", nargs="+", required=True, help="official LN JSONL file(s)")
+    parser.add_argument("--out", required=True, help="output annotation JSON")
+    parser.add_argument("--image-root", default=".", help="folder the image patterns are relative to")
+    parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS, help="points per chunk (20)")
+    parser.add_argument("--image-pattern", action="append", default=[], metavar="KEY=PATTERN",
+                        help="image path pattern for a dataset family or exact dataset_id; repeat for "
+                             "fallbacks (replaces that key's defaults)")
+    parser.add_argument("--no-check-images", action="store_true",
+                        help="do not check that image files exist; write the first pattern's path")
+    parser.add_argument("--relative-paths", action="store_true",
+                        help="write image paths relative to --image-root (set the dataset's image_root)")
+    parser.add_argument("--workers", type=int, default=1, help="input files processed in parallel")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        report = preprocess_localized_narratives(
+            args.input, args.out, image_root=args.image_root, num_points=args.points,
+            patterns=parse_patterns(args.image_pattern), check_images=not args.no_check_images,
+            relative_paths=args.relative_paths, progress=not args.quiet, workers=args.workers)
+    except (ConfigError, MissingFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"wrote {args.out} and {report_path(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
