@@ -25,11 +25,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from regionvlm.common.config import Config
     from regionvlm.common.errors import RegionVLMError
     from regionvlm.common.registry import registry
+    from regionvlm.runners.runner_base import set_seed
 
     args = parse_args(argv)
     try:
         cfg = Config(args.cfg_path, args.options)
         task = registry.get_class_or_raise("task", cfg.run_cfg.get("task", "region_captioning")).setup_task(cfg)
+        set_seed(int(cfg.run_cfg.get("seed", 42)))  # random-init parts of the model are seeded too
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
         runner_cls = registry.get_class_or_raise("runner", cfg.run_cfg.get("runner", "runner_base"))

@@ -9,3 +9,5 @@ import regionvlm.tasks.vcr  # noqa: F401
 import regionvlm.datasets.builders.vqa_builder  # noqa: F401
 import regionvlm.tasks.vqa  # noqa: F401
 import regionvlm.datasets.builders.caption_builders  # noqa: F401
+import regionvlm.datasets.builders.ris_builder  # noqa: F401
+import regionvlm.tasks.ris  # noqa: F401

@@ -9,10 +9,12 @@ from omegaconf import OmegaConf
 from regionvlm.common.registry import registry
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
-__all__ = ["RegionVLMT5", "load_model", "load_model_and_preprocess", "load_preprocess"]
+__all__ = ["RegionVLMT5", "load_model", "load_model_and_preprocess", "load_preprocess", "place_model"]
 
 
-def _place(model: torch.nn.Module, is_eval: bool, device: str | torch.device) -> torch.nn.Module:
+def place_model(model: torch.nn.Module, is_eval: bool, device: str | torch.device) -> torch.nn.Module:
+    """Move to ``device``; on GPU the frozen ViT and T5 are stored in bf16 as the official code does
+    (autocast would otherwise re-cast their fp32 weights on every call)."""
     device = torch.device(device)
     if device.type == "cuda" and getattr(model, "freeze_t5", False):
         model.t5_model.to(torch.bfloat16)  # frozen T5 in bf16, as the official code
@@ -31,7 +33,7 @@ def load_model(name: str, model_type: str, is_eval: bool = False, device: str | 
     model = cls.from_pretrained(model_type, **overrides)
     if checkpoint:
         model.load_checkpoint(checkpoint)
-    return _place(model, is_eval, device)
+    return place_model(model, is_eval, device)
 
 
 def load_preprocess(config: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:

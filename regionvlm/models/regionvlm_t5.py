@@ -165,6 +165,13 @@ class RegionVLMT5(BaseModel):
         for name, p in self.visual_encoder.named_parameters():
             if name.endswith(("q_bias", "v_bias")):
                 p.zero_()
+        for module in (self.ln_vision, self.t5_proj):  # seeded too, so a build is repeatable
+            if isinstance(module, nn.Linear):
+                normal_(module.weight, 1.0 / math.sqrt(module.in_features) if scheme == "from_scratch" else 0.02)
+                module.bias.zero_()
+            else:
+                module.weight.fill_(1.0)
+                module.bias.zero_()
         normal_(self.visual_encoder.pos_embed, vit_pos_embed_std)
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)

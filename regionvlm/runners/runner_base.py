@@ -59,7 +59,9 @@ class RunnerBase:
         self.output_dir = Path(self.run_cfg.get("output_dir", "output/run"))
         self.distributed = dist_utils.init_distributed_mode()
         self.device = self._device()
-        self.model = model.to(self.device)
+        from regionvlm.models import place_model
+
+        self.model = place_model(model, is_eval=bool(self.run_cfg.get("evaluate", False)), device=self.device)
         self._ddp: Optional[torch.nn.Module] = None
 
     # ------------------------------------------------------------------ setup

@@ -1,0 +1,412 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg in the ``refer`` toolkit layout (SPEC section 4).
+
+Layout read here (the one every RIS paper uses)::
+
+    <data_root>/<dataset>/refs(<splitBy>).p   pickled list of refs: ref_id, ann_id, image_id,
+                                              split, sentences [{raw, sent, tokens, ...}], sent_ids
+    <data_root>/<dataset>/instances.json      COCO instances: images (file_name, height, width)
+                                              and annotations (segmentation: polygons or RLE)
+    <image_root>/<file_name>                  the images (COCO train2014 for the real datasets)
+
+Every sentence of every ref in the split is one query; its text is the sentence's ``raw``
+string (what the official evaluation feeds the text processor), its ground truth the
+mask of the ref's annotation at the image's original resolution.
+
+Safety: the refs file is a pickle, and unpickling can run arbitrary code. It is read with
+a restricted unpickler that admits only plain containers (dict, list, tuple, set,
+frozenset), strings, bytes, numbers, booleans and None; a pickle that names any other
+class or function stops with :class:`~regionvlm.common.errors.InputError` before anything
+is constructed. The official files are exactly such plain data.
+
+Ground-truth rule: the official ``refer`` toolkit sums the masks of an annotation's
+polygons and the official RIS dataset keeps the pixels whose sum equals 1, so a pixel
+covered by two polygons of the same object is background. ``gt_mask="official"`` (the
+default) reproduces that; ``gt_mask="union"`` takes the plain union. The two differ only
+for annotations with overlapping polygons.
+
+``dataset_name="synthetic"`` reads the same layout written by the synthetic world
+(splits train/val/test, any splitBy).
+
+Command line (list the images of a split, e.g. to compute only their proposals)::
+
+    python -m regionvlm.data.refer --data-root DIR --dataset refcoco --splitBy unc --split val --out val_images.txt
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+
+# (dataset, splitBy) -> splits defined by that partition.
+KNOWN_SPLITS: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("refcoco", "unc"): ("train", "val", "testA", "testB"),
+    ("refcoco", "google"): ("train", "val", "test"),
+    ("refcoco+", "unc"): ("train", "val", "testA", "testB"),
+    ("refcocog", "umd"): ("train", "val", "test"),
+    ("refcocog", "google"): ("train", "val"),
+}
+SYNTHETIC = "synthetic"
+SYNTHETIC_SPLITS = ("train", "val", "test")
+DATASET_NAMES = ("refcoco", "refcoco+", "refcocog", SYNTHETIC)
+DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", SYNTHETIC: "unc"}
+GT_MASK_RULES = ("official", "union")
+
+_SAFE_GLOBALS = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"), ("__builtin__", "frozenset"),
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler that refuses every class or function reference except set/frozenset."""
+
+    def __init__(self, file: io.BufferedIOBase, source: Path):
+        super().__init__(file, encoding="utf-8", errors="strict")
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return set if name == "set" else frozenset
+        raise InputError(
+            f"'{self._source}' references the Python object '{module}.{name}'. Only plain containers, "
+            "strings and numbers are accepted from refs pickles (loading anything else could run code). "
+            "Use the official refs file or re-save it as plain lists and dicts."
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise InputError(f"'{self._source}' uses persistent ids; only plain data pickles are accepted.")
+
+
+def load_plain_pickle(path: str | Path) -> Any:
+    """Load a pickle that may hold only plain containers, strings and numbers (see module doc)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _PlainDataUnpickler(f, path).load()
+    except InputError:
+        raise
+    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"cannot read the pickle '{path}': {type(exc).__name__}: {exc}. "
+                         "Expected the refer toolkit's refs(<splitBy>).p file.") from None
+
+
+@dataclass(frozen=True)
+class ReferImage:
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class ReferQuery:
+    """One referring sentence; ``index`` is its position in the split (ref order, then sentence order)."""
+
+    index: int
+    ref_id: int
+    sent_id: int
+    ann_id: int
+    image_id: int
+    sentence: str
+
+
+@dataclass
+class ReferSplit:
+    """The queries of one split with their images and ground-truth annotations."""
+
+    dataset_name: str
+    split_by: str
+    split: str
+    refs_path: Path
+    instances_path: Path
+    queries: List[ReferQuery]
+    images: Dict[int, ReferImage]
+    annotations: Dict[int, Mapping[str, Any]]
+    gt_mask_rule: str = "official"
+    skipped: List[Dict[str, Any]] = field(default_factory=list)
+
+    def gt_mask(self, ann_id: int) -> np.ndarray:
+        """The annotation's mask (bool, image height x width) under ``gt_mask_rule``."""
+        ann = self.annotations[ann_id]
+        image = self.images[ann["image_id"]]
+        return decode_segmentation(ann["segmentation"], image.height, image.width, self.gt_mask_rule,
+                                   f"annotation {ann_id} in '{self.instances_path}'")
+
+    def queries_by_image(self) -> List[Tuple[int, List[ReferQuery]]]:
+        """Queries grouped by image, images in order of first appearance."""
+        groups: Dict[int, List[ReferQuery]] = {}
+        for q in self.queries:
+            groups.setdefault(q.image_id, []).append(q)
+        return list(groups.items())
+
+
+def decode_segmentation(segm: Any, height: int, width: int, rule: str = "official",
+                        what: str = "segmentation") -> np.ndarray:
+    """COCO polygons, uncompressed RLE or compressed RLE -> bool mask (height, width).
+
+    ``rule="official"``: pixels covered by exactly one part (the official RIS ground truth);
+    ``"union"``: pixels covered by any part."""
+    from pycocotools import mask as mask_utils
+
+    if rule not in GT_MASK_RULES:
+        raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{rule}'.")
+    try:
+        if isinstance(segm, list):
+            if not segm:
+                raise InputError(f"{what} has an empty segmentation; it cannot be a ground truth.")
+            if all(isinstance(p, (list, tuple)) for p in segm):
+                bad = [i for i, p in enumerate(segm) if len(p) < 6 or len(p) % 2]
+                if bad:
+                    raise InputError(f"{what}: polygon(s) {bad} need an even number (>= 6) of coordinates.")
+                rles = mask_utils.frPyObjects([list(map(float, p)) for p in segm], height, width)
+            elif all(isinstance(p, Mapping) for p in segm):
+                rles = [_as_compressed_rle(r, height, width, what) for r in segm]
+            else:
+                raise InputError(f"{what}: expected a list of polygons or RLE dicts, got {str(segm)[:80]}.")
+        elif isinstance(segm, Mapping):
+            rles = [_as_compressed_rle(segm, height, width, what)]
+        else:
+            raise InputError(f"{what}: unsupported segmentation of type {type(segm).__name__}.")
+        parts = mask_utils.decode(rles)  # (h, w, n) uint8
+    except InputError:
+        raise
+    except Exception as exc:  # pycocotools raises bare Exceptions/TypeErrors on malformed input
+        raise InputError(f"{what}: cannot decode the segmentation ({type(exc).__name__}: {exc}).") from None
+    if parts.shape[:2] != (height, width):
+        raise InputError(f"{what}: mask size {parts.shape[:2]} differs from the image size {(height, width)}.")
+    count = parts.sum(axis=2, dtype=np.int32)
+    return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
+
+
+def _as_compressed_rle(rle: Mapping[str, Any], height: int, width: int, what: str) -> Dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    if "counts" not in rle or "size" not in rle:
+        raise InputError(f"{what}: an RLE needs 'size' and 'counts', got keys {sorted(rle)}.")
+    if [int(v) for v in rle["size"]] != [height, width]:
+        raise InputError(f"{what}: RLE size {list(rle['size'])} differs from the image size {[height, width]}.")
+    if isinstance(rle["counts"], list):
+        return mask_utils.frPyObjects(dict(rle), height, width)
+    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+    return {"size": [height, width], "counts": counts}
+
+
+def check_split(dataset_name: str, split_by: str, split: str) -> None:
+    """Reject dataset/splitBy/split combinations that do not exist, listing the valid ones."""
+    if dataset_name not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset_name '{dataset_name}'; expected one of {list(DATASET_NAMES)}.")
+    if dataset_name == SYNTHETIC:
+        if split not in SYNTHETIC_SPLITS:
+            raise ConfigError(f"the synthetic dataset has splits {list(SYNTHETIC_SPLITS)}, got '{split}'.")
+        return
+    splits = KNOWN_SPLITS.get((dataset_name, split_by))
+    if splits is None:
+        valid = sorted(sb for ds, sb in KNOWN_SPLITS if ds == dataset_name)
+        raise ConfigError(f"{dataset_name} has no splitBy '{split_by}'; use one of {valid}.")
+    if split not in splits:
+        raise ConfigError(f"{dataset_name} ({split_by}) has splits {list(splits)}, got '{split}'.")
+
+
+def _read_instances(path: Path) -> Tuple[Dict[int, ReferImage], Dict[int, Mapping[str, Any]]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{path}' is not valid JSON ({exc}); expected COCO instances.") from None
+    except OSError as exc:
+        raise InputError(f"cannot read '{path}': {exc}.") from None
+    if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
+        raise InputError(f"'{path}' must be COCO instances JSON with 'images' and 'annotations'.")
+    images: Dict[int, ReferImage] = {}
+    for i, img in enumerate(data["images"]):
+        try:
+            images[int(img["id"])] = ReferImage(int(img["id"]), str(img["file_name"]),
+                                                int(img["height"]), int(img["width"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"'{path}': images[{i}] needs id, file_name, height, width ({exc!r}).") from None
+    anns: Dict[int, Mapping[str, Any]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, Mapping) or "id" not in ann or "segmentation" not in ann or "image_id" not in ann:
+            raise InputError(f"'{path}': annotations[{i}] needs id, image_id and segmentation.")
+        anns[int(ann["id"])] = ann
+    return images, anns
+
+
+_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+
+
+def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: str,
+               gt_mask: str = "official", skip_missing: bool = False) -> ReferSplit:
+    """Read one split. Missing files stop with their path; a ref whose annotation or image
+    is absent from ``instances.json``, or an empty sentence, stops too unless
+    ``skip_missing`` (then it is listed in ``ReferSplit.skipped``)."""
+    check_split(dataset_name, split_by, split)
+    if gt_mask not in GT_MASK_RULES:
+        raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{gt_mask}'.")
+    folder = Path(data_root).expanduser() / dataset_name
+    refs_path = folder / f"refs({split_by}).p"
+    instances_path = folder / "instances.json"
+    for p, what in ((refs_path, f"the {dataset_name} refs file (refs({split_by}).p)"),
+                    (instances_path, f"the {dataset_name} COCO instances file")):
+        if not p.is_file():
+            raise MissingFileError(
+                f"{what} not found at '{p}'. Put the refer toolkit's '{dataset_name}' folder under "
+                "the data root (setting `data_root`, flag --data-root)."
+            )
+    refs = load_plain_pickle(refs_path)
+    if not isinstance(refs, list):
+        raise InputError(f"'{refs_path}' must hold a list of refs, got {type(refs).__name__}.")
+    images, anns = _read_instances(instances_path)
+
+    queries: List[ReferQuery] = []
+    skipped: List[Dict[str, Any]] = []
+    needed_anns: Dict[int, Mapping[str, Any]] = {}
+    splits_seen = set()
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, Mapping) or any(k not in ref for k in _REF_KEYS):
+            raise InputError(f"'{refs_path}': ref #{i} must be a dict with keys {list(_REF_KEYS)}.")
+        splits_seen.add(str(ref["split"]))
+        if ref["split"] != split:
+            continue
+        ref_id, ann_id, image_id = int(ref["ref_id"]), int(ref["ann_id"]), int(ref["image_id"])
+        sentences = ref["sentences"]
+        if not isinstance(sentences, list):
+            raise InputError(f"'{refs_path}': ref {ref_id} 'sentences' must be a list.")
+        sent_ids = ref.get("sent_ids") or [s.get("sent_id") if isinstance(s, Mapping) else None for s in sentences]
+        if len(sent_ids) != len(sentences) or any(s is None for s in sent_ids):
+            raise InputError(f"'{refs_path}': ref {ref_id} needs sentences and one sent_id per sentence.")
+        problem = None
+        if ann_id not in anns:
+            problem = f"annotation {ann_id} is not in '{instances_path}'"
+        elif image_id not in images:
+            problem = f"image {image_id} is not in '{instances_path}'"
+        if problem:
+            if not skip_missing:
+                raise InputError(f"ref {ref_id} of '{refs_path}': {problem}. Use the instances.json that "
+                                 "belongs to this refs file, or set skip_missing to skip such refs.")
+            skipped.extend({"ref_id": ref_id, "sent_id": int(s), "image_id": image_id, "reason": problem,
+                            "path": str(instances_path)} for s in sent_ids)
+            continue
+        for sent, sent_id in zip(sentences, sent_ids):
+            if not isinstance(sent, Mapping) or not isinstance(sent.get("raw"), str):
+                raise InputError(f"'{refs_path}': ref {ref_id} sentence {sent_id} has no 'raw' text.")
+            if not sent["raw"].strip():
+                reason = f"sentence {sent_id} of ref {ref_id} is empty"
+                if not skip_missing:
+                    raise InputError(f"'{refs_path}': {reason}; an empty expression cannot be scored. Fix the "
+                                     "file or set skip_missing to skip it.")
+                skipped.append({"ref_id": ref_id, "sent_id": int(sent_id), "image_id": image_id,
+                                "reason": reason, "path": str(refs_path)})
+                continue
+            queries.append(ReferQuery(len(queries), ref_id, int(sent_id), ann_id, image_id, sent["raw"]))
+        needed_anns[ann_id] = anns[ann_id]
+    if not queries and not skipped:
+        raise InputError(f"'{refs_path}' has no refs in split '{split}'; splits present: {sorted(splits_seen)}.")
+    used_images = {q.image_id for q in queries}
+    return ReferSplit(dataset_name, split_by, split, refs_path, instances_path, queries,
+                      {i: images[i] for i in sorted(used_images)}, needed_anns, gt_mask, skipped)
+
+
+class RISDataset:
+    """The queries of one split plus where their images and proposals live (built by the
+    ``refcoco``/``refcoco+``/``refcocog``/``ris_synthetic`` builders, consumed by the ``ris`` task).
+
+    ``vis_processor``/``text_processor`` may be None; the task then uses the evaluation
+    processors that match the model (bicubic resize to its image size, BLIP caption cleaning)."""
+
+    def __init__(self, refer: ReferSplit, image_root: str | Path, proposals: str | Path,
+                 skip_missing: bool = False, vis_processor: Any = None, text_processor: Any = None):
+        self.refer = refer
+        self.image_root = Path(image_root).expanduser()
+        self.proposals = Path(proposals).expanduser()
+        self.skip_missing = bool(skip_missing)
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+
+    @property
+    def dataset_name(self) -> str:
+        return self.refer.dataset_name
+
+    @property
+    def split_by(self) -> str:
+        return self.refer.split_by
+
+    @property
+    def split(self) -> str:
+        return self.refer.split
+
+    @property
+    def queries(self) -> List[ReferQuery]:
+        return self.refer.queries
+
+    def __len__(self) -> int:
+        return len(self.refer.queries)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        q = self.refer.queries[index]
+        return {"index": q.index, "ref_id": q.ref_id, "sent_id": q.sent_id, "ann_id": q.ann_id,
+                "image_id": q.image_id, "sentence": q.sentence, "image_path": str(self.image_path(q.image_id)),
+                "proposal_path": str(self.proposal_path(q.image_id))}
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_root / self.refer.images[image_id].file_name
+
+    def proposal_path(self, image_id: int) -> Path:
+        from regionvlm.proposals import proposal_path
+
+        return proposal_path(self.proposals, self.refer.images[image_id].file_name)
+
+    def groups(self) -> List[Tuple[int, List[ReferQuery]]]:
+        return self.refer.queries_by_image()
+
+    def missing_files(self) -> List[Dict[str, Any]]:
+        """Images and proposal files that do not exist (checked before a long run starts)."""
+        missing = []
+        for image_id in self.refer.images:
+            for what, path in (("image", self.image_path(image_id)), ("proposals", self.proposal_path(image_id))):
+                if not path.is_file():
+                    missing.append({"image_id": image_id, "what": what, "path": str(path)})
+        return missing
+
+    def identity(self) -> Dict[str, Any]:
+        """What the results depend on besides the model and the protocol settings."""
+        return {"dataset_name": self.dataset_name, "splitBy": self.split_by, "split": self.split,
+                "refs": str(self.refer.refs_path), "instances": str(self.refer.instances_path),
+                "image_root": str(self.image_root), "proposals": str(self.proposals),
+                "gt_mask": self.refer.gt_mask_rule, "skip_missing": self.skip_missing}
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="List the image file names of one refer split.")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--dataset", default="refcoco", choices=DATASET_NAMES)
+    parser.add_argument("--splitBy", default=None, help="default: unc (refcoco, refcoco+), umd (refcocog)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", default=None, help="write the list here (default: print)")
+    args = parser.parse_args(argv)
+    split = load_refer(args.data_root, args.dataset, args.splitBy or DEFAULT_SPLIT_BY[args.dataset], args.split)
+    names = sorted({img.file_name for img in split.images.values()})
+    text = "".join(n + "\n" for n in names)
+    if args.out:
+        from regionvlm.common.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"{len(names)} images of {args.dataset} {args.split} -> {args.out}")
+    else:
+        print(text, end="")
+
+
+if __name__ == "__main__":
+    from regionvlm.common.errors import RegionVLMError
+
+    try:
+        _main()
+    except RegionVLMError as exc:
+        raise SystemExit(f"error: {exc}")

@@ -1,0 +1,583 @@
+"""Zero-shot referring image segmentation (SPEC section 4): the registered task ``ris``.
+
+For each image: its cached SAM proposals are filtered (:func:`filter_proposals`, the
+official rules literally); every kept mask gets R draws of K random in-mask pixels, each
+turned into region text; the score of (sentence, mask) is the lowest, over the draws, mean
+token NLL of the text-processed sentence as the T5 target; the prediction is the mask with
+the lowest score. IoU at the original resolution; oIoU = 100 sum(I) / sum(U), mIoU = 100
+mean(IoU).
+
+Two implementations of the same scores:
+
+- ``protocol: official`` — the authors' loop: per (sentence, mask) one ``model.forward`` of
+  R samples with the image repeated R times and re-encoded. Slow; kept as the reference.
+- ``protocol: fast`` (default) — per image, the ViT runs once; the Q-Former and the T5
+  encoder run once per (mask, draw), all masks in large batches; the decoder then scores
+  every (draw, sentence) pair of the image in chunks of ``decoder_batch`` pairs
+  (``model.target_nll``), sentences of similar length together.
+
+Randomness and the one deviation it needs: draws come from ``item_rng(seed, key)``, so the
+numbers do not depend on sharding, batching or resumption. With ``draws: image`` (default)
+the R draws of a mask are made once per image and shared by all its sentences — that is
+what lets the fast path reuse the encoder. The official script draws afresh for every
+sentence (unseeded); ``draws: sentence`` does that (key per sentence; the fast path then
+runs the Q-Former/encoder per sentence, still batched). Both settings follow the same
+distribution.
+
+A query whose proposals are all filtered out, even by the 1 % fallback, cannot be
+answered (the official script crashes there). ``on_no_candidate: empty`` (default)
+predicts an empty mask — IoU 0, its ground truth still counts in sum(U) — and lists the
+query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops instead.
+
+Settings (``run:`` section of the YAML; defaults = official): seed 42, threshold 0.7,
+small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points 10, repeats 5,
+protocol fast, draws image, encoder_batch 128, decoder_batch 0 (= auto: 1024 (draw,
+sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thrash the
+cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded
+ahead by threads).
+
+Output: ``<output_dir>/ris_<dataset>_<splitBy>_<split>.json`` (written atomically) with the
+metrics, the settings and, per query, the candidate proposal ids, their scores, the
+chosen id and its IoU. Same seed and inputs -> byte-identical file. Progress is logged per
+image; a killed run started again resumes (the log name carries a fingerprint of the
+settings, the data and the model, so changed settings never mix with old partial results).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import textwrap
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from regionvlm.common import dist_utils
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.io import atomic_write_json
+from regionvlm.common.registry import registry
+from regionvlm.proposals import ProposalSet, read_proposals
+from regionvlm.region import format_points
+from regionvlm.tasks.base_task import BaseTask
+from regionvlm.tasks.eval_loop import clear_partials, finished_items, item_rng, run_resumable
+
+PROTOCOLS = ("fast", "official")
+DRAWS = ("image", "sentence")
+NO_CANDIDATE = ("empty", "error")
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class RISSettings:
+    seed: int = 42
+    threshold: float = 0.7
+    small_threshold: float = 0.04
+    fallback_min_area: float = 0.01
+    max_masks: int = 20
+    num_points: int = 10
+    repeats: int = 5
+    protocol: str = "fast"
+    draws: str = "image"
+    encoder_batch: int = 128
+    decoder_batch: int = 0  # 0 = auto (see resolved)
+    on_no_candidate: str = "empty"
+    visualize: int = 0
+    prefetch: int = 2
+
+    @classmethod
+    def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "RISSettings":
+        """Read the fields from ``run:`` (missing ones keep the official defaults) and check them."""
+        run_cfg = run_cfg or {}
+        values: Dict[str, Any] = {}
+        for f in fields(cls):
+            raw = run_cfg.get(f.name, None)
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw) if kind is not int else int(str(raw), 10)
+            except (TypeError, ValueError):
+                raise ConfigError(f"run.{f.name} must be {kind.__name__}, got {raw!r}.") from None
+        s = cls(**values)
+        s.check()
+        return s
+
+    def check(self) -> None:
+        for name, allowed in (("protocol", PROTOCOLS), ("draws", DRAWS), ("on_no_candidate", NO_CANDIDATE)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"run.{name} must be one of {list(allowed)}, got '{getattr(self, name)}'.")
+        for name in ("max_masks", "num_points", "repeats", "encoder_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"run.{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("visualize", "prefetch", "decoder_batch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"run.{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("small_threshold", "fallback_min_area"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"run.{name} is a fraction of the image area in [0, 1], got {getattr(self, name)}.")
+        if self.threshold < 0:
+            raise ConfigError(f"run.threshold must be >= 0, got {self.threshold}.")
+
+    def resolved(self, device: torch.device) -> "RISSettings":
+        """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
+        the tiny preset: larger CPU batches are slower, their logits no longer fit in cache)."""
+        if self.decoder_batch:
+            return self
+        return replace(self, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+
+    def result_fields(self) -> Dict[str, Any]:
+        """Everything that can change a number in the results (not visualize/prefetch)."""
+        d = asdict(self)
+        d.pop("visualize")
+        d.pop("prefetch")
+        return d
+
+
+# ----------------------------------------------------------------------------- filtering
+@dataclass(frozen=True)
+class Candidates:
+    """Proposal indices that are scored (proposal order) and whether the fallback chose them."""
+
+    indices: List[int]
+    fallback: bool
+
+
+def hugs_border(mask: np.ndarray, threshold: float) -> bool:
+    """The official border test, literally: with H x W the mask size, the foreground count in
+    the top or bottom 2 rows compared with ``threshold * H``, in the left or right 2 columns
+    with ``threshold * W`` (rows against H and columns against W, as the released code does)."""
+    height, width = mask.shape
+    return bool(mask[:2].sum() > threshold * height or mask[-2:].sum() > threshold * height
+                or mask[:, :2].sum() > threshold * width or mask[:, -2:].sum() > threshold * width)
+
+
+def filter_proposals(props: ProposalSet, threshold: float = 0.7, small_threshold: float = 0.04,
+                     max_masks: int = 20, fallback_min_area: float = 0.01) -> Candidates:
+    """SPEC 4 filtering: drop masks under ``small_threshold`` of the image and border huggers,
+    keep the first ``max_masks`` survivors in proposal order; if none survive, keep the first
+    ``max_masks`` masks covering at least ``fallback_min_area``, without the border test."""
+    height, width = props.height, props.width
+    keep: List[int] = []
+    for i in range(len(props)):
+        if props.areas[i] / height / width < small_threshold:  # official: mask.sum() / H / W
+            continue
+        if hugs_border(props.mask(i), threshold):
+            continue
+        keep.append(i)
+        if len(keep) == max_masks:
+            break
+    if keep:
+        return Candidates(keep, False)
+    fallback = [i for i in range(len(props)) if not props.areas[i] / height / width < fallback_min_area]
+    return Candidates(fallback[:max_masks], True)
+
+
+# ----------------------------------------------------------------------------- region text
+class MaskPointSampler:
+    """``regionvlm.region.sample_mask_points`` with the foreground listed once per mask.
+
+    Same draws for the same generator state (tested), but ``R`` draws cost one scan of the
+    mask instead of ``R`` — a scan of a 640x480 mask takes about as long as a GPU scoring step."""
+
+    def __init__(self, mask: np.ndarray):
+        self.height, self.width = mask.shape
+        self.flat = np.flatnonzero(np.ascontiguousarray(mask))
+        if self.flat.size == 0:
+            raise InputError("mask: the mask is empty (no foreground pixel); nothing to point at.")
+
+    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        take = rng.choice(self.flat.size, size=min(k, self.flat.size), replace=False)
+        rows, cols = np.divmod(self.flat[take], self.width)
+        pts = np.stack([cols, rows], axis=1).astype(np.float32)
+        pts[:, 0] /= np.float32(self.width)
+        pts[:, 1] /= np.float32(self.height)
+        return pts
+
+
+def draw_region_texts(samplers: Sequence[MaskPointSampler], num_points: int, repeats: int,
+                      rng: np.random.Generator, text_processor: Callable[[str], str]) -> List[str]:
+    """``repeats`` region texts per mask, mask-major (mask 0 draw 0..R-1, mask 1 ...)."""
+    return [text_processor(format_points(s.sample(num_points, rng))) for s in samplers for _ in range(repeats)]
+
+
+# ----------------------------------------------------------------------------- scoring
+@dataclass
+class DrawGroup:
+    """Sentences (indices into the image's sentence list) that share one set of draws."""
+
+    key: str
+    sentences: List[int]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def encode_region_texts(model: torch.nn.Module, image_embeds: torch.Tensor, texts: Sequence[str],
+                        batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Q-Former + T5 encoder for many region texts of one image (``image_embeds`` batch 1)."""
+    hidden, masks = [], []
+    for start in range(0, len(texts), batch):
+        queries = model.region_queries(image_embeds, texts[start:start + batch])
+        embeds, mask = model.t5_inputs(queries)
+        hidden.append(model.encode_t5(embeds, mask))
+        masks.append(mask)
+    return torch.cat(hidden), torch.cat(masks)
+
+
+def _sentence_order(model: torch.nn.Module, sentences: Sequence[str], indices: Sequence[int]) -> List[int]:
+    lengths = [len(ids) for ids in model.t5_tokenizer([sentences[i] for i in indices]).input_ids]
+    return [i for _, i in sorted(zip(lengths, indices))]
+
+
+@torch.inference_mode()
+def score_image_fast(model: torch.nn.Module, image: torch.Tensor, samplers: Sequence[MaskPointSampler],
+                     sentences: Sequence[str], groups: Sequence[DrawGroup], settings: RISSettings,
+                     text_processor: Callable[[str], str]) -> np.ndarray:
+    """Scores (num_sentences, num_masks): image once, encoder once per (mask, draw), decoder
+    for all (draw, sentence) pairs in chunks."""
+    model = _unwrap(model)
+    settings = settings.resolved(model.device)
+    per_group = len(samplers) * settings.repeats
+    texts: List[str] = []
+    for g in groups:
+        texts += draw_region_texts(samplers, settings.num_points, settings.repeats,
+                                   item_rng(settings.seed, g.key), text_processor)
+    image_embeds = model.encode_image(image.unsqueeze(0) if image.ndim == 3 else image)
+    hidden, enc_mask = encode_region_texts(model, image_embeds, texts, settings.encoder_batch)
+    # Pairs (encoder row, sentence), sentences of similar token length next to each other so
+    # that a decoder chunk pads little.
+    order = [(gi, s) for gi, g in enumerate(groups) for s in _sentence_order(model, sentences, g.sentences)]
+    rows: List[int] = []
+    sent_of_pair: List[int] = []
+    for gi, s in order:
+        rows.extend(range(gi * per_group, (gi + 1) * per_group))
+        sent_of_pair.extend([s] * per_group)
+    chunks = []  # kept on the device: no synchronization until every chunk is queued
+    for start in range(0, len(rows), settings.decoder_batch):
+        idx = torch.tensor(rows[start:start + settings.decoder_batch], device=hidden.device)
+        targets = [sentences[s] for s in sent_of_pair[start:start + settings.decoder_batch]]
+        chunks.append(model.target_nll(hidden[idx], enc_mask[idx], targets).float())
+    nll = torch.cat(chunks).cpu().numpy().astype(np.float64)
+    scores = np.full((len(sentences), len(samplers), settings.repeats), np.nan)
+    for n, (_, s) in enumerate(order):
+        scores[s] = nll[n * per_group:(n + 1) * per_group].reshape(len(samplers), settings.repeats)
+    return scores.min(axis=2)
+
+
+@torch.inference_mode()
+def score_image_official(model: torch.nn.Module, image: torch.Tensor, samplers: Sequence[MaskPointSampler],
+                         sentences: Sequence[str], groups: Sequence[DrawGroup], settings: RISSettings,
+                         text_processor: Callable[[str], str]) -> np.ndarray:
+    """The authors' protocol: one ``model.forward`` of R samples per (sentence, mask), the
+    image repeated R times and encoded again each time."""
+    model = _unwrap(model)
+    image = image.unsqueeze(0) if image.ndim == 3 else image
+    repeats = settings.repeats
+    scores = np.full((len(sentences), len(samplers)), np.nan)
+    for g in groups:
+        texts = draw_region_texts(samplers, settings.num_points, repeats, item_rng(settings.seed, g.key),
+                                  text_processor)
+        for s in g.sentences:
+            for m in range(len(samplers)):
+                loss = model({"image": image.repeat(repeats, 1, 1, 1),
+                              "text_input": texts[m * repeats:(m + 1) * repeats],
+                              "text_output": [sentences[s]] * repeats}, reduction="none")["loss"]
+                scores[s, m] = float(loss.float().min())
+    return scores
+
+
+SCORERS = {"fast": score_image_fast, "official": score_image_official}
+
+
+def mask_iou(pred: Optional[np.ndarray], gt: np.ndarray) -> Tuple[int, int, float]:
+    """(intersection, union, IoU) in pixels; IoU 0 when the union is empty (official)."""
+    if pred is None:
+        inter, union = 0, int(gt.sum())
+    else:
+        if pred.shape != gt.shape:
+            raise InputError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size.")
+        inter, union = int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
+    return inter, union, (inter / union if union else 0.0)
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """oIoU and mIoU (percent) over evaluated queries."""
+    if not records:
+        return {"oIoU": None, "mIoU": None, "num_queries": 0}
+    inter = sum(r["intersection"] for r in records)
+    union = sum(r["union"] for r in records)
+    return {"oIoU": 100.0 * inter / union if union else 0.0,
+            "mIoU": 100.0 * float(np.mean([r["iou"] for r in records])),
+            "num_queries": len(records)}
+
+
+# ----------------------------------------------------------------------------- per image
+@dataclass
+class ImageInputs:
+    image: torch.Tensor
+    proposals: ProposalSet
+    gt: Dict[int, np.ndarray]
+    sentences: List[Optional[str]]
+
+
+class _Prefetcher:
+    """Loads the next images on threads while the model works on the current one."""
+
+    def __init__(self, order: Sequence[Any], load: Callable[[Any], Any], depth: int):
+        self.order, self.load, self.depth = list(order), load, depth
+        self.position = {k: i for i, k in enumerate(self.order)}
+        self.pending: Dict[Any, Future] = {}
+        self.pool = ThreadPoolExecutor(max_workers=min(depth, 4)) if depth > 0 else None
+
+    def get(self, key: Any) -> Any:
+        if self.pool is None:
+            return self.load(key)
+        start = self.position.get(key, len(self.order))
+        for k in self.order[start:start + self.depth + 1]:
+            if k not in self.pending:
+                self.pending[k] = self.pool.submit(self.load, k)
+        future = self.pending.pop(key, None) or self.pool.submit(self.load, key)
+        return future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SplitEvaluator:
+    """Evaluates one RIS dataset split with one model (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Any, settings: RISSettings, output_dir: str | Path):
+        from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+
+        self.model = _unwrap(model)
+        self.dataset = dataset
+        self.settings = settings.resolved(self.model.device)
+        self.output_dir = Path(output_dir)
+        self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=self.model.image_size)
+        self.text_processor = dataset.text_processor or BlipCaptionProcessor()
+        self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
+        self.stem = f"ris_{dataset.dataset_name}_{dataset.split_by}_{dataset.split}"
+
+    # -- identity
+    def fingerprint(self) -> str:
+        probe = {}
+        for name in ("query_tokens", "t5_proj.weight", "t5_proj.bias", "ln_vision.weight"):
+            p = dict(self.model.named_parameters()).get(name)
+            if p is not None:
+                probe[name] = repr(float(p.detach().double().sum()))
+        blob = json.dumps({"settings": self.settings.result_fields(), "data": self.dataset.identity(),
+                           "model": probe, "image_size": getattr(self.model, "image_size", None),
+                           "max_txt_len": getattr(self.model, "max_txt_len", None)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # -- loading (runs on prefetch threads)
+    def load(self, key: str) -> ImageInputs:
+        from PIL import Image, UnidentifiedImageError
+
+        image_id, queries = self.groups[key]
+        ds = self.dataset
+        props = read_proposals(ds.proposal_path(image_id), ds.refer.images[image_id].file_name)
+        info = ds.refer.images[image_id]
+        if (props.height, props.width) != (info.height, info.width):
+            raise InputError(
+                f"proposals '{props.path}' are {props.height}x{props.width} but '{ds.refer.instances_path}' says "
+                f"image {image_id} ({info.file_name}) is {info.height}x{info.width}; regenerate the proposals "
+                "from the same images.")
+        path = ds.image_path(image_id)
+        if not path.is_file():
+            raise MissingFileError(f"image {image_id} not found at '{path}' (expected "
+                                   f"<image_root>/{info.file_name}; set `image_root` / --image-root).")
+        try:
+            with Image.open(path) as im:
+                tensor = self.vis_processor(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"cannot read the image '{path}': {exc}") from None
+        gt = {q.ann_id: ds.refer.gt_mask(q.ann_id) for q in queries}
+        sentences = [self.text_processor(q.sentence) or None for q in queries]
+        return ImageInputs(tensor, props, gt, sentences)
+
+    # -- scoring one image (main thread)
+    def process(self, key: str, prefetcher: _Prefetcher) -> Dict[str, Any]:
+        image_id, queries = self.groups[key]
+        s = self.settings
+        try:
+            inputs = prefetcher.get(key)
+        except (MissingFileError, InputError) as exc:
+            if not self.dataset.skip_missing:
+                raise
+            return {"queries": [], "skipped": [_skip_entry(q, str(exc)) for q in queries]}
+        skipped, active = [], []
+        for q, sentence in zip(queries, inputs.sentences):
+            if sentence is None:
+                reason = (f"sentence {q.sent_id} of ref {q.ref_id} ({q.sentence!r}) is empty after text "
+                          "processing; an empty expression cannot be scored")
+                if not self.dataset.skip_missing:
+                    raise InputError(f"'{self.dataset.refer.refs_path}': {reason}. Fix the file or set skip_missing.")
+                skipped.append(_skip_entry(q, reason))
+            else:
+                active.append((q, sentence))
+        cands = filter_proposals(inputs.proposals, s.threshold, s.small_threshold, s.max_masks, s.fallback_min_area)
+        if not cands.indices and active and s.on_no_candidate == "error":
+            raise InputError(
+                f"image {image_id}: none of the {len(inputs.proposals)} proposals in '{inputs.proposals.path}' "
+                f"survives filtering, not even the fallback (>= {s.fallback_min_area:.0%} of the image); "
+                "set run.on_no_candidate=empty to score such queries as IoU 0.")
+        scores = np.zeros((len(active), 0))
+        if cands.indices and active:
+            samplers = [MaskPointSampler(inputs.proposals.mask(i)) for i in cands.indices]
+            sentences = [sent for _, sent in active]
+            if s.draws == "image":
+                groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
+            else:
+                groups = [DrawGroup(f"{image_id}/{q.ref_id}/{q.sent_id}", [i]) for i, (q, _) in enumerate(active)]
+            image = inputs.image.to(self.model.device)
+            scores = SCORERS[s.protocol](self.model, image, samplers, sentences, groups, s, self.text_processor)
+        records = []
+        for row, (q, _) in enumerate(active):
+            chosen = cands.indices[int(np.argmin(scores[row]))] if cands.indices else None
+            inter, union, iou = mask_iou(inputs.proposals.mask(chosen) if chosen is not None else None,
+                                         inputs.gt[q.ann_id])
+            records.append({"index": q.index, "ref_id": q.ref_id, "sent_id": q.sent_id, "image_id": q.image_id,
+                            "sentence": q.sentence, "candidates": list(cands.indices), "fallback": cands.fallback,
+                            "scores": [float(v) for v in scores[row]], "chosen": chosen, "iou": iou,
+                            "intersection": inter, "union": union})
+        return {"queries": records, "skipped": skipped}
+
+    # -- the whole split
+    def run(self) -> Dict[str, Any]:
+        ds, s = self.dataset, self.settings
+        skipped: List[Dict[str, Any]] = list(ds.refer.skipped)
+        keys = list(self.groups)
+        missing = ds.missing_files()
+        if missing:
+            if not ds.skip_missing:
+                listing = "\n  ".join(f"{m['what']}: {m['path']}" for m in missing[:5])
+                raise MissingFileError(
+                    f"{len(missing)} file(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
+                    f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
+                    f"<proposals>/<image name>.json (proposals={ds.proposals}, written by "
+                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them.")
+            absent = {}
+            for m in missing:
+                absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
+            for k in [k for k in keys if k in absent]:
+                skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
+            keys = [k for k in keys if k not in absent]
+        name = f"{self.stem}.{self.fingerprint()}"
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        done = finished_items(self.output_dir, name)
+        order = [k for k in keys[rank::world] if k not in done]
+        prefetcher = _Prefetcher(order, self.load, s.prefetch)
+        try:
+            per_image = run_resumable(keys, key=lambda k: k, process=lambda k: self.process(k, prefetcher),
+                                      out_dir=self.output_dir, name=name, desc=f"RIS {ds.dataset_name} {ds.split}")
+        finally:
+            prefetcher.close()
+        records = sorted((r for res in per_image for r in res["queries"]), key=lambda r: r["index"])
+        for res in per_image:
+            skipped.extend(res["skipped"])
+        skipped.sort(key=lambda e: (e["ref_id"], e["sent_id"]))
+        metrics = summarize(records)
+        no_candidate = [{"ref_id": r["ref_id"], "sent_id": r["sent_id"], "image_id": r["image_id"]}
+                        for r in records if r["chosen"] is None]
+        metrics.update({"num_images": len({r["image_id"] for r in records}), "num_skipped": len(skipped),
+                        "num_no_candidate": len(no_candidate),
+                        "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None)})
+        results = {"task": "ris", "data": ds.identity(), "settings": s.result_fields(), "metrics": metrics,
+                   "no_candidate": no_candidate, "skipped": skipped, "queries": records}
+        path = self.output_dir / f"{self.stem}.json"
+        if dist_utils.is_main_process():
+            atomic_write_json(path, results)
+            if s.visualize:
+                self.visualize(records[:s.visualize])
+        clear_partials(self.output_dir, name)
+        if no_candidate:
+            print(f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
+                  "(scored as IoU 0; listed under 'no_candidate').")
+        if skipped:
+            print(f"[{self.stem}] warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
+        return {"metrics": metrics, "path": str(path)}
+
+    def visualize(self, records: Sequence[Mapping[str, Any]]) -> List[Path]:
+        """PNG per query: image with the chosen mask (red) and ground truth (green), the
+        expression and the IoU below."""
+        from PIL import Image, ImageDraw
+
+        folder = self.output_dir / f"{self.stem}_vis"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for r in records:
+            image_id = r["image_id"]
+            with Image.open(self.dataset.image_path(image_id)) as im:
+                rgb = np.asarray(im.convert("RGB")).astype(np.float32)
+            gt = self.dataset.refer.gt_mask(self.dataset.refer.queries[r["index"]].ann_id)
+            pred = np.zeros_like(gt)
+            if r["chosen"] is not None:
+                pred = read_proposals(self.dataset.proposal_path(image_id)).mask(r["chosen"])
+            out = rgb.copy()
+            for m, colour in ((gt, (0, 255, 0)), (pred, (255, 0, 0))):
+                out[m] = 0.55 * out[m] + 0.45 * np.array(colour, dtype=np.float32)
+            height, width = gt.shape
+            lines = textwrap.wrap(f'"{r["sentence"]}"', max(10, width // 7)) + [
+                f"IoU {r['iou']:.3f}  red: proposal {r['chosen']}  green: ground truth"]
+            canvas = Image.new("RGB", (width, height + 14 * len(lines) + 6), (255, 255, 255))
+            canvas.paste(Image.fromarray(out.clip(0, 255).astype(np.uint8)), (0, 0))
+            draw = ImageDraw.Draw(canvas)
+            for i, line in enumerate(lines):
+                draw.text((3, height + 3 + 14 * i), line, fill=(0, 0, 0))
+            path = folder / f"q{r['index']:05d}_ref{r['ref_id']}_sent{r['sent_id']}.png"
+            canvas.save(path)
+            written.append(path)
+        return written
+
+
+def _skip_entry(q: Any, reason: str) -> Dict[str, Any]:
+    return {"ref_id": q.ref_id, "sent_id": q.sent_id, "image_id": q.image_id, "reason": reason}
+
+
+# ----------------------------------------------------------------------------- task
+@registry.register_task("ris")
+class RISTask(BaseTask):
+    """Zero-shot RIS evaluation (no training step): ``run.evaluate: true`` with RIS datasets."""
+
+    @classmethod
+    def setup_task(cls, cfg: Any) -> "RISTask":
+        RISSettings.from_run_cfg(cfg.run_cfg)  # bad settings stop before data and model are loaded
+        return cls(cfg)
+
+    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any,
+                 output_dir: Path) -> Dict[str, float]:
+        settings = RISSettings.from_run_cfg(run_cfg)
+        module = _unwrap(model)
+        was_training = module.training
+        module.eval()
+        metrics: Dict[str, Any] = {}
+        runs = [(name, split, ds) for name, splits in datasets.items() for split, ds in splits.items()]
+        try:
+            for name, split, ds in runs:
+                if not hasattr(ds, "refer") or not hasattr(ds, "missing_files"):
+                    raise ConfigError(f"task 'ris' needs RIS datasets (builders refcoco, refcoco+, refcocog, "
+                                      f"ris_synthetic); '{name}' built a {type(ds).__name__}.")
+                result = SplitEvaluator(module, ds, settings, output_dir).run()
+                prefix = f"{ds.dataset_name}_{ds.split_by}_{split}"
+                for key, value in result["metrics"].items():
+                    metrics[f"{prefix}/{key}"] = value
+                if len(runs) == 1:
+                    metrics.update(result["metrics"])
+                if dist_utils.is_main_process():
+                    m = result["metrics"]
+                    print(f"[RIS] {prefix}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
+                          f"({m['num_queries']} queries) -> {result['path']}")
+        finally:
+            module.train(was_training)
+        return metrics
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
