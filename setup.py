@@ -30,9 +30,9 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "lemminflect>=0.2.3"],
+        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40"],
         "vqa": ["lemminflect>=0.2.3"],
-        "demo": ["gradio>=4"],
+        "demo": ["gradio>=5"],
     },
     entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},
 )

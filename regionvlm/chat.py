@@ -1,0 +1,291 @@
+"""Terminal chat about regions of one image.
+
+    python -m regionvlm.chat --image photo.jpg                         # tiny preset (CPU, random or trained)
+    python -m regionvlm.chat --image photo.jpg --model-type flant5xl   # real weights, paths in the preset YAML
+    python -m regionvlm.chat --image photo.jpg --cfg-path my.yaml --options model.checkpoint=ckpt.pth
+    regionvlm-chat --image photo.jpg < script.txt                      # stdin may be a pipe
+
+Commands (coordinates are pixels of the image, origin top-left)::
+
+    box x0 y0 x1 y1          add a box region
+    points x y [x y ...]     add clicked points
+    scribble x y [x y ...]   add an ordered scribble (trace)
+    mask PATH.png            add a binary mask (non-zero = region), same size as the image
+    describe N               caption region N
+    regions                  list the regions with the text sent to the model
+    reset                    forget all regions and turns (the image stays encoded)
+    help                     this list
+    quit                     leave (so does end of input)
+    anything else            a question; [1], [2], ... refer to the regions
+
+Each new region prints its id and the exact region text the Q-Former reads.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from regionvlm.common.errors import InputError, RegionVLMError
+from regionvlm.region import Region
+
+REGION_COMMANDS = ("box", "points", "scribble", "mask")
+HELP = __doc__.split("Commands", 1)[1].split("\n", 1)[1].strip("\n").rstrip()
+
+
+# ------------------------------------------------------------------ region input
+def _numbers(command: str, values: Sequence[str]) -> List[float]:
+    out = []
+    for v in values:
+        try:
+            number = float(v)
+        except ValueError:
+            raise InputError(f"{command}: '{v}' is not a number.") from None
+        if not np.isfinite(number):
+            raise InputError(f"{command}: '{v}' is not a finite number.")
+        out.append(number)
+    return out
+
+
+def load_mask(path: str, image_size: Tuple[int, int]) -> np.ndarray:
+    """A mask image (PNG, any mode) as bool (H, W): non-zero pixels are the region."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"mask: file '{p}' not found.")
+    try:
+        with Image.open(p) as img:
+            arr = np.asarray(img.convert("L"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"mask: cannot read '{p}' as an image ({exc}).") from None
+    width, height = image_size
+    if arr.shape != (height, width):
+        raise InputError(f"mask: '{p}' is {arr.shape[1]}x{arr.shape[0]} but the image is {width}x{height}; "
+                         "a mask must have the image's size.")
+    if not arr.any():
+        raise InputError(f"mask: '{p}' has no non-zero pixel; nothing to point at.")
+    return arr > 0
+
+
+def parse_region_command(line: str, image_size: Tuple[int, int]) -> Region:
+    """``box|points|scribble x ...`` (pixels) or ``mask PATH`` -> a Region; InputError if malformed."""
+    words = line.split()
+    if not words or words[0].lower() not in REGION_COMMANDS:
+        raise InputError(f"not a region command: {line!r} (use one of {', '.join(REGION_COMMANDS)}).")
+    command, args = words[0].lower(), words[1:]
+    if command == "mask":
+        if len(args) != 1:
+            raise InputError("mask: usage `mask PATH.png` (one file; non-zero pixels are the region).")
+        return Region.from_mask(load_mask(args[0], image_size))
+    values = _numbers(command, args)
+    if command == "box":
+        if len(values) != 4:
+            raise InputError(f"box: usage `box x0 y0 x1 y1` (4 pixel coordinates), got {len(values)} numbers.")
+        return Region.from_box(values, image_size=image_size)
+    if not values or len(values) % 2:
+        raise InputError(f"{command}: usage `{command} x y [x y ...]` (pairs of pixel coordinates), "
+                         f"got {len(values)} numbers.")
+    pairs = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+    if command == "points":
+        return Region.from_points(pairs, image_size=image_size)
+    return Region.from_trace(pairs, image_size=image_size)
+
+
+def describe_region(region: Region, image_size: Tuple[int, int]) -> str:
+    """Short human form of a region in pixel coordinates (for listings)."""
+    width, height = image_size
+    scale = np.array([width, height], dtype=np.float64)
+    if region.kind == "box":
+        x0, y0, x1, y1 = (region.data.reshape(2, 2) * scale).reshape(4)
+        return f"box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f})"
+    if region.kind in ("points", "trace"):
+        name = "points" if region.kind == "points" else "scribble"
+        return f"{name} ({len(region.data)} clicked)"
+    if region.kind == "mask":
+        return f"mask ({int(region.data.sum())} pixels)"
+    return "whole image"
+
+
+def region_summary(conv, region_id: int) -> str:
+    """``[i] kind: region text`` plus a note when the Q-Former's text limit drops points."""
+    entry = conv.region(region_id)
+    line = f"[{region_id}] {describe_region(entry.region, conv.image_size)}: {entry.text}"
+    if entry.points_kept < len(entry.points):
+        line += (f"  (the Q-Former reads only the first {entry.points_kept} of {len(entry.points)} points: "
+                 f"max_txt_len={conv.model.max_txt_len})")
+    return line
+
+
+# ------------------------------------------------------------------ model loading
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model options shared by the chat and the web demo."""
+    parser.add_argument("--model-type", default="tiny",
+                        help="preset of regionvlm_t5: tiny (CPU, default), flant5xl, pretrain_flant5xl")
+    parser.add_argument("--checkpoint", default=None, help="RegionVLM checkpoint to load (sets model.checkpoint)")
+    parser.add_argument("--cfg-path", default=None, help="YAML with a model: section (overrides --model-type)")
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides, e.g. model.max_txt_len=48")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds random weights (tiny preset without checkpoint) and the region points")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-points", type=int, default=10, help="points per region (K)")
+    parser.add_argument("--layout", choices=("inline", "let"), default="inline",
+                        help="how [i] enters the prompt (see regionvlm.dialogue)")
+    parser.add_argument("--history", choices=("official", "qa", "none"), default="official",
+                        help="multi-turn context (see regionvlm.dialogue)")
+    parser.add_argument("--num-beams", type=int, default=5)
+    parser.add_argument("--max-length", type=int, default=30, help="maximum new tokens")
+    parser.add_argument("--min-length", type=int, default=1)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--temperature", type=float, default=1.0)
+
+
+def generation_options(args: argparse.Namespace) -> Dict[str, Any]:
+    return dict(num_beams=args.num_beams, max_length=args.max_length, min_length=args.min_length,
+                length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
+                use_nucleus_sampling=args.sample, top_p=args.top_p, temperature=args.temperature)
+
+
+def load_dialogue_model(model_type: str = "tiny", checkpoint: Optional[str] = None,
+                        cfg_path: Optional[str] = None, options: Sequence[str] = (),
+                        device: Optional[str] = None, seed: int = 0):
+    """Model + eval image/text processors for a conversation.
+
+    The model config is the preset ``model_type`` (or ``cfg_path``'s ``model:`` section) with
+    ``options`` on top; ``checkpoint`` becomes ``model.checkpoint``. Random weights are
+    seeded by ``seed``, so the tiny preset gives the same model every time."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from regionvlm.common.config import Config
+    from regionvlm.models import load_model
+    from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+
+    options = list(options or [])
+    if checkpoint:
+        options.append(f"model.checkpoint={checkpoint}")
+    if cfg_path:
+        cfg = Config(cfg_path, options)
+    else:
+        cfg = Config.from_dict({"model": {"arch": "regionvlm_t5", "model_type": model_type}}, options)
+    model_cfg = OmegaConf.to_container(cfg.model_cfg, resolve=True)
+    arch, preset = model_cfg.pop("arch"), model_cfg.pop("model_type", None) or model_type
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    model = load_model(arch, preset, is_eval=True, device=device, **model_cfg)
+    return model, BlipImageEvalProcessor(image_size=model.image_size), BlipCaptionProcessor()
+
+
+def open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"image '{p}' not found (check --image).")
+    try:
+        with Image.open(p) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read '{p}' as an image ({exc}).") from None
+
+
+# ------------------------------------------------------------------ the REPL
+class ChatSession:
+    """Executes chat commands against a Conversation; every reply is one or more lines."""
+
+    def __init__(self, conversation, generation: Optional[Dict[str, Any]] = None) -> None:
+        self.conv = conversation
+        self.generation = dict(generation or {})
+
+    def handle(self, line: str) -> Tuple[List[str], bool]:
+        """Run one input line; returns (output lines, keep going)."""
+        line = line.strip()
+        if not line:
+            return [], True
+        head = line.split()[0].lower()
+        try:
+            if head in ("quit", "exit"):
+                return [], False
+            if head == "help":
+                return [HELP], True
+            if head in REGION_COMMANDS:
+                region_id = self.conv.add_region(parse_region_command(line, self.conv.image_size))
+                return [region_summary(self.conv, region_id)], True
+            if head == "describe":
+                return [self._describe(line)], True
+            if head == "regions" and line.lower() == "regions":
+                if not self.conv.regions:
+                    return ["no regions yet (add one with box, points, scribble or mask)"], True
+                return [region_summary(self.conv, i) for i in range(1, len(self.conv.regions) + 1)], True
+            if head == "reset" and line.lower() == "reset":
+                self.conv.reset(keep_regions=False)
+                return ["conversation reset: no regions, no turns"], True
+            return [self.conv.ask(line, **self.generation)], True
+        except InputError as exc:
+            return [f"error: {exc}"], True
+
+    def _describe(self, line: str) -> str:
+        words = line.split()
+        if len(words) != 2 or not words[1].isdigit():
+            raise InputError(f"describe: usage `describe N` with a region number, got {line!r}.")
+        return self.conv.describe(int(words[1]), **self.generation)
+
+
+def run_repl(session: ChatSession, stdin: TextIO, stdout: TextIO, interactive: bool) -> None:
+    if interactive:
+        print("Type `help` for commands, `quit` to leave.", file=stdout, flush=True)
+    while True:
+        if interactive:
+            print("> ", end="", file=stdout, flush=True)
+        line = stdin.readline()
+        if not line:
+            break
+        lines, keep_going = session.handle(line)
+        for out in lines:
+            print(out, file=stdout, flush=True)
+        if not keep_going:
+            break
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="regionvlm-chat", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", required=True, help="the image to talk about")
+    add_model_arguments(parser)
+    add_generation_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        from regionvlm.common.config import parse_options
+
+        image = open_image(args.image)  # before the slow imports: typos fail at once
+        parse_options(args.options)
+        from regionvlm.dialogue import Conversation
+
+        model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path,
+                                              args.options, args.device, args.seed)
+        conv = Conversation(model, image, vis, txt, num_points=args.num_points, seed=args.seed,
+                            layout=args.layout, history=args.history)
+        session = ChatSession(conv, generation_options(args))
+        model.generation_kwargs(num_beams=args.num_beams, max_length=args.max_length)  # validates
+    except (RegionVLMError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run_repl(session, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Interactive region dialogue over one image (SPEC section 7).
+
+A :class:`Conversation` holds one image (encoded once), the regions the user pointed at
+(each turned into ``num_points`` points once, with a seed, so the text shown is the text
+sent) and the turns so far. In a question, ``[i]`` stands for region ``i`` (1-based, in
+the order the regions were added)::
+
+    conv = Conversation(model, image, vis_processor=vis["eval"], text_processor=txt["eval"])
+    conv.add_region(Region.from_box((10, 20, 200, 180), image_size=image.size))   # -> 1
+    conv.add_region(Region.from_points([(40, 50), (60, 52)], image_size=image.size))  # -> 2
+    conv.describe(1)                        # region captioning, no text needed
+    conv.ask("Is [1] bigger than [2]?")     # both regions' soft tokens in one turn
+    conv.ask("What color is it?")           # follow-up: earlier turns are the context
+
+Every T5 input is built by ``model.embed_segments`` (text pieces without special tokens,
+soft tokens as tensors, one ``</s>`` at the end) - the same code VCR uses.
+
+Layout of one turn (``layout=``)
+    ``"inline"`` (default; the authors' ``predict_answers_interactive`` and SPEC section 7):
+    every ``[i]`` is replaced by region i's soft tokens where the user wrote it:
+    ``"Is " <soft 1> " bigger than " <soft 2> "?"``. Difference from the official code,
+    which tokenizes the whole question and splices at the ``[``/``]`` tokens: here each text
+    piece is tokenized alone, so a piece that starts right after a marker without a space
+    (``"[1]?"``) gets one extra ``"▁"`` token (id 3) in front; pieces that start with a
+    space tokenize identically.
+    ``"let"`` (the authors' ``predict_answers_describe_first``, VCR's official layout):
+    ``"Let" "[1] be" <soft 1> "[2] be" <soft 2>`` for the regions the turn mentions (in
+    order of first mention), then the question text with its ``[i]`` left as text.
+
+Region description (:meth:`Conversation.describe`)
+    ``<soft i> </s>``: the 32 soft tokens with an empty prompt, exactly the trained
+    region-captioning input. It does not read earlier turns; it enters the history as the
+    turn ``"[i]"`` (so "What color is it?" afterwards is about region i).
+
+Multi-turn context (``history=``)
+    ``"official"`` (default) reproduces the authors' ``predict_answers_interactive_multiturn``
+    (their only multi-turn code; it keeps state in ``contexts``/``context_temp``). Each turn
+    ``t`` has its own input ``S_t = <turn layout> </s>`` (the authors tokenize every question
+    with its ``</s>``, so earlier turns keep theirs). Answers are never part of the context.
+    Walking the turns in order, with ``context`` and ``last`` initially empty:
+
+    - a turn that mentions regions, while ``context`` is empty: input ``S_t``;
+      ``context`` becomes the soft tokens of the regions it mentions (the authors keep only
+      the region's soft tokens here, not the question);
+    - a turn that mentions regions, ``context`` not empty: ``context`` becomes ``last``
+      (the whole previous input); input ``context + S_t``;
+    - a turn without regions: input ``context + S_t``;
+    - ``last`` = this turn's input.
+
+    So after ``"[1] what is this?"``, ``"what color?"`` is sent as
+    ``<soft 1> "what color?" </s>``; a later ``"and [2]?"`` is sent as
+    ``<soft 1> "what color?" </s> "and " <soft 2> "?" </s>``. The authors' turns carry one
+    region each, prepended to the question; a turn here may mention several (their soft
+    tokens, in order of first mention, form the first context).
+    ``"qa"`` (this project's addition): every earlier turn in full, with its answer:
+    ``S_1 a_1 </s> S_2 a_2 </s> ... S_t`` (``S_k`` ends with ``</s>``).
+    ``"none"``: every turn alone (the authors' single-turn ``predict_answers_interactive``).
+
+Decoding defaults are the authors' interactive settings: beam 5, up to 30 new tokens,
+minimum length 1, length and repetition penalty 1. Beam search and greedy decoding are
+deterministic; ``use_nucleus_sampling=True`` samples with a seed derived from the
+conversation seed and the turn number (or the ``seed`` you pass), so a replay repeats.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from regionvlm.common.errors import InputError
+from regionvlm.region import DEFAULT_NUM_POINTS, Region, format_points
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("inline", "let")
+HISTORIES = ("official", "qa", "none")
+REGION_MARK = re.compile(r"\[(\d+)\]")
+
+Segment = Union[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RegionEntry:
+    """One region as the model sees it: the points drawn once, their text and soft tokens."""
+
+    region: Region
+    points: np.ndarray      # (K, 2) normalized (x, y), as sent
+    text: str               # Q-Former region text, after the text processor
+    soft_tokens: torch.Tensor  # (num_query_token, d_model) projected Q-Former outputs
+    points_kept: int        # points that survive the Q-Former's ``max_txt_len`` truncation
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange. ``segments`` is the turn's own layout (no ``</s>``)."""
+
+    kind: str               # "ask" or "describe"
+    text: str               # what the user typed ("" for describe)
+    segments: Tuple[Segment, ...]
+    region_ids: Tuple[int, ...]  # regions mentioned, in order of first mention
+    answer: str
+
+
+def parse_region_refs(text: str) -> List[Union[str, int]]:
+    """Split ``text`` at ``[i]`` markers: ``"is [1] red"`` -> ``["is ", 1, " red"]``.
+
+    Only a bracketed integer is a marker, so region text like ``[12 34]`` stays text.
+    Empty text pieces are dropped."""
+    out: List[Union[str, int]] = []
+    pos = 0
+    for match in REGION_MARK.finditer(text):
+        if match.start() > pos:
+            out.append(text[pos:match.start()])
+        out.append(int(match.group(1)))
+        pos = match.end()
+    if pos < len(text):
+        out.append(text[pos:])
+    return out
+
+
+def _first_mentions(parts: Sequence[Union[str, int]]) -> Tuple[int, ...]:
+    seen: Dict[int, None] = {}
+    for p in parts:
+        if isinstance(p, int):
+            seen.setdefault(p, None)
+    return tuple(seen)
+
+
+class Conversation:
+    """A dialogue about regions of one image; see the module docstring for the layouts."""
+
+    def __init__(self, model, image: Image.Image, vis_processor: Optional[Callable] = None,
+                 text_processor: Optional[Callable[[str], str]] = None,
+                 num_points: int = DEFAULT_NUM_POINTS, seed: int = 0, layout: str = "inline",
+                 history: str = "official", prompt: str = "{}") -> None:
+        if not isinstance(image, Image.Image):
+            raise InputError(f"Conversation needs a PIL image, got {type(image).__name__}.")
+        if layout not in LAYOUTS:
+            raise InputError(f"layout must be one of {LAYOUTS}, got '{layout}'.")
+        if history not in HISTORIES:
+            raise InputError(f"history must be one of {HISTORIES}, got '{history}'.")
+        if prompt.count("{}") != 1:
+            raise InputError(f"prompt must contain '{{}}' exactly once (where the question goes), got {prompt!r}.")
+        if int(num_points) <= 0:
+            raise InputError(f"num_points must be positive, got {num_points}.")
+        if model.training:
+            logger.info("switching the model to eval mode for the conversation (no dropout)")
+            model.eval()
+        if vis_processor is None:
+            from regionvlm.processors import BlipImageEvalProcessor
+
+            vis_processor = BlipImageEvalProcessor(image_size=model.image_size)
+        if text_processor is None:
+            from regionvlm.processors import BlipCaptionProcessor
+
+            text_processor = BlipCaptionProcessor()
+        self.model = model
+        self.image = image.convert("RGB")
+        self.text_processor = text_processor
+        self.num_points = int(num_points)
+        self.seed = int(seed)
+        self.layout = layout
+        self.history = history
+        self.prompt = prompt
+        self.regions: List[RegionEntry] = []
+        self.turns: List[Turn] = []
+        self.last_segments: List[Segment] = []
+        with torch.inference_mode():
+            self.image_embeds = model.encode_image(vis_processor(self.image).unsqueeze(0))
+
+    # ------------------------------------------------------------------ regions
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """(width, height) of the image in pixels."""
+        return self.image.size
+
+    def add_region(self, region: Region) -> int:
+        """Add a region; returns its id ``i`` (1-based) for ``[i]`` in questions.
+
+        Its points are drawn once (seeded by the conversation seed and ``i``)."""
+        if not isinstance(region, Region):
+            raise InputError(f"add_region expects a Region, got {type(region).__name__}.")
+        if region.kind == "mask":
+            width, height = self.image_size
+            if region.data.shape != (height, width):
+                raise InputError(
+                    f"mask is {region.data.shape[1]}x{region.data.shape[0]} (WxH) but the image is "
+                    f"{width}x{height}; the mask must have the image's size.")
+        region_id = len(self.regions) + 1
+        rng = np.random.default_rng([self.seed, region_id])
+        points = region.sample_points(self.num_points, rng)
+        text = self.text_processor(format_points(points))
+        with torch.inference_mode():
+            soft = self.model.region_queries(self.image_embeds, [text])[0]
+        kept = _points_kept(self.model, points, self.text_processor)
+        self.regions.append(RegionEntry(region, points, text, soft, kept))
+        return region_id
+
+    def region(self, region_id: int) -> RegionEntry:
+        """The region ``[region_id]`` (points, text, soft tokens)."""
+        if isinstance(region_id, bool) or not isinstance(region_id, (int, np.integer)):
+            raise InputError(f"a region id is an integer (1 for [1]), got {region_id!r}.")
+        self._check_ids([int(region_id)], "(region id)")
+        return self.regions[region_id - 1]
+
+    def region_text(self, region_id: int) -> str:
+        """The exact Q-Former text of region ``region_id``, e.g. ``[12 34] [15 40] ...``."""
+        return self.region(region_id).text
+
+    def reset(self, keep_regions: bool = True) -> None:
+        """Forget the turns (and the regions unless ``keep_regions``); the image stays encoded."""
+        self.turns.clear()
+        self.last_segments = []
+        if not keep_regions:
+            self.regions.clear()
+
+    # ------------------------------------------------------------------- turns
+    def _check_ids(self, ids: Sequence[int], where: str) -> None:
+        bad = [i for i in ids if not 1 <= i <= len(self.regions)]
+        if bad:
+            have = (f"regions [1]..[{len(self.regions)}]" if len(self.regions) > 1
+                    else "region [1]" if self.regions else "no regions yet")
+            raise InputError(
+                f"{', '.join(f'[{i}]' for i in bad)} {where} refers to no region: this conversation "
+                f"has {have}. Add a region first (points, box, scribble or mask).")
+
+    def turn_segments(self, text: str) -> Tuple[List[Segment], Tuple[int, ...]]:
+        """This turn's own layout (no context, no ``</s>``) and the regions it mentions."""
+        if not isinstance(text, str):
+            raise InputError(f"a question must be a string, got {type(text).__name__}.")
+        full = self.prompt.replace("{}", text, 1)
+        parts = parse_region_refs(full)
+        ids = _first_mentions(parts)
+        self._check_ids(ids, f"in {text!r}")
+        if not full.strip():
+            raise InputError("empty question; type a question, or use describe(i) to caption region i.")
+        if self.layout == "inline":
+            segments = [self.regions[p - 1].soft_tokens if isinstance(p, int) else p for p in parts]
+        else:
+            segments = ["Let"] if ids else []
+            for i in ids:
+                segments += [f"[{i}] be", self.regions[i - 1].soft_tokens]
+            segments.append(full)
+        return segments, ids
+
+    def context_segments(self, mentions_regions: bool) -> List[Segment]:
+        """What goes before the next turn's own layout, by ``history`` (module docstring)."""
+        eos = self.model.t5_tokenizer.eos_token
+        if self.history == "none":
+            return []
+        if self.history == "qa":
+            out: List[Segment] = []
+            for t in self.turns:
+                out += list(t.segments) + [eos, t.answer, eos]
+            return out
+        context: Optional[List[Segment]] = None
+        last: List[Segment] = []
+        for t in self.turns:
+            own = list(t.segments) + [eos]
+            if t.region_ids and context is None:
+                last = own
+                context = [self.regions[i - 1].soft_tokens for i in t.region_ids]
+            elif t.region_ids:
+                context = last
+                last = context + own
+            else:
+                last = (context or []) + own
+        if mentions_regions:
+            return [] if context is None else list(last)
+        return list(context or [])
+
+    def prompt_segments(self, text: str) -> List[Segment]:
+        """Everything :meth:`ask` would send for ``text`` (before the final ``</s>``)."""
+        own, ids = self.turn_segments(text)
+        return self.context_segments(bool(ids)) + own
+
+    def ask(self, text: str, **generation) -> str:
+        """Answer ``text`` (``[i]`` = region i) given the earlier turns; see :meth:`generate`."""
+        own, ids = self.turn_segments(text)
+        segments = self.context_segments(bool(ids)) + own
+        answer = self.generate(segments, **generation)
+        self.turns.append(Turn("ask", text, tuple(own), ids, answer))
+        return answer
+
+    def describe(self, region_id: int, **generation) -> str:
+        """Caption region ``region_id``: its soft tokens with an empty prompt (``<soft> </s>``)."""
+        soft = self.region(region_id).soft_tokens
+        answer = self.generate([soft], **generation)
+        self.turns.append(Turn("describe", "", (soft,), (region_id,), answer))
+        return answer
+
+    @torch.inference_mode()
+    def generate(self, segments: Sequence[Segment], num_beams: int = 5, max_length: int = 30,
+                 min_length: int = 1, length_penalty: float = 1.0, repetition_penalty: float = 1.0,
+                 use_nucleus_sampling: bool = False, top_p: float = 0.9, temperature: float = 1.0,
+                 seed: Optional[int] = None) -> str:
+        """Decode from ``segments`` (+ ``</s>``) through ``model.embed_segments``."""
+        gen = self.model.generation_kwargs(
+            use_nucleus_sampling=use_nucleus_sampling, num_beams=int(num_beams), max_length=int(max_length),
+            min_length=int(min_length), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
+            length_penalty=float(length_penalty), temperature=float(temperature))
+        if not use_nucleus_sampling:
+            gen.pop("top_p")
+            gen.pop("temperature")
+        elif not (0 < float(top_p) <= 1 and float(temperature) > 0):
+            raise InputError(f"sampling needs 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}.")
+        self.last_segments = list(segments)
+        embeds, mask = self.model.embed_segments([self.last_segments], add_eos=True)
+        if not use_nucleus_sampling:
+            return self.model._generate(embeds, mask, **gen)[0].strip()
+        if seed is None:
+            seed = int(np.random.SeedSequence([self.seed, len(self.turns)]).generate_state(1)[0])
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            return self.model._generate(embeds, mask, **gen)[0].strip()
+
+    # ----------------------------------------------------------------- display
+    def describe_segments(self, segments: Sequence[Segment]) -> str:
+        """Readable form of a layout: soft tokens as ``<soft [i]>`` (or ``<soft xN>``)."""
+        names = {id(r.soft_tokens): f"<soft [{k}]>" for k, r in enumerate(self.regions, 1)}
+        out = []
+        for seg in segments:
+            if isinstance(seg, str):
+                out.append(repr(seg))
+            else:
+                out.append(names.get(id(seg), f"<soft x{seg.shape[0]}>"))
+        return " ".join(out + [repr(self.model.t5_tokenizer.eos_token)])
+
+
+def _points_kept(model, points: np.ndarray, text_processor: Callable[[str], str]) -> int:
+    """How many leading points fit in the Q-Former's ``max_txt_len`` tokens ([CLS] + [SEP]
+    included); the official 32 keeps 7 of 10 points, the tiny preset's 48 keeps all."""
+    limit = int(model.max_txt_len)
+    kept = 0
+    for n in range(1, len(points) + 1):
+        length = len(model.tokenizer(text_processor(format_points(points[:n]))).input_ids)
+        if length > limit:
+            break
+        kept = n
+    return kept
