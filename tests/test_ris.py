@@ -220,6 +220,15 @@ def test_fast_path_equals_official_protocol_on_tiny_model(tiny_model, roots, tmp
     assert fast["metrics"] == official["metrics"]
 
 
+def test_empty_region_prompt_ablation_scores_every_mask_alike(tiny_model, roots, tmp_path):
+    res = _evaluate(tiny_model, roots, tmp_path / "empty", {"region_prompt": "empty"})["results"]
+    assert res["settings"]["region_prompt"] == "empty"
+    for query in res["queries"]:
+        assert np.ptp(query["scores"]) < 1e-5  # no region information: every candidate looks the same
+    with pytest.raises(ConfigError, match="region_prompt"):
+        _evaluate(tiny_model, roots, tmp_path / "bad", {"region_prompt": "box"})
+
+
 def test_same_seed_gives_byte_identical_results_and_seed_matters(tiny_model, roots, tmp_path):
     a = _evaluate(tiny_model, roots, tmp_path / "a")
     b = _evaluate(tiny_model, roots, tmp_path / "b")

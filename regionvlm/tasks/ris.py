@@ -31,7 +31,7 @@ query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops in
 
 Settings (``run:`` section of the YAML; defaults = official): seed 42, threshold 0.7,
 small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points 10, repeats 5,
-protocol fast, draws image, encoder_batch 128, decoder_batch 0 (= auto: 1024 (draw,
+protocol fast, draws image, region_prompt points (``empty``: the no-region ablation), encoder_batch 128, decoder_batch 0 (= auto: 1024 (draw,
 sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thrash the
 cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded
 ahead by threads).
@@ -68,6 +68,7 @@ from regionvlm.tasks.eval_loop import clear_partials, finished_items, item_rng, 
 PROTOCOLS = ("fast", "official")
 DRAWS = ("image", "sentence")
 NO_CANDIDATE = ("empty", "error")
+REGION_PROMPTS = ("points", "empty")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -87,6 +88,7 @@ class RISSettings:
     on_no_candidate: str = "empty"
     visualize: int = 0
     prefetch: int = 2
+    region_prompt: str = "points"  # "empty": ablation, every draw is the empty region text
 
     @classmethod
     def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "RISSettings":
@@ -107,7 +109,8 @@ class RISSettings:
         return s
 
     def check(self) -> None:
-        for name, allowed in (("protocol", PROTOCOLS), ("draws", DRAWS), ("on_no_candidate", NO_CANDIDATE)):
+        for name, allowed in (("protocol", PROTOCOLS), ("draws", DRAWS), ("on_no_candidate", NO_CANDIDATE),
+                              ("region_prompt", REGION_PROMPTS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"run.{name} must be one of {list(allowed)}, got '{getattr(self, name)}'.")
         for name in ("max_masks", "num_points", "repeats", "encoder_batch"):
@@ -199,9 +202,12 @@ class MaskPointSampler:
 
 
 def draw_region_texts(samplers: Sequence[MaskPointSampler], num_points: int, repeats: int,
-                      rng: np.random.Generator, text_processor: Callable[[str], str]) -> List[str]:
-    """``repeats`` region texts per mask, mask-major (mask 0 draw 0..R-1, mask 1 ...)."""
-    return [text_processor(format_points(s.sample(num_points, rng))) for s in samplers for _ in range(repeats)]
+                      rng: np.random.Generator, text_processor: Callable[[str], str],
+                      empty: bool = False) -> List[str]:
+    """``repeats`` region texts per mask, mask-major (mask 0 draw 0..R-1, mask 1 ...).
+    ``empty=True`` (the ablation) replaces every text by "" after drawing the same points."""
+    texts = [text_processor(format_points(s.sample(num_points, rng))) for s in samplers for _ in range(repeats)]
+    return [""] * len(texts) if empty else texts
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -246,7 +252,8 @@ def score_image_fast(model: torch.nn.Module, image: torch.Tensor, samplers: Sequ
     texts: List[str] = []
     for g in groups:
         texts += draw_region_texts(samplers, settings.num_points, settings.repeats,
-                                   item_rng(settings.seed, g.key), text_processor)
+                                   item_rng(settings.seed, g.key), text_processor,
+                                   empty=settings.region_prompt == "empty")
     image_embeds = model.encode_image(image.unsqueeze(0) if image.ndim == 3 else image)
     hidden, enc_mask = encode_region_texts(model, image_embeds, texts, settings.encoder_batch)
     # Pairs (encoder row, sentence), sentences of similar token length next to each other so
@@ -281,7 +288,7 @@ def score_image_official(model: torch.nn.Module, image: torch.Tensor, samplers: 
     scores = np.full((len(sentences), len(samplers)), np.nan)
     for g in groups:
         texts = draw_region_texts(samplers, settings.num_points, repeats, item_rng(settings.seed, g.key),
-                                  text_processor)
+                                  text_processor, empty=settings.region_prompt == "empty")
         for s in g.sentences:
             for m in range(len(samplers)):
                 loss = model({"image": image.repeat(repeats, 1, 1, 1),
