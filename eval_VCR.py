@@ -77,7 +77,7 @@ def to_options(args: argparse.Namespace) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> dict:
     import regionvlm.datasets.builders.vcr_builder  # noqa: F401  (registers builder "vcr")
     import regionvlm.tasks.vcr  # noqa: F401  (registers task "vcr")
-    from train import main as train_main  # the trainer's entry point: one code path
+    from regionvlm.train import main as train_main  # the trainer's entry point: one code path
 
     args = parse_args(argv)
     return train_main(["--cfg-path", args.cfg_path, "--options", *to_options(args)])

@@ -5,6 +5,7 @@ from pycocotools import mask as mask_utils
 
 from regionvlm.common.errors import InputError
 from regionvlm.region import Region, format_points, sample_mask_points, select_in_order
+from test_refer import uncompressed_rle
 
 
 def test_text_format_is_official():
@@ -73,15 +74,7 @@ def test_mask_from_coco_rle_compressed_and_uncompressed():
     rle = mask_utils.encode(np.asfortranarray(mask))
     rle_str = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
     assert np.array_equal(Region.from_mask(rle_str).data, mask.astype(bool))
-    flat = mask.flatten(order="F")
-    counts, current, run = [], 0, 0
-    for v in flat:
-        if v != current:
-            counts.append(run)
-            current, run = v, 0
-        run += 1
-    counts.append(run)
-    assert np.array_equal(Region.from_mask({"size": [12, 9], "counts": counts}).data, mask.astype(bool))
+    assert np.array_equal(Region.from_mask(uncompressed_rle(mask)).data, mask.astype(bool))
 
 
 @pytest.mark.parametrize("make, message", [

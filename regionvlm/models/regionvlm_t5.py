@@ -417,10 +417,12 @@ class RegionVLMT5(BaseModel):
                           temperature: float = 1.0) -> Dict:
         if num_beams < 1 or max_length < 1:
             raise InputError("num_beams and max_length must be >= 1.")
-        return dict(do_sample=use_nucleus_sampling, top_p=top_p, temperature=temperature,
-                    num_beams=num_beams, max_new_tokens=max_length, min_length=min_length,
-                    repetition_penalty=repetition_penalty, length_penalty=length_penalty,
-                    num_return_sequences=num_captions)
+        kwargs = dict(do_sample=use_nucleus_sampling, num_beams=num_beams, max_new_tokens=max_length,
+                      min_length=min_length, repetition_penalty=repetition_penalty,
+                      length_penalty=length_penalty, num_return_sequences=num_captions)
+        if use_nucleus_sampling:  # only meaningful (and only accepted quietly) when sampling
+            kwargs.update(top_p=top_p, temperature=temperature)
+        return kwargs
 
     @torch.no_grad()
     def generate(self, samples: Mapping, use_nucleus_sampling: bool = False, num_beams: int = 5,
