@@ -152,16 +152,9 @@ class RegionVLMT5(BaseModel):
         def normal_(t: torch.Tensor, std: float) -> None:
             t.copy_(torch.randn(t.shape, generator=gen) * std)
 
-        for module in list(self.visual_encoder.modules()) + list(self.Qformer.modules()):
-            if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
-                fan_in = module.weight[0].numel() if not isinstance(module, nn.Embedding) else module.weight.shape[1]
-                std = 1.0 / math.sqrt(fan_in) if scheme == "from_scratch" else 0.02
-                normal_(module.weight, std)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+        for tower, width in ((self.visual_encoder, self.visual_encoder.num_features),
+                             (self.Qformer, self.Qformer.config.hidden_size)):
+            self._init_tower(tower, 1.0 / math.sqrt(width) if scheme == "from_scratch" else 0.02, normal_)
         for name, p in self.visual_encoder.named_parameters():
             if name.endswith(("q_bias", "v_bias")):
                 p.zero_()
@@ -177,6 +170,17 @@ class RegionVLMT5(BaseModel):
         normal_(self.query_tokens, query_std)
         if lm_head_std is not None:
             normal_(self.t5_model.lm_head.weight, lm_head_std)
+
+    @staticmethod
+    def _init_tower(tower: nn.Module, std: float, normal_) -> None:
+        for module in tower.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+                normal_(module.weight, std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
     @classmethod
     def from_config(cls, cfg: Union[DictConfig, Mapping]) -> "RegionVLMT5":

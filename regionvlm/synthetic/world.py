@@ -66,7 +66,7 @@ def narrative(scene: Scene, image_id: str, rng: np.random.Generator, with_backgr
             t += WORD_SECONDS
         steps = int(round((t - start) / TRACE_DT))
         radius = max(2.0, float(np.sqrt(mask.sum() / np.pi)))
-        path = random_walk_in_mask(mask, rng, steps, step_std=radius / 2)
+        path = random_walk_in_mask(mask, rng, steps, step_std=radius)  # a scribble over the whole object
         if last is not None:  # the hand moves to the next object during the pause
             for k in range(1, 6):
                 p = last + (path[0] - last) * k / 6

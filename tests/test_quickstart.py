@@ -1,0 +1,30 @@
+"""The main job end to end on a few held-out scenes (table, figure, summary, ablation)."""
+import json
+
+import pytest
+import torch
+
+from regionvlm import quickstart
+
+
+def test_quickstart_runs_on_a_small_world_and_writes_its_outputs(tmp_path, tiny_model, capsys):
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": tiny_model.trainable_state_dict()}, ckpt)
+    summary = quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "3", "--checkpoint", str(ckpt),
+                               "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "zero-shot RIS selection accuracy" in out and "EMPTY region text" in out
+    assert (tmp_path / "qs" / "quickstart.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "qs" / "summary.json").read_text()) == summary
+    assert summary["ris_queries"] == len(json.loads((tmp_path / "qs" / "captions.json").read_text()))
+    assert 0.0 <= summary["ris_empty_prompt_accuracy"] <= 100.0 and summary["ris_chance"] > 0
+    ablation = json.loads(next((tmp_path / "qs" / "ris_empty_prompt").glob("ris_*.json")).read_text())
+    for query in ablation["queries"]:  # no region text: every candidate gets the same score
+        assert max(query["scores"]) - min(query["scores"]) < 1e-5
+
+
+def test_quickstart_missing_checkpoint_is_explained(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")])
+    assert exc.value.code == 2
+    assert "--retrain" in capsys.readouterr().err
