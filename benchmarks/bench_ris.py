@@ -34,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor  # noqa: E402
-from regionvlm.tasks.ris import (DrawGroup, MaskPointSampler, RISSettings, score_image_fast,  # noqa: E402
+from regionvlm.region import MaskPointSampler  # noqa: E402
+from regionvlm.tasks.ris import (DrawGroup, RISSettings, score_image_fast,  # noqa: E402
                                  score_image_official)
 
 SENTENCES = [

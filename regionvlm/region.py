@@ -196,15 +196,26 @@ class Region:
         return format_points(self.sample_points(k, rng))
 
 
+class MaskPointSampler:
+    """Draws K distinct foreground pixels of one mask, uniformly at random (all of them if
+    fewer than K), as float32 ``(col / W, row / H)`` exactly as the official RIS code computes
+    them. The foreground is listed once, so R draws cost one scan of the mask, not R."""
+
+    def __init__(self, mask: np.ndarray):
+        self.height, self.width = mask.shape
+        self.flat = np.flatnonzero(np.ascontiguousarray(mask))
+        if self.flat.size == 0:
+            raise InputError("mask: the mask is empty (no foreground pixel); nothing to point at.")
+
+    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        take = rng.choice(self.flat.size, size=min(k, self.flat.size), replace=False)
+        rows, cols = np.divmod(self.flat[take], self.width)
+        pts = np.stack([cols, rows], axis=1).astype(np.float32)
+        pts[:, 0] /= np.float32(self.width)
+        pts[:, 1] /= np.float32(self.height)
+        return pts
+
+
 def sample_mask_points(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """K distinct foreground pixels, uniformly at random (all of them if fewer than K),
-    as float32 ``(col / W, row / H)`` exactly as the official RIS code computes them."""
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        raise InputError("mask: the mask is empty (no foreground pixel); nothing to point at.")
-    take = rng.choice(rows.size, size=min(k, rows.size), replace=False)
-    height, width = mask.shape
-    pts = np.stack([cols[take], rows[take]], axis=1).astype(np.float32)
-    pts[:, 0] /= np.float32(width)
-    pts[:, 1] /= np.float32(height)
-    return pts
+    """K random foreground pixels of ``mask`` (see :class:`MaskPointSampler`)."""
+    return MaskPointSampler(mask).sample(k, rng)

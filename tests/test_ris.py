@@ -18,7 +18,8 @@ from regionvlm.common.registry import registry
 from regionvlm.proposals import ProposalSet, save_image_proposals
 from regionvlm.region import sample_mask_points
 from regionvlm.tasks.eval_loop import item_rng
-from regionvlm.tasks.ris import (MaskPointSampler, RISSettings, RISTask, SplitEvaluator, filter_proposals,
+from regionvlm.region import MaskPointSampler
+from regionvlm.tasks.ris import (RISSettings, RISTask, SplitEvaluator, filter_proposals,
                                  hugs_border, mask_iou, summarize)
 from test_refer import IMAGES, fixture_masks, rect, write_refer_fixture
 
@@ -82,13 +83,24 @@ def test_fallback_keeps_masks_of_at_least_one_percent_without_border_test():
 
 
 # --------------------------------------------------------------------------- sampling
-def test_mask_point_sampler_draws_exactly_like_sample_mask_points():
+def _reference_mask_points(mask, k, rng):
+    """The official rule written out plainly: foreground (row, col) in row-major order, K of
+    them without replacement, (col / W, row / H) in float32."""
+    rows, cols = np.nonzero(mask)
+    take = rng.choice(rows.size, size=min(k, rows.size), replace=False)
+    h, w = mask.shape
+    return np.stack([cols[take].astype(np.float32) / np.float32(w), rows[take].astype(np.float32) / np.float32(h)], 1)
+
+
+def test_mask_point_sampler_draws_exactly_the_official_rule():
     masks = [rect(40, 56, 10, 29, 5, 19), rect(40, 56, 3, 3, 7, 9)]  # the second has 3 < K pixels
     for mask in masks:
-        a, b = np.random.default_rng(5), np.random.default_rng(5)
+        a, b, c = np.random.default_rng(5), np.random.default_rng(5), np.random.default_rng(5)
         sampler = MaskPointSampler(mask)
         for _ in range(4):
-            np.testing.assert_array_equal(sampler.sample(10, a), sample_mask_points(mask, 10, b))
+            want = _reference_mask_points(mask, 10, a)
+            np.testing.assert_array_equal(sampler.sample(10, b), want)
+            np.testing.assert_array_equal(sample_mask_points(mask, 10, c), want)
     with pytest.raises(InputError, match="empty"):
         MaskPointSampler(np.zeros((4, 4), bool))
 

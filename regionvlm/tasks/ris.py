@@ -61,7 +61,7 @@ from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.proposals import ProposalSet, read_proposals
-from regionvlm.region import format_points
+from regionvlm.region import MaskPointSampler, format_points
 from regionvlm.tasks.base_task import BaseTask
 from regionvlm.tasks.eval_loop import clear_partials, finished_items, item_rng, run_resumable
 
@@ -180,27 +180,6 @@ def filter_proposals(props: ProposalSet, threshold: float = 0.7, small_threshold
 
 
 # ----------------------------------------------------------------------------- region text
-class MaskPointSampler:
-    """``regionvlm.region.sample_mask_points`` with the foreground listed once per mask.
-
-    Same draws for the same generator state (tested), but ``R`` draws cost one scan of the
-    mask instead of ``R`` — a scan of a 640x480 mask takes about as long as a GPU scoring step."""
-
-    def __init__(self, mask: np.ndarray):
-        self.height, self.width = mask.shape
-        self.flat = np.flatnonzero(np.ascontiguousarray(mask))
-        if self.flat.size == 0:
-            raise InputError("mask: the mask is empty (no foreground pixel); nothing to point at.")
-
-    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
-        take = rng.choice(self.flat.size, size=min(k, self.flat.size), replace=False)
-        rows, cols = np.divmod(self.flat[take], self.width)
-        pts = np.stack([cols, rows], axis=1).astype(np.float32)
-        pts[:, 0] /= np.float32(self.width)
-        pts[:, 1] /= np.float32(self.height)
-        return pts
-
-
 def draw_region_texts(samplers: Sequence[MaskPointSampler], num_points: int, repeats: int,
                       rng: np.random.Generator, text_processor: Callable[[str], str],
                       empty: bool = False) -> List[str]:
