@@ -1,7 +1,9 @@
 """The main job: a tiny RegionVLM on the synthetic world, end to end, on a laptop CPU.
 
     python -m regionvlm.quickstart                 # bundled tiny checkpoint (~1-2 min)
-    python -m regionvlm.quickstart --retrain       # train it first with train.py (~20 min on 2 cores)
+    python -m regionvlm.quickstart --retrain       # train it first with train.py, then evaluate that
+                                                   # (writes output/quickstart/train/tiny_synthetic.pth,
+                                                   #  the file bundled in regionvlm/checkpoints/)
 
 1. writes the held-out synthetic world (300 scenes) in the real file formats;
 2. (``--retrain``) writes the training world, preprocesses its Localized Narratives and trains
@@ -48,6 +50,14 @@ def train_tiny(world: Path, out: Path, cfg_path: Path, extra: Sequence[str] = ()
                        f"datasets.regionvlm_mix.coco_image_root={world}/images",
                        f"run.output_dir={out}", *extra])
     return out / "checkpoint_latest.pth"
+
+
+def export_weights(checkpoint: Path, out: Path) -> Path:
+    """The trained weights alone, in fp16 (what ``regionvlm/checkpoints/`` ships)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save({"model": weights, "step": state.get("step")}, out)
+    return out
 
 
 def ris_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
@@ -182,7 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         write_world(world, num_train=args.num_train if args.retrain else 0, num_val=0,
                     num_test=args.num_test, seed=args.seed)
         if args.retrain:
-            checkpoint = train_tiny(world, out / "train", Path(args.cfg_path), args.train_options)
+            trained = train_tiny(world, out / "train", Path(args.cfg_path), args.train_options)
+            checkpoint = export_weights(trained, out / "train" / "tiny_synthetic.pth")
         else:
             checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
             if not checkpoint.is_file():

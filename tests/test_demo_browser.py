@@ -3,8 +3,9 @@
 Starts ``python -m regionvlm.demo`` with the tiny model on a free localhost port, uploads an
 image, draws a box and a point region on the canvas, asks about both and reads the answer
 from the page; the answer must equal the Python API's for the region texts the page shows.
-Screenshots go to docs/images/demo_*.png (the README shows them). Set
-REGIONVLM_DEMO_CHECKPOINT to a trained tiny checkpoint for screenshots with real answers.
+Screenshots go to a temporary folder; the README's docs/images/demo_*.png are refreshed with
+``REGIONVLM_SCREENSHOT_DIR=docs/images REGIONVLM_DEMO_CHECKPOINT=regionvlm/checkpoints/tiny_synthetic.pth
+python -m pytest tests/test_demo_browser.py`` (the checkpoint gives real answers).
 
 Skipped only where no browser is installed (``apt-get install -y chromium`` and
 ``pip install playwright``).
@@ -12,6 +13,7 @@ Skipped only where no browser is installed (``apt-get install -y chromium`` and
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 import shutil
 import socket
@@ -28,7 +30,8 @@ from PIL import Image
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "images"
+# README screenshots: REGIONVLM_SCREENSHOT_DIR=docs/images (a test run never rewrites tracked files).
+SHOTS = Path(os.environ.get("REGIONVLM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="regionvlm-shots-"))
 CHECKPOINT = os.environ.get("REGIONVLM_DEMO_CHECKPOINT") or None
 
 if not Path(CHROMIUM).exists():

@@ -28,3 +28,14 @@ def test_quickstart_missing_checkpoint_is_explained(tmp_path, capsys):
         quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")])
     assert exc.value.code == 2
     assert "--retrain" in capsys.readouterr().err
+
+
+def test_export_weights_keeps_only_the_model_in_half_precision(tmp_path, tiny_model):
+    full = {"model": tiny_model.trainable_state_dict(), "optimizer": {"state": {}}, "step": 7}
+    torch.save(full, tmp_path / "ckpt.pth")
+    out = quickstart.export_weights(tmp_path / "ckpt.pth", tmp_path / "tiny.pth")
+    state = torch.load(out, weights_only=True)
+    assert set(state) == {"model", "step"} and state["step"] == 7
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    name = "query_tokens"
+    assert torch.allclose(state["model"][name].float(), full["model"][name], atol=1e-3)
