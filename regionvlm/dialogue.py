@@ -304,11 +304,6 @@ class Conversation:
             use_nucleus_sampling=use_nucleus_sampling, num_beams=int(num_beams), max_length=int(max_length),
             min_length=int(min_length), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
             length_penalty=float(length_penalty), temperature=float(temperature))
-        if not use_nucleus_sampling:
-            gen.pop("top_p")
-            gen.pop("temperature")
-        elif not (0 < float(top_p) <= 1 and float(temperature) > 0):
-            raise InputError(f"sampling needs 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}.")
         self.last_segments = list(segments)
         embeds, mask = self.model.embed_segments([self.last_segments], add_eos=True)
         if not use_nucleus_sampling:

@@ -26,13 +26,15 @@ def conv(tiny_model_and_processors, rgb_image):
 def sent(tiny_model, monkeypatch):
     """Records the T5 encoder input of every generation."""
     calls = []
-    original = tiny_model._generate
+    original = type(tiny_model)._generate
 
-    def spy(embeds, mask, **gen):
+    def spy(self, embeds, mask, **gen):
         calls.append((embeds.detach().clone(), mask.detach().clone(), gen))
-        return original(embeds, mask, **gen)
+        return original(self, embeds, mask, **gen)
 
-    monkeypatch.setattr(tiny_model, "_generate", spy)
+    # Patch the class, not the shared instance: undoing an instance patch would leave a bound
+    # method in the instance's __dict__ that hides later class-level patches of other tests.
+    monkeypatch.setattr(type(tiny_model), "_generate", spy)
     return calls
 
 

@@ -136,18 +136,14 @@ class RegionVLMT5(BaseModel):
 
     @torch.no_grad()
     def init_weights(self, scheme: str = "blip2", vit_pos_embed_std: float = 0.02,
-                     query_std: float = 0.02, lm_head_std: Optional[float] = None, seed: int = 0,
-                     text_pos_period: int = 0, text_pos_role_std: float = 0.0) -> None:
+                     query_std: float = 0.02, lm_head_std: Optional[float] = None, seed: int = 0) -> None:
         """Random initialization.
 
         ``blip2``: the official scheme (truncated-normal 0.02 in the ViT, BERT's N(0, 0.02)
         in the Q-Former, Hugging Face's T5 init). ``from_scratch``: what a tiny model needs to
         learn regions from random weights (TINY_TRAINING.md): N(0, 1/sqrt(width)) for ViT and
         Q-Former weights, a large ViT position table (``vit_pos_embed_std``), N(0, 0.02) query
-        tokens and T5 ``lm_head``. ``text_pos_period`` > 0 adds a shared "role" vector (std
-        ``text_pos_role_std``) to every ``period``-th Q-Former text position: with period 4 every
-        ``x`` of ``[x y]`` starts alike, every ``y`` alike (the prompt's grammar), which a tiny model
-        otherwise has to discover from 40 unrelated random position vectors.
+        tokens and T5 ``lm_head``.
         """
         if scheme not in ("blip2", "from_scratch"):
             raise ConfigError(f"model.init.scheme must be 'blip2' or 'from_scratch', got '{scheme}'.")
@@ -169,11 +165,6 @@ class RegionVLMT5(BaseModel):
             else:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-        if text_pos_period > 0:
-            table = self.Qformer.bert.embeddings.position_embeddings.weight
-            roles = torch.randn(text_pos_period, table.shape[1], generator=gen) * text_pos_role_std
-            role_of = (torch.arange(table.shape[0]) - 1) % text_pos_period  # position 0 is [CLS]
-            table.add_(roles[role_of])
         normal_(self.visual_encoder.pos_embed, vit_pos_embed_std)
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)
@@ -434,6 +425,8 @@ class RegionVLMT5(BaseModel):
                       min_length=min_length, repetition_penalty=repetition_penalty,
                       length_penalty=length_penalty, num_return_sequences=num_captions)
         if use_nucleus_sampling:  # only meaningful (and only accepted quietly) when sampling
+            if not (0 < float(top_p) <= 1 and float(temperature) > 0):
+                raise InputError(f"sampling needs 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}.")
             kwargs.update(top_p=top_p, temperature=temperature)
         return kwargs
 
