@@ -43,6 +43,7 @@ mix) needs no web shards. The other builders use the same keys for their part:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -73,7 +74,7 @@ def _run_setting(key: str) -> Any:
     return OmegaConf.select(cfg.config, key, default=None)
 
 
-class CaptionBuilderBase:
+class CaptionBuilderBase(ABC):
     """Merges the section over :attr:`DEFAULTS`, builds processors, resolves the seed."""
 
     name = ""
@@ -126,8 +127,9 @@ class CaptionBuilderBase:
         print(f"[{self.name}] {ds.ann.summary()}")
         return ds
 
+    @abstractmethod
     def build_datasets(self) -> Dict[str, Any]:
-        raise NotImplementedError
+        """``{"train": dataset}`` for this builder's section."""
 
 
 @registry.register_builder("localized_narratives")

@@ -28,6 +28,7 @@ gives ``image_index`` (sample i uses image ``image_index[i]``), the model's inpu
 from __future__ import annotations
 
 import bisect
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -103,7 +104,7 @@ def collate_caption_batch(items: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             "text_input": text_in, "text_output": text_out, "source": sources}
 
 
-class _CaptionDataset(torch.utils.data.Dataset):
+class _CaptionDataset(torch.utils.data.Dataset, ABC):
     """Shared plumbing: processors, seed/epoch, samples per image, the collater."""
 
     collater = staticmethod(collate_caption_batch)
@@ -133,8 +134,9 @@ class _CaptionDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         return self.sample(index, sample_rng(self.seed, self.epoch, index))
 
+    @abstractmethod
     def sample(self, index: int, rng: np.random.Generator, num_samples: Optional[int] = None) -> Dict[str, Any]:
-        raise NotImplementedError
+        """Item ``index`` drawn with ``rng`` (its own generator: the same item every time)."""
 
 
 class RegionCaptionDataset(_CaptionDataset):
