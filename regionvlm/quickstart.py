@@ -70,15 +70,18 @@ def ris_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, dev
     }
 
 
-def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
-    """The registered RIS task through the runner, exactly as ``train.py`` runs it."""
+def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str,
+            model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """The registered RIS task through the runner, exactly as ``train.py`` runs it (``model``:
+    an already built model of this config, so several evaluations share one build)."""
     from regionvlm.common.config import Config
     from regionvlm.common.registry import registry
 
     cfg = Config.from_dict(ris_config(world, checkpoint, out, region_prompt, device))
     task = registry.get_class_or_raise("task", "ris").setup_task(cfg)
     datasets = task.build_datasets(cfg)
-    runner = registry.get_class_or_raise("runner", "runner_base")(cfg, task, task.build_model(cfg), datasets)
+    model = model if model is not None else task.build_model(cfg)
+    runner = registry.get_class_or_raise("runner", "runner_base")(cfg, task, model, datasets)
     runner.evaluate()
     result = json.loads(next(out.glob("ris_synthetic_unc_test.json")).read_text())
     queries = result["queries"]
@@ -89,16 +92,14 @@ def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device
             "queries": len(queries), "records": queries}
 
 
-def caption_regions(model, world: Path, seed: int, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] = None) -> List[Dict[str, Any]]:
     """Greedy captions of every held-out object, from K random points of its mask."""
     from PIL import Image
 
-    from regionvlm.data.refer import load_refer
     from regionvlm.models import load_preprocess
     from regionvlm.region import Region
     from regionvlm.tasks.eval_loop import item_rng
 
-    refer = load_refer(world / "refer", "synthetic", "unc", "test")
     vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0]["eval"]
     rows: List[Dict[str, Any]] = []
     for image_id, queries in refer.queries_by_image()[:limit]:
@@ -125,15 +126,13 @@ def caption_scores(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     return out
 
 
-def figure(world: Path, captions: Sequence[Dict[str, Any]], ris: Dict[str, Any], path: Path,
+def figure(world: Path, refer, captions: Sequence[Dict[str, Any]], ris: Dict[str, Any], path: Path,
            scenes: int = 6, scale: int = 4) -> None:
     """Scenes with the prompt points of one object, its generated caption and the chosen mask."""
     from PIL import Image, ImageDraw
 
-    from regionvlm.data.refer import load_refer
     from regionvlm.proposals import load_image_proposals
 
-    refer = load_refer(world / "refer", "synthetic", "unc", "test")
     by_ann = {r["ann_id"]: r for r in captions}
     panels = []
     for record in ris["records"][: scenes * 3: 3]:
@@ -198,18 +197,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
             if not checkpoint.is_file():
                 raise RegionVLMError(f"tiny checkpoint '{checkpoint}' not found; run with --retrain to train one.")
-        ris = run_ris(world, checkpoint, out / "ris", "points", args.device)
-        ablation = run_ris(world, checkpoint, out / "ris_empty_prompt", "empty", args.device)
         from regionvlm import load_model
+        from regionvlm.data.refer import load_refer
 
-        model = load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(checkpoint))
+        model = load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(checkpoint))  # built once
+        ris = run_ris(world, checkpoint, out / "ris", "points", args.device, model)
+        ablation = run_ris(world, checkpoint, out / "ris_empty_prompt", "empty", args.device, model)
+        refer = load_refer(world / "refer", "synthetic", "unc", "test")
         with torch.inference_mode():
-            captions = caption_regions(model, world, args.seed)
+            captions = caption_regions(model, world, refer, args.seed)
     except RegionVLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     scores = caption_scores(captions)
-    figure(world, captions, ris, out / "quickstart.png")
+    figure(world, refer, captions, ris, out / "quickstart.png")
     summary = {
         "checkpoint": str(checkpoint), "held_out_scenes": args.num_test, "ris_queries": ris["queries"],
         "ris_accuracy": round(ris["accuracy"], 1), "ris_mIoU": round(ris["mIoU"], 1), "ris_oIoU": round(ris["oIoU"], 1),
