@@ -51,7 +51,7 @@ def test_overfits_two_images_and_uses_the_region(images):
     samples = {"image": images[[0, 0, 1, 1]], "text_input": [REGION_A, REGION_B, REGION_A, REGION_B],
                "text_output": ["a red circle", "a blue star", "a green square", "a white triangle"]}
     losses = []
-    for _ in range(150):
+    for _ in range(250):
         loss = model(samples)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -79,6 +79,27 @@ def test_score_equals_per_sample_forward_losses(tiny_model, images):
                             "text_output": targets})["loss"]
     lengths = torch.tensor([len(tiny_model.t5_tokenizer(t).input_ids) for t in targets], dtype=torch.float)
     assert torch.allclose(batch, (forward * lengths).sum() / lengths.sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_loss_matches_hugging_face_labels_loss(images, tied):
+    """Projecting only real target tokens gives Hugging Face's T5 loss (incl. the tied-head scaling)."""
+    model = RegionVLMT5.from_config(tiny_cfg()).eval()
+    if tied:
+        model.t5_model.config.tie_word_embeddings = True
+        if hasattr(model.t5_model.config, "scale_decoder_outputs"):
+            model.t5_model.config.scale_decoder_outputs = True
+    targets = ["a red circle", "a large purple star and a small green triangle and a square"]
+    samples = {"image": images, "text_input": [REGION_A, REGION_B], "text_output": targets}
+    with torch.no_grad():
+        ours = model(samples)["loss"]
+        queries = model.region_queries(model.encode_image(images), [REGION_A, REGION_B])
+        embeds, mask = model.t5_inputs(queries)
+        tok = model.tokenize_targets(targets)
+        labels = tok.input_ids.masked_fill(tok.input_ids == model.t5_tokenizer.pad_token_id, -100)
+        reference = model.t5_model(inputs_embeds=embeds, attention_mask=mask, labels=labels,
+                                   decoder_attention_mask=tok.attention_mask).loss
+    assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
 
 
 def test_generate_greedy_beam_and_sampling_return_text(tiny_model, images):

@@ -149,7 +149,7 @@ class FakeModel(torch.nn.Module):
 
     def region_queries(self, image_embeds, texts):
         pts = [np.array(re.findall(r"\[(\d+) (\d+)\]", t), dtype=float) / 100 for t in texts]
-        return torch.tensor([[p.mean(0)] for p in pts], dtype=torch.float32)
+        return torch.tensor(np.array([[p.mean(0)] for p in pts]), dtype=torch.float32)
 
     def t5_inputs(self, queries, prompts=None):
         return queries, torch.ones(queries.shape[:2], dtype=torch.long)

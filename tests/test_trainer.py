@@ -86,3 +86,14 @@ def test_ddp_two_cpu_processes_match_the_gloo_backend(world, tmp_path):
     assert state["step"] == 2  # 8 items / 2 ranks / batch 2
     logs = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
     assert len(logs) == 2  # only rank 0 logs
+
+
+def test_host_memory_thresholds_apply_on_glibc_and_are_harmless_elsewhere():
+    import sys
+
+    from regionvlm.common import host_memory
+
+    applied = host_memory.retain_freed_memory()
+    assert applied == (host_memory._libc() is not None)
+    if sys.platform.startswith("linux") and host_memory._libc() is not None:
+        assert host_memory.release_freed_memory() and host_memory.retain_freed_memory()

@@ -28,7 +28,7 @@ from regionvlm.common.registry import registry
 from regionvlm.models.base_model import BaseModel
 from regionvlm.models.eva_vit import EvaViT
 from regionvlm.models.qformer import QFormer, QFormerConfig
-from regionvlm.models import tokenizers, weights as weight_io
+from regionvlm.models import init_priors, tokenizers, weights as weight_io
 
 logger = logging.getLogger(__name__)
 
@@ -136,17 +136,24 @@ class RegionVLMT5(BaseModel):
 
     @torch.no_grad()
     def init_weights(self, scheme: str = "blip2", vit_pos_embed_std: float = 0.02,
-                     query_std: float = 0.02, lm_head_std: Optional[float] = None, seed: int = 0) -> None:
+                     query_std: float = 0.02, lm_head_std: Optional[float] = None, seed: int = 0,
+                     vit_pos_embed_layout: str = "random", numeral_anchor_every: Optional[int] = None,
+                     ) -> None:
         """Random initialization.
 
         ``blip2``: the official scheme (truncated-normal 0.02 in the ViT, BERT's N(0, 0.02)
         in the Q-Former, Hugging Face's T5 init). ``from_scratch``: what a tiny model needs to
         learn regions from random weights (TINY_TRAINING.md): N(0, 1/sqrt(width)) for ViT and
         Q-Former weights, a large ViT position table (``vit_pos_embed_std``), N(0, 0.02) query
-        tokens and T5 ``lm_head``.
+        tokens and T5 ``lm_head``. Two priors for from-scratch training (``init_priors``):
+        ``vit_pos_embed_layout: factorized`` (row + column position components) and
+        ``numeral_anchor_every: N`` (Q-Former numerals 0..100 interpolate between anchors).
         """
         if scheme not in ("blip2", "from_scratch"):
             raise ConfigError(f"model.init.scheme must be 'blip2' or 'from_scratch', got '{scheme}'.")
+        if vit_pos_embed_layout not in ("random", "factorized"):
+            raise ConfigError("model.init.vit_pos_embed_layout must be 'random' or 'factorized', "
+                              f"got '{vit_pos_embed_layout}'.")
         gen = torch.Generator().manual_seed(seed)
 
         def normal_(t: torch.Tensor, std: float) -> None:
@@ -166,6 +173,16 @@ class RegionVLMT5(BaseModel):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
         normal_(self.visual_encoder.pos_embed, vit_pos_embed_std)
+        if vit_pos_embed_layout == "factorized":
+            grid = math.isqrt(self.visual_encoder.patch_embed.num_patches)
+            self.visual_encoder.pos_embed[0, 1:] = init_priors.factorized_position_table(
+                grid, self.visual_encoder.num_features, vit_pos_embed_std, gen)
+        if numeral_anchor_every is not None:
+            words = self.Qformer.bert.embeddings.word_embeddings.weight
+            ids = self.tokenizer.convert_tokens_to_ids([str(n) for n in range(101)])
+            words[ids] = init_priors.smooth_numeral_embeddings(
+                ids, words.shape[1], 1.0 / math.sqrt(words.shape[1]) if scheme == "from_scratch" else 0.02,
+                int(numeral_anchor_every), gen)
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)
         if lm_head_std is not None:
@@ -347,21 +364,27 @@ class RegionVLMT5(BaseModel):
 
     def token_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,
                   targets: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-token NLL (B, L) of the targets and their validity mask (T5 tokens incl. ``</s>``)."""
+        """Per-token NLL (B, L) of the targets and their validity mask (T5 tokens incl. ``</s>``).
+
+        The vocabulary projection runs on real target tokens only, never on padding: with
+        mixed-length targets (region phrases next to long captions) that halves the largest
+        tensor of a training step. Same numbers as Hugging Face's ``labels=`` loss (tested)."""
         if any(not isinstance(t, str) for t in targets):
             raise InputError("targets must be strings.")
         tok = self.tokenize_targets(targets)
         labels = tok.input_ids.masked_fill(tok.input_ids == self.t5_tokenizer.pad_token_id, -100)
-        from transformers.modeling_outputs import BaseModelOutput
-
+        valid = labels != -100
+        t5 = self.t5_model
         with self._autocast():
-            out = self.t5_model(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-                                attention_mask=encoder_mask, decoder_input_ids=self.t5_model._shift_right(labels),
-                                decoder_attention_mask=tok.attention_mask, return_dict=True)
-        logits = out.logits
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                              ignore_index=-100, reduction="none").view(labels.shape)
-        return nll, (labels != -100)
+            hidden = t5.decoder(input_ids=t5._shift_right(labels), attention_mask=tok.attention_mask,
+                                encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_mask,
+                                return_dict=True).last_hidden_state
+            if _scales_decoder_outputs(t5.config):
+                hidden = hidden * (t5.config.d_model ** -0.5)
+            logits = t5.lm_head(hidden[valid])
+        nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        nll[valid] = F.cross_entropy(logits.float(), labels[valid], reduction="none")
+        return nll, valid
 
     def target_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,
                    targets: Sequence[str]) -> torch.Tensor:
@@ -465,6 +488,13 @@ class RegionVLMT5(BaseModel):
 
             answers = lemmatize_answers(answers)
         return answers
+
+
+def _scales_decoder_outputs(config) -> bool:
+    """T5 rescales decoder outputs by d_model^-0.5 before a *tied* lm_head (transformers 5
+    names the switch ``scale_decoder_outputs``; 4.x derives it from ``tie_word_embeddings``)."""
+    flag = getattr(config, "scale_decoder_outputs", None)
+    return bool(config.tie_word_embeddings if flag is None else flag)
 
 
 def _section(cfg: DictConfig, key: str) -> Dict:

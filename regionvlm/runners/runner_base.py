@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from regionvlm.common import dist_utils
+from regionvlm.common import dist_utils, host_memory
 from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.common.io import JsonlAppender, atomic_torch_save, atomic_write_json, atomic_write_text
 from regionvlm.common.optims import build_optimizer
@@ -64,6 +64,8 @@ class RunnerBase:
         self.output_dir = Path(self.run_cfg.get("output_dir", "output/run"))
         self.distributed = dist_utils.init_distributed_mode()
         self.device = self._device()
+        if self.device.type == "cpu" and self.run_cfg.get("retain_freed_host_memory", True):
+            host_memory.retain_freed_memory()  # CPU steps stop page-faulting their logits back in
         from regionvlm.models import place_model
 
         self.model = place_model(model, is_eval=bool(self.run_cfg.get("evaluate", False)), device=self.device)
