@@ -35,6 +35,9 @@ from regionvlm.common.io import atomic_write_json, atomic_write_text
 from regionvlm.synthetic.scenes import BACKGROUND_CAPTION, Scene, distractor_masks, random_walk_in_mask, render_scene
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+# image/annotation/ref ids start at a fixed base per split, so a split's ids (and the seeded
+# region draws keyed by them) do not depend on how many scenes the other splits hold
+SPLIT_ID_BASE = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 WORD_SECONDS = 0.25
 PAUSE_SECONDS = 0.4
 TRACE_DT = 0.05
@@ -98,21 +101,22 @@ def write_world(out_dir: str | Path, num_train: int = 8000, num_val: int = 100, 
             continue
         rng = np.random.default_rng([seed, SPLIT_SEEDS[split]])
         ln_lines, karpathy, questions = [], [], []
+        base, first_ann = SPLIT_ID_BASE[split], len(annotations)
         for k in tqdm(range(n), desc=f"synthetic {split}", dynamic_ncols=True):
             scene = render_scene(rng, image_size)
-            image_id = len(images) + 1
+            image_id = base + k + 1
             file_name = f"scene_{split}_{k:06d}.png"
             Image.fromarray(scene.image).save(out / "images" / file_name)
             images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})
             ln_lines.append(json.dumps(narrative(scene, Path(file_name).stem, rng, bool(rng.random() < 1 / 3))))
             karpathy.append({"image": file_name, "caption": scene.global_caption, "image_id": str(image_id)})
             for obj in scene.objects:
-                ann_id = len(annotations) + 1
+                ann_id = base + len(annotations) - first_ann + 1
                 ys, xs = np.nonzero(obj.mask)
                 bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
                 annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
                                     "segmentation": _rle(obj.mask), "area": float(obj.mask.sum()), "bbox": bbox})
-                ref_id = len(refs) + 1
+                ref_id = ann_id
                 refs.append({"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "split": split,
                              "category_id": 1, "file_name": file_name, "sent_ids": [ref_id],
                              "sentences": [{"raw": obj.caption, "sent": obj.caption,
