@@ -45,13 +45,17 @@ def test_frozen_towers_get_no_gradient_and_stay_in_eval_mode(images):
 
 
 def test_overfits_two_images_and_uses_the_region(images):
+    """The gradient path from region text to caption works. Plain random init: the tiny preset's
+    priors (factorized positions, smooth numerals) are for learning from many scenes and make
+    this two-noise-image toy converge later, and thread-count dependent."""
     torch.manual_seed(0)
-    model = RegionVLMT5.from_config(tiny_cfg()).train()
+    plain = {"vit_pos_embed_layout": "random", "numeral_anchor_every": None}
+    model = RegionVLMT5.from_config(tiny_cfg(init=plain)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     samples = {"image": images[[0, 0, 1, 1]], "text_input": [REGION_A, REGION_B, REGION_A, REGION_B],
                "text_output": ["a red circle", "a blue star", "a green square", "a white triangle"]}
     losses = []
-    for _ in range(250):
+    for _ in range(150):
         loss = model(samples)["loss"]
         opt.zero_grad()
         loss.backward()
