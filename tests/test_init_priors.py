@@ -27,7 +27,7 @@ def test_factorized_table_is_row_plus_column_in_patch_order():
 
 
 def test_smooth_numerals_are_close_in_value_close_in_space():
-    rows = init_priors.smooth_numeral_embeddings(list(range(101)), 256, 0.125, 10, torch.Generator().manual_seed(0))
+    rows = init_priors.smooth_numeral_embeddings(101, 256, 0.125, 10, torch.Generator().manual_seed(0))
     assert rows.shape == (101, 256)
     norms = rows.norm(dim=1)
     assert norms.std() / norms.mean() < 0.15  # interpolated rows keep the anchors' norm
@@ -36,7 +36,7 @@ def test_smooth_numerals_are_close_in_value_close_in_space():
     far = F.cosine_similarity(rows[34], rows[78], dim=0)
     assert near > 0.9 and abs(far) < 0.3
     with pytest.raises(ValueError, match="anchor_every"):
-        init_priors.smooth_numeral_embeddings([0, 1], 8, 1.0, 0, torch.Generator())
+        init_priors.smooth_numeral_embeddings(2, 8, 1.0, 0, torch.Generator())
 
 
 def test_tiny_preset_applies_both_priors_and_the_paper_scheme_does_not():
@@ -57,6 +57,8 @@ def test_tiny_preset_applies_both_priors_and_the_paper_scheme_does_not():
     assert not torch.allclose(col_step, col_step[0].expand_as(col_step), atol=1e-2)
 
 
-def test_unknown_position_layout_is_a_config_error():
+def test_bad_prior_settings_are_config_errors():
     with pytest.raises(ConfigError, match="vit_pos_embed_layout"):
         RegionVLMT5.from_config(tiny_cfg(vit_pos_embed_layout="sincos"))
+    with pytest.raises(ConfigError, match="numeral_anchor_every"):
+        RegionVLMT5.from_config(tiny_cfg(numeral_anchor_every=0))

@@ -14,7 +14,6 @@ the numeral ``34`` in ``[12 34]`` names a row of image patches. Two priors make 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 
@@ -26,15 +25,14 @@ def factorized_position_table(grid: int, dim: int, std: float, generator: torch.
     return (rows + cols).reshape(grid * grid, dim)
 
 
-def smooth_numeral_embeddings(token_ids: Sequence[int], dim: int, std: float, anchor_every: int,
+def smooth_numeral_embeddings(count: int, dim: int, std: float, anchor_every: int,
                               generator: torch.Generator) -> torch.Tensor:
-    """Embeddings for the numerals ``0 .. len(token_ids) - 1`` (one row each).
+    """(count, dim) embeddings for the numerals ``0 .. count - 1``.
 
     Anchors every ``anchor_every`` values are N(0, std); values in between interpolate linearly
     and are rescaled so every row keeps the anchors' expected norm."""
     if anchor_every < 1:
         raise ValueError(f"anchor_every must be >= 1, got {anchor_every}.")
-    count = len(token_ids)
     anchors = torch.randn(count // anchor_every + 2, dim, generator=generator) * std
     rows = []
     for value in range(count):

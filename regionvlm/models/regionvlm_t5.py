@@ -154,6 +154,9 @@ class RegionVLMT5(BaseModel):
         if vit_pos_embed_layout not in ("random", "factorized"):
             raise ConfigError("model.init.vit_pos_embed_layout must be 'random' or 'factorized', "
                               f"got '{vit_pos_embed_layout}'.")
+        if numeral_anchor_every is not None and int(numeral_anchor_every) < 1:
+            raise ConfigError("model.init.numeral_anchor_every must be a positive integer (or null to "
+                              f"keep random numeral embeddings), got {numeral_anchor_every}.")
         gen = torch.Generator().manual_seed(seed)
 
         def normal_(t: torch.Tensor, std: float) -> None:
@@ -181,7 +184,7 @@ class RegionVLMT5(BaseModel):
             words = self.Qformer.bert.embeddings.word_embeddings.weight
             ids = self.tokenizer.convert_tokens_to_ids([str(n) for n in range(101)])
             words[ids] = init_priors.smooth_numeral_embeddings(
-                ids, words.shape[1], 1.0 / math.sqrt(words.shape[1]) if scheme == "from_scratch" else 0.02,
+                len(ids), words.shape[1], 1.0 / math.sqrt(words.shape[1]) if scheme == "from_scratch" else 0.02,
                 int(numeral_anchor_every), gen)
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)
