@@ -162,15 +162,18 @@ class RegionVLMT5(BaseModel):
         def normal_(t: torch.Tensor, std: float) -> None:
             t.copy_(torch.randn(t.shape, generator=gen) * std)
 
+        def weight_std(width: int) -> float:
+            return 1.0 / math.sqrt(width) if scheme == "from_scratch" else 0.02
+
         for tower, width in ((self.visual_encoder, self.visual_encoder.num_features),
                              (self.Qformer, self.Qformer.config.hidden_size)):
-            self._init_tower(tower, 1.0 / math.sqrt(width) if scheme == "from_scratch" else 0.02, normal_)
+            self._init_tower(tower, weight_std(width), normal_)
         for name, p in self.visual_encoder.named_parameters():
             if name.endswith(("q_bias", "v_bias")):
                 p.zero_()
         for module in (self.ln_vision, self.t5_proj):  # seeded too, so a build is repeatable
             if isinstance(module, nn.Linear):
-                normal_(module.weight, 1.0 / math.sqrt(module.in_features) if scheme == "from_scratch" else 0.02)
+                normal_(module.weight, weight_std(module.in_features))
                 module.bias.zero_()
             else:
                 module.weight.fill_(1.0)
@@ -184,8 +187,7 @@ class RegionVLMT5(BaseModel):
             words = self.Qformer.bert.embeddings.word_embeddings.weight
             ids = self.tokenizer.convert_tokens_to_ids([str(n) for n in range(101)])
             words[ids] = init_priors.smooth_numeral_embeddings(
-                len(ids), words.shape[1], 1.0 / math.sqrt(words.shape[1]) if scheme == "from_scratch" else 0.02,
-                int(numeral_anchor_every), gen)
+                len(ids), words.shape[1], weight_std(words.shape[1]), int(numeral_anchor_every), gen)
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)
         if lm_head_std is not None:
