@@ -19,7 +19,6 @@ small_threshold 0.04, seed 42, 20 masks, 10 points, 5 repeats).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -101,7 +100,7 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
     for flag, key in (("threshold", "threshold"), ("small_threshold", "small_threshold"), ("seed", "seed"),
                       ("max_masks", "max_masks"), ("points", "num_points"), ("repeats", "repeats"),
                       ("protocol", "protocol"), ("draws", "draws"), ("out", "output_dir"),
-                      ("visualize", "visualize")):
+                      ("visualize", "visualize"), ("device", "device")):
         if getattr(args, flag) is not None:
             run[key] = getattr(args, flag)
     run.setdefault("output_dir", "output/ris")
@@ -117,37 +116,22 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = parse_args(argv)
-    import torch
     from omegaconf import OmegaConf
 
-    import regionvlm.datasets.builders.ris_builder  # noqa: F401  (registers the RIS builders)
-    import regionvlm.tasks.ris  # noqa: F401  (registers the task)
-    from regionvlm.common import dist_utils
+    from regionvlm.common.cli import echo
     from regionvlm.common.config import Config
-    from regionvlm.common.registry import registry
-    from regionvlm.models import place_model
+    from regionvlm.train import run_config
 
-    distributed = dist_utils.init_distributed_mode()
+    args = parse_args(argv)
     cfg = Config(args.cfg_path, args.options, user_config=OmegaConf.create(build_user_config(args)))
-    device = torch.device(args.device) if args.device and not distributed else dist_utils.local_device()
-    task = registry.get_class_or_raise("task", cfg.run_cfg.task).setup_task(cfg)
-    datasets = task.build_datasets(cfg)
-    torch.manual_seed(int(cfg.run_cfg.get("seed", 42)))  # random-init parts (e.g. a tiny preset) repeat too
-    model = place_model(task.build_model(cfg), True, device)
-    output_dir = Path(cfg.run_cfg.output_dir)
-    metrics = task.evaluate(model, datasets, cfg.run_cfg, output_dir)
-    if dist_utils.is_main_process() and "oIoU" in metrics:
-        print(f"oIoU: {metrics['oIoU'] if metrics['oIoU'] is None else round(metrics['oIoU'], 4)}")
-        print(f"mIoU: {metrics['mIoU'] if metrics['mIoU'] is None else round(metrics['mIoU'], 4)}")
+    metrics = run_config(cfg)
+    for key, value in metrics.items():
+        if key.endswith(("/oIoU", "/mIoU")):
+            echo(f"{key}: {'n/a' if value is None else round(value, 4)}")
     return metrics
 
 
 if __name__ == "__main__":
-    from regionvlm.common.errors import RegionVLMError
+    from regionvlm.common.cli import run
 
-    try:
-        main()
-    except RegionVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

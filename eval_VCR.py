@@ -75,8 +75,6 @@ def to_options(args: argparse.Namespace) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    import regionvlm.datasets.builders.vcr_builder  # noqa: F401  (registers builder "vcr")
-    import regionvlm.tasks.vcr  # noqa: F401  (registers task "vcr")
     from regionvlm.train import main as train_main  # the trainer's entry point: one code path
 
     args = parse_args(argv)
@@ -84,4 +82,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from regionvlm.common.cli import run
+
+    run(main)

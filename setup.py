@@ -30,8 +30,10 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40"],
+        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40", "pycocoevalcap>=1.2",
+                 "ruff>=0.6"],
         "vqa": ["lemminflect>=0.2.3"],
+        "caption": ["pycocoevalcap>=1.2"],
         "demo": ["gradio>=5"],
     },
     entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},

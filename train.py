@@ -3,7 +3,8 @@
     python train.py --cfg-path configs/synthetic/train_tiny.yaml
     torchrun --nproc_per_node=8 train.py --cfg-path configs/blip2/train/LN_ft.yaml
 """
+from regionvlm.common.cli import run
 from regionvlm.train import main, parse_args  # noqa: F401  (re-exported for scripts and tests)
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -50,7 +50,6 @@ def build_model(preset: str, device: torch.device, init: str) -> torch.nn.Module
     """``tiny`` (the preset's own init) or the full architecture with random weights."""
     from omegaconf import OmegaConf
 
-    import regionvlm.registration  # noqa: F401
     from regionvlm.models import place_model
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 

@@ -135,24 +135,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-points", type=int, default=10, help="points per region (K)")
-    parser.add_argument("--layout", choices=("inline", "let"), default="inline",
+    parser.add_argument("--layout", choices=("inline", "let", "qformer_first"), default="inline",
                         help="how [i] enters the prompt (see regionvlm.dialogue)")
     parser.add_argument("--history", choices=("official", "qa", "none"), default="official",
                         help="multi-turn context (see regionvlm.dialogue)")
-    parser.add_argument("--num-beams", type=int, default=5)
-    parser.add_argument("--max-length", type=int, default=30, help="maximum new tokens")
-    parser.add_argument("--min-length", type=int, default=1)
-    parser.add_argument("--length-penalty", type=float, default=1.0)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--num-beams", type=int, default=None, help="beam width (default 5)")
+    parser.add_argument("--max-len", "--max-length", dest="max_len", type=int, default=None,
+                        help="maximum new tokens (default 30; qformer_first layout 10)")
+    parser.add_argument("--min-len", "--min-length", dest="min_len", type=int, default=None,
+                        help="minimum length (default 1)")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="default 1 (qformer_first layout -1)")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="default 1")
     parser.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=None, help="default 0.9")
+    parser.add_argument("--temperature", type=float, default=None, help="default 1")
 
 
 def generation_options(args: argparse.Namespace) -> Dict[str, Any]:
-    return dict(num_beams=args.num_beams, max_length=args.max_length, min_length=args.min_length,
-                length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
-                use_nucleus_sampling=args.sample, top_p=args.top_p, temperature=args.temperature)
+    """The decoding flags the user gave (the layout's defaults fill the rest), as
+    :class:`~regionvlm.models.generation.GenerationSettings` fields."""
+    given = dict(num_beams=args.num_beams, max_len=args.max_len, min_len=args.min_len,
+                 length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
+                 top_p=args.top_p, temperature=args.temperature)
+    options = {k: v for k, v in given.items() if v is not None}
+    if args.sample:
+        options["use_nucleus_sampling"] = True
+    return options
 
 
 def load_dialogue_model(model_type: str = "tiny", checkpoint: Optional[str] = None,
@@ -230,7 +239,7 @@ class ChatSession:
                 self.conv.reset(keep_regions=False)
                 return ["conversation reset: no regions, no turns"], True
             return [self.conv.ask(line, **self.generation)], True
-        except InputError as exc:
+        except RegionVLMError as exc:  # a bad command never ends the session
             return [f"error: {exc}"], True
 
     def _describe(self, line: str) -> str:
@@ -266,26 +275,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    from regionvlm.common.config import parse_options
+
     args = parse_args(argv)
-    try:
-        from regionvlm.common.config import parse_options
+    image = open_image(args.image)  # before the slow imports: typos fail at once
+    parse_options(args.options)
+    from regionvlm.dialogue import Conversation
 
-        image = open_image(args.image)  # before the slow imports: typos fail at once
-        parse_options(args.options)
-        from regionvlm.dialogue import Conversation
-
-        model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path,
-                                              args.options, args.device, args.seed)
-        conv = Conversation(model, image, vis, txt, num_points=args.num_points, seed=args.seed,
-                            layout=args.layout, history=args.history)
-        session = ChatSession(conv, generation_options(args))
-        model.generation_kwargs(num_beams=args.num_beams, max_length=args.max_length)  # validates
-    except (RegionVLMError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2) from None
+    model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path,
+                                          args.options, args.device, args.seed)
+    conv = Conversation(model, image, vis, txt, num_points=args.num_points, seed=args.seed,
+                        layout=args.layout, history=args.history)
+    conv.generation_settings(**generation_options(args))  # bad decoding flags stop here, not at the first turn
+    session = ChatSession(conv, generation_options(args))
     run_repl(session, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
 
 
 if __name__ == "__main__":
-    main()
+    from regionvlm.common.cli import run
+
+    run(main)

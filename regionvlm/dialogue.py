@@ -26,6 +26,10 @@ Layout of one turn (``layout=``)
     ``"let"`` (the authors' ``predict_answers_describe_first``, VCR's official layout):
     ``"Let" "[1] be" <soft 1> "[2] be" <soft 2>`` for the regions the turn mentions (in
     order of first mention), then the question text with its ``[i]`` left as text.
+    ``"qformer_first"`` (the authors' ``predict_answers_qformer_first``): the soft tokens of
+    the regions the turn mentions first (in order of first mention), then the question text
+    with its ``[i]`` left as text: ``<soft 1> "What is [1]?"``. The authors decode it with
+    beam 5, at most 10 new tokens and length penalty -1; these are this layout's defaults.
 
 Region description (:meth:`Conversation.describe`)
     ``<soft i> </s>``: the 32 soft tokens with an empty prompt, exactly the trained
@@ -57,7 +61,10 @@ Multi-turn context (``history=``)
     ``"none"``: every turn alone (the authors' single-turn ``predict_answers_interactive``).
 
 Decoding defaults are the authors' interactive settings: beam 5, up to 30 new tokens,
-minimum length 1, length and repetition penalty 1. Beam search and greedy decoding are
+minimum length 1, length and repetition penalty 1 (``qformer_first``: 10 tokens, length
+penalty -1). Keyword arguments of :meth:`Conversation.ask`/:meth:`Conversation.describe`
+are :class:`~regionvlm.models.generation.GenerationSettings` fields (``num_beams``,
+``max_len``, ``min_len``, ``length_penalty``, ...). Beam search and greedy decoding are
 deterministic; ``use_nucleus_sampling=True`` samples with a seed derived from the
 conversation seed and the turn number (or the ``seed`` you pass), so a replay repeats.
 """
@@ -66,18 +73,21 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from regionvlm.common.errors import InputError
+from regionvlm.models.generation import GenerationSettings
 from regionvlm.region import DEFAULT_NUM_POINTS, Region, format_points
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("inline", "let")
+LAYOUTS = ("inline", "let", "qformer_first")
+# Decoding defaults that differ from GenerationSettings' (the authors' values per layout).
+LAYOUT_GENERATION: Dict[str, Dict[str, Any]] = {"qformer_first": {"max_len": 10, "length_penalty": -1.0}}
 HISTORIES = ("official", "qa", "none")
 REGION_MARK = re.compile(r"\[(\d+)\]")
 
@@ -241,6 +251,8 @@ class Conversation:
             raise InputError("empty question; type a question, or use describe(i) to caption region i.")
         if self.layout == "inline":
             segments = [self.regions[p - 1].soft_tokens if isinstance(p, int) else p for p in parts]
+        elif self.layout == "qformer_first":
+            segments = [self.regions[i - 1].soft_tokens for i in ids] + [full]
         else:
             segments = ["Let"] if ids else []
             for i in ids:
@@ -279,41 +291,41 @@ class Conversation:
         own, ids = self.turn_segments(text)
         return self.context_segments(bool(ids)) + own
 
-    def ask(self, text: str, **generation) -> str:
-        """Answer ``text`` (``[i]`` = region i) given the earlier turns; see :meth:`generate`."""
+    def ask(self, text: str, **generation: Any) -> str:
+        """Answer ``text`` (``[i]`` = region i) given the earlier turns; ``generation``:
+        :class:`GenerationSettings` fields and ``seed`` (see :meth:`generate`)."""
         own, ids = self.turn_segments(text)
         segments = self.context_segments(bool(ids)) + own
         answer = self.generate(segments, **generation)
         self.turns.append(Turn("ask", text, tuple(own), ids, answer))
         return answer
 
-    def describe(self, region_id: int, **generation) -> str:
+    def describe(self, region_id: int, **generation: Any) -> str:
         """Caption region ``region_id``: its soft tokens with an empty prompt (``<soft> </s>``)."""
         soft = self.region(region_id).soft_tokens
         answer = self.generate([soft], **generation)
         self.turns.append(Turn("describe", "", (soft,), (region_id,), answer))
         return answer
 
+    def generation_settings(self, **overrides: Any) -> GenerationSettings:
+        """This layout's decoding defaults with ``overrides`` on top (checked)."""
+        return GenerationSettings.create("generation", **{**LAYOUT_GENERATION.get(self.layout, {}), **overrides})
+
     @torch.inference_mode()
-    def generate(self, segments: Sequence[Segment], num_beams: int = 5, max_length: int = 30,
-                 min_length: int = 1, length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-                 use_nucleus_sampling: bool = False, top_p: float = 0.9, temperature: float = 1.0,
-                 seed: Optional[int] = None) -> str:
-        """Decode from ``segments`` (+ ``</s>``) through ``model.embed_segments``."""
-        gen = self.model.generation_kwargs(
-            use_nucleus_sampling=use_nucleus_sampling, num_beams=int(num_beams), max_length=int(max_length),
-            min_length=int(min_length), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
-            length_penalty=float(length_penalty), temperature=float(temperature))
+    def generate(self, segments: Sequence[Segment], seed: Optional[int] = None, **generation: Any) -> str:
+        """Decode from ``segments`` (+ ``</s>``) through ``model.embed_segments``; sampling is
+        seeded by ``seed`` (default: from the conversation seed and the turn number)."""
+        settings = self.generation_settings(**generation)
         self.last_segments = list(segments)
         embeds, mask = self.model.embed_segments([self.last_segments], add_eos=True)
-        if not use_nucleus_sampling:
-            return self.model._generate(embeds, mask, **gen)[0].strip()
+        if not settings.use_nucleus_sampling:
+            return self.model.generate_from_embeds(embeds, mask, settings)[0].strip()
         if seed is None:
             seed = int(np.random.SeedSequence([self.seed, len(self.turns)]).generate_state(1)[0])
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
-            return self.model._generate(embeds, mask, **gen)[0].strip()
+            return self.model.generate_from_embeds(embeds, mask, settings)[0].strip()
 
     # ----------------------------------------------------------------- display
     def describe_segments(self, segments: Sequence[Segment]) -> str:

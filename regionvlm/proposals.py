@@ -41,11 +41,8 @@ import numpy as np
 
 from regionvlm.common.errors import (CheckpointError, ConfigError, InputError, MissingFileError,
                                      RegionVLMError, require_file)
-from regionvlm.common.io import atomic_write_text
+from regionvlm.data.proposals import IMAGE_EXTENSIONS, encode_mask, proposal_path, write_proposal_file
 
-FORMAT = "regionvlm-proposals"
-VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SAM_PUBLISHED = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 
 GENERATOR_DEFAULTS: Dict[str, Any] = {
@@ -62,177 +59,23 @@ GENERATOR_DEFAULTS: Dict[str, Any] = {
     "min_mask_region_area": 0,
 }
 
-# SAM architectures (segment-anything's build_sam values); "tiny" is a small random-init
-# architecture for tests and smoke runs, not a released model.
-_SAM_COMMON = dict(image_size=1024, patch_size=16, prompt_embed_dim=256, window_size=14,
-                   mask_in_chans=16, decoder_depth=2, decoder_mlp_dim=2048, decoder_heads=8,
-                   iou_head_hidden_dim=256)
-SAM_ARCHS: Dict[str, Dict[str, Any]] = {
-    "vit_h": dict(_SAM_COMMON, embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
-    "vit_l": dict(_SAM_COMMON, embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
-    "vit_b": dict(_SAM_COMMON, embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-    "tiny": dict(image_size=64, patch_size=16, prompt_embed_dim=32, window_size=2, mask_in_chans=4,
-                 decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32,
-                 embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,)),
-}
-
-
-# --------------------------------------------------------------------------- file format
-def proposal_path(out_dir: str | Path, image_name: str) -> Path:
-    """Where the proposals of ``image_name`` (an image file name relative to the image root,
-    e.g. ``COCO_train2014_000000000009.jpg``, or its stem) live: the name with an image
-    extension removed, plus ``.json``; sub-folders are kept."""
-    name = PurePosixPath(str(image_name).replace("\\", "/"))
-    if not name.parts or name.is_absolute() or ".." in name.parts:
-        raise InputError(f"image name '{image_name}' must be a relative path inside the image root.")
-    if name.suffix.lower() in IMAGE_EXTENSIONS:
-        name = name.with_suffix("")
-    return Path(out_dir).joinpath(*name.parts[:-1], name.name + ".json")
-
-
-def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
-    """Bool (H, W) -> JSON-ready COCO RLE record with area and XYWH box."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
-
-
-def write_proposal_file(path: Path, image_name: str, height: int, width: int,
-                        records: Sequence[Mapping[str, Any]], source: Mapping[str, Any]) -> Path:
-    """Write one image's records atomically (a killed run never leaves half a file)."""
-    for i, rec in enumerate(records):
-        size = list(rec["segmentation"]["size"])
-        if size != [height, width]:
-            raise InputError(f"{image_name}: mask {i} has size {size}, the image is {[height, width]}.")
-    doc = {"format": FORMAT, "version": VERSION, "image": str(image_name), "height": int(height),
-           "width": int(width), "source": dict(source), "masks": [dict(r) for r in records]}
-    atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
-    return path
-
-
-def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[np.ndarray],
-                         scores: Sequence[Optional[float]],
-                         image_size: Optional[Tuple[int, int]] = None,
-                         source: Optional[Mapping[str, Any]] = None) -> Path:
-    """Store ``masks`` (bool H x W, in proposal order) and their ``scores`` for one image.
-
-    ``image_size=(height, width)`` is needed only when ``masks`` is empty. Returns the file."""
-    if len(masks) != len(scores):
-        raise InputError(f"{image_name}: {len(masks)} masks but {len(scores)} scores.")
-    arrays = [np.asarray(m) for m in masks]
-    if arrays:
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1 or arrays[0].ndim != 2:
-            raise InputError(f"{image_name}: masks must be 2-D and of one size, got shapes {sorted(shapes)}.")
-        height, width = arrays[0].shape
-        if image_size is not None and tuple(image_size) != (height, width):
-            raise InputError(f"{image_name}: masks are {height}x{width} but image_size is {tuple(image_size)}.")
-    elif image_size is None:
-        raise InputError(f"{image_name}: no masks; pass image_size=(height, width) to record an empty set.")
-    else:
-        height, width = (int(v) for v in image_size)
-    records = []
-    for a, score in zip(arrays, scores):
-        rec = encode_mask(a > 0 if a.dtype != bool else a)
-        rec["score"] = None if score is None else float(score)
-        records.append(rec)
-    return write_proposal_file(proposal_path(out_dir, image_name), image_name, height, width, records,
-                               source or {"writer": "save_image_proposals"})
-
-
-class ProposalSet:
-    """One image's proposals; masks are decoded on first use (C-ordered bool arrays), areas
-    come straight from the RLE, so filtering by area decodes nothing."""
-
-    def __init__(self, rles: List[Dict[str, Any]], scores: List[Optional[float]], height: int, width: int,
-                 path: Optional[Path] = None, masks: Optional[List[np.ndarray]] = None):
-        self.rles, self.scores = rles, scores
-        self.height, self.width, self.path = int(height), int(width), path
-        self._masks: Dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
-        if masks is not None:
-            self.areas = np.array([int(m.sum()) for m in masks], dtype=np.int64)
-        else:
-            from pycocotools import mask as mask_utils
-
-            self.areas = np.asarray(mask_utils.area(rles), dtype=np.int64).reshape(-1) if rles else np.zeros(0, np.int64)
-
-    @classmethod
-    def from_masks(cls, masks: Sequence[np.ndarray], scores: Optional[Sequence[Optional[float]]] = None
-                   ) -> "ProposalSet":
-        """In-memory proposals (tests, interactive use)."""
-        arrays = [np.ascontiguousarray(np.asarray(m) > 0) for m in masks]
-        if not arrays:
-            raise InputError("from_masks needs at least one mask (use the file format for empty sets).")
-        h, w = arrays[0].shape
-        if any(a.shape != (h, w) for a in arrays):
-            raise InputError("all proposal masks must have the same size.")
-        return cls([], list(scores) if scores is not None else [None] * len(arrays), h, w, masks=arrays)
-
-    def __len__(self) -> int:
-        return len(self.areas)
-
-    def mask(self, i: int) -> np.ndarray:
-        if i not in self._masks:
-            from pycocotools import mask as mask_utils
-
-            try:
-                decoded = mask_utils.decode(self.rles[i])
-            except Exception as exc:
-                raise InputError(f"'{self.path}': mask {i} cannot be decoded ({exc}).") from None
-            self._masks[i] = np.array(decoded, dtype=bool, order="C")
-        return self._masks[i]
-
-
-def read_proposals(path: str | Path, image_name: Optional[str] = None) -> ProposalSet:
-    """Read one proposal file; a missing or malformed file stops with its path."""
-    path = Path(path)
-    if not path.is_file():
-        for_image = f" for image '{image_name}'" if image_name else ""
-        raise MissingFileError(
-            f"proposal file{for_image} not found at '{path}'. Expected SAM proposals as written by "
-            "`python -m regionvlm.proposals --images ... --out DIR` (or converted with --import-png-dir); "
-            "point the `proposals` setting (--proposals) to that DIR."
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the proposal file '{path}': {exc}. Delete it and regenerate.") from None
-    if not isinstance(doc, Mapping) or doc.get("format") != FORMAT or "masks" not in doc:
-        raise InputError(f"'{path}' is not a {FORMAT} file (see regionvlm/proposals.py).")
-    if int(doc.get("version", 0)) > VERSION:
-        raise InputError(f"'{path}' has format version {doc.get('version')}; this code reads <= {VERSION}.")
-    height, width = int(doc["height"]), int(doc["width"])
-    rles, scores = [], []
-    for i, rec in enumerate(doc["masks"]):
-        seg = rec.get("segmentation") if isinstance(rec, Mapping) else None
-        if not isinstance(seg, Mapping) or "counts" not in seg or list(seg.get("size", [])) != [height, width]:
-            raise InputError(f"'{path}': mask {i} needs a COCO RLE of size {[height, width]}.")
-        counts = seg["counts"]
-        rles.append({"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
-        scores.append(rec.get("score"))
-    return ProposalSet(rles, scores, height, width, path)
-
-
-def load_image_proposals(out_dir: str | Path, image_name: str) -> Tuple[List[np.ndarray], List[Optional[float]]]:
-    """``(masks, scores)`` of one image, masks as bool arrays in proposal order."""
-    props = read_proposals(proposal_path(out_dir, image_name), image_name)
-    return [props.mask(i) for i in range(len(props))], list(props.scores)
+SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
+# "tiny" is a small random-init architecture for tests and smoke runs, not a released model;
+# the real architectures come from segment-anything's own ``sam_model_registry``.
+TINY_SAM = dict(image_size=64, patch_size=16, prompt_embed_dim=32, window_size=2, mask_in_chans=4,
+                decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32,
+                embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
 
 
 # --------------------------------------------------------------------------- SAM
-def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "cpu"):
-    """A segment-anything ``Sam`` of a named architecture, weights from ``checkpoint``."""
+def _tiny_sam():
+    """The tiny test architecture, built from segment-anything's modules."""
     import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    if model_type not in SAM_ARCHS:
-        raise ConfigError(f"unknown SAM --model-type '{model_type}'; choose from {sorted(SAM_ARCHS)}.")
-    a = SAM_ARCHS[model_type]
+    a = TINY_SAM
     grid = a["image_size"] // a["patch_size"]
-    sam = Sam(
+    return Sam(
         image_encoder=ImageEncoderViT(
             depth=a["depth"], embed_dim=a["embed_dim"], img_size=a["image_size"], mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["num_heads"],
@@ -250,11 +93,28 @@ def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
+
+
+def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "cpu"):
+    """A segment-anything ``Sam`` of a named architecture, weights from ``checkpoint``.
+
+    The checkpoint is read with ``weights_only=True`` (segment-anything's own loader would
+    unpickle anything) and checked key by key against the architecture."""
+    import torch
+
+    if model_type not in SAM_TYPES:
+        raise ConfigError(f"unknown SAM --model-type '{model_type}'; choose from {list(SAM_TYPES)}.")
+    if model_type == "tiny":
+        sam = _tiny_sam()
+    else:
+        from segment_anything import sam_model_registry
+
+        sam = sam_model_registry[model_type](checkpoint=None)
     if checkpoint is not None:
         path = require_file(checkpoint, f"SAM {model_type} checkpoint", "--sam-checkpoint", SAM_PUBLISHED)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
             raise CheckpointError(f"cannot read the SAM checkpoint '{path}': {exc}") from None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"'{path}' does not hold a state dict (got {type(state).__name__}).")
@@ -266,7 +126,7 @@ def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "
             raise CheckpointError(
                 f"'{path}' does not match SAM '{model_type}': {len(missing)} missing keys {missing[:3]}, "
                 f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} with other shapes {wrong[:3]}. "
-                f"Pick the --model-type the checkpoint was released for ({sorted(SAM_ARCHS)})."
+                f"Pick the --model-type the checkpoint was released for ({list(SAM_TYPES)})."
             )
         sam.load_state_dict(state)
     return sam.to(device).eval()
@@ -409,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="a folder of images (recursive) or a text file of image names")
     p.add_argument("--image-root", help="folder the names in an --images list are relative to")
     p.add_argument("--sam-checkpoint", help="SAM weights, e.g. sam_vit_h_4b8939.pth")
-    p.add_argument("--model-type", default="vit_h", choices=sorted(SAM_ARCHS))
+    p.add_argument("--model-type", default="vit_h", choices=SAM_TYPES)
     p.add_argument("--out", required=True, help="output folder of proposal files")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--config", help="YAML with generator settings (flags win)")
@@ -454,7 +314,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RegionVLMError as exc:
-        raise SystemExit(f"error: {exc}")
+    from regionvlm.common.cli import run
+
+    run(main)

@@ -54,9 +54,12 @@ def train_tiny(world: Path, out: Path, cfg_path: Path, extra: Sequence[str] = ()
 
 def export_weights(checkpoint: Path, out: Path) -> Path:
     """The trained weights alone, in fp16 (what ``regionvlm/checkpoints/`` ships)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    from regionvlm.common.checkpoints import load_training_checkpoint
+    from regionvlm.common.io import atomic_torch_save
+
+    state = load_training_checkpoint(checkpoint)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    torch.save({"model": weights, "step": state.get("step")}, out)
+    atomic_torch_save({"model": weights, "step": state.get("step")}, out)
     return out
 
 
@@ -75,13 +78,12 @@ def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device
     """The registered RIS task through the runner, exactly as ``train.py`` runs it (``model``:
     an already built model of this config, so several evaluations share one build)."""
     from regionvlm.common.config import Config
-    from regionvlm.common.registry import registry
 
     cfg = Config.from_dict(ris_config(world, checkpoint, out, region_prompt, device))
-    task = registry.get_class_or_raise("task", "ris").setup_task(cfg)
+    task = cfg.task_class().setup_task(cfg)
     datasets = task.build_datasets(cfg)
     model = model if model is not None else task.build_model(cfg)
-    runner = registry.get_class_or_raise("runner", "runner_base")(cfg, task, model, datasets)
+    runner = cfg.runner_class()(cfg, task, model, datasets)
     runner.evaluate()
     result = json.loads(next(out.glob("ris_synthetic_unc_test.json")).read_text())
     queries = result["queries"]
@@ -98,7 +100,7 @@ def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] =
 
     from regionvlm.models import load_preprocess
     from regionvlm.region import Region
-    from regionvlm.tasks.eval_loop import item_rng
+    from regionvlm.tasks.evaluation import item_rng
 
     vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0]["eval"]
     rows: List[Dict[str, Any]] = []
@@ -131,7 +133,7 @@ def figure(world: Path, refer, captions: Sequence[Dict[str, Any]], ris: Dict[str
     """Scenes with the prompt points of one object, its generated caption and the chosen mask."""
     from PIL import Image, ImageDraw
 
-    from regionvlm.proposals import load_image_proposals
+    from regionvlm.data.proposals import load_image_proposals
 
     by_ann = {r["ann_id"]: r for r in captions}
     panels = []
@@ -181,34 +183,31 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from regionvlm.common.errors import RegionVLMError
+    from regionvlm.common.errors import MissingFileError
+    from regionvlm.common.io import atomic_write_json
     from regionvlm.synthetic.world import write_world
 
     out = Path(args.out)
     world = out / "world"
     start = time.time()
-    try:
-        write_world(world, num_train=args.num_train if args.retrain else 0, num_val=0,
-                    num_test=args.num_test, seed=args.seed)
-        if args.retrain:
-            trained = train_tiny(world, out / "train", Path(args.cfg_path), args.train_options)
-            checkpoint = export_weights(trained, out / "train" / "tiny_synthetic.pth")
-        else:
-            checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
-            if not checkpoint.is_file():
-                raise RegionVLMError(f"tiny checkpoint '{checkpoint}' not found; run with --retrain to train one.")
-        from regionvlm import load_model
-        from regionvlm.data.refer import load_refer
+    write_world(world, num_train=args.num_train if args.retrain else 0, num_val=0,
+                num_test=args.num_test, seed=args.seed)
+    if args.retrain:
+        trained = train_tiny(world, out / "train", Path(args.cfg_path), args.train_options)
+        checkpoint = export_weights(trained, out / "train" / "tiny_synthetic.pth")
+    else:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
+        if not checkpoint.is_file():
+            raise MissingFileError(f"tiny checkpoint '{checkpoint}' not found; run with --retrain to train one.")
+    from regionvlm import load_model
+    from regionvlm.data.refer import load_refer
 
-        model = load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(checkpoint))  # built once
-        ris = run_ris(world, checkpoint, out / "ris", "points", args.device, model)
-        ablation = run_ris(world, checkpoint, out / "ris_empty_prompt", "empty", args.device, model)
-        refer = load_refer(world / "refer", "synthetic", "unc", "test")
-        with torch.inference_mode():
-            captions = caption_regions(model, world, refer, args.seed)
-    except RegionVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    model = load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(checkpoint))  # built once
+    ris = run_ris(world, checkpoint, out / "ris", "points", args.device, model)
+    ablation = run_ris(world, checkpoint, out / "ris_empty_prompt", "empty", args.device, model)
+    refer = load_refer(world / "refer", "synthetic", "unc", "test")
+    with torch.inference_mode():
+        captions = caption_regions(model, world, refer, args.seed)
     scores = caption_scores(captions)
     figure(world, refer, captions, ris, out / "quickstart.png")
     summary = {
@@ -219,8 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "caption_size": round(scores["size"], 1), "caption_shape": round(scores["shape"], 1),
         "seconds": round(time.time() - start, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "captions.json").write_text(json.dumps(captions, indent=1) + "\n")
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "captions.json", captions)
     print(f"""
 RegionVLM (tiny) on the synthetic world: {args.num_test} held-out scenes, {ris['queries']} referring queries
   zero-shot RIS selection accuracy   {summary['ris_accuracy']:5.1f} %   (chance {summary['ris_chance']:.1f} %)
@@ -234,4 +233,6 @@ RegionVLM (tiny) on the synthetic world: {args.num_test} held-out scenes, {ris['
 
 
 if __name__ == "__main__":
-    main()
+    from regionvlm.common.cli import run
+
+    run(main)

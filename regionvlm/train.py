@@ -4,16 +4,18 @@
     python train.py --cfg-path configs/blip2/eval/vqav2_zeroshot_flant5xl_eval.yaml --options run.batch_size_eval=8
     torchrun --nproc_per_node=8 train.py --cfg-path configs/blip2/train/LN_ft.yaml
 
-With ``run.evaluate: true`` the same command only evaluates.
+With ``run.evaluate: true`` the same command only evaluates. Every key of the YAML and of
+``--options`` is checked before anything is built.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence
+
+from regionvlm.common.cli import run
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg-path", required=True, help="path to the run's YAML config")
     parser.add_argument("--options", nargs="+", default=[],
@@ -21,27 +23,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    from regionvlm.common.config import Config
-    from regionvlm.common.errors import RegionVLMError
-    from regionvlm.common.registry import registry
+def run_config(cfg: Any) -> Dict[str, Any]:
+    """Build task, datasets, model and runner from a checked :class:`Config`; train or evaluate."""
     from regionvlm.runners.runner_base import set_seed
 
+    task = cfg.task_class().setup_task(cfg)
+    set_seed(int(cfg.run_cfg.get("seed", 42)))  # random-init parts of the model are seeded too
+    datasets = task.build_datasets(cfg)
+    model = task.build_model(cfg)
+    runner = cfg.runner_class()(cfg, task, model, datasets)
+    return runner.evaluate() if cfg.run_cfg.get("evaluate", False) else runner.train()
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    from regionvlm.common.config import Config
+
     args = parse_args(argv)
-    try:
-        cfg = Config(args.cfg_path, args.options)
-        task = registry.get_class_or_raise("task", cfg.run_cfg.get("task", "region_captioning")).setup_task(cfg)
-        set_seed(int(cfg.run_cfg.get("seed", 42)))  # random-init parts of the model are seeded too
-        datasets = task.build_datasets(cfg)
-        model = task.build_model(cfg)
-        runner_cls = registry.get_class_or_raise("runner", cfg.run_cfg.get("runner", "runner_base"))
-        runner = runner_cls(cfg, task, model, datasets)
-        return runner.evaluate() if cfg.run_cfg.get("evaluate", False) else runner.train()
-    except (RegionVLMError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_config(Config(args.cfg_path, args.options))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,10 +17,10 @@ from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.datasets import transforms as T
 from regionvlm.datasets.builders import caption_builders  # noqa: F401  (registers the builders)
-from regionvlm.datasets.datasets.caption_datasets import (CocoCaptionDataset, MixedCaptionDataset,
+from regionvlm.datasets.caption_datasets import (CocoCaptionDataset, MixedCaptionDataset,
                                                           RegionCaptionDataset, WebCaptionDataset,
                                                           collate_caption_batch, region_prob_schedule, sample_rng)
-from regionvlm.datasets.datasets.region_annotations import RegionAnnotations
+from regionvlm.datasets.region_annotations import RegionAnnotations
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
 PROMPT = re.compile(r"^\[\d{1,3} \d{1,3}\]( \[\d{1,3} \d{1,3}\]){9}$")

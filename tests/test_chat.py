@@ -63,7 +63,7 @@ def test_bad_region_input_is_one_clear_error(files, line, message):
 
 def test_session_commands(tiny_model_and_processors, rgb_image, files):
     model, vis, txt = tiny_model_and_processors
-    session = ChatSession(Conversation(model, rgb_image, vis["eval"], txt["eval"]), {"max_length": 4})
+    session = ChatSession(Conversation(model, rgb_image, vis["eval"], txt["eval"]), {"max_len": 4})
     assert session.handle("regions") == (["no regions yet (add one with box, points, scribble or mask)"], True)
     out, go = session.handle("box 8 12 32 24")
     assert go and out[0].startswith("[1] box (8, 12)-(32, 24): [") and out[0].endswith(session.conv.region_text(1))
@@ -86,7 +86,7 @@ def test_repl_stops_at_quit_and_at_end_of_input(tiny_model_and_processors, rgb_i
     import io
 
     model, vis, txt = tiny_model_and_processors
-    session = ChatSession(Conversation(model, rgb_image, vis["eval"], txt["eval"]), {"max_length": 4})
+    session = ChatSession(Conversation(model, rgb_image, vis["eval"], txt["eval"]), {"max_len": 4})
     out = io.StringIO()
     run_repl(session, io.StringIO("regions\nquit\nregions\n"), out, interactive=False)
     assert out.getvalue().count("no regions yet") == 1
@@ -132,8 +132,8 @@ def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
         f"[1] box (8, 12)-(32, 24): {conv.region_text(1)}",
         f"[2] mask (200 pixels): {conv.region_text(2)}",
         f"[3] scribble (3 clicked): {conv.region_text(3)}",
-        conv.describe(1, max_length=6),
-        conv.ask("Is [1] above [2]?", max_length=6),
+        conv.describe(1, max_len=6),
+        conv.ask("Is [1] above [2]?", max_len=6),
         "error: [9] in 'what about [9]?' refers to no region: this conversation has regions [1]..[3]. "
         "Add a region first (points, box, scribble or mask).",
     ]

@@ -13,13 +13,13 @@ from regionvlm.common.errors import ConfigError
 from regionvlm.demo import canvas
 from regionvlm.demo.app import DemoLogic, example_images, require_gradio
 
-FAST = dict(max_length=4)
+FAST = dict(max_len=4)
 
 
 @pytest.fixture
 def logic(tiny_model_and_processors):
     model, vis, txt = tiny_model_and_processors
-    return DemoLogic(model, vis["eval"], txt["eval"], seed=0, generation={"max_length": 4})
+    return DemoLogic(model, vis["eval"], txt["eval"], seed=0, generation={"max_len": 4})
 
 
 @pytest.fixture

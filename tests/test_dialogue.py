@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from regionvlm import Region
-from regionvlm.common.errors import InputError
+from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.dialogue import Conversation, parse_region_refs
 from regionvlm.region import format_points
 
-FAST = dict(max_length=4)
+FAST = dict(max_len=4)
 
 
 @pytest.fixture
@@ -26,15 +26,15 @@ def conv(tiny_model_and_processors, rgb_image):
 def sent(tiny_model, monkeypatch):
     """Records the T5 encoder input of every generation."""
     calls = []
-    original = type(tiny_model)._generate
+    original = type(tiny_model).generate_from_embeds
 
-    def spy(self, embeds, mask, **gen):
-        calls.append((embeds.detach().clone(), mask.detach().clone(), gen))
-        return original(self, embeds, mask, **gen)
+    def spy(self, embeds, mask, generation=None):
+        calls.append((embeds.detach().clone(), mask.detach().clone(), generation))
+        return original(self, embeds, mask, generation)
 
     # Patch the class, not the shared instance: undoing an instance patch would leave a bound
     # method in the instance's __dict__ that hides later class-level patches of other tests.
-    monkeypatch.setattr(type(tiny_model), "_generate", spy)
+    monkeypatch.setattr(type(tiny_model), "generate_from_embeds", spy)
     return calls
 
 
@@ -100,7 +100,7 @@ def test_let_layout_is_the_vcr_prefix(tiny_model_and_processors, rgb_image, sent
 
 def test_describe_is_the_trained_captioning_path(conv, tiny_model_and_processors, rgb_image, sent):
     model, vis, _ = tiny_model_and_processors
-    answer = conv.describe(1, num_beams=3, max_length=6)
+    answer = conv.describe(1, num_beams=3, max_len=6)
     with torch.inference_mode():
         queries = model.region_queries(model.encode_image(vis["eval"](rgb_image)[None]), [conv.region_text(1)])
         embeds, mask = model.t5_inputs(queries)  # [soft ; empty prompt] = soft + </s>
@@ -207,7 +207,7 @@ def test_deterministic_decoding_and_seeded_sampling(tiny_model_and_processors, r
     def run(seed, **gen):
         c = Conversation(model, rgb_image, vis["eval"], txt["eval"], seed=seed)
         c.add_region(Region.from_box((4, 6, 30, 40), image_size=rgb_image.size))
-        return c.region_text(1), c.ask("[1] what is it?", max_length=8, **gen)
+        return c.region_text(1), c.ask("[1] what is it?", max_len=8, **gen)
 
     assert run(0) == run(0)
     assert run(0, num_beams=1) == run(0, num_beams=1)
@@ -218,9 +218,9 @@ def test_deterministic_decoding_and_seeded_sampling(tiny_model_and_processors, r
     assert sampled == run(0, use_nucleus_sampling=True, top_p=0.95, temperature=1.5)
     c = Conversation(model, rgb_image, vis["eval"], txt["eval"])
     c.add_region(Region.from_box((4, 6, 30, 40), image_size=rgb_image.size))
-    draws = {c.ask("[1]", max_length=8, use_nucleus_sampling=True, temperature=2.0, seed=s) for s in range(4)}
+    draws = {c.ask("[1]", max_len=8, use_nucleus_sampling=True, temperature=2.0, seed=s) for s in range(4)}
     assert len(draws) > 1  # sampling does sample
-    with pytest.raises(InputError, match="top_p"):
+    with pytest.raises(ConfigError, match="top_p"):
         c.ask("[1]", use_nucleus_sampling=True, top_p=0.0)
 
 

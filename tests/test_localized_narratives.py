@@ -234,6 +234,51 @@ def test_no_check_images_writes_the_first_pattern(tmp_path):
     assert json.loads(out.read_text())[0]["image_path"] == "/nonexistent/root/open_images/images/train_0/0a1b.jpg"
 
 
+# --------------------------------------------------------------------------- dataset_id spellings
+# Spellings of the released files (Google's loader: 'Flic' / 'ADE' in dataset_id) and variants
+# of them: every one must land in its family, whatever the case or separators.
+SPELLINGS = {
+    "coco": ["mscoco_train2017", "mscoco_val2017", "coco", "COCO", "MSCOCO_val2017", "coco_train"],
+    "open_images": ["open_images", "open_images_train_v6", "open_images_validation", "openimages",
+                    "OpenImages", "Open Images", "open-images_test"],
+    "flickr30k": ["Flick30k", "flick30k", "Flickr30k", "flickr30k", "FLICKR30K", "flickr30k_train"],
+    "ade20k": ["ADE20k", "ade20k", "ADE20K", "ade20k_train", "ADE"],
+}
+
+
+def test_every_released_dataset_id_spelling_finds_its_family(tmp_path):
+    resolver = ln.ImagePathResolver(tmp_path, check_exists=False)
+    for family, spellings in SPELLINGS.items():
+        for spelling in spellings:
+            assert resolver.family(spelling) == family, spelling
+    for unknown in ("visual_genome", "mystery", "cityscapes"):
+        with pytest.raises(ConfigError, match=f"--image-pattern {unknown}=PATTERN"):
+            resolver.family(unknown)
+    exact = ln.ImagePathResolver(tmp_path, {"Flick30k": ["f/{image_id}.jpg"]}, check_exists=False)
+    assert exact.family("Flick30k") == "Flick30k" and exact.family("flickr30k") == "flickr30k"
+
+
+def test_preprocessing_resolves_images_of_every_spelling(tmp_path):
+    root = tmp_path / "images"
+    ids = {"coco": "42", "open_images": "0a1b2c3d4e5f6a7b", "flickr30k": "1000092795", "ade20k": "ADE_train_00000001"}
+    files = {"coco": "coco/images/train2014/COCO_train2014_000000000042.jpg",
+             "open_images": "open_images/images/train_0/0a1b2c3d4e5f6a7b.jpg",
+             "flickr30k": "flickr30k/images/1000092795.jpg",
+             "ade20k": "ade20k/images/training/ADE_train_00000001.jpg"}
+    for rel in files.values():
+        _image(root / rel)
+    lines = [json.dumps(word_narrative("a dog", image_id=ids[fam], dataset_id=spelling))
+             for fam, spellings in SPELLINGS.items() for spelling in spellings]
+    src = _write_lines(tmp_path / "ln.jsonl", lines)
+    out = tmp_path / "ann.json"
+    report = ln.preprocess_localized_narratives([src], out, image_root=root, progress=False, relative_paths=True)
+    data = json.loads(out.read_text())
+    assert report.images_written == len(lines) and not report.missing_images
+    expected = [files[fam] for fam, spellings in SPELLINGS.items() for _ in spellings]
+    assert [d["image_path"] for d in data] == expected
+    assert [d["dataset_id"] for d in data] == [s for spellings in SPELLINGS.values() for s in spellings]
+
+
 # --------------------------------------------------------------------------- Visual Genome
 def _vg_files(tmp_path: Path):
     root = tmp_path / "vg"

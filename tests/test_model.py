@@ -35,9 +35,13 @@ def test_forward_backward_reaches_every_trainable_group(images):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_frozen_towers_get_no_gradient_and_stay_in_eval_mode(images):
+def test_frozen_towers_get_no_gradient_and_the_vit_stays_in_eval_mode(images):
+    """The authors' runner puts the whole model in train mode with only the ViT pinned to eval:
+    a frozen T5 keeps its dropout (``frozen_t5_dropout``, default); the option turns it off."""
+    off = RegionVLMT5.from_config(tiny_cfg(freeze_vit=True, freeze_t5=True, frozen_t5_dropout=False)).train()
+    assert not off.visual_encoder.training and not off.t5_model.training and off.Qformer.training
     model = RegionVLMT5.from_config(tiny_cfg(freeze_vit=True, freeze_t5=True)).train()
-    assert not model.visual_encoder.training and not model.t5_model.training and model.Qformer.training
+    assert not model.visual_encoder.training and model.t5_model.training and model.Qformer.training
     model({"image": images, "text_input": [REGION_A, REGION_B], "text_output": ["a", "b"]})["loss"].backward()
     assert all(p.grad is None for p in model.visual_encoder.parameters())
     assert all(p.grad is None for p in model.t5_model.parameters())

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import CheckpointError, ConfigError, InputError, MissingFileError
-from regionvlm.proposals import (ProposalSet, build_sam, import_png_dir, list_images, load_image_proposals,
-                                 main, natural_key, proposal_path, read_proposals, save_image_proposals)
+from regionvlm.data.proposals import (ProposalSet, load_image_proposals, proposal_path, read_proposals,
+                                      save_image_proposals)
+from regionvlm.proposals import build_sam, import_png_dir, list_images, main, natural_key
 
 
 def _masks(h=12, w=16):

@@ -24,8 +24,10 @@ def test_quickstart_runs_on_a_small_world_and_writes_its_outputs(tmp_path, tiny_
 
 
 def test_quickstart_missing_checkpoint_is_explained(tmp_path, capsys):
+    from regionvlm.common.cli import run
+
     with pytest.raises(SystemExit) as exc:
-        quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")])
+        run(quickstart.main, ["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")])
     assert exc.value.code == 2
     assert "--retrain" in capsys.readouterr().err
 

@@ -80,7 +80,7 @@ def write_refer_fixture(root: Path, dataset: str = "refcoco", split_by: str = "u
                         sentences: Dict[int, str] | None = None) -> Dict[str, Path]:
     """Write refs + instances + images + proposals. Val: refs 10, 11 (image 1), 12 (image 2);
     testA: ref 13 (image 3, polygons). ``sentences`` overrides raw texts by sent_id."""
-    from regionvlm.proposals import save_image_proposals
+    from regionvlm.data.proposals import save_image_proposals
 
     masks = fixture_masks()
     folder = root / dataset
@@ -256,37 +256,41 @@ def test_synthetic_dataset_name_and_splits(tmp_path):
 
 
 def test_builders_are_registered_and_build_split_datasets(refer_root, tmp_path):
-    import regionvlm.datasets.builders.ris_builder  # noqa: F401
     from regionvlm.common.registry import registry
-    from regionvlm.data.refer import RISDataset
+    from regionvlm.datasets.ris_datasets import RISDataset
 
     for name in ("refcoco", "refcoco+", "refcocog", "ris_synthetic"):
         assert registry.get_builder_class(name) is not None
     cfg = {"data_root": str(refer_root["data_root"]), "image_root": str(refer_root["image_root"]),
            "proposals": str(refer_root["proposals"]), "split": ["val", "testA"]}
-    built = registry.get_builder_class("refcoco")(cfg).build_datasets()
+    built = registry.get_builder_class("refcoco")(cfg, image_size=64).build_datasets()
     assert sorted(built) == ["testA", "val"] and isinstance(built["val"], RISDataset)
     val = built["val"]
     assert len(val) == 4 and val[0]["sentence"] == "The LEFT block."
     assert val.image_path(1) == refer_root["image_root"] / IMAGES[1][0]
     assert val.proposal_path(1) == refer_root["proposals"] / "COCO_train2014_000000000001.json"
     assert val.missing_files() == []
-    with pytest.raises(ConfigError, match=r"datasets\.refcoco\.proposals is not set"):
-        registry.get_builder_class("refcoco")({k: v for k, v in cfg.items() if k != "proposals"}).build_datasets()
-    with pytest.raises(ConfigError, match="unknown key"):
-        registry.get_builder_class("refcoco")({**cfg, "splitby": "unc"}).build_datasets()
+    builder = registry.get_builder_class("refcoco")
+    with pytest.raises(ConfigError, match=r"datasets\.refcoco\.proposals` is not set"):
+        builder({k: v for k, v in cfg.items() if k != "proposals"}, image_size=64).build_datasets()
+    with pytest.raises(ConfigError, match=r"unknown setting.*splitby.*did you mean `splitBy`"):
+        builder({**cfg, "splitby": "unc"}, image_size=64)
     with pytest.raises(ConfigError, match="own builder name"):
-        registry.get_builder_class("refcoco")({**cfg, "dataset_name": "refcocog"}).build_datasets()
+        builder({**cfg, "dataset_name": "refcocog"}, image_size=64).build_datasets()
+    with pytest.raises(ConfigError, match="model takes 64x64"):
+        builder({**cfg, "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": 224}}},
+                image_size=64).build_datasets()
     world = tmp_path / "world"
     write_refer_fixture(world / "refer", dataset="synthetic", image_dir=world / "images",
                         proposal_dir=world / "proposals")
-    syn = registry.get_builder_class("ris_synthetic")({"world": str(world), "split": "val"}).build_datasets()["val"]
+    syn = registry.get_builder_class("ris_synthetic")({"world": str(world), "split": "val"},
+                                                  image_size=64).build_datasets()["val"]
     assert syn.dataset_name == "synthetic" and syn.missing_files() == [] and len(syn) == 4
 
 
 def test_list_images_command(refer_root, tmp_path, capsys):
-    from regionvlm.data.refer import _main
+    from regionvlm.data.refer import main
 
     out = tmp_path / "val.txt"
-    _main(["--data-root", str(refer_root["data_root"]), "--dataset", "refcoco", "--split", "val", "--out", str(out)])
+    main(["--data-root", str(refer_root["data_root"]), "--dataset", "refcoco", "--split", "val", "--out", str(out)])
     assert out.read_text().splitlines() == [IMAGES[1][0], IMAGES[2][0]]

@@ -15,9 +15,9 @@ import torch
 import regionvlm.datasets.builders.ris_builder  # noqa: F401  (registers the builders)
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.registry import registry
-from regionvlm.proposals import ProposalSet, save_image_proposals
+from regionvlm.data.proposals import ProposalSet, save_image_proposals
 from regionvlm.region import sample_mask_points
-from regionvlm.tasks.eval_loop import item_rng
+from regionvlm.tasks.evaluation import item_rng
 from regionvlm.region import MaskPointSampler
 from regionvlm.tasks.ris import (RISSettings, RISTask, SplitEvaluator, filter_proposals,
                                  hugs_border, mask_iou, summarize)
@@ -167,14 +167,14 @@ class FakeModel(torch.nn.Module):
         return {"loss": self.target_nll(q, None, samples["text_output"])}
 
 
-def _datasets(roots: Dict[str, Path], **extra) -> Dict[str, Dict[str, Any]]:
+def _datasets(roots: Dict[str, Path], image_size: int = FakeModel.image_size, **extra) -> Dict[str, Dict[str, Any]]:
     cfg = {"data_root": str(roots["data_root"]), "image_root": str(roots["image_root"]),
            "proposals": str(roots["proposals"]), "split": "val", **extra}
-    return {"refcoco": registry.get_builder_class("refcoco")(cfg).build_datasets()}
+    return {"refcoco": registry.get_builder_class("refcoco")(cfg, image_size=image_size).build_datasets()}
 
 
 def _evaluate(model, roots, out: Path, run: Dict[str, Any] | None = None, **ds_extra) -> Dict[str, Any]:
-    metrics = RISTask().evaluate(model, _datasets(roots, **ds_extra), dict(run or {}), out)
+    metrics = RISTask().evaluate(model, _datasets(roots, model.image_size, **ds_extra), dict(run or {}), out)
     return {"metrics": metrics, "results": json.loads((out / "ris_refcoco_unc_val.json").read_text()),
             "bytes": (out / "ris_refcoco_unc_val.json").read_bytes()}
 
@@ -204,9 +204,10 @@ def test_lowest_score_wins_and_metrics_match_hand_computation(roots, tmp_path, p
     assert (q[2]["intersection"], q[2]["union"]) == (300, 300)            # proposal 3 == GT 102
     assert (q[3]["intersection"], q[3]["union"]) == (512, 640)            # 32x16 inside 32x20
     m = out["metrics"]
-    assert m["oIoU"] == pytest.approx(100 * (270 + 270 + 300 + 512) / (336 + 336 + 300 + 640))
-    assert m["mIoU"] == pytest.approx(100 * (270 / 336 * 2 + 1 + 0.8) / 4)
-    assert m["refcoco_unc_val/oIoU"] == m["oIoU"] and m["num_queries"] == 4 and m["num_images"] == 2
+    assert m["refcoco_unc_val/oIoU"] == pytest.approx(100 * (270 + 270 + 300 + 512) / (336 + 336 + 300 + 640))
+    assert m["refcoco_unc_val/mIoU"] == pytest.approx(100 * (270 / 336 * 2 + 1 + 0.8) / 4)
+    assert m["agg_metrics"] == m["refcoco_unc_val/oIoU"]
+    assert m["refcoco_unc_val/num_queries"] == 4 and m["refcoco_unc_val/num_images"] == 2
     if protocol == "fast":   # image encoded once per image; decoder for every (draw, sentence)
         assert model.calls["images_encoded"] == 2 and model.calls["decoded"] == 3 * 15 + 1 * 10
     else:                    # the image re-encoded R times per (sentence, mask)
@@ -300,7 +301,7 @@ def test_missing_proposals_stop_with_path_or_are_skipped_and_listed(roots, tmp_p
     skipped = out["results"]["skipped"]
     assert [(s["ref_id"], s["sent_id"]) for s in skipped] == [(12, 120)]
     assert "COCO_train2014_000000000002.json" in skipped[0]["reason"]
-    assert out["metrics"]["num_skipped"] == 1 and out["metrics"]["num_queries"] == 3
+    assert out["metrics"]["refcoco_unc_val/num_skipped"] == 1 and out["metrics"]["refcoco_unc_val/num_queries"] == 3
 
 
 def test_missing_or_unreadable_image(roots, tmp_path):
@@ -311,7 +312,7 @@ def test_missing_or_unreadable_image(roots, tmp_path):
     with pytest.raises(InputError, match=r"cannot read the image .*000000000001\.jpg"):
         _evaluate(FakeModel(), roots, tmp_path / "b")
     out = _evaluate(FakeModel(), roots, tmp_path / "c", skip_missing=True)
-    assert out["metrics"]["num_skipped"] == 3 and [r["ref_id"] for r in out["results"]["queries"]] == [12]
+    assert out["metrics"]["refcoco_unc_val/num_skipped"] == 3 and [r["ref_id"] for r in out["results"]["queries"]] == [12]
 
 
 def test_empty_sentence_after_text_processing(tmp_path):
@@ -330,7 +331,7 @@ def test_no_candidate_scores_iou_zero_or_stops(roots, tmp_path):
     assert last["chosen"] is None and last["candidates"] == [] and last["iou"] == 0.0
     assert (last["intersection"], last["union"]) == (0, 640)  # the ground truth still counts in sum(U)
     assert out["results"]["no_candidate"] == [{"ref_id": 12, "sent_id": 120, "image_id": 2}]
-    assert out["metrics"]["num_no_candidate"] == 1
+    assert out["metrics"]["refcoco_unc_val/num_no_candidate"] == 1
     with pytest.raises(InputError, match=r"image 2: none of the 1 proposals .* survives filtering"):
         _evaluate(FakeModel(), roots, tmp_path / "b", {"on_no_candidate": "error"})
 
@@ -343,14 +344,16 @@ def test_fallback_is_used_and_reported(roots, tmp_path):
 
 
 def test_bad_settings_and_datasets(roots, tmp_path):
-    with pytest.raises(ConfigError, match=r"run.protocol must be one of \['fast', 'official'\]"):
+    with pytest.raises(ConfigError, match=r"`run.protocol` must be one of \['fast', 'official'\]"):
         RISSettings.from_run_cfg({"protocol": "quick"})
-    with pytest.raises(ConfigError, match="run.repeats must be >= 1"):
+    with pytest.raises(ConfigError, match="`run.repeats` must be >= 1"):
         RISSettings.from_run_cfg({"repeats": 0})
-    with pytest.raises(ConfigError, match="run.seed must be int"):
+    with pytest.raises(ConfigError, match="`run.seed` must be an integer"):
         RISSettings.from_run_cfg({"seed": "abc"})
+    with pytest.raises(ConfigError, match=r"`run.thresold` \(did you mean `threshold`\?\)"):
+        RISSettings.from_run_cfg({"thresold": 0.1})
     assert RISSettings.from_run_cfg({}) == RISSettings()
-    with pytest.raises(ConfigError, match="needs RIS datasets"):
+    with pytest.raises(ConfigError, match="scores RISDataset datasets"):
         RISTask().evaluate(FakeModel(), {"vqa": {"val": [1, 2]}}, {}, tmp_path)
 
 
@@ -398,7 +401,8 @@ def test_eval_ris_and_train_py_run_the_same_task_on_the_synthetic_world(tmp_path
                              "--options", "run.prefetch=0"])
     printed = capsys.readouterr().out
     results = json.loads((out / "ris_synthetic_unc_val.json").read_text())
-    assert f"oIoU: {round(metrics['oIoU'], 4)}" in printed and "mIoU:" in printed
+    assert f"synthetic_unc_val/oIoU: {round(metrics['synthetic_unc_val/oIoU'], 4)}" in printed
+    assert "synthetic_unc_val/mIoU:" in printed
     assert results["metrics"]["num_queries"] == 4 and results["settings"]["repeats"] == 5
     assert results["data"]["dataset_name"] == "synthetic"
     assert len(list((out / "ris_synthetic_unc_val_vis").glob("*.png"))) == 1

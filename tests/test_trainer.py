@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train
+from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.data.localized_narratives import preprocess_localized_narratives
 from regionvlm.synthetic.world import write_world
 
@@ -51,7 +52,7 @@ def test_train_writes_logs_config_and_trainable_checkpoint(world, tmp_path):
     assert logs[0]["lr"] < logs[2]["lr"]  # warm-up
     assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
     state = torch.load(out / "checkpoint_latest.pth", weights_only=False)
-    assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config"} <= set(state)
+    assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "invariants", "config"} <= set(state)
     assert state["step"] == 8 and state["epoch"] == 2
 
 
@@ -66,14 +67,18 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(world, tmp_path):
 
 
 def test_bad_config_stops_with_a_message(world, tmp_path, capsys):
+    from regionvlm.common.cli import run
+
     with pytest.raises(SystemExit) as exc:
-        train.main(options(world, tmp_path / "x", "datasets.regionvlm_mix.region_ann=/nonexistent/ann.json"))
+        run(train.main, options(world, tmp_path / "x", "datasets.regionvlm_mix.region_ann=/nonexistent/ann.json"))
     assert exc.value.code == 2
     assert "/nonexistent/ann.json" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(MissingFileError, match="latest"):
         train.main(options(world, tmp_path / "x", "run.resume_ckpt_path=latest"))
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="key=value"):
         train.main(["--cfg-path", str(CFG), "--options", "run.max_epoch"])
+    with pytest.raises(ConfigError, match=r"`run.max_epochs` \(did you mean `max_epoch`\?\)"):
+        train.main(options(world, tmp_path / "x", "run.max_epochs=3"))
 
 
 def test_ddp_two_cpu_processes_match_the_gloo_backend(world, tmp_path):

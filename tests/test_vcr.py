@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
-from regionvlm.data.vcr import (VCRDataset, object_mask, object_references, read_vcr_jsonl,
-                                render_tokens)
+from regionvlm.data.vcr import object_mask, object_references, read_vcr_jsonl, render_tokens
+from regionvlm.datasets.vcr_datasets import VCRDataset
 from regionvlm.datasets.builders.vcr_builder import VCRBuilder
 from regionvlm.tasks import vcr as vcr_task
 from regionvlm.tasks.vcr import (VCREvaluator, VCRSettings, VCRTask, answer_index_for_rationale,
@@ -191,7 +191,7 @@ def test_q_ar_bookkeeping():
 
 def test_run_batch_uses_predicted_answer_for_q_ar(tiny_model, vcr_root, monkeypatch):
     dataset = build_dataset(vcr_root)
-    ev = VCREvaluator(tiny_model, dataset, VCRSettings(batch_size=4))
+    ev = VCREvaluator(tiny_model, dataset, VCRSettings(batch_size_eval=4))
     script = {"val-0": ("1", "3", "3"), "val-1": ("0", "2", "2"), "val-2": ("7", "1", "2"),
               "val-3": ("3", "4", "4")}
     seen = []
@@ -305,7 +305,7 @@ def test_generate_mode_counts_and_determinism(tiny_model, vcr_root, tmp_path):
     for kind in ("q_a", "qa_r", "q_ar"):
         correct = sum(p["correct"][kind] for p in preds)
         assert res["correct"][kind] == correct
-        assert metrics[f"vcr_val_{kind}"] == round(100 * correct / 4, 4)
+        assert metrics[f"vcr_val/{kind}"] == round(100 * correct / 4, 4)
         assert res["fallbacks"][kind] == sum(p[kind]["fallback"] for p in preds)
         for p in preds:
             assert p[kind]["pred"] == parse_prediction(p[kind]["output"])[0]
@@ -348,7 +348,7 @@ def test_ranking_mode_and_batch_invariance(tiny_model, vcr_root, tmp_path):
 def test_killed_run_resumes(tiny_model, vcr_root, tmp_path, monkeypatch):
     dataset = build_dataset(vcr_root)
     calls = {"n": 0}
-    original = type(tiny_model)._generate
+    original = type(tiny_model).generate_from_embeds
 
     def dying(self, *a, **k):
         calls["n"] += 1
@@ -356,14 +356,14 @@ def test_killed_run_resumes(tiny_model, vcr_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(type(tiny_model), "_generate", dying)
+    monkeypatch.setattr(type(tiny_model), "generate_from_embeds", dying)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_model, dataset, tmp_path / "k", batch_size_eval=2, max_len=8)
     assert list((tmp_path / "k").glob("*.partial.rank0.jsonl"))
     calls["n"] = -100
     _, resumed = _run(tiny_model, dataset, tmp_path / "k", batch_size_eval=2, max_len=8)
     assert calls["n"] == -98  # only the unfinished batch ran again (2 generate calls)
-    monkeypatch.setattr(type(tiny_model), "_generate", original)
+    monkeypatch.setattr(type(tiny_model), "generate_from_embeds", original)
     _, full = _run(tiny_model, dataset, tmp_path / "full", batch_size_eval=2, max_len=8)
     assert resumed["predictions"] == full["predictions"]
 
@@ -376,14 +376,14 @@ def test_task_errors(tiny_model, tmp_path):
     with pytest.raises(RegionVLMError, match="test labels are hidden"):
         _run(tiny_model, ds, tmp_path / "o")
     ds = build_dataset(write_vcr(tmp_path / "u"), image_size=32)
-    with pytest.raises(RegionVLMError, match="image_size is 32 but the model takes 64"):
+    with pytest.raises(RegionVLMError, match="processes images to 32 px but the model takes 64"):
         _run(tiny_model, ds, tmp_path / "o")
-    with pytest.raises(RegionVLMError, match="run.mode must be one of"):
+    with pytest.raises(RegionVLMError, match="`run.mode` must be one of"):
         _run(tiny_model, ds, tmp_path / "o", mode="vote")
     root = write_vcr(tmp_path / "v")  # unreadable metadata found only when the item loads
     (root / "vcr1images" / "m" / "b_val-1.json").write_text("{broken")
     metrics, res = _run(tiny_model, build_dataset(root, skip_missing=True), tmp_path / "s", mode="ranking")
-    assert res["num_items"] == 3 and metrics["vcr_val_num_skipped"] == 1
+    assert res["num_items"] == 3 and metrics["vcr_val/num_skipped"] == 1
     assert res["skipped"][0]["key"] == "val-1" and "is not valid JSON" in res["skipped"][0]["reason"]
     assert [p["key"] for p in res["predictions"]] == ["val-0", "val-1", "val-2", "val-3"]
 
@@ -398,9 +398,11 @@ def test_cli_runs_the_trainer_path(vcr_root, tmp_path, monkeypatch, capsys):
                              "--batch-size", "2", "--seed", "3", "--out", str(out), "--device", "cpu",
                              "--options", "run.num_workers=2"])
     res = json.loads((out / "vcr_val_ranking.json").read_text())
-    assert res["settings"]["seed"] == 3 and res["settings"]["batch_size"] == 2 and res["num_items"] == 4
-    assert metrics["vcr_val_q_a"] == res["accuracy"]["q_a"]
+    assert res["settings"]["seed"] == 3 and res["settings"]["batch_size_eval"] == 2 and res["num_items"] == 4
+    assert metrics["vcr_val/q_a"] == res["accuracy"]["q_a"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
+    from regionvlm.common.cli import run
+
     with pytest.raises(SystemExit):
-        eval_VCR.main(["--data-root", str(tmp_path / "missing"), "--model-type", "tiny", "--out", str(out)])
+        run(eval_VCR.main, ["--data-root", str(tmp_path / "missing"), "--model-type", "tiny", "--out", str(out)])
     assert "val.jsonl' not found" in capsys.readouterr().err

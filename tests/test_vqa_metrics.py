@@ -6,10 +6,11 @@ import sys
 import pytest
 
 from regionvlm.common.errors import ConfigError, InputError
-from regionvlm.tasks import vqa_lemmatizer
+from regionvlm.data.vqa import VQAReference, reference_from_official
+from regionvlm.processors import vqa_lemmatizer
 from regionvlm.tasks.vqa_metrics import (
-    VQAReference, gqa_match, normalize_gqa_prediction, normalize_vqa_prediction, process_digit_article,
-    process_human_answers, process_punctuation, reference_from_official, score_gqa, score_vqa, vqa_accuracy,
+    gqa_match, normalize_gqa_prediction, normalize_vqa_prediction, process_digit_article, process_human_answers,
+    process_punctuation, score_gqa, score_vqa, vqa_accuracy,
 )
 
 

@@ -302,8 +302,8 @@ def test_original_gqa_layout_is_read(tmp_path, data_root):
 def test_wrong_settings_are_config_errors(tmp_path, data_root, tiny_model):
     write_gqa_layout(data_root, {q[0]: "yes" for q in QUESTIONS})
     cfg, task, *_ = setup("gqa", tmp_path, "datasets.gqa.vis_processor.eval.image_size=364")
-    with pytest.raises(ConfigError, match="image_size=64"):
-        task.evaluate(tiny_model, task.build_datasets(cfg), cfg.run_cfg, Path(cfg.run_cfg.output_dir))
+    with pytest.raises(ConfigError, match="is 364 but the model takes 64x64 images"):
+        task.build_datasets(cfg)
     datasets = task.build_datasets(Config(ROOT / CONFIGS["gqa"][0], options(tmp_path, "gqa")))
     vqa_task = registry.get_class_or_raise("task", "vqa")()
     with pytest.raises(ConfigError, match="run.task: gqa"):

@@ -1,13 +1,16 @@
 """YAML configuration in LAVIS's schema: ``model:``, ``datasets:``, ``run:`` sections.
 
 A run file names a model (``arch`` + ``model_type``) and datasets; each is merged on top of
-the preset YAML its registered class declares, and ``--options key=value`` overrides come
-last. The resolved config is what gets saved next to a run's logs.
+the preset its registered class declares, and ``--options key=value`` overrides come last.
+Every key is then checked against the component that reads it — the model class, each
+dataset builder, the runner and the task (which share ``run:``) — so a misspelt or
+mistyped setting stops the run before any work, with the key and what is allowed. The
+resolved config is what gets saved next to a run's logs.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -16,6 +19,8 @@ from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.common.registry import registry
 
 SECTIONS = ("model", "datasets", "run")
+DEFAULT_TASK = "region_captioning"
+DEFAULT_RUNNER = "runner_base"
 
 
 def load_yaml(path: str | Path) -> DictConfig:
@@ -44,52 +49,79 @@ def parse_options(options: Optional[Sequence[str]]) -> DictConfig:
         raise ConfigError(f"cannot parse --options {options}: {exc}") from None
 
 
+def resolve(cfg: DictConfig, where: str) -> DictConfig:
+    """Resolve ``${oc.env:...}`` interpolations now, with an error that names the section."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve {where}: {exc}") from None
+    return cfg
+
+
 def _model_config(user: DictConfig) -> DictConfig:
     model = user.get("model")
     if model is None:
         raise ConfigError("the config has no `model:` section (it needs at least `arch`).")
+    if not isinstance(model, DictConfig):
+        raise ConfigError(f"`model:` must be a mapping, got {model!r}.")
     arch = model.get("arch")
     if arch is None:
         raise ConfigError("`model.arch` is missing (e.g. `arch: regionvlm_t5`).")
-    model_cls = registry.get_class_or_raise("model", arch)
+    model_cls = registry.get_model_class(str(arch))
     model_type = model.get("model_type", None) or getattr(model_cls, "DEFAULT_MODEL_TYPE", None)
     base = OmegaConf.create()
     if model_type is not None:
-        base = OmegaConf.load(model_cls.default_config_path(model_type)).get("model", OmegaConf.create())
-    return OmegaConf.create({"model": OmegaConf.merge(base, model)})
+        base = load_yaml(model_cls.default_config_path(str(model_type))).get("model", OmegaConf.create())
+    merged = resolve(OmegaConf.merge(base, model), "`model:`")
+    model_cls.check_config(merged)
+    return merged
 
 
 def _datasets_config(user: DictConfig) -> DictConfig:
     datasets = user.get("datasets") or OmegaConf.create()
+    if not isinstance(datasets, DictConfig):
+        raise ConfigError(f"`datasets:` must be a mapping of builder name -> settings, got {datasets!r}.")
     merged = OmegaConf.create()
     for name, ds_cfg in datasets.items():
-        builder_cls = registry.get_class_or_raise("builder", name)
+        builder_cls = registry.get_builder_class(str(name))
         ds_cfg = ds_cfg or OmegaConf.create()
-        base_path = builder_cls.default_config_path(ds_cfg.get("type", "default"))
-        base = OmegaConf.load(base_path).datasets[name] if base_path else OmegaConf.create()
-        merged[name] = OmegaConf.merge(base, ds_cfg)
-    return OmegaConf.create({"datasets": merged})
+        if not isinstance(ds_cfg, DictConfig):
+            raise ConfigError(f"`datasets.{name}` must be a mapping of settings, got {ds_cfg!r}.")
+        merged[name] = resolve(ds_cfg, f"`datasets.{name}`")
+        builder_cls.check_config(merged[name])
+    return merged
+
+
+def _run_config(user: DictConfig) -> DictConfig:
+    run = user.get("run") or OmegaConf.create()
+    if not isinstance(run, DictConfig):
+        raise ConfigError(f"`run:` must be a mapping of settings, got {run!r}.")
+    run = resolve(run, "`run:`")
+    task_cls = registry.get_task_class(str(run.get("task", DEFAULT_TASK)))
+    runner_cls = registry.get_runner_class(str(run.get("runner", DEFAULT_RUNNER)))
+    runner_cls.Settings.parse(run, "run", also_known=task_cls.Settings.keys())
+    task_cls.Settings.parse(run, "run", also_known=runner_cls.Settings.keys())
+    return run
 
 
 class Config:
-    """The resolved configuration of one run (``config.run_cfg`` etc. as in LAVIS)."""
+    """The resolved, checked configuration of one run (``config.run_cfg`` etc. as in LAVIS)."""
 
-    def __init__(self, cfg_path: str | Path, options: Optional[Iterable[str]] = None,
+    def __init__(self, cfg_path: Optional[str | Path], options: Optional[Iterable[str]] = None,
                  user_config: Optional[DictConfig] = None) -> None:
-        import regionvlm.registration  # noqa: F401  (fills the registry)
-
+        if user_config is None and cfg_path is None:
+            raise ConfigError("give a config file (--cfg-path) or a config mapping.")
         user = user_config if user_config is not None else load_yaml(cfg_path)
         user = OmegaConf.merge(user, parse_options(list(options or [])))
         unknown = [k for k in user.keys() if k not in SECTIONS]
         if unknown:
             raise ConfigError(f"unknown top-level section(s) {unknown}; allowed: {list(SECTIONS)}.")
         self.cfg_path = str(cfg_path) if cfg_path else None
-        self.config = OmegaConf.merge(
-            OmegaConf.create({"run": user.get("run") or {}}),
-            _model_config(user),
-            _datasets_config(user),
-        )
-        registry.register("configuration", self)
+        self.config = OmegaConf.create({
+            "model": _model_config(user),
+            "datasets": _datasets_config(user),
+            "run": _run_config(user),
+        })
 
     @classmethod
     def from_dict(cls, data: dict, options: Optional[Iterable[str]] = None) -> "Config":
@@ -106,6 +138,12 @@ class Config:
     @property
     def datasets_cfg(self) -> DictConfig:
         return self.config.datasets
+
+    def task_class(self) -> Any:
+        return registry.get_task_class(str(self.run_cfg.get("task", DEFAULT_TASK)))
+
+    def runner_class(self) -> Any:
+        return registry.get_runner_class(str(self.run_cfg.get("runner", DEFAULT_RUNNER)))
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(self.config)

@@ -1,4 +1,10 @@
-"""Error types whose messages are meant for the user, not for a debugger."""
+"""Error types whose messages are meant for the user, not for a debugger.
+
+Anything raised with a :class:`RegionVLMError` type is a user mistake or an environment
+problem (a bad setting, a missing or malformed file, a full disk): the command lines print
+its message as one line and exit with code 2. Every other exception is a bug and keeps its
+traceback.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +20,7 @@ class ConfigError(RegionVLMError, ValueError):
 
 
 class InputError(RegionVLMError, ValueError):
-    """A user-supplied input (region, image, text) is malformed."""
+    """A user-supplied input (region, image, text, annotation file) is malformed."""
 
 
 class MissingFileError(RegionVLMError, FileNotFoundError):
@@ -25,10 +31,20 @@ class CheckpointError(RegionVLMError, RuntimeError):
     """A checkpoint does not match the model (unknown keys, wrong shapes, missing groups)."""
 
 
+class TrainingError(RegionVLMError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last checkpoint is kept."""
+
+
+class OutputError(RegionVLMError, OSError):
+    """An output cannot be written (read-only folder, permission, full disk)."""
+
+
 def require_file(path: Optional[str], what: str, setting: str, published: str = "") -> Path:
-    """Return ``path`` as a Path if it exists, else raise a MissingFileError that helps."""
+    """Return ``path`` as a Path if it exists, else raise a MissingFileError that helps.
+
+    An empty string counts as "not configured" (never as the current directory)."""
     where = f" It is published at {published}." if published else ""
-    if not path:
+    if path is None or not str(path).strip():
         raise MissingFileError(
             f"{what}: no path configured. Set `{setting}` to the local file.{where}"
         )

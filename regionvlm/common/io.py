@@ -1,60 +1,181 @@
-"""Files that survive a crash: atomic JSON writes and append-only JSONL progress logs."""
+"""Files that survive crashes and full disks: atomic writes, friendly JSON reads, and
+append-only JSONL progress logs that recover from torn rows.
+
+Every output of the project goes through :func:`atomic_open`: the bytes are written to a
+temporary file beside the target and renamed over it only when complete, so a reader (or a
+resumed run) never sees half a file, the previous version stays intact when writing fails,
+and no temporary file is left behind — including ones a killed earlier writer of the same
+target left. Write failures that are the environment's fault (full disk, read-only folder,
+no permission) become :class:`~regionvlm.common.errors.OutputError` with the path and the
+reason; anything else keeps its traceback.
+"""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+
+from regionvlm.common.errors import InputError, MissingFileError, OutputError
+
+_TMP_SUFFIX = ".tmp"
+_ENV_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
+def output_error(exc: OSError, path: str | Path, action: str = "write") -> Exception:
+    """The user-facing error for an OSError raised while writing ``path`` (or ``exc`` itself
+    when it is not an environment problem)."""
+    reason = _ENV_ERRNOS.get(exc.errno or -1)
+    if reason is None:
+        return exc
+    hint = ("free some space or choose an output folder on another disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose an output folder you can write to")
+    return OutputError(f"cannot {action} '{path}': {reason} ({hint}).")
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """``mkdir -p`` with a clear error when the folder cannot be created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot create the folder '{path}': a file of that name exists.") from None
+    except OSError as exc:
+        raise output_error(exc, path, "create the folder") from None
+    return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of an earlier writer of ``path`` that was killed (one writer per target)."""
+    for stale in path.parent.glob(f".{path.name}.*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; it replaces ``path`` when the block succeeds and is
+    removed when it fails. For writers that need a file name (``safetensors.save_file``)."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    _remove_stale_temporaries(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be read by others
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise output_error(exc, path) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO[Any]]:
+    """``open(path, mode)`` that writes all or nothing (see the module docstring)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files ('w' or 'wb'), not mode {mode!r}.")
+    with atomic_path(path) as tmp:
+        try:
+            f = open(tmp, mode, encoding=encoding if mode == "w" else None)
+        except OSError as exc:
+            raise output_error(exc, path) from None
+        with f:
+            yield f
+            f.flush()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: Optional[int] = 1) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
+def write_jsonl(path: str | Path, rows: Any) -> None:
+    with atomic_open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout: Optional[str] = None) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file stops with its path, what
+    it should be (``what``/``layout``) and the setting that points to it."""
+    path = Path(path).expanduser()
+    via = f" (set by `{setting}`)" if setting else ""
+    expected = f" It should be {layout}." if layout else ""
+    if not path.is_file():
+        raise MissingFileError(f"{what} not found at '{path}'{via}.{expected}")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} '{path}'{via} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno}).{expected}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} '{path}'{via} is not UTF-8 text ({exc.reason}).{expected}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} '{path}'{via}: {exc.strerror or exc}.") from None
+
+
+# ----------------------------------------------------------------- progress logs
 class JsonlAppender:
-    """Append one JSON object per line and flush it to disk (a resumable progress log)."""
+    """Append one JSON object per line and flush it to disk (a resumable progress log).
+
+    A process killed mid-write leaves a torn last row; opening the log again ends that row
+    with a newline, so later rows never merge into it and :func:`read_jsonl` skips it."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a", encoding="utf-8")
+        ensure_dir(self.path.parent)
+        try:
+            self._f = open(self.path, "ab")
+            if self._f.tell() > 0 and not _ends_with_newline(self.path):
+                self._f.write(b"\n")
+        except OSError as exc:
+            raise output_error(exc, self.path) from None
 
     def write(self, obj: Dict[str, Any]) -> None:
-        self._f.write(json.dumps(obj) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(obj).encode("utf-8") + b"\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise output_error(exc, self.path) from None
 
     def close(self) -> None:
-        self._f.close()
+        with contextlib.suppress(OSError):
+            self._f.close()
 
     def __enter__(self) -> "JsonlAppender":
         return self
@@ -63,28 +184,37 @@ class JsonlAppender:
         self.close()
 
 
-def read_jsonl(path: str | Path) -> List[Dict[str, Any]]:
-    """Read a JSONL log, ignoring a torn last line left by a killed process."""
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def read_jsonl_rows(path: str | Path) -> Tuple[List[Dict[str, Any]], int]:
+    """``(rows, torn)``: the complete JSON-object rows of a log and how many rows were torn
+    or otherwise unreadable (skipped; the work they recorded is simply done again)."""
     path = Path(path)
     if not path.exists():
-        return []
-    out: List[Dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # torn write at kill time
-            raise
-    return out
+        return [], 0
+    rows: List[Dict[str, Any]] = []
+    torn = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                torn += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                torn += 1
+    return rows, torn
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Dict[str, Any]]:
-    yield from read_jsonl(path)
+def read_jsonl(path: str | Path) -> List[Dict[str, Any]]:
+    """The readable rows of a JSONL log (torn rows of killed writers are skipped)."""
+    return read_jsonl_rows(path)[0]
 
-
-def write_jsonl(path: str | Path, rows: Iterable[Dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,4 +1,4 @@
-"""Localized Narratives JSONL -> region-caption annotations (SPEC section 3).
+"""Localized Narratives JSONL -> region-caption annotations (the authors' image preprocessing).
 
 Usage::
 
@@ -43,9 +43,14 @@ whose file is missing is dropped and reported (the official script silently reus
 previous image's path), and a repeated chunk text keeps the last occurrence (as the
 official dict does) but is counted.
 
-Image paths: ``dataset_id`` picks a family by name (``coco``, ``open_images``,
-``flickr30k``, ``ade20k``; a ``dataset_id`` given exactly in ``--image-pattern`` wins)
-whose patterns, relative to ``--image-root``, are tried in order; the first existing file
+Image paths: ``dataset_id`` picks a family by a loose name match, as loose as Google's own
+loader (which tells Flickr30k by ``'Flic'`` and ADE20k by ``'ADE'``, because the released files
+do not spell ``dataset_id`` uniformly): case-insensitive, separators ignored, the first of
+``open_images`` (``openimages``: open_images, OpenImages, open_images_train_v6), ``coco``
+(``coco``: mscoco_train2017, mscoco_val2017, COCO), ``flickr30k`` (``flic``: Flick30k,
+flickr30k) and ``ade20k`` (``ade``: ADE20k, ade20k); a ``dataset_id`` given
+exactly in ``--image-pattern`` wins. The family's patterns, relative to
+``--image-root``, are tried in order; the first existing file
 is used (``--no-check-images``: the first pattern, unchecked). Patterns are Python format
 strings with ``{image_id}`` (a string; ``{image_id:0>12}`` zero-pads, ``{image_id[0]}``
 is its first character). Defaults (:data:`DEFAULT_IMAGE_PATTERNS`)::
@@ -101,8 +106,16 @@ DEFAULT_IMAGE_PATTERNS: Dict[str, List[str]] = {
     "ade20k": ["ade20k/images/training/{image_id}.jpg",
                "ade20k/images/validation/{image_id}.jpg"],
 }
-_FAMILIES = (("open_images", ("open_images", "openimages")), ("coco", ("coco",)),
-             ("flickr30k", ("flickr",)), ("ade20k", ("ade",)))
+# Family by a loose name match. The released files spell COCO mscoco_train2017 / mscoco_val2017
+# and Open Images open_images; Google's own loader tells Flickr30k by 'Flic' and ADE20k by 'ADE'
+# in dataset_id, so match at least that loosely: case-insensitive, separators ignored
+# ("Open Images" == "open_images"), first family whose needle occurs.
+_FAMILIES = (("open_images", ("openimages",)), ("coco", ("coco",)), ("flickr30k", ("flic",)), ("ade20k", ("ade",)))
+
+
+def _squashed(name: str) -> str:
+    """Lower case, letters and digits only: the form family needles are matched in."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 class MalformedRecord(ValueError):
@@ -278,9 +291,12 @@ class ImagePathResolver:
                                    f"or pass --no-check-images to write paths without checking).")
 
     def family(self, dataset_id: str) -> str:
+        """The pattern key of ``dataset_id``: itself when given exactly, else the first family
+        whose needle occurs in its squashed name (``coco``; ``openimages``; ``flic``: Flick30k,
+        flickr30k; ``ade``: ADE20k, ade20k)."""
         if dataset_id in self.patterns:
             return dataset_id
-        low = dataset_id.lower()
+        low = _squashed(dataset_id)
         for fam, needles in _FAMILIES:
             if any(n in low for n in needles) and fam in self.patterns:
                 return fam

@@ -177,7 +177,7 @@ class DemoLogic:
         self._apply_settings(session, layout, history)
         try:
             answer = session.conv.ask(text, **{**self.generation, **generation})
-        except InputError as exc:
+        except RegionVLMError as exc:
             return session, chat, text, f"error: {exc}"
         chat += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         return session, chat, "", "Answered."
@@ -191,7 +191,7 @@ class DemoLogic:
         try:
             rid = int(region_id) if region_id is not None and float(region_id).is_integer() else region_id
             answer = session.conv.describe(rid, **{**self.generation, **generation})
-        except InputError as exc:
+        except RegionVLMError as exc:
             return session, chat, f"error: {exc}"
         chat += [{"role": "user", "content": f"(describe [{rid}])"}, {"role": "assistant", "content": answer}]
         return session, chat, f"Described region [{rid}]."
@@ -241,16 +241,16 @@ def build_app(model, vis_processor, text_processor, examples: Sequence[str] = ()
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="status")
                 with gr.Accordion("Settings", open=False):
                     num_points = gr.Slider(1, 20, value=num_points, step=1, label="Points per region (K)")
-                    layout_in = gr.Dropdown(["inline", "let"], value=layout, label="Region layout")
+                    layout_in = gr.Dropdown(["inline", "let", "qformer_first"], value=layout, label="Region layout")
                     history_in = gr.Dropdown(["official", "qa", "none"], value=history, label="Multi-turn context")
                     beams = gr.Slider(1, 10, value=gen.get("num_beams", 5), step=1, label="Beams")
-                    max_len = gr.Slider(1, 100, value=gen.get("max_length", 30), step=1, label="Max new tokens")
+                    max_len = gr.Slider(1, 100, value=gen.get("max_len", 30), step=1, label="Max new tokens")
                     sample = gr.Checkbox(value=gen.get("use_nucleus_sampling", False), label="Nucleus sampling")
                     top_p = gr.Slider(0.05, 1.0, value=gen.get("top_p", 0.9), step=0.05, label="top-p")
                     temp = gr.Slider(0.1, 2.0, value=gen.get("temperature", 1.0), step=0.05, label="Temperature")
 
         def gen_opts(b, m, s, p, t):
-            return dict(num_beams=int(b), max_length=int(m), use_nucleus_sampling=bool(s), top_p=float(p),
+            return dict(num_beams=int(b), max_len=int(m), use_nucleus_sampling=bool(s), top_p=float(p),
                         temperature=float(t))
 
         model_event = dict(concurrency_id="model", concurrency_limit=1)  # one model: one call at a time
@@ -310,24 +310,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     import os
 
+    from regionvlm.models.generation import GenerationSettings
+
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        examples = example_images(args.examples)  # before the slow imports: typos fail at once
-        require_gradio()
-        from regionvlm.chat import generation_options, load_dialogue_model
+    examples = example_images(args.examples)  # before the slow imports: typos fail at once
+    require_gradio()
+    from regionvlm.chat import generation_options, load_dialogue_model
 
-        model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path, args.options,
-                                              args.device, args.seed)
-        model.generation_kwargs(num_beams=args.num_beams, max_length=args.max_length)  # validates
-        app = build_app(model, vis, txt, examples, args.seed, generation_options(args), args.num_points,
-                        args.layout, args.history)
-    except (RegionVLMError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2) from None
+    GenerationSettings.create("generation", **generation_options(args))  # bad flags stop before the model loads
+    model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path, args.options,
+                                          args.device, args.seed)
+    app = build_app(model, vis, txt, examples, args.seed, generation_options(args), args.num_points,
+                    args.layout, args.history)
     try:
         launch(app, args.host, args.port, allowed_paths=[str(Path(p).parent) for p in examples])
     except OSError as exc:
-        print(f"error: cannot serve on {args.host}:{args.port} ({exc}); pass a free --port.", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({exc}); pass a free --port.") from None

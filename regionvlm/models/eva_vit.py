@@ -7,12 +7,34 @@ state dicts load without renaming. No final norm: BLIP-2 applies ``ln_vision`` o
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from regionvlm.common.errors import InputError
+from regionvlm.common.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class VisionConfig(Settings):
+    """The ``model.vit`` section (EVA ViT-g: patch 14, width 1408, 39 blocks, 16 heads)."""
+
+    patch_size: int = setting(14, min=1)
+    width: int = setting(1408, min=1)
+    depth: int = setting(39, min=1)
+    num_heads: int = setting(16, min=1)
+    mlp_hidden: int = setting(6144, min=1)
+    eps: float = setting(1e-6, min=0.0)
+
+    def validate(self, section: str) -> None:
+        from regionvlm.common.errors import ConfigError
+
+        if self.width % self.num_heads:
+            raise ConfigError(f"`{section}.width` ({self.width}) must be divisible by `{section}.num_heads` "
+                              f"({self.num_heads}).")
 
 
 class PatchEmbed(nn.Module):
@@ -25,7 +47,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(
+            raise InputError(
                 f"the vision encoder expects {self.img_size}x{self.img_size} images, got "
                 f"{tuple(x.shape[-2:])}; use the model's image processor."
             )

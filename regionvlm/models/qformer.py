@@ -20,20 +20,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from regionvlm.common.errors import InputError
+from regionvlm.common.settings import Settings, setting
 
-@dataclass
-class QFormerConfig:
-    vocab_size: int = 30523
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    encoder_width: int = 1408
-    cross_attention_freq: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
+
+@dataclass(frozen=True)
+class QFormerConfig(Settings):
+    """The ``model.qformer`` section (BERT-base sizes; ``encoder_width`` comes from the ViT)."""
+
+    vocab_size: int = setting(30523, min=1)
+    hidden_size: int = setting(768, min=1)
+    num_hidden_layers: int = setting(12, min=1)
+    num_attention_heads: int = setting(12, min=1)
+    intermediate_size: int = setting(3072, min=1)
+    max_position_embeddings: int = setting(512, min=1)
+    encoder_width: int = setting(1408, min=1)
+    cross_attention_freq: int = setting(2, min=1)
+    layer_norm_eps: float = setting(1e-12, min=0.0)
+    hidden_dropout_prob: float = setting(0.1, min=0.0, max=1.0)
+    attention_probs_dropout_prob: float = setting(0.1, min=0.0, max=1.0)
+
+    def validate(self, section: str) -> None:
+        from regionvlm.common.errors import ConfigError
+
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"`{section}.hidden_size` ({self.hidden_size}) must be divisible by "
+                              f"`{section}.num_attention_heads` ({self.num_attention_heads}).")
 
 
 class BertEmbeddings(nn.Module):
@@ -50,7 +62,7 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Optional[torch.Tensor], query_embeds: torch.Tensor) -> torch.Tensor:
         if input_ids is not None and input_ids.shape[1] > 0:
             if input_ids.shape[1] > self.position_ids.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"Q-Former text of {input_ids.shape[1]} tokens exceeds "
                     f"max_position_embeddings={self.position_ids.shape[1]}."
                 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -23,33 +23,77 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from regionvlm.common.checkpoints import split_weights
 from regionvlm.common.errors import CheckpointError, ConfigError, InputError
 from regionvlm.common.registry import registry
 from regionvlm.models.base_model import BaseModel
-from regionvlm.models.eva_vit import EvaViT
+from regionvlm.common.settings import Settings, setting
+from regionvlm.models.eva_vit import EvaViT, VisionConfig
 from regionvlm.models.qformer import QFormer, QFormerConfig
 from regionvlm.models import init_priors, tokenizers, weights as weight_io
+from regionvlm.models import precision as precision_policy
+from regionvlm.models.generation import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
 Segment = Union[str, torch.Tensor]
 
 
-def _build_t5(cfg: Mapping, weights_dir: Optional[str] = None):
+@dataclass(frozen=True)
+class T5Settings(Settings):
+    """The ``model.t5`` section (Flan-T5-XL sizes by default)."""
+
+    vocab_size: int = setting(32128, min=1)
+    d_model: int = setting(2048, min=1)
+    d_kv: int = setting(64, min=1)
+    d_ff: int = setting(5120, min=1)
+    num_layers: int = setting(24, min=1)
+    num_decoder_layers: int = setting(24, min=1)
+    num_heads: int = setting(32, min=1)
+    relative_attention_num_buckets: int = setting(32, min=1)
+    relative_attention_max_distance: int = setting(128, min=1)
+    dropout_rate: float = setting(0.1, min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class InitSettings(Settings):
+    """The ``model.init`` section: random initialization (see :meth:`RegionVLMT5.init_weights`)."""
+
+    scheme: str = setting("blip2", choices=("blip2", "from_scratch"))
+    vit_pos_embed_std: float = setting(0.02, min=0.0)
+    query_std: float = setting(0.02, min=0.0)
+    lm_head_std: Optional[float] = setting(None, min=0.0)
+    seed: int = setting(0, min=0)
+    vit_pos_embed_layout: str = setting("random", choices=("random", "factorized"))
+    numeral_anchor_every: Optional[int] = setting(None, min=1)
+
+
+@dataclass(frozen=True)
+class WeightPaths(Settings):
+    """The ``model.weights`` section: the released files the weights are assembled from."""
+
+    eva_vit: Optional[str] = None
+    bert: Optional[str] = None
+    t5: Optional[str] = None
+    blip2: Optional[str] = None
+    regionvlm: Optional[str] = None
+
+
+def _build_t5(cfg: T5Settings):
     """FlanT5 from ``transformers`` with BLIP-2's exact-GELU override."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     t5_cfg = T5Config(
-        vocab_size=cfg.get("vocab_size", 32128),
-        d_model=cfg.get("d_model", 2048),
-        d_kv=cfg.get("d_kv", 64),
-        d_ff=cfg.get("d_ff", 5120),
-        num_layers=cfg.get("num_layers", 24),
-        num_decoder_layers=cfg.get("num_decoder_layers", 24),
-        num_heads=cfg.get("num_heads", 32),
-        relative_attention_num_buckets=cfg.get("relative_attention_num_buckets", 32),
-        relative_attention_max_distance=cfg.get("relative_attention_max_distance", 128),
-        dropout_rate=cfg.get("dropout_rate", 0.1),
+        vocab_size=cfg.vocab_size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_layers=cfg.num_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_heads=cfg.num_heads,
+        relative_attention_num_buckets=cfg.relative_attention_num_buckets,
+        relative_attention_max_distance=cfg.relative_attention_max_distance,
+        dropout_rate=cfg.dropout_rate,
         layer_norm_epsilon=1e-6,
         feed_forward_proj="gated-gelu",
         tie_word_embeddings=False,
@@ -73,6 +117,8 @@ def _build_t5(cfg: Mapping, weights_dir: Optional[str] = None):
 class RegionVLMT5(BaseModel):
     """RegionVLM with FlanT5. Presets: ``flant5xl`` (the paper's model), ``tiny`` (CPU)."""
 
+    CONFIG_SECTIONS = {"vit": VisionConfig, "qformer": QFormerConfig, "t5": T5Settings, "init": InitSettings,
+                       "weights": WeightPaths}
     PRETRAINED_MODEL_CONFIG_DICT = {
         "flant5xl": "configs/models/regionvlm_t5/flant5xl.yaml",
         "pretrain_flant5xl": "configs/models/regionvlm_t5/pretrain_flant5xl.yaml",
@@ -85,19 +131,35 @@ class RegionVLMT5(BaseModel):
                  num_query_token: int = 32, max_txt_len: int = 32, max_output_txt_len: int = 32,
                  num_points: int = 10, freeze_vit: bool = True, freeze_t5: bool = True,
                  init: Optional[Mapping] = None, qformer_tokenizer: Optional[str] = None,
-                 t5_tokenizer: Optional[str] = None, apply_lemmatizer: bool = False):
+                 t5_tokenizer: Optional[str] = None, apply_lemmatizer: bool = False,
+                 precision: str = "auto", frozen_t5_dropout: bool = True):
+        """Sizes come from the preset YAML (``vit``/``qformer``/``t5`` sections); ``init`` is the
+        random initialization (:meth:`init_weights`); ``precision`` names the policy applied when
+        the model is placed on a device (:mod:`regionvlm.models.precision`); with
+        ``frozen_t5_dropout`` a frozen T5 still runs its dropout while the model trains, as the
+        authors' runner does (it puts the whole model in train mode)."""
         super().__init__()
-        vit = dict(vit or {})
-        self.visual_encoder = EvaViT(img_size=image_size, **vit)
+        precision_policy.resolve(precision, "cpu")  # reject unknown names at construction
+        for name, value in (("image_size", image_size), ("num_query_token", num_query_token),
+                            ("max_txt_len", max_txt_len), ("max_output_txt_len", max_output_txt_len),
+                            ("num_points", num_points)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`model.{name}` must be a positive integer, got {value!r}.")
+        vit_cfg = VisionConfig.parse(vit, "model.vit")
+        if image_size % vit_cfg.patch_size:
+            raise ConfigError(f"`model.image_size` ({image_size}) must be a multiple of `model.vit.patch_size` "
+                              f"({vit_cfg.patch_size}).")
+        init_cfg = InitSettings.parse(init, "model.init")
+        self.visual_encoder = EvaViT(img_size=image_size, **vit_cfg.as_dict())
         width = self.visual_encoder.num_features
         self.ln_vision = nn.LayerNorm(width)
 
-        qcfg = QFormerConfig(**{**dict(qformer or {}), "encoder_width": width})
+        qcfg = QFormerConfig.parse({**dict(qformer or {}), "encoder_width": width}, "model.qformer")
         self.Qformer = QFormer(qcfg)
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qcfg.hidden_size))
         with torch.random.fork_rng(devices=[]):  # Hugging Face's T5 init draws from the global RNG
-            torch.manual_seed(int(dict(init or {}).get("seed", 0)))
-            self.t5_model = _build_t5(dict(t5 or {}))
+            torch.manual_seed(init_cfg.seed)
+            self.t5_model = _build_t5(T5Settings.parse(t5, "model.t5"))
         self.t5_proj = nn.Linear(qcfg.hidden_size, self.t5_model.config.d_model)
 
         self.tokenizer = tokenizers.qformer_tokenizer(qformer_tokenizer)
@@ -114,7 +176,10 @@ class RegionVLMT5(BaseModel):
         self.freeze_vit = freeze_vit
         self.freeze_t5 = freeze_t5
         self.apply_lemmatizer = apply_lemmatizer
-        self._init_cfg = dict(init or {})
+        self.precision_name = precision
+        self.precision = precision_policy.PrecisionPolicy()  # fp32 until placed (see set_precision)
+        self.frozen_t5_dropout = frozen_t5_dropout
+        self._init_cfg = init_cfg.as_dict()
         if not _on_meta(self):
             self.init_weights(**self._init_cfg)
         self._freeze()
@@ -126,13 +191,21 @@ class RegionVLMT5(BaseModel):
                 p.requires_grad_(not frozen)
 
     def train(self, mode: bool = True):
-        """Frozen towers stay in eval mode (no dropout) while the rest trains."""
+        """A frozen ViT stays in eval mode; a frozen T5 too unless ``frozen_t5_dropout`` (the
+        authors' runner leaves Flan-T5's dropout active during training)."""
         super().train(mode)
         if self.freeze_vit:
             self.visual_encoder.eval()
-        if self.freeze_t5:
+        if self.freeze_t5 and not self.frozen_t5_dropout:
             self.t5_model.eval()
         return self
+
+    def set_precision(self, policy: precision_policy.PrecisionPolicy, training: bool) -> None:
+        """Store each frozen tower's weights in the policy's dtype and use its autocast."""
+        self.precision = policy
+        for tower, module, frozen in (("vit", self.visual_encoder, self.freeze_vit),
+                                      ("t5", self.t5_model, self.freeze_t5)):
+            module.to(policy.weight_dtype(tower, frozen, training))
 
     @torch.no_grad()
     def init_weights(self, scheme: str = "blip2", vit_pos_embed_std: float = 0.02,
@@ -206,34 +279,18 @@ class RegionVLMT5(BaseModel):
 
     @classmethod
     def from_config(cls, cfg: Union[DictConfig, Mapping]) -> "RegionVLMT5":
-        """Build from a ``model:`` config; load weights when ``load_pretrained`` is true."""
-        cfg = OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg
-        kwargs = dict(
-            image_size=cfg.get("image_size", 364),
-            vit=_section(cfg, "vit"),
-            qformer=_section(cfg, "qformer"),
-            t5=_section(cfg, "t5"),
-            num_query_token=cfg.get("num_query_token", 32),
-            max_txt_len=cfg.get("max_txt_len", 32),
-            max_output_txt_len=cfg.get("max_output_txt_len", 32),
-            num_points=cfg.get("num_points", 10),
-            freeze_vit=cfg.get("freeze_vit", True),
-            freeze_t5=cfg.get("freeze_t5", True),
-            init=_section(cfg, "init"),
-            qformer_tokenizer=cfg.get("qformer_tokenizer", None),
-            t5_tokenizer=cfg.get("t5_tokenizer", None),
-            apply_lemmatizer=cfg.get("apply_lemmatizer", False),
-        )
-        weights = cfg.get("weights", None)
-        paths = OmegaConf.to_container(weights, resolve=True) if weights is not None else {}
+        """Build from a ``model:`` config (every key checked, see :meth:`check_config`); load
+        the released files when ``load_pretrained`` is true, then ``checkpoint``."""
+        cfg = cls.check_config(cfg)
+        kwargs = {k: v for k, v in cfg.items() if k in cls.constructor_keys()}
         if cfg.get("load_pretrained", False):
             with torch.device("meta"):
                 model = cls(**kwargs)
-            model.load_weights(paths)
+            model.load_weights(WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict())
         else:
             model = cls(**kwargs)
         checkpoint = cfg.get("checkpoint", None)
-        if checkpoint:
+        if checkpoint is not None:
             model.load_checkpoint(checkpoint)
         model.use_grad_checkpoint(bool(cfg.get("use_grad_checkpoint", False)))
         return model
@@ -242,19 +299,21 @@ class RegionVLMT5(BaseModel):
         self.visual_encoder.use_grad_checkpoint = enabled
         self.Qformer.bert.encoder.gradient_checkpointing = enabled
 
-    def load_weights(self, paths: Mapping[str, Optional[str]]) -> weight_io.LoadReport:
-        """Assemble all weights from the official partial files (see ``models/weights.py``)."""
-        expected = self.state_dict()
+    def load_weights(self, paths: Mapping[str, Optional[str]],
+                     dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None) -> weight_io.LoadReport:
+        """Assemble all weights from the official partial files (see ``models/weights.py``).
+
+        Every file is checked before any tensor is read (a bad file leaves the model as it
+        was); then each tensor is read once, straight into its final dtype: ``dtypes`` maps a
+        parameter group (``weight_io.GROUPS``: "vision encoder", "T5", ...) to a dtype, fp32
+        for groups not named. Build the model on the meta device first to need no more memory
+        than the loaded model."""
         info = {"vit_depth": len(self.visual_encoder.blocks),
                 "qformer_vocab": self.Qformer.config.vocab_size,
                 "qformer_layers": self.Qformer.config.num_hidden_layers}
-        merged, report = weight_io.gather_weights(expected, paths, info)
-        merged["Qformer.bert.embeddings.position_ids"] = torch.arange(
-            expected["Qformer.bert.embeddings.position_ids"].shape[1]).unsqueeze(0)
-        shared = merged["t5_model.shared.weight"]
-        merged["t5_model.encoder.embed_tokens.weight"] = shared
-        merged["t5_model.decoder.embed_tokens.weight"] = shared
+        merged, report = weight_io.gather_weights(self.state_dict(), paths, info, dtypes=dtypes)
         self.load_state_dict(merged, strict=True, assign=True)
+        del merged
         self.t5_model.encoder.embed_tokens = self.t5_model.shared
         self.t5_model.decoder.embed_tokens = self.t5_model.shared
         self._freeze()
@@ -266,7 +325,7 @@ class RegionVLMT5(BaseModel):
         """Load a (partial) LAVIS-format checkpoint: the RegionVLM release or this project's
         training checkpoints. Unknown keys or wrong shapes raise; returns the loaded keys."""
         p = weight_io.require_file(path, "checkpoint", "model.checkpoint", weight_io.PUBLISHED["regionvlm"])
-        state = weight_io.read_state_dict(p)
+        state, _ = split_weights(weight_io.read_state_dict(p))  # a training checkpoint's state is not weights
         loaded = weight_io.load_partial(self, state, f"checkpoint ({p})")
         logger.info("loaded %s from %s", weight_io.iter_groups(loaded), p)
         return loaded
@@ -277,14 +336,15 @@ class RegionVLMT5(BaseModel):
         return {k: v for k, v in self.state_dict().items() if k in names}
 
     # ------------------------------------------------------------- data path
-    def _autocast(self):
-        return self.maybe_autocast(torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+    def _autocast(self, tower: str):
+        """The precision policy's autocast for one tower's step (``vit``, ``qformer``, ``t5``)."""
+        return self.precision.autocast(tower, self.training)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> image features (B, tokens, width) after ``ln_vision``."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise InputError(f"image must be a (B, 3, H, W) tensor, got shape {tuple(image.shape)}.")
-        with self._autocast():
+        with self._autocast("vit"):
             embeds = self.ln_vision(self.visual_encoder(image.to(self.device)))
         return embeds.float()
 
@@ -300,13 +360,13 @@ class RegionVLMT5(BaseModel):
         ``region_texts=None`` runs the queries alone (the VQA path); ``""`` is the official
         global prompt ([CLS] [SEP]). ``image_embeds`` with batch 1 is shared by all texts."""
         if region_texts is None:
-            with self._autocast():
+            with self._autocast("qformer"):
                 out = self.Qformer(self.query_tokens, image_embeds)
                 return self.t5_proj(out)
         tokens = self.tokenize_region_text(region_texts)
         if image_embeds.shape[0] not in (1, tokens.input_ids.shape[0]):
             raise InputError(f"{image_embeds.shape[0]} images for {tokens.input_ids.shape[0]} region texts.")
-        with self._autocast():
+        with self._autocast("qformer"):
             out = self.Qformer(self.query_tokens, image_embeds, tokens.input_ids, tokens.attention_mask)
             return self.t5_proj(out)
 
@@ -334,8 +394,7 @@ class RegionVLMT5(BaseModel):
                 pieces.append(embed(torch.tensor([self.t5_tokenizer.eos_token_id], device=self.device)))
             if not pieces:
                 raise InputError("an empty T5 input (no text, no soft tokens).")
-            dtype = pieces[0].dtype
-            rows.append(torch.cat([p.to(dtype) for p in pieces]))
+            rows.append(torch.cat([p.to(_widest(pieces)) for p in pieces]))
         lengths = [r.shape[0] for r in rows]
         out = rows[0].new_zeros(len(rows), max(lengths), rows[0].shape[-1])
         mask = torch.zeros(len(rows), max(lengths), dtype=torch.long, device=self.device)
@@ -352,14 +411,15 @@ class RegionVLMT5(BaseModel):
                                 max_length=self.max_txt_len if truncate else None,
                                 return_tensors="pt").to(self.device)
         text = self.t5_model.get_input_embeddings()(tok.input_ids)
-        embeds = torch.cat([queries.to(text.dtype), text], dim=1)
+        dtype = _widest([queries, text])  # as autocast's ``cat`` promotes: fp32 soft tokens keep T5's residual in fp32
+        embeds = torch.cat([queries.to(dtype), text.to(dtype)], dim=1)
         mask = torch.cat([torch.ones(queries.shape[:2], dtype=torch.long, device=self.device),
                           tok.attention_mask], dim=1)
         return embeds, mask
 
     def encode_t5(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Run the T5 encoder once; its output can be reused for many targets."""
-        with self._autocast():
+        with self._autocast("t5"):
             return self.t5_model.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                          return_dict=True).last_hidden_state
 
@@ -380,7 +440,7 @@ class RegionVLMT5(BaseModel):
         labels = tok.input_ids.masked_fill(tok.input_ids == self.t5_tokenizer.pad_token_id, -100)
         valid = labels != -100
         t5 = self.t5_model
-        with self._autocast():
+        with self._autocast("t5"):
             hidden = t5.decoder(input_ids=t5._shift_right(labels), attention_mask=tok.attention_mask,
                                 encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_mask,
                                 return_dict=True).last_hidden_state
@@ -437,59 +497,59 @@ class RegionVLMT5(BaseModel):
         embeds, mask = self.t5_inputs(queries, prompts)
         return self.target_nll(self.encode_t5(embeds, mask), mask, targets)
 
-    def _generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **gen) -> List[str]:
-        with self._autocast():
-            out = self.t5_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **gen)
+    @torch.no_grad()
+    def generate_from_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                             generation: Optional[GenerationSettings] = None) -> List[str]:
+        """Decode T5 encoder inputs built by :meth:`t5_inputs` or :meth:`embed_segments` (the
+        path VCR, the dialogue and the chat share); ``generation`` defaults to beam 5, 30 tokens."""
+        generation = generation or GenerationSettings()
+        with self._autocast("t5"):
+            out = self.t5_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         **generation.hf_kwargs())
         return self.t5_tokenizer.batch_decode(out, skip_special_tokens=True)
-
-    @staticmethod
-    def generation_kwargs(use_nucleus_sampling: bool = False, num_beams: int = 5, max_length: int = 30,
-                          min_length: int = 1, top_p: float = 0.9, repetition_penalty: float = 1.0,
-                          length_penalty: float = 1.0, num_captions: int = 1,
-                          temperature: float = 1.0) -> Dict:
-        if num_beams < 1 or max_length < 1:
-            raise InputError("num_beams and max_length must be >= 1.")
-        kwargs = dict(do_sample=use_nucleus_sampling, num_beams=num_beams, max_new_tokens=max_length,
-                      min_length=min_length, repetition_penalty=repetition_penalty,
-                      length_penalty=length_penalty, num_return_sequences=num_captions)
-        if use_nucleus_sampling:  # only meaningful (and only accepted quietly) when sampling
-            if not (0 < float(top_p) <= 1 and float(temperature) > 0):
-                raise InputError(f"sampling needs 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}.")
-            kwargs.update(top_p=top_p, temperature=temperature)
-        return kwargs
 
     @torch.no_grad()
     def generate(self, samples: Mapping, use_nucleus_sampling: bool = False, num_beams: int = 5,
                  max_length: int = 30, min_length: int = 1, top_p: float = 0.9,
                  repetition_penalty: float = 1.0, length_penalty: float = 1.0, num_captions: int = 1,
                  temperature: float = 1.0) -> List[str]:
-        """Caption the regions in ``samples['text_input']`` (default: the whole image)."""
+        """Caption the regions in ``samples['text_input']`` (default: the whole image).
+
+        LAVIS's signature; ``max_length`` is the number of new tokens and ``min_length``
+        Hugging Face's ``min_length`` (:class:`GenerationSettings` ``max_len``/``min_len``)."""
+        generation = GenerationSettings.create(
+            "generate()", use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams, max_len=max_length,
+            min_len=min_length, top_p=top_p, repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty, num_captions=num_captions, temperature=temperature)
         image = samples["image"]
         texts = samples.get("text_input") or [""] * image.shape[0]
         queries = self.region_queries(self._image_embeds_for(samples), texts)
         embeds, mask = self.t5_inputs(queries, samples.get("prompt"))
-        return self._generate(embeds, mask, **self.generation_kwargs(
-            use_nucleus_sampling, num_beams, max_length, min_length, top_p, repetition_penalty,
-            length_penalty, num_captions, temperature))
+        return self.generate_from_embeds(embeds, mask, generation)
 
     @torch.no_grad()
     def predict_answers(self, samples: Mapping, num_beams: int = 5, inference_method: str = "generate",
-                        max_len: int = 10, min_len: int = 1, num_ans_candidates: int = 128,
+                        max_len: int = 10, min_len: int = 1, num_ans_candidates: Optional[int] = None,
                         answer_list: Optional[Sequence[str]] = None, prompt: str = "",
-                        length_penalty: float = -1, **kwargs) -> List[str]:
+                        length_penalty: float = -1) -> List[str]:
         """Zero-shot VQA as the official code: queries only (no region text), T5 prompt
-        ``prompt.format(question)`` (untruncated), beam search."""
+        ``prompt.format(question)`` (untruncated), beam search.
+
+        LAVIS's signature: its VQA task always passes ``answer_list`` and
+        ``num_ans_candidates``, which only its ranking inference reads; generation (the only
+        inference zero-shot evaluation uses) does not, exactly as in LAVIS."""
         if inference_method != "generate":
             raise ConfigError(f"only inference_method='generate' is supported, got '{inference_method}'.")
+        generation = GenerationSettings.create("predict_answers()", num_beams=num_beams, max_len=max_len,
+                                               min_len=min_len, length_penalty=length_penalty)
         questions = samples["text_input"]
         questions = [questions] if isinstance(questions, str) else list(questions)
         texts = [prompt.format(q) for q in questions] if prompt else questions
         queries = self.region_queries(self._image_embeds_for(samples), None)
         embeds, mask = self.t5_inputs(queries, texts, truncate=False)
-        answers = self._generate(embeds, mask, do_sample=False, num_beams=num_beams,
-                                 max_new_tokens=max_len, min_length=min_len, length_penalty=length_penalty)
+        answers = self.generate_from_embeds(embeds, mask, generation)
         if self.apply_lemmatizer:
-            from regionvlm.tasks.vqa_lemmatizer import lemmatize_answers
+            from regionvlm.processors.vqa_lemmatizer import lemmatize_answers
 
             answers = lemmatize_answers(answers)
         return answers
@@ -500,6 +560,13 @@ def _scales_decoder_outputs(config) -> bool:
     names the switch ``scale_decoder_outputs``; 4.x derives it from ``tie_word_embeddings``)."""
     flag = getattr(config, "scale_decoder_outputs", None)
     return bool(config.tie_word_embeddings if flag is None else flag)
+
+
+def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def _section(cfg: DictConfig, key: str) -> Dict:

@@ -1,7 +1,7 @@
-"""Assemble the model's weights from the partial official files (SPEC section 1).
+"""Assemble the model's weights from the partial official files, one tensor at a time.
 
 No released file holds the whole model. The official recipe combines, in this order
-(later files win):
+(a key provided by several files takes the value of the later one):
 
 ==========  ==============================================  ===========================
 setting     file                                             provides
@@ -13,21 +13,36 @@ blip2       ``blip2_pretrained_flant5xl.pth`` (LAVIS)        Q-Former, queries, 
 regionvlm   the RegionVLM checkpoint (LAVIS format)          the trained parts
 ==========  ==============================================  ===========================
 
-Every key must be known and every shape must match; every parameter group must come
-from some file. The report says which group came from which file.
+Loading happens in two passes so a bad file never leaves a half-loaded model:
+
+1. ``plan_weights`` opens every file's *index* only (the safetensors header, the pickle of a
+   PyTorch zip file; no tensor data), maps every key to a model name and checks it: unknown
+   keys, wrong shapes, shards missing from an index, truncated files and parameter groups no
+   file provides all raise here, naming the file.
+2. ``materialize`` reads each winning tensor once, file by file in file order, with plain
+   reads straight into a tensor of its final dtype (``dtypes``: parameter group -> dtype).
+   Tensors a later file replaces are never read. Memory-mapping is avoided on purpose: a
+   mapping keeps every page it touched resident until it is closed, which would add a whole
+   shard (9.5 GB for Flan-T5-XL) on top of the model being built.
+
+Details of every accepted file layout are in ``docs/weights.md``.
 """
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
+import struct
+import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from regionvlm.common.errors import CheckpointError, require_file
+from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, require_file
 from regionvlm.models.eva_vit import interpolate_pos_embed
 
 PUBLISHED = {
@@ -45,16 +60,27 @@ WHAT = {
     "regionvlm": "RegionVLM checkpoint",
 }
 LOAD_ORDER = ("eva_vit", "bert", "t5", "blip2", "regionvlm")
+# Parameter groups, as ``param_group`` names them; ``dtypes`` mappings use these names.
+GROUPS = ("vision encoder", "ln_vision", "Q-Former", "Q-Former text path", "query_tokens", "t5_proj", "T5")
 
 _TEXT_PATH = re.compile(
     r"^Qformer\.bert\.(embeddings\.(word|position)_embeddings\.|encoder\.layer\.\d+\.(intermediate|output)\.)"
 )
-# Buffers that are recomputed, never read from a file.
+# Buffers and tied copies that are recomputed, never read from a file.
 DERIVED = re.compile(r"^(Qformer\.bert\.embeddings\.position_ids|t5_model\.(encoder|decoder)\.embed_tokens\.weight)$")
+# Everything a bert-base-uncased checkpoint may hold (keys without the ``bert.`` prefix).
+_BERT_KNOWN = re.compile(
+    r"^(embeddings\.((word|position|token_type)_embeddings|LayerNorm)\.|embeddings\.(position_ids|token_type_ids)$"
+    r"|encoder\.layer\.\d+\.(attention|intermediate|output)\.|pooler\.|cls\.(predictions|seq_relationship)\.)"
+)
+_DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+                "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+                "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+_CHUNK_ELEMENTS = 1 << 23  # dtype conversion goes through a scratch buffer of at most this many elements
 
 
 def param_group(name: str) -> str:
-    """The parameter group a state-dict key belongs to (for provenance reports)."""
+    """The parameter group a state-dict key belongs to (provenance reports, per-group dtypes)."""
     if name.startswith("visual_encoder."):
         return "vision encoder"
     if name.startswith("Qformer."):
@@ -64,120 +90,574 @@ def param_group(name: str) -> str:
     return name.split(".")[0]  # ln_vision, query_tokens, t5_proj
 
 
-def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a ``.pth``/``.bin``/``.safetensors`` file safely (``weights_only=True``);
-    a LAVIS checkpoint's ``model`` entry is unwrapped."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+def resolve_dtypes(dtypes: Optional[Mapping[str, Union[str, torch.dtype]]]) -> Dict[str, torch.dtype]:
+    """Per-group target dtypes (``GROUPS`` names; ``fp32``/``bf16``/``fp16`` or torch dtypes),
+    fp32 for every group not named."""
+    out = {g: torch.float32 for g in GROUPS}
+    for group, value in dict(dtypes or {}).items():
+        if group not in out:
+            raise ConfigError(f"unknown parameter group '{group}' in the weight dtypes; known: {list(GROUPS)}.")
+        dtype = _DTYPE_NAMES.get(value.lower()) if isinstance(value, str) else value
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ConfigError(f"weight dtype for '{group}' must be one of {sorted(_DTYPE_NAMES)} "
+                              f"(or a floating torch dtype), got {value!r}.")
+        out[group] = dtype
+    return out
 
-            return load_file(str(path))
+
+# --- files: locate tensors without reading them ----------------------------------
+
+_ST_DTYPES = {name: getattr(torch, attr) for name, attr in (
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"), ("I64", "int64"),
+    ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U8", "uint8"), ("BOOL", "bool"),
+    ("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"), ("F8_E4M3", "float8_e4m3fn"),
+    ("F8_E5M2", "float8_e5m2")) if hasattr(torch, attr)}
+
+
+@dataclass(frozen=True, eq=False)
+class TensorEntry:
+    """One tensor of a weights file: where it is and what it is, nothing read yet."""
+
+    name: str
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+    path: Path
+    offset: int = -1  # byte offset of the element at storage_offset; -1: ``value`` holds the tensor
+    stride: Optional[Tuple[int, ...]] = None  # None: contiguous
+    value: Optional[torch.Tensor] = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def span_bytes(self) -> int:
+        """Bytes from ``offset`` that hold the tensor's elements."""
+        itemsize = _itemsize(self.dtype)
+        if self.stride is None or self.numel == 0:
+            return self.numel * itemsize
+        return (sum((s - 1) * st for s, st in zip(self.shape, self.stride)) + 1) * itemsize
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def sniff_format(path: Path) -> str:
+    """``safetensors``, ``torch-zip`` or ``torch-legacy`` from the file's first bytes."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"'{path}' is empty (0 bytes): an interrupted download? Fetch the file again.")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if len(head) >= 9 and head[8:9] == b"{":
+        n = struct.unpack("<Q", head[:8])[0]
+        if n + 8 <= size:
+            return "safetensors"
+        raise CheckpointError(f"'{path}' is a truncated safetensors file: its header alone claims {n} bytes, "
+                              f"the file has {size}. Fetch it again.")
+    if head[:1] == b"\x80":  # pickle protocol marker: the pre-1.6 PyTorch format
+        return "torch-legacy"
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointError(f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` "
+                              "in its repository or download the file itself.")
+    raise CheckpointError(f"'{path}' is neither a PyTorch (.pth/.bin) nor a safetensors file "
+                          f"(it starts with {head[:16]!r}).")
+
+
+def safetensors_entries(path: Path) -> Tuple[List[TensorEntry], Dict[str, str]]:
+    """Parse a safetensors header (u64 length + JSON) and check every tensor lies inside the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"'{path}' is truncated: {size} bytes, shorter than a safetensors header.")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, 100 * 2**20):
+            raise CheckpointError(f"'{path}' is truncated or not safetensors: header length {n}, file {size} bytes.")
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - turn any reader failure into one clear message
-        raise CheckpointError(f"cannot read weights from '{path}': {exc}") from None
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"'{path}' has a corrupt safetensors header ({exc}).") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"'{path}' has a corrupt safetensors header (not a JSON object).")
+    meta = header.pop("__metadata__", None) or {}
+    data_start, data_size = 8 + n, size - 8 - n
+    entries, short = [], []
+    for name, info in header.items():
+        try:
+            dtype, shape = _ST_DTYPES[info["dtype"]], tuple(int(s) for s in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"'{path}': corrupt header entry for '{name}': {info!r}.") from None
+        entry = TensorEntry(name, dtype, shape, path, data_start + begin)
+        if end - begin != entry.numel * _itemsize(dtype) or begin > end:
+            raise CheckpointError(f"'{path}': header entry '{name}' has {end - begin} bytes for shape "
+                                  f"{list(shape)} {info['dtype']}: the file is corrupt.")
+        if end > data_size:
+            short.append(name)
+        entries.append(entry)
+    if short:
+        need = max(int(header[k]["data_offsets"][1]) for k in short) + data_start
+        raise CheckpointError(f"'{path}' is truncated: it has {size} bytes but its header places tensors up "
+                              f"to byte {need} ({len(short)} tensors cut off, e.g. {short[:3]}). Fetch it again.")
+    return entries, dict(meta)
+
+
+def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        reason = next((line.strip() for line in text.splitlines()
+                       if "Unsupported" in line or "GLOBAL" in line), text.splitlines()[0] if text else "")
+        return CheckpointError(
+            f"'{path}' holds pickled Python objects besides tensors ({reason}). Weights are read with "
+            "weights_only=True, which refuses to run code stored in a weights file. Use the published "
+            "file, or re-save it as a plain state dict (torch.save(model.state_dict())) or as safetensors.")
+    return CheckpointError(f"cannot read '{path}': it looks truncated or corrupt ({type(exc).__name__}: "
+                           f"{text.splitlines()[0] if text else ''}). Fetch the file again.")
+
+
+def _flatten_tensors(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
+    """The state dict inside a loaded object (a LAVIS checkpoint's ``model`` entry is unwrapped;
+    other entries such as ``optimizer`` are left alone)."""
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"'{path}' does not hold a state dict (got {type(obj).__name__}).")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"'{path}': the state dict has entries that are not tensors: {bad[:5]}.")
     return dict(obj)
 
 
-def read_hf_directory(directory: Path) -> Dict[str, torch.Tensor]:
-    """All tensors of a Hugging Face model directory (single or sharded, safetensors or bin)."""
+def torch_entries(path: Path, fmt: str) -> List[TensorEntry]:
+    """Locate the tensors of a PyTorch file. Zip files are loaded on the meta device (only the
+    pickle is read; each storage records its byte offset); legacy files are read whole."""
+    size = path.stat().st_size
+    try:
+        if fmt == "torch-zip":
+            obj = torch.load(path, map_location="meta", weights_only=True)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
+        raise _torch_load_error(path, exc) from None
+    state = _flatten_tensors(obj, path)
+    entries, short = [], []
+    for name, t in state.items():
+        shape = tuple(t.shape)
+        stride = None if t.is_contiguous() else tuple(t.stride())
+        if not t.is_meta:
+            entries.append(TensorEntry(name, t.dtype, shape, path, value=t))
+            continue
+        base = _storage_file_offset(t)
+        if base is None:  # a PyTorch without meta offsets: fall back to memory-mapping the file
+            return _mapped_entries(path)
+        entry = TensorEntry(name, t.dtype, shape, path, base + t.storage_offset() * t.element_size(), stride)
+        if entry.offset + entry.span_bytes > size:
+            short.append(name)
+        entries.append(entry)
+    if short:
+        raise CheckpointError(f"'{path}' is truncated: {len(short)} tensors end past its {size} bytes "
+                              f"(e.g. {short[:3]}). Fetch it again.")
+    return entries
+
+
+def _storage_file_offset(t: torch.Tensor) -> Optional[int]:
+    """Where a meta-loaded tensor's storage starts in its zip file (recorded by PyTorch >= 2.5)."""
+    return getattr(t.untyped_storage(), "_checkpoint_offset", None)
+
+
+def _mapped_entries(path: Path) -> List[TensorEntry]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001
+        raise _torch_load_error(path, exc) from None
+    return [TensorEntry(k, v.dtype, tuple(v.shape), path, value=v) for k, v in _flatten_tensors(obj, path).items()]
+
+
+def file_entries(path: Path) -> List[TensorEntry]:
+    """All tensors of one weights file, located but not read."""
+    if path.is_dir():
+        raise CheckpointError(f"'{path}' is a directory; a weights file is expected here.")
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        return safetensors_entries(path)[0]
+    return torch_entries(path, fmt)
+
+
+@dataclass
+class HFDirectory:
+    """A Hugging Face model directory: its weight files and, if sharded, the index."""
+
+    files: List[Path]
+    index: Optional[Path] = None
+    weight_map: Dict[str, str] = field(default_factory=dict)
+
+
+def hf_directory(directory: Path) -> HFDirectory:
+    """Find the weights of a Hugging Face directory (safetensors before .bin, sharded or single)."""
     for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = directory / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            out: Dict[str, torch.Tensor] = {}
-            for shard in shards:
-                out.update(read_state_dict(require_file(str(directory / shard), "weight shard",
-                                                        str(index), "")))
-            return out
+            try:
+                data = json.loads(index.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise CheckpointError(f"the shard index '{index}' is not valid JSON ({exc}). "
+                                      "Fetch it again.") from None
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+                raise CheckpointError(f"the shard index '{index}' has no valid \"weight_map\" "
+                                      "(a JSON object from tensor name to shard file).")
+            files = []
+            for shard in sorted(set(weight_map.values())):
+                p = directory / shard
+                if not p.is_file():
+                    raise MissingFileError(f"weight shard '{p}' is named in '{index}' but absent. Download "
+                                           f"it into '{directory}' (all shards the index lists are needed).")
+                files.append(p)
+            return HFDirectory(files, index, dict(weight_map))
         if (directory / single).is_file():
-            return read_state_dict(directory / single)
+            return HFDirectory([directory / single])
     raise CheckpointError(
         f"'{directory}' has no model.safetensors / pytorch_model.bin (or their sharded index); "
         "point the setting to a Hugging Face model directory."
     )
 
 
+# --- keys: file names -> model names ----------------------------------------------
+
+def _map_key(kind: str, key: str, info: Mapping[str, int]) -> Tuple[Optional[str], bool]:
+    """``(model name, known)``: a name to load, ``(None, True)`` to skip a key the official
+    file is known to carry, ``(None, False)`` for a key nothing explains."""
+    if kind == "eva_vit":
+        m = re.match(r"^blocks\.(\d+)\.", key)
+        if (m and int(m.group(1)) >= info["vit_depth"]) or key.split(".")[0] in ("norm", "fc_norm", "head"):
+            return None, True  # the 40th block (the official model keeps 39) and the CLIP head
+        return "visual_encoder." + key, True
+    if kind == "bert":
+        name = key[len("bert."):] if key.startswith("bert.") else key
+        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        target = "Qformer.bert." + name
+        m = re.match(r"^encoder\.layer\.(\d+)\.", name)
+        if _TEXT_PATH.match(target) and (m is None or int(m.group(1)) < info["qformer_layers"]):
+            return target, True
+        return None, bool(_BERT_KNOWN.match(name))
+    if kind == "t5":
+        if key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+            return None, True  # tied copies of shared.weight
+        return "t5_model." + key, True
+    if key.startswith("Qformer.cls."):
+        return None, True  # the Q-Former's language-model head: RegionVLM does not use it
+    return key, True
+
+
+def _shape_transform(kind: str, target: str, entry: TensorEntry, want: Tuple[int, ...]) -> Optional[str]:
+    """How a differently shaped tensor becomes the model's (or None if it cannot)."""
+    got = entry.shape
+    if got == want:
+        return "copy"
+    if target == "visual_encoder.pos_embed" and len(got) == 3 and got[-1] == want[-1] and got[0] == 1:
+        grid = int(round((got[1] - 1) ** 0.5))
+        if grid * grid == got[1] - 1:
+            return "interpolate"
+    if (kind == "bert" and target == "Qformer.bert.embeddings.word_embeddings.weight"
+            and len(got) == 2 and got[1] == want[1] and got[0] < want[0]):
+        return "extend_rows"
+    return None
+
+
+# --- plan ------------------------------------------------------------------------
+
 @dataclass
 class LoadReport:
-    """Which file every parameter group came from."""
+    """Which file every parameter group came from, what was skipped, and what reading cost."""
 
     sources: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))
+    overridden: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))
     ignored: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))
+    files: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))  # setting -> weight files
+    dtypes: Dict[str, str] = field(default_factory=dict)
+    bytes_read: int = 0
+    seconds: float = 0.0  # reading
+    plan_seconds: float = 0.0  # checking the files
 
     def add(self, group: str, source: str) -> None:
         if source not in self.sources[group]:
             self.sources[group].append(source)
 
     def __str__(self) -> str:
-        lines = [f"  {group:<20} <- {', '.join(srcs)}" for group, srcs in sorted(self.sources.items())]
+        lines = [f"  {group:<20} <- {', '.join(srcs)}"
+                 + (f"  ({self.dtypes[group]})" if group in self.dtypes else "")
+                 + (f"  [replaces {', '.join(self.overridden[group])}]" if self.overridden.get(group) else "")
+                 for group, srcs in sorted(self.sources.items())]
         for source, keys in self.ignored.items():
             lines.append(f"  ignored from {source}: {len(keys)} keys (e.g. {keys[:3]})")
+        if self.bytes_read:
+            lines.append(f"  checked the files in {self.plan_seconds:.1f} s, read {self.bytes_read / 1e9:.2f} GB "
+                         f"in {self.seconds:.1f} s")
         return "weights:\n" + "\n".join(lines)
 
 
-# --- per-source key mapping ----------------------------------------------------
+@dataclass
+class Assignment:
+    """One model tensor: which file entry provides it and how it is shaped into place."""
 
-def _map_eva(sd: Dict[str, torch.Tensor], depth: int) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """eva_vit_g.pth has 40 blocks; the official model keeps 39 (the last is dropped)."""
-    out, ignored = {}, []
-    for key, value in sd.items():
-        m = re.match(r"^blocks\.(\d+)\.", key)
-        if (m and int(m.group(1)) >= depth) or key.split(".")[0] in ("norm", "fc_norm", "head"):
-            ignored.append(key)
+    key: str
+    entry: TensorEntry
+    setting: str
+    transform: str  # copy | interpolate | extend_rows
+
+
+@dataclass
+class LoadPlan:
+    """Everything checked, nothing read: the winning entry for every model tensor."""
+
+    assignments: "OrderedDict[str, Assignment]"
+    expected: Mapping[str, torch.Tensor]
+    report: LoadReport
+
+
+def _source_entries(kind: str, path: Path, info: Mapping[str, int]) -> List[TensorEntry]:
+    """All entries of one configured setting (a file, or a Hugging Face directory)."""
+    if not path.is_dir():
+        return file_entries(path)
+    if kind not in ("bert", "t5"):
+        raise CheckpointError(f"'{path}' is a directory; the {WHAT[kind]} is a single file.")
+    d = hf_directory(path)
+    entries: List[TensorEntry] = []
+    by_file: Dict[str, set] = {}
+    for p in d.files:
+        found = file_entries(p)
+        by_file[p.name] = {e.name for e in found}
+        entries.extend(found)
+    absent = [k for k, shard in d.weight_map.items()
+              if k not in by_file.get(shard, ()) and _map_key(kind, k, info)[0] is not None]
+    if absent:
+        raise CheckpointError(f"'{d.index}' lists {len(absent)} tensors that its shards do not hold "
+                              f"(e.g. {absent[:3]} in '{d.weight_map[absent[0]]}'): a shard is "
+                              "from another download or truncated. Fetch the directory again.")
+    return entries
+
+
+def plan_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optional[str]],
+                 model_info: Mapping[str, int], setting_prefix: str = "model.weights") -> LoadPlan:
+    """Check every configured file against the model without reading tensor data.
+
+    ``expected``: the model's state dict (meta tensors suffice); ``paths``: setting -> path
+    (``None`` = not used; an empty string is an error); ``model_info``: ``vit_depth``,
+    ``qformer_vocab``, ``qformer_layers``. Raises CheckpointError / MissingFileError."""
+    start = time.perf_counter()
+    unknown_settings = [k for k, v in paths.items() if v is not None and k not in LOAD_ORDER]
+    if unknown_settings:
+        raise CheckpointError(f"unknown weight settings {unknown_settings}; known: {list(LOAD_ORDER)}.")
+    report = LoadReport()
+    chosen: "OrderedDict[str, Assignment]" = OrderedDict()
+    replaced: Dict[str, set] = defaultdict(set)
+    for kind in LOAD_ORDER:
+        raw = paths.get(kind)
+        if raw is None:
             continue
-        out["visual_encoder." + key] = value
-    return out, ignored
+        setting = f"{setting_prefix}.{kind}"
+        if not str(raw).strip():
+            raise MissingFileError(f"{WHAT[kind]}: `{setting}` is an empty string. Set it to the local "
+                                   f"path, or to null to leave this file out. It is published at {PUBLISHED[kind]}.")
+        path = require_file(str(raw), WHAT[kind], setting, PUBLISHED[kind])
+        unknown: Dict[Path, List[str]] = defaultdict(list)
+        wrong: Dict[Path, List[str]] = defaultdict(list)
+        entries = _source_entries(kind, path, model_info)
+        report.files[kind] = sorted({str(e.path) for e in entries}) or [str(path)]
+        for entry in entries:
+            target, known = _map_key(kind, entry.name, model_info)
+            if target is not None and DERIVED.match(target):
+                target = None  # recomputed
+            if target is None:
+                if known:
+                    report.ignored[kind].append(entry.name)
+                else:
+                    unknown[entry.path].append(entry.name)
+                continue
+            if target not in expected:
+                unknown[entry.path].append(entry.name)
+                continue
+            want = expected[target]
+            transform = _shape_transform(kind, target, entry, tuple(want.shape))
+            if transform is None:
+                wrong[entry.path].append(f"{entry.name}: file {list(entry.shape)} vs model {list(want.shape)}")
+                continue
+            if entry.dtype.is_floating_point != want.dtype.is_floating_point:
+                wrong[entry.path].append(f"{entry.name}: file dtype {entry.dtype} vs model {want.dtype}")
+                continue
+            previous = chosen.get(target)
+            if previous is not None and previous.setting != kind:
+                replaced[param_group(target)].add(previous.setting)
+            chosen[target] = Assignment(target, entry, kind, transform)  # the later file wins
+        for p, keys in unknown.items():
+            raise CheckpointError(
+                f"{kind} ('{p}'): {len(keys)} keys do not exist in this model (e.g. {keys[:5]}). "
+                "Is the file for this architecture/preset?")
+        for p, rows in wrong.items():
+            raise CheckpointError(
+                f"{kind} ('{p}'): shape mismatch for {len(rows)} tensors, e.g. {rows[:4]}. The file is for "
+                "another model size or variant than this preset.")
+    missing = [k for k in expected if k not in chosen and not DERIVED.match(k)]
+    if missing:
+        groups = sorted({param_group(k) for k in missing})
+        raise CheckpointError(
+            f"{len(missing)} parameters came from no file (groups: {groups}; e.g. {missing[:3]}). "
+            f"Configure the file that provides them under `{setting_prefix}` "
+            f"({', '.join(LOAD_ORDER)})."
+        )
+    order = {k: i for i, k in enumerate(LOAD_ORDER)}
+    for a in sorted(chosen.values(), key=lambda a: order[a.setting]):
+        report.add(param_group(a.key), a.setting)
+    for group, settings in replaced.items():
+        gone = sorted((s for s in settings if s not in report.sources[group]), key=order.get)
+        if gone:
+            report.overridden[group] = gone
+    report.plan_seconds = time.perf_counter() - start
+    return LoadPlan(chosen, expected, report)
 
 
-def _map_bert(sd: Dict[str, torch.Tensor], vocab_size: int, num_layers: int,
-              ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Take only the Q-Former text path from bert-base-uncased (as InstructBLIP/RegionVLM do);
-    the word table grows by the ``[DEC]`` row, initialized N(0, 0.02) as in LAVIS."""
-    out, ignored = {}, []
-    for key, value in sd.items():
-        name = key if key.startswith("bert.") else "bert." + key
-        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        m = re.match(r"^bert\.encoder\.layer\.(\d+)\.", name)
-        target = "Qformer." + name
-        if _TEXT_PATH.match(target) and "attention" not in name and (m is None or int(m.group(1)) < num_layers):
-            if name.endswith("word_embeddings.weight") and value.shape[0] < vocab_size:
-                extra = torch.empty(vocab_size - value.shape[0], value.shape[1], dtype=value.dtype)
-                extra.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
-                value = torch.cat([value, extra])
-            out[target] = value
-        else:
-            ignored.append(key)
-    return out, ignored
+# --- read --------------------------------------------------------------------------
+
+class _Reader:
+    """Reads tensors of one file with plain positional reads into fresh tensors."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "rb", buffering=0)
+        self.bytes_read = 0
+        self._scratch: Dict[torch.dtype, torch.Tensor] = {}
+        if hasattr(os, "posix_fadvise"):  # reads go forward through the file: a larger read-ahead
+            os.posix_fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    def close(self) -> None:
+        self.file.close()
+        self._scratch.clear()
+
+    def scratch(self, dtype: torch.dtype) -> torch.Tensor:
+        """One conversion buffer per source dtype, reused for every tensor of the file: a
+        fresh buffer per tensor would leave holes between the model's tensors in the heap."""
+        if dtype not in self._scratch:
+            self._scratch[dtype] = torch.empty(_CHUNK_ELEMENTS, dtype=dtype)
+        return self._scratch[dtype]
+
+    def _fill(self, offset: int, target: torch.Tensor) -> None:
+        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())
+        done = 0
+        self.file.seek(offset)
+        while done < len(view):
+            n = self.file.readinto(view[done:])
+            if not n:
+                raise CheckpointError(f"'{self.path}' ended early: truncated while being read "
+                                      f"(offset {offset + done}). Fetch it again.")
+            done += n
+        self.bytes_read += done
+
+    def read(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
+        """The entry as a contiguous tensor of ``dtype``, converted chunk by chunk."""
+        if entry.value is not None:  # legacy files (already in memory) and the mmap fallback
+            value = entry.value
+            return value.to(dtype).contiguous() if value.dtype != dtype else value.contiguous().clone()
+        if entry.stride is not None:  # a strided view: read its storage span, then lay it out
+            span = torch.empty(entry.span_bytes // _itemsize(entry.dtype), dtype=entry.dtype)
+            self._fill(entry.offset, span)
+            return span.as_strided(entry.shape, entry.stride).to(dtype).contiguous()
+        out = torch.empty(entry.shape, dtype=dtype)
+        if entry.numel == 0:
+            return out
+        if dtype == entry.dtype:
+            self._fill(entry.offset, out)
+            return out
+        flat = out.view(-1)
+        scratch = self.scratch(entry.dtype)
+        itemsize = _itemsize(entry.dtype)
+        for start in range(0, entry.numel, _CHUNK_ELEMENTS):
+            n = min(_CHUNK_ELEMENTS, entry.numel - start)
+            self._fill(entry.offset + start * itemsize, scratch[:n])
+            flat[start:start + n].copy_(scratch[:n])
+        return out
 
 
-def _map_t5(sd: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    return {"t5_model." + k: v for k, v in sd.items()}, []
+def _dec_rows(n: int, width: int) -> torch.Tensor:
+    """The rows bert-base lacks (``[DEC]``), N(0, 0.02) as LAVIS initializes them, seeded."""
+    return torch.empty(n, width).normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
 
 
-def _map_identity(sd: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    return dict(sd), []
+def materialize(plan: LoadPlan, dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
+                ) -> "OrderedDict[str, torch.Tensor]":
+    """Read the planned tensors file by file (in file order) into their group's dtype and
+    complete the derived buffers; returns a full state dict for ``load_state_dict(assign=True)``."""
+    targets = resolve_dtypes(dtypes)
+    expected = plan.expected
+    by_file: Dict[Path, List[Assignment]] = defaultdict(list)
+    for a in plan.assignments.values():
+        by_file[a.entry.path].append(a)
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    start, total = time.perf_counter(), 0
+    for path, assignments in by_file.items():
+        reader = _Reader(path)
+        try:
+            for a in sorted(assignments, key=lambda a: a.entry.offset):  # one sequential pass
+                want = expected[a.key]
+                dtype = targets[param_group(a.key)] if want.dtype.is_floating_point else want.dtype
+                if a.transform == "copy":
+                    value = reader.read(a.entry, dtype)
+                elif a.transform == "interpolate":
+                    value = interpolate_pos_embed(reader.read(a.entry, torch.float32), want.shape[1] - 1).to(dtype)
+                else:  # extend_rows
+                    value = reader.read(a.entry, torch.float32)
+                    value = torch.cat([value, _dec_rows(want.shape[0] - value.shape[0], value.shape[1])]).to(dtype)
+                state[a.key] = value
+        finally:
+            reader.close()
+            total += reader.bytes_read
+    for key, want in expected.items():
+        if key.endswith("position_ids") and DERIVED.match(key):
+            state[key] = torch.arange(want.shape[-1], dtype=want.dtype).expand(tuple(want.shape)).contiguous()
+        elif DERIVED.match(key):
+            state[key] = state["t5_model.shared.weight"]
+    plan.report.bytes_read += total
+    plan.report.seconds += time.perf_counter() - start
+    plan.report.dtypes.update({g: str(targets[g]).replace("torch.", "") for g in plan.report.sources})
+    return OrderedDict((k, state[k]) for k in expected)
 
 
-def read_source(kind: str, path: str, setting: str, model_info: Mapping[str, int]
-                ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Read one configured file and map its keys to model names."""
-    p = require_file(path, WHAT[kind], setting, PUBLISHED[kind])
-    if kind == "eva_vit":
-        return _map_eva(read_state_dict(p), model_info["vit_depth"])
-    if kind == "bert":
-        return _map_bert(read_hf_directory(p) if p.is_dir() else read_state_dict(p),
-                         model_info["qformer_vocab"], model_info["qformer_layers"])
-    if kind == "t5":
-        return _map_t5(read_hf_directory(p) if p.is_dir() else read_state_dict(p))
-    return _map_identity(read_state_dict(p))
+def gather_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optional[str]],
+                   model_info: Mapping[str, int], setting_prefix: str = "model.weights",
+                   dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
+                   ) -> Tuple["OrderedDict[str, torch.Tensor]", LoadReport]:
+    """Plan, then read: the complete state dict (derived buffers included) and its report."""
+    plan = plan_weights(expected, paths, model_info, setting_prefix)
+    return materialize(plan, dtypes), plan.report
+
+
+# --- single checkpoints (``model.checkpoint``) ----------------------------------------
+
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.bin``/``.safetensors`` file safely (``weights_only=True``, no code
+    runs); a LAVIS checkpoint's ``model`` entry is unwrapped. Tensors keep their dtype."""
+    entries = file_entries(Path(path))
+    reader = _Reader(Path(path))
+    try:
+        return {e.name: reader.read(e, e.dtype) for e in sorted(entries, key=lambda e: e.offset)}
+    finally:
+        reader.close()
+
+
+def read_hf_directory(directory: Path) -> Dict[str, torch.Tensor]:
+    """All tensors of a Hugging Face model directory (single or sharded, safetensors or bin)."""
+    out: Dict[str, torch.Tensor] = {}
+    for p in hf_directory(directory).files:
+        out.update(read_state_dict(p))
+    return out
 
 
 def check_compatible(source: str, incoming: Mapping[str, torch.Tensor],
@@ -202,37 +682,6 @@ def check_compatible(source: str, incoming: Mapping[str, torch.Tensor],
     return fixed
 
 
-def gather_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optional[str]],
-                   model_info: Mapping[str, int], setting_prefix: str = "model.weights",
-                   ) -> Tuple["OrderedDict[str, torch.Tensor]", LoadReport]:
-    """Merge the configured files in the official order into one complete state dict."""
-    report = LoadReport()
-    merged: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    unknown_settings = [k for k, v in paths.items() if v and k not in LOAD_ORDER]
-    if unknown_settings:
-        raise CheckpointError(f"unknown weight settings {unknown_settings}; known: {list(LOAD_ORDER)}.")
-    for kind in LOAD_ORDER:
-        path = paths.get(kind)
-        if not path:
-            continue
-        mapped, ignored = read_source(kind, path, f"{setting_prefix}.{kind}", model_info)
-        mapped = check_compatible(f"{kind} ({path})", mapped, expected)
-        for key, value in mapped.items():
-            merged[key] = value
-            report.add(param_group(key), kind)
-        if ignored:
-            report.ignored[kind] = ignored
-    missing = [k for k in expected if k not in merged and not DERIVED.match(k)]
-    if missing:
-        groups = sorted({param_group(k) for k in missing})
-        raise CheckpointError(
-            f"{len(missing)} parameters came from no file (groups: {groups}; e.g. {missing[:3]}). "
-            f"Configure the file that provides them under `{setting_prefix}` "
-            f"({', '.join(LOAD_ORDER)})."
-        )
-    return merged, report
-
-
 def load_partial(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> List[str]:
     """Load a partial LAVIS-format state dict into a built model; return the loaded keys."""
     expected = model.state_dict()
@@ -246,3 +695,32 @@ def iter_groups(keys: Iterable[str]) -> Dict[str, int]:
     for k in keys:
         counts[param_group(k)] += 1
     return dict(counts)
+
+
+def state_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers (shared tensors counted once)."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.dtype) if not t.is_meta else id(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def group_dtypes(module: torch.nn.Module) -> Dict[str, List[str]]:
+    """The dtypes present in each parameter group (for reports and tests)."""
+    out: Dict[str, set] = defaultdict(set)
+    for name, t in module.state_dict().items():
+        if t.is_floating_point():
+            out[param_group(name)].add(str(t.dtype).replace("torch.", ""))
+    return {g: sorted(v) for g, v in out.items()}
+
+
+__all__ = [
+    "PUBLISHED", "WHAT", "LOAD_ORDER", "GROUPS", "DERIVED", "param_group", "resolve_dtypes",
+    "TensorEntry", "sniff_format", "safetensors_entries", "torch_entries", "file_entries", "hf_directory",
+    "LoadReport", "LoadPlan", "Assignment", "plan_weights", "materialize", "gather_weights",
+    "read_state_dict", "read_hf_directory", "check_compatible", "load_partial", "iter_groups",
+    "state_bytes", "group_dtypes", "require_file",
+]

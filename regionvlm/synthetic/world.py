@@ -88,7 +88,7 @@ def narrative(scene: Scene, image_id: str, rng: np.random.Generator, with_backgr
 def write_world(out_dir: str | Path, num_train: int = 8000, num_val: int = 100, num_test: int = 300,
                 seed: int = 0, image_size: int = 64) -> Dict[str, Any]:
     """Generate every split deterministically from ``seed``; returns the summary."""
-    from regionvlm.proposals import save_image_proposals
+    from regionvlm.data.proposals import save_image_proposals
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

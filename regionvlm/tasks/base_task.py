@@ -1,11 +1,14 @@
 """Tasks in LAVIS's sense: what a run builds (model, datasets) and how it trains/evaluates.
 
 One runner (``regionvlm.runners.runner_base``) drives every task. Training tasks implement
-``train_step``; evaluation tasks implement ``evaluate`` (usually through
-``regionvlm.tasks.eval_loop.run_resumable``) and return a flat dict of metrics.
+``train_step``; evaluation tasks derive from :class:`regionvlm.tasks.evaluation.EvalTask`.
+A task declares the ``run:`` keys it reads as its ``Settings`` class (checked when the
+config is loaded, together with the runner's).
 """
 from __future__ import annotations
 
+from abc import ABC
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict
 
@@ -13,25 +16,45 @@ import torch
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import Settings
 
 
-class BaseTask:
+@dataclass(frozen=True)
+class NoSettings(Settings):
+    """A task that reads no ``run:`` key of its own."""
+
+
+class BaseTask(ABC):
+    Settings = NoSettings
+
     def __init__(self, cfg: Any = None):
         self.cfg = cfg
 
     @classmethod
     def setup_task(cls, cfg: Any) -> "BaseTask":
-        return cls(cfg)
+        """LAVIS's constructor; checks the task's ``run:`` settings before anything is built."""
+        task = cls(cfg)
+        if cfg is not None:
+            task.parse_settings(cfg.run_cfg)
+        return task
+
+    def parse_settings(self, run_cfg: Any) -> Any:
+        """This task's settings from ``run:`` (the runner's keys are known there too)."""
+        runner_keys = registry.get_runner_class(str((run_cfg or {}).get("runner", "runner_base"))).Settings.keys()
+        return self.Settings.parse(run_cfg, "run", also_known=runner_keys)
 
     def build_model(self, cfg: Any) -> torch.nn.Module:
         model_cfg = cfg.model_cfg
-        return registry.get_class_or_raise("model", model_cfg.arch).from_config(model_cfg)
+        return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
 
     def build_datasets(self, cfg: Any) -> Dict[str, Dict[str, Any]]:
-        """``{dataset_name: {split: dataset}}`` from every entry of ``datasets:``."""
+        """``{dataset_name: {split: dataset}}`` from every entry of ``datasets:``; builders get
+        the model's image size and the run's seed explicitly."""
+        image_size = cfg.model_cfg.get("image_size", None)
+        seed = int((cfg.run_cfg or {}).get("seed", 42))
         datasets: Dict[str, Dict[str, Any]] = {}
         for name, ds_cfg in (cfg.datasets_cfg or {}).items():
-            builder = registry.get_class_or_raise("builder", name)(ds_cfg)
+            builder = registry.get_builder_class(name)(ds_cfg, image_size=image_size, seed=seed)
             datasets[name] = builder.build_datasets()
         if not datasets:
             raise ConfigError("the config lists no datasets under `datasets:`.")
@@ -41,5 +64,5 @@ class BaseTask:
         return model(samples)["loss"]
 
     def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]],
-                 run_cfg: Any, output_dir: Path) -> Dict[str, float]:
+                 run_cfg: Any, output_dir: Path) -> Dict[str, Any]:
         raise ConfigError(f"task {type(self).__name__} has no evaluation; set run.evaluate: false.")

@@ -1,47 +1,68 @@
-"""Region captioning: the training task of RegionVLM (and its evaluation by generation)."""
+"""Region captioning: the training task of RegionVLM (and its evaluation by generation).
+
+Training: T5 cross-entropy of the region (or global) caption. Evaluation: caption every
+region of a region-caption split (e.g. a held-out Localized Narratives file built with
+``split: val``) and report exact match against the reference.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
 
+from regionvlm.common import dist_utils
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
-from regionvlm.tasks.base_task import BaseTask
-from regionvlm.tasks.eval_loop import clear_partials, run_resumable
+from regionvlm.common.settings import setting
+from regionvlm.datasets.caption_datasets import RegionCaptionDataset
+from regionvlm.models.generation import GenerationSettings
+from regionvlm.tasks.evaluation import BatchEvalSettings, EvalTask, clear_partials, fingerprint, run_resumable
+
+
+@dataclass(frozen=True)
+class RegionCaptioningSettings(BatchEvalSettings):
+    num_beams: int = setting(1, min=1)
+    max_len: int = setting(30, min=1, help="new tokens")
+    min_len: int = setting(1, min=0)
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len)
 
 
 @registry.register_task("region_captioning")
-class RegionCaptioningTask(BaseTask):
-    """Train: T5 cross-entropy of the region (or global) caption. Evaluate: caption every
-    region of the ``eval`` split and report exact match against the reference."""
+class RegionCaptioningTask(EvalTask):
+    """Train on region/global captions; evaluate region captions by exact match."""
 
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]],
-                 run_cfg: Any, output_dir: Path) -> Dict[str, float]:
-        split = run_cfg.get("eval_split", "val")
-        metrics: Dict[str, float] = {}
-        for name, by_split in datasets.items():
-            if split not in by_split:
-                continue
-            dataset = by_split[split]
-            items = list(range(len(dataset)))
+    NAME = "region_captioning"
+    Settings = RegionCaptioningSettings
+    DATASET_TYPES = (RegionCaptionDataset,)
+    HEADLINE = "exact_match"
 
-            def caption(index: int) -> List[Dict[str, str]]:
-                sample = dataset[index]
-                image = sample["image"].unsqueeze(0).to(model.device)
-                texts = sample["text_input"] if isinstance(sample["text_input"], list) else [sample["text_input"]]
-                refs = sample["text_output"] if isinstance(sample["text_output"], list) else [sample["text_output"]]
-                preds = model.generate({"image": image, "image_index": [0] * len(texts), "text_input": texts},
-                                       num_beams=int(run_cfg.get("num_beams", 1)),
-                                       max_length=int(run_cfg.get("max_len", 30)))
-                return [{"region": t, "reference": r, "prediction": p} for t, r, p in zip(texts, refs, preds)]
+    def evaluate_split(self, model: torch.nn.Module, dataset: RegionCaptionDataset, name: str, split: str,
+                       settings: RegionCaptioningSettings, output_dir: Path) -> Dict[str, Any]:
+        dataset.set_epoch(0)
+        generation = settings.generation()
 
-            rows = [row for group in run_resumable(items, str, caption, output_dir, f"captions_{name}")
-                    for row in group]
-            exact = sum(r["prediction"].strip() == r["reference"].strip() for r in rows) / max(1, len(rows))
-            metrics[f"{name}_{split}_exact_match"] = round(100.0 * exact, 2)
+        def caption(index: int) -> List[Dict[str, str]]:
+            sample = dataset[index]
+            image = sample["image"].unsqueeze(0).to(model.device)
+            texts = sample["text_input"] if isinstance(sample["text_input"], list) else [sample["text_input"]]
+            refs = sample["text_output"] if isinstance(sample["text_output"], list) else [sample["text_output"]]
+            queries = model.region_queries(model.encode_image(image), texts)
+            embeds, mask = model.t5_inputs(queries)
+            preds = model.generate_from_embeds(embeds, mask, generation)
+            return [{"region": t, "reference": r, "prediction": p} for t, r, p in zip(texts, refs, preds)]
+
+        identity = {"dataset": name, "split": split, "items": len(dataset), "summary": dataset.ann.summary()}
+        log_name = f"captions_{name}_{split}.{fingerprint(settings, identity, model)}"
+        rows = [row for group in run_resumable(list(range(len(dataset))), str, caption, output_dir, log_name,
+                                               desc=f"captions {name}/{split}") for row in group]
+        exact = sum(r["prediction"].strip() == r["reference"].strip() for r in rows) / max(1, len(rows))
+        metrics = {"exact_match": round(100.0 * exact, 2), "num_regions": len(rows)}
+        if dist_utils.is_main_process():
             atomic_write_json(Path(output_dir) / f"captions_{name}_{split}.json",
-                              {"metrics": metrics, "captions": rows})
-            clear_partials(output_dir, f"captions_{name}")
+                              {"metrics": metrics, "settings": settings.as_dict(), "captions": rows})
+        clear_partials(output_dir, log_name)
         return metrics

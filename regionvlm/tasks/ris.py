@@ -44,12 +44,9 @@ settings, the data and the model, so changed settings never mix with old partial
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import textwrap
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -57,13 +54,16 @@ import numpy as np
 import torch
 
 from regionvlm.common import dist_utils
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.cli import echo
+from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
-from regionvlm.proposals import ProposalSet, read_proposals
+from regionvlm.data.proposals import ProposalSet, read_proposals
+from regionvlm.common.settings import setting
+from regionvlm.datasets.ris_datasets import RISDataset
 from regionvlm.region import MaskPointSampler, format_points
-from regionvlm.tasks.base_task import BaseTask
-from regionvlm.tasks.eval_loop import clear_partials, finished_items, item_rng, run_resumable
+from regionvlm.tasks.evaluation import (EvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint, item_rng,
+                                        pending_keys, run_resumable)
 
 PROTOCOLS = ("fast", "official")
 DRAWS = ("image", "sentence")
@@ -73,57 +73,30 @@ REGION_PROMPTS = ("points", "empty")
 
 # ----------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class RISSettings:
-    seed: int = 42
-    threshold: float = 0.7
-    small_threshold: float = 0.04
-    fallback_min_area: float = 0.01
-    max_masks: int = 20
-    num_points: int = 10
-    repeats: int = 5
-    protocol: str = "fast"
-    draws: str = "image"
-    encoder_batch: int = 128
-    decoder_batch: int = 0  # 0 = auto (see resolved)
-    on_no_candidate: str = "empty"
-    visualize: int = 0
-    prefetch: int = 2
-    region_prompt: str = "points"  # "empty": ablation, every draw is the empty region text
+class RISSettings(EvalSettings):
+    threshold: float = setting(0.7, min=0.0, help="border test (official, literal)")
+    small_threshold: float = setting(0.04, min=0.0, max=1.0, help="drop proposals under this image fraction")
+    fallback_min_area: float = setting(0.01, min=0.0, max=1.0, help="if nothing survives: masks >= this fraction")
+    max_masks: int = setting(20, min=1)
+    num_points: int = setting(10, min=1, help="points per draw")
+    repeats: int = setting(5, min=1, help="draws per mask; the mask's score is the lowest")
+    protocol: str = setting("fast", choices=PROTOCOLS)
+    draws: str = setting("image", choices=DRAWS)
+    encoder_batch: int = setting(128, min=1, help="region texts per Q-Former/T5-encoder call")
+    decoder_batch: int = setting(0, min=0, help="(draw, sentence) pairs per decoder call; 0 = auto")
+    on_no_candidate: str = setting("empty", choices=NO_CANDIDATE)
+    visualize: int = setting(0, min=0, help="write N PNG overlays")
+    prefetch: int = setting(2, min=0, help="images loaded ahead by threads")
+    region_prompt: str = setting("points", choices=REGION_PROMPTS)
+
+    NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
     @classmethod
     def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "RISSettings":
-        """Read the fields from ``run:`` (missing ones keep the official defaults) and check them."""
-        run_cfg = run_cfg or {}
-        values: Dict[str, Any] = {}
-        for f in fields(cls):
-            raw = run_cfg.get(f.name, None)
-            if raw is None:
-                continue
-            kind = type(f.default)
-            try:
-                values[f.name] = kind(raw) if kind is not int else int(str(raw), 10)
-            except (TypeError, ValueError):
-                raise ConfigError(f"run.{f.name} must be {kind.__name__}, got {raw!r}.") from None
-        s = cls(**values)
-        s.check()
-        return s
+        """The settings alone (every other ``run:`` key is known to belong to the runner)."""
+        from regionvlm.runners.runner_base import RunnerSettings
 
-    def check(self) -> None:
-        for name, allowed in (("protocol", PROTOCOLS), ("draws", DRAWS), ("on_no_candidate", NO_CANDIDATE),
-                              ("region_prompt", REGION_PROMPTS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"run.{name} must be one of {list(allowed)}, got '{getattr(self, name)}'.")
-        for name in ("max_masks", "num_points", "repeats", "encoder_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"run.{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("visualize", "prefetch", "decoder_batch"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"run.{name} must be >= 0, got {getattr(self, name)}.")
-        for name in ("small_threshold", "fallback_min_area"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"run.{name} is a fraction of the image area in [0, 1], got {getattr(self, name)}.")
-        if self.threshold < 0:
-            raise ConfigError(f"run.threshold must be >= 0, got {self.threshold}.")
+        return cls.parse(run_cfg, "run", also_known=RunnerSettings.keys())
 
     def resolved(self, device: torch.device) -> "RISSettings":
         """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
@@ -131,13 +104,6 @@ class RISSettings:
         if self.decoder_batch:
             return self
         return replace(self, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
-
-    def result_fields(self) -> Dict[str, Any]:
-        """Everything that can change a number in the results (not visualize/prefetch)."""
-        d = asdict(self)
-        d.pop("visualize")
-        d.pop("prefetch")
-        return d
 
 
 # ----------------------------------------------------------------------------- filtering
@@ -311,30 +277,6 @@ class ImageInputs:
     sentences: List[Optional[str]]
 
 
-class _Prefetcher:
-    """Loads the next images on threads while the model works on the current one."""
-
-    def __init__(self, order: Sequence[Any], load: Callable[[Any], Any], depth: int):
-        self.order, self.load, self.depth = list(order), load, depth
-        self.position = {k: i for i, k in enumerate(self.order)}
-        self.pending: Dict[Any, Future] = {}
-        self.pool = ThreadPoolExecutor(max_workers=min(depth, 4)) if depth > 0 else None
-
-    def get(self, key: Any) -> Any:
-        if self.pool is None:
-            return self.load(key)
-        start = self.position.get(key, len(self.order))
-        for k in self.order[start:start + self.depth + 1]:
-            if k not in self.pending:
-                self.pending[k] = self.pool.submit(self.load, k)
-        future = self.pending.pop(key, None) or self.pool.submit(self.load, key)
-        return future.result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 class SplitEvaluator:
     """Evaluates one RIS dataset split with one model (see the module docstring)."""
 
@@ -350,17 +292,8 @@ class SplitEvaluator:
         self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
         self.stem = f"ris_{dataset.dataset_name}_{dataset.split_by}_{dataset.split}"
 
-    # -- identity
     def fingerprint(self) -> str:
-        probe = {}
-        for name in ("query_tokens", "t5_proj.weight", "t5_proj.bias", "ln_vision.weight"):
-            p = dict(self.model.named_parameters()).get(name)
-            if p is not None:
-                probe[name] = repr(float(p.detach().double().sum()))
-        blob = json.dumps({"settings": self.settings.result_fields(), "data": self.dataset.identity(),
-                           "model": probe, "image_size": getattr(self.model, "image_size", None),
-                           "max_txt_len": getattr(self.model, "max_txt_len", None)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return fingerprint(self.settings, self.dataset.identity(), self.model)
 
     # -- loading (runs on prefetch threads)
     def load(self, key: str) -> ImageInputs:
@@ -389,7 +322,7 @@ class SplitEvaluator:
         return ImageInputs(tensor, props, gt, sentences)
 
     # -- scoring one image (main thread)
-    def process(self, key: str, prefetcher: _Prefetcher) -> Dict[str, Any]:
+    def process(self, key: str, prefetcher: Prefetcher) -> Dict[str, Any]:
         image_id, queries = self.groups[key]
         s = self.settings
         try:
@@ -456,15 +389,10 @@ class SplitEvaluator:
                 skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
             keys = [k for k in keys if k not in absent]
         name = f"{self.stem}.{self.fingerprint()}"
-        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-        done = finished_items(self.output_dir, name)
-        order = [k for k in keys[rank::world] if k not in done]
-        prefetcher = _Prefetcher(order, self.load, s.prefetch)
-        try:
+        with Prefetcher(pending_keys(keys, self.output_dir, name), self.load, s.prefetch,
+                        workers=min(s.prefetch, 4)) as prefetcher:
             per_image = run_resumable(keys, key=lambda k: k, process=lambda k: self.process(k, prefetcher),
                                       out_dir=self.output_dir, name=name, desc=f"RIS {ds.dataset_name} {ds.split}")
-        finally:
-            prefetcher.close()
         records = sorted((r for res in per_image for r in res["queries"]), key=lambda r: r["index"])
         for res in per_image:
             skipped.extend(res["skipped"])
@@ -484,10 +412,10 @@ class SplitEvaluator:
                 self.visualize(records[:s.visualize])
         clear_partials(self.output_dir, name)
         if no_candidate:
-            print(f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
+            echo(f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
                   "(scored as IoU 0; listed under 'no_candidate').")
         if skipped:
-            print(f"[{self.stem}] warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
+            echo(f"[{self.stem}] warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
         return {"metrics": metrics, "path": str(path)}
 
     def visualize(self, records: Sequence[Mapping[str, Any]]) -> List[Path]:
@@ -529,40 +457,22 @@ def _skip_entry(q: Any, reason: str) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- task
 @registry.register_task("ris")
-class RISTask(BaseTask):
-    """Zero-shot RIS evaluation (no training step): ``run.evaluate: true`` with RIS datasets."""
+class RISTask(EvalTask):
+    """Zero-shot RIS evaluation (no training step): ``run.evaluate: true`` with RIS datasets
+    (builders ``refcoco``, ``refcoco+``, ``refcocog``, ``ris_synthetic``)."""
 
-    @classmethod
-    def setup_task(cls, cfg: Any) -> "RISTask":
-        RISSettings.from_run_cfg(cfg.run_cfg)  # bad settings stop before data and model are loaded
-        return cls(cfg)
+    NAME = "ris"
+    Settings = RISSettings
+    DATASET_TYPES = (RISDataset,)
+    HEADLINE = "oIoU"
 
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any,
-                 output_dir: Path) -> Dict[str, float]:
-        settings = RISSettings.from_run_cfg(run_cfg)
-        module = _unwrap(model)
-        was_training = module.training
-        module.eval()
-        metrics: Dict[str, Any] = {}
-        runs = [(name, split, ds) for name, splits in datasets.items() for split, ds in splits.items()]
-        try:
-            for name, split, ds in runs:
-                if not hasattr(ds, "refer") or not hasattr(ds, "missing_files"):
-                    raise ConfigError(f"task 'ris' needs RIS datasets (builders refcoco, refcoco+, refcocog, "
-                                      f"ris_synthetic); '{name}' built a {type(ds).__name__}.")
-                result = SplitEvaluator(module, ds, settings, output_dir).run()
-                prefix = f"{ds.dataset_name}_{ds.split_by}_{split}"
-                for key, value in result["metrics"].items():
-                    metrics[f"{prefix}/{key}"] = value
-                if len(runs) == 1:
-                    metrics.update(result["metrics"])
-                if dist_utils.is_main_process():
-                    m = result["metrics"]
-                    print(f"[RIS] {prefix}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
-                          f"({m['num_queries']} queries) -> {result['path']}")
-        finally:
-            module.train(was_training)
-        return metrics
+    def evaluate_split(self, model: torch.nn.Module, dataset: RISDataset, name: str, split: str,
+                       settings: RISSettings, output_dir: Path) -> Dict[str, Any]:
+        result = SplitEvaluator(model, dataset, settings, output_dir).run()
+        m = result["metrics"]
+        echo(f"[RIS] {dataset.eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
+             f"({m['num_queries']} queries) -> {result['path']}")
+        return m
 
 
 def _fmt(v: Optional[float]) -> str:

@@ -40,25 +40,24 @@ must keep the same settings (they are part of the progress-log name).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from omegaconf import OmegaConf
 
 from regionvlm.common import dist_utils
 from regionvlm.common.errors import ConfigError, RegionVLMError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
-from regionvlm.data.vcr import NUM_CHOICES, VCRDataset, VCRItem, VCRSample, object_references, render_tokens
+from regionvlm.common.settings import setting
+from regionvlm.data.vcr import NUM_CHOICES, VCRItem, object_references, render_tokens
+from regionvlm.datasets.vcr_datasets import VCRDataset, VCRSample
 from regionvlm.region import format_points, sample_mask_points
-from regionvlm.tasks.base_task import BaseTask
-from regionvlm.tasks.eval_loop import clear_partials, item_rng, run_resumable
+from regionvlm.models.generation import GenerationSettings
+from regionvlm.tasks.evaluation import BatchEvalSettings, EvalTask, clear_partials, fingerprint, item_rng, run_resumable
 
 MODES = ("generate", "ranking")
 RANKING_TARGETS = ("text", "number")
@@ -144,48 +143,20 @@ def score_item(answer_label: int, rationale_label: int, q_a: str, qa_r: str, q_a
 
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
-class VCRSettings:
-    mode: str = "generate"
-    seed: int = 42
-    batch_size: int = 8
-    num_points: int = 10
-    num_beams: int = 5
-    max_new_tokens: int = 30
-    ranking_target: str = "text"
-    qformer_batch: int = 64
-    num_workers: int = 0
+class VCRSettings(BatchEvalSettings):
+    mode: str = setting("generate", choices=MODES, help="generate (official) | ranking (addition)")
+    ranking_target: str = setting("text", choices=RANKING_TARGETS, help="ranking: score the choice text or number")
+    num_beams: int = setting(5, min=1)
+    max_len: int = setting(30, min=1, help="new tokens")
+    num_points: Optional[int] = setting(None, min=1, help="points per object (default: the model's, 10)")
+    qformer_batch: int = setting(64, min=1, help="object prompts per Q-Former call")
 
-    @classmethod
-    def from_run_cfg(cls, run_cfg: Any, num_points: int) -> "VCRSettings":
-        get = run_cfg.get if run_cfg is not None else (lambda k, d=None: d)
-        settings = cls(
-            mode=str(get("mode", "generate")),
-            seed=int(get("seed", 42)),
-            batch_size=int(get("batch_size_eval", 8)),
-            num_points=int(get("num_points", num_points)),
-            num_beams=int(get("num_beams", 5)),
-            max_new_tokens=int(get("max_len", 30)),
-            ranking_target=str(get("ranking_target", "text")),
-            qformer_batch=int(get("qformer_batch", 64)),
-            num_workers=int(get("num_workers", 0)),
-        )
-        if settings.mode not in MODES:
-            raise ConfigError(f"run.mode must be one of {list(MODES)} for VCR, got '{settings.mode}'.")
-        if settings.ranking_target not in RANKING_TARGETS:
-            raise ConfigError(f"run.ranking_target must be one of {list(RANKING_TARGETS)}, "
-                              f"got '{settings.ranking_target}'.")
-        for name in ("batch_size", "num_points", "num_beams", "max_new_tokens", "qformer_batch"):
-            if getattr(settings, name) < 1:
-                raise ConfigError(f"VCR setting {name} must be >= 1, got {getattr(settings, name)}.")
-        if settings.num_workers < 0:
-            raise ConfigError(f"run.num_workers must be >= 0, got {settings.num_workers}.")
-        return settings
+    def generation(self) -> GenerationSettings:
+        """The official decoding: beam search, 1 to ``max_len`` new tokens, no penalties."""
+        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=1)
 
-    def fingerprint(self, dataset: VCRDataset) -> str:
-        """Short hash naming the progress log, so a resume never mixes settings."""
-        blob = json.dumps({**asdict(self), "num_workers": None, "annotation": dataset.annotation_path,
-                           "items": len(dataset)}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+    def with_model(self, model: torch.nn.Module) -> "VCRSettings":
+        return self if self.num_points is not None else replace(self, num_points=int(getattr(model, "num_points", 10)))
 
 
 # ----------------------------------------------------------------- evaluator
@@ -195,7 +166,7 @@ class VCREvaluator:
     def __init__(self, model: torch.nn.Module, dataset: VCRDataset, settings: VCRSettings):
         self.model = model
         self.dataset = dataset
-        self.settings = settings
+        self.settings = settings.with_model(model)
 
     # -- loading -----------------------------------------------------------
     def _load(self, indices: Sequence[int]) -> List[Any]:
@@ -209,7 +180,7 @@ class VCREvaluator:
                 return str(exc)
 
         if self.settings.num_workers > 0 and len(indices) > 1:
-            with ThreadPoolExecutor(self.settings.num_workers) as pool:
+            with ThreadPoolExecutor(min(self.settings.num_workers, len(indices))) as pool:
                 return list(pool.map(one, indices))
         return [one(i) for i in indices]
 
@@ -245,10 +216,7 @@ class VCREvaluator:
         embeds, mask = self.model.embed_segments(
             [prompt_segments(prompt, s) for (_, prompt), s in zip(prompts, soft)])
         if self.settings.mode == "generate":
-            outputs = self.model._generate(
-                embeds, mask, do_sample=False, num_beams=self.settings.num_beams,
-                max_new_tokens=self.settings.max_new_tokens, min_length=1,
-                repetition_penalty=1.0, length_penalty=1.0, num_return_sequences=1)
+            outputs = self.model.generate_from_embeds(embeds, mask, self.settings.generation())
             decisions = []
             for text in outputs:
                 pred, fallback = parse_prediction(text)
@@ -324,73 +292,45 @@ def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------- task
 @registry.register_task("vcr")
-class VCRTask(BaseTask):
-    """Zero-shot VCR (Q->A, QA->R, Q->AR) on every ``vcr`` dataset of the config.
+class VCRTask(EvalTask):
+    """Zero-shot VCR (Q->A, QA->R, Q->AR) on every ``vcr`` dataset of the config."""
 
-    Run settings: ``mode`` (generate | ranking), ``seed``, ``batch_size_eval``, ``num_beams``
-    (5), ``max_len`` (30 new tokens), ``num_points`` (model's, 10), ``ranking_target``
-    (text | number), ``qformer_batch``, ``num_workers`` (image-loading threads)."""
+    NAME = "vcr"
+    Settings = VCRSettings
+    DATASET_TYPES = (VCRDataset,)
+    HEADLINE = "q_ar"
 
-    def build_datasets(self, cfg: Any) -> Dict[str, Dict[str, Any]]:
-        """As the base task, with the image size defaulting to the model's."""
-        from regionvlm.datasets.builders.vcr_builder import VCRBuilder
-
-        image_size = cfg.model_cfg.get("image_size", None)
-        for name, ds_cfg in (cfg.datasets_cfg or {}).items():
-            if registry.get_builder_class(name) is not VCRBuilder or image_size is None:
-                continue
-            if OmegaConf.select(ds_cfg, "vis_processor.eval.image_size") is None:
-                OmegaConf.update(ds_cfg, "vis_processor.eval.image_size", int(image_size), merge=True)
-        return super().build_datasets(cfg)
-
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]],
-                 run_cfg: Any, output_dir: Path) -> Dict[str, Any]:
-        found = [(name, split, ds) for name, by_split in datasets.items()
-                 for split, ds in by_split.items() if isinstance(ds, VCRDataset)]
-        if not found:
-            raise ConfigError("task vcr found no VCR dataset; add `datasets: vcr: {...}` to the config.")
-        settings = VCRSettings.from_run_cfg(run_cfg, int(getattr(model, "num_points", 10)))
-        metrics: Dict[str, Any] = {}
-        for name, split, dataset in found:
-            metrics.update(self.evaluate_dataset(model, name, dataset, settings, Path(output_dir)))
-        return metrics
-
-    def evaluate_dataset(self, model: torch.nn.Module, name: str, dataset: VCRDataset,
-                         settings: VCRSettings, output_dir: Path) -> Dict[str, Any]:
-        """Evaluate one split; write ``<name>_<split>_<mode>.json``; return flat metrics."""
+    def evaluate_split(self, model: torch.nn.Module, dataset: VCRDataset, name: str, split: str,
+                       settings: VCRSettings, output_dir: Path) -> Dict[str, Any]:
+        """Evaluate one split; write ``<name>_<split>_<mode>.json``; return its metrics."""
         unlabeled = [it.key for it in dataset.items if it.answer_label is None or it.rationale_label is None]
         if unlabeled:
             raise ConfigError(f"{len(unlabeled)} VCR items have no answer/rationale label (first: "
                               f"{unlabeled[0]}); the VCR test labels are hidden, evaluate on val.")
-        model_img = getattr(model, "image_size", None)
-        proc_img = getattr(dataset.vis_processor, "image_size", None)
-        if model_img is not None and proc_img is not None and int(model_img) != int(proc_img):
-            raise ConfigError(f"datasets.{name}.vis_processor.eval.image_size is {proc_img} but the model "
-                              f"takes {model_img}; set them equal (or leave the dataset's null).")
+        settings = settings.with_model(model)
         evaluator = VCREvaluator(model, dataset, settings)
         indices = list(range(len(dataset)))
-        chunks = [indices[i:i + settings.batch_size] for i in range(0, len(indices), settings.batch_size)]
-        log_name = f"{name}_{dataset.split}_{settings.mode}_{settings.fingerprint(dataset)}"
+        size = settings.batch_size_eval
+        chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
+        log_name = f"{name}_{split}_{settings.mode}_{fingerprint(settings, dataset.identity(), model)}"
         groups = run_resumable(chunks, lambda c: ",".join(dataset.items[i].key for i in c),
-                               evaluator.run_batch, output_dir, log_name,
-                               desc=f"VCR {dataset.split} ({settings.mode})")
+                               evaluator.run_batch, output_dir, log_name, desc=f"VCR {split} ({settings.mode})")
         rows = [row for group in groups for row in group]
         summary = summarize(rows)
         skipped = [s.to_dict() for s in dataset.skipped] + [
             {"key": r["key"], "where": r["where"], "reason": r["skipped"]} for r in rows if "skipped" in r]
-        prefix = f"{name}_{dataset.split}"
-        metrics: Dict[str, Any] = {f"{prefix}_{k}": v for k, v in summary["accuracy"].items()}
-        metrics.update({f"{prefix}_num_items": summary["num_items"], f"{prefix}_num_skipped": len(skipped),
-                        **{f"{prefix}_fallbacks_{k}": v for k, v in summary["fallbacks"].items()}})
+        metrics: Dict[str, Any] = dict(summary["accuracy"])
+        metrics.update({"num_items": summary["num_items"], "num_skipped": len(skipped),
+                        **{f"fallbacks_{k}": v for k, v in summary["fallbacks"].items()}})
         if dist_utils.is_main_process():
-            atomic_write_json(output_dir / f"{prefix}_{settings.mode}.json", {
-                "task": "vcr", "split": dataset.split, "annotation": dataset.annotation_path,
+            atomic_write_json(output_dir / f"{name}_{split}_{settings.mode}.json", {
+                "task": "vcr", "split": split, "annotation": dataset.annotation_path,
                 "mode": settings.mode,
                 "protocol": ("official: beam search, first integer of the output (default 1)"
                              if settings.mode == "generate" else
                              "ranking (addition, not the paper's protocol): lowest mean NLL of the "
                              f"choice {settings.ranking_target} as T5 target"),
-                "settings": asdict(settings),
+                "settings": settings.as_dict(),
                 **summary,
                 "skipped": skipped,
                 "predictions": rows,

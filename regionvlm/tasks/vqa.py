@@ -28,10 +28,7 @@ listed in the metrics file (the official script would refuse an incomplete resul
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -41,57 +38,43 @@ from regionvlm.common import dist_utils
 from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
-from regionvlm.datasets.datasets.vqa_datasets import VQAEvalDataset
-from regionvlm.tasks.base_task import BaseTask
-from regionvlm.tasks.eval_loop import clear_partials, finished_items, run_resumable
+from regionvlm.common.settings import setting
+from regionvlm.datasets.vqa_datasets import VQAEvalDataset
+from regionvlm.tasks.evaluation import (BatchEvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint,
+                                        pending_keys, run_resumable)
 from regionvlm.tasks.vqa_metrics import score_gqa, score_vqa
 
 DEFAULT_PROMPT = "Question: {} Short answer:"
 
 
 @dataclass(frozen=True)
-class VQASettings:
+class VQASettings(BatchEvalSettings):
     """Generation and batching settings of a VQA evaluation (from ``run:``)."""
 
-    num_beams: int = 5
-    max_len: int = 10
-    min_len: int = 1
-    prompt: str = DEFAULT_PROMPT
-    length_penalty: Optional[float] = None
-    batch_size: int = 16
-    num_workers: int = 4
+    batch_size_eval: int = setting(16, min=1, help="questions per model call")
+    num_beams: int = setting(5, min=1)
+    max_len: int = setting(10, min=1, help="new tokens")
+    min_len: int = setting(1, min=0)
+    prompt: str = setting(DEFAULT_PROMPT, help="T5 prompt; '{}' is replaced by the question")
+    length_penalty: Optional[float] = setting(None, help="unset: the model's default, -1 as in LAVIS")
+    inference_method: str = setting("generate", choices=("generate",), help="zero-shot VQA generates answers")
+
+    def validate(self, section: str) -> None:
+        if self.prompt and "{}" not in self.prompt:
+            raise ConfigError(f"`{section}.prompt` must contain '{{}}' where the question goes "
+                              f"(e.g. {DEFAULT_PROMPT!r}), got {self.prompt!r}.")
+        if self.min_len > self.max_len:
+            raise ConfigError(f"`{section}.min_len` ({self.min_len}) exceeds `{section}.max_len` ({self.max_len}).")
 
     @classmethod
     def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "VQASettings":
-        run_cfg = run_cfg or {}
-        method = run_cfg.get("inference_method", "generate")
-        if method != "generate":
-            raise ConfigError(f"run.inference_method '{method}' is not supported; zero-shot VQA generates "
-                              "answers (set run.inference_method: generate).")
+        """The settings alone (every other ``run:`` key is known to belong to the runner)."""
+        from regionvlm.runners.runner_base import RunnerSettings
 
-        def integer(key: str, default: int, minimum: int) -> int:
-            value = run_cfg.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"run.{key} must be an integer >= {minimum}, got {value!r}.")
-            return value
-
-        prompt = run_cfg.get("prompt", DEFAULT_PROMPT)
-        if not isinstance(prompt, str) or (prompt and "{}" not in prompt):
-            raise ConfigError(f"run.prompt must be a string with '{{}}' where the question goes "
-                              f"(e.g. {DEFAULT_PROMPT!r}), got {prompt!r}.")
-        length_penalty = run_cfg.get("length_penalty", None)
-        if length_penalty is not None and (isinstance(length_penalty, bool)
-                                           or not isinstance(length_penalty, (int, float))):
-            raise ConfigError(f"run.length_penalty must be a number, got {length_penalty!r}.")
-        settings = cls(num_beams=integer("num_beams", 5, 1), max_len=integer("max_len", 10, 1),
-                       min_len=integer("min_len", 1, 0), prompt=prompt,
-                       length_penalty=None if length_penalty is None else float(length_penalty),
-                       batch_size=integer("batch_size_eval", 16, 1), num_workers=integer("num_workers", 4, 0))
-        if settings.min_len > settings.max_len:
-            raise ConfigError(f"run.min_len ({settings.min_len}) exceeds run.max_len ({settings.max_len}).")
-        return settings
+        return cls.parse(run_cfg, "run", also_known=RunnerSettings.keys())
 
     def generation_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of ``model.predict_answers`` (LAVIS's names)."""
         kwargs: Dict[str, Any] = dict(num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len,
                                       prompt=self.prompt, inference_method="generate")
         if self.length_penalty is not None:
@@ -99,122 +82,48 @@ class VQASettings:
         return kwargs
 
 
-class BatchPrefetcher:
-    """Loads the images of the next batches in threads while the model works on this one.
-
-    ``order`` is the sequence of keys the loop will ask for; a key asked out of order is
-    loaded on the spot. Futures of batches passed over are dropped."""
-
-    def __init__(self, load, batches: Mapping[str, Sequence[int]], order: Sequence[str],
-                 workers: int, depth: int = 2) -> None:
-        self._load = load
-        self._batches = batches
-        self._order = list(order)
-        self._pos = {k: i for i, k in enumerate(self._order)}
-        self._depth = depth
-        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
-        self._futures: Dict[str, Future] = {}
-        self._next = 0
-
-    def get(self, key: str) -> Dict[str, Any]:
-        pos = self._pos.get(key)
-        if self._pool is None or pos is None:
-            return self._load(self._batches[key])
-        for stale in [k for k in self._futures if self._pos[k] < pos]:
-            self._futures.pop(stale).cancel()
-        self._next = max(self._next, pos)
-        while self._next < min(len(self._order), pos + 1 + self._depth):
-            k = self._order[self._next]
-            if k not in self._futures and self._next != pos:
-                self._futures[k] = self._pool.submit(self._load, self._batches[k])
-            self._next += 1
-        future = self._futures.pop(key, None)
-        return future.result() if future is not None else self._load(self._batches[key])
-
-    def close(self) -> None:
-        if self._pool is not None:
-            for f in self._futures.values():
-                f.cancel()
-            self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> "BatchPrefetcher":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def _batch_key(dataset: VQAEvalDataset, indices: Sequence[int]) -> str:
     return "|".join(str(dataset.items[i].question_id) for i in indices)
 
 
 @registry.register_task("vqa")
-class VQATask(BaseTask):
+class VQATask(EvalTask):
     """VQAv2 / OK-VQA: official VQA accuracy, per answer type and per question type."""
 
+    NAME = "vqa"
+    Settings = VQASettings
+    DATASET_TYPES = (VQAEvalDataset,)
+    HEADLINE = "accuracy"
     metric = "vqa"
 
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]],
-                 run_cfg: Any, output_dir: Path) -> Dict[str, float]:
-        settings = VQASettings.from_run_cfg(run_cfg)
-        jobs = self._select(datasets, (run_cfg or {}).get("test_splits", None))
-        was_training = model.training
-        model.eval()
-        metrics: Dict[str, float] = {}
-        try:
-            for name, split, dataset in jobs:
-                metrics.update(self.evaluate_split(model, dataset, name, split, settings, Path(output_dir)))
-        finally:
-            model.train(was_training)
-        if len(jobs) == 1:
-            name, split, _ = jobs[0]
-            metrics["agg_metrics"] = metrics[f"{name}_{split}/accuracy"]
-        return metrics
-
-    def _select(self, datasets: Mapping[str, Mapping[str, Any]], test_splits: Optional[Sequence[str]]):
-        wanted = None if test_splits is None else [str(s) for s in test_splits]
-        jobs = []
-        for name, splits in datasets.items():
-            for split, dataset in splits.items():
-                if wanted is not None and split not in wanted:
-                    continue
-                if not isinstance(dataset, VQAEvalDataset) or dataset.metric != self.metric:
-                    other = getattr(dataset, "metric", None)
-                    hint = f"set run.task: {other}" if other in ("vqa", "gqa") else "use a VQA dataset builder"
-                    raise ConfigError(f"dataset '{name}' ({split}) cannot be scored by task "
-                                      f"'{self.metric}': {hint}.")
-                jobs.append((name, split, dataset))
-        if not jobs:
-            have = {n: sorted(s) for n, s in datasets.items()}
-            raise ConfigError(f"no dataset split to evaluate: run.test_splits={wanted} but the datasets have {have}.")
+    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: VQASettings):
+        jobs = super().select(datasets, settings)
+        for name, split, dataset in jobs:
+            if dataset.metric != self.metric:
+                raise ConfigError(f"dataset '{name}' ({split}) cannot be scored by task '{self.metric}': "
+                                  f"set run.task: {dataset.metric}.")
         return jobs
 
     def evaluate_split(self, model: torch.nn.Module, dataset: VQAEvalDataset, name: str, split: str,
-                       settings: VQASettings, output_dir: Path) -> Dict[str, float]:
+                       settings: VQASettings, output_dir: Path) -> Dict[str, Any]:
         """Predict every question of one split (resumable, sharded), score, write the results."""
         if len(dataset) == 0:
             raise InputError(f"{name} ({split}) has no question to evaluate"
                              f"{f' ({len(dataset.skipped)} skipped for missing images)' if dataset.skipped else ''}.")
         lemmatized = bool(getattr(model, "apply_lemmatizer", False))
-        batches = dataset.batches(settings.batch_size)
+        batches = dataset.batches(settings.batch_size_eval)
         by_key = {_batch_key(dataset, b): b for b in batches}
         keys = list(by_key)
-        signature = json.dumps({**asdict(settings), "lemmatized": lemmatized, "n": len(dataset)}, sort_keys=True)
-        log_name = f"{name}_{split}_{hashlib.sha256(signature.encode()).hexdigest()[:10]}"
-        done = finished_items(output_dir, log_name)
-        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-        order = [k for k in keys[rank::world] if k not in done]
-        expected_size = getattr(model, "image_size", None)
+        identity = {**dataset.identity(), "lemmatized": lemmatized}
+        log_name = f"{name}_{split}_{fingerprint(settings, identity, model)}"
 
-        with BatchPrefetcher(dataset.load_batch, by_key, order, settings.num_workers) as prefetch:
+        def load(key: str) -> Dict[str, Any]:
+            return dataset.load_batch(by_key[key])
+
+        with Prefetcher(pending_keys(keys, output_dir, log_name), load, depth=2,
+                        workers=settings.num_workers) as prefetch:
             def process(key: str) -> List[str]:
-                samples = prefetch.get(key)
-                size = samples["image"].shape[-1]
-                if expected_size is not None and size != expected_size:
-                    raise ConfigError(f"images of {name} are processed to {size} px but the model expects "
-                                      f"{expected_size} px: set datasets.{name}.vis_processor.eval.image_size="
-                                      f"{expected_size}.")
-                answers = model.predict_answers(samples, **settings.generation_kwargs())
+                answers = model.predict_answers(prefetch.get(key), **settings.generation_kwargs())
                 if len(answers) != len(by_key[key]):
                     raise RuntimeError(f"the model returned {len(answers)} answers for {len(by_key[key])} questions.")
                 return [str(a) for a in answers]
@@ -229,7 +138,7 @@ class VQATask(BaseTask):
         if dist_utils.is_main_process():
             self.write_results(dataset, name, split, predictions, report, settings, lemmatized, output_dir)
         clear_partials(output_dir, log_name)
-        return self.flat_metrics(f"{name}_{split}", report, len(dataset.skipped))
+        return self.flat_metrics(report, len(dataset.skipped))
 
     # ------------------------------------------------------------------ scoring
     def score(self, dataset: VQAEvalDataset, predictions: Sequence[str]) -> Dict[str, Any]:
@@ -245,12 +154,12 @@ class VQATask(BaseTask):
         return {"question_id": item.question_id, "answer": prediction}
 
     @staticmethod
-    def flat_metrics(prefix: str, report: Mapping[str, Any], num_skipped: int) -> Dict[str, float]:
-        out = {f"{prefix}/accuracy": report["overall"]}
+    def flat_metrics(report: Mapping[str, Any], num_skipped: int) -> Dict[str, float]:
+        out = {"accuracy": report["overall"]}
         for answer_type, value in report.get("perAnswerType", {}).items():
-            out[f"{prefix}/accuracy/{answer_type}"] = value
-        out[f"{prefix}/num_questions"] = report["num_questions"]
-        out[f"{prefix}/num_skipped"] = num_skipped
+            out[f"accuracy/{answer_type}"] = value
+        out["num_questions"] = report["num_questions"]
+        out["num_skipped"] = num_skipped
         return out
 
     def write_results(self, dataset: VQAEvalDataset, name: str, split: str, predictions: Sequence[str],
@@ -261,7 +170,7 @@ class VQATask(BaseTask):
         summary = {k: v for k, v in report.items() if k != "per_question"}
         metrics = {"dataset": name, "split": split, "task": self.metric, **summary,
                    "num_skipped": len(dataset.skipped), "skipped": dataset.skipped,
-                   "settings": asdict(settings), "lemmatized_predictions": lemmatized}
+                   "settings": settings.as_dict(), "lemmatized_predictions": lemmatized}
         atomic_write_json(output_dir / f"{name}_{split}_predictions.json", records)
         atomic_write_json(output_dir / f"{name}_{split}_vqa_result.json",
                           [self.result_record(item, pred) for item, pred in zip(dataset.items, predictions)])
@@ -272,6 +181,7 @@ class VQATask(BaseTask):
 class GQATask(VQATask):
     """GQA: exact match of the normalized prediction with the stored answer (LAVIS's GQATask)."""
 
+    NAME = "gqa"
     metric = "gqa"
 
     def score(self, dataset: VQAEvalDataset, predictions: Sequence[str]) -> Dict[str, Any]:

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from regionvlm.common.errors import InputError
+from regionvlm.data.vqa import VQAReference, check_answers
 
 PUNCTUATION: Tuple[str, ...] = (
     ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
@@ -154,40 +155,16 @@ def process_human_answers(answers: Sequence[str]) -> List[str]:
     return answers
 
 
-def _check_answers(answers: Sequence[str], question_id: Any) -> List[str]:
-    if isinstance(answers, str):
-        raise InputError(f"question {question_id!r}: human answers must be a list of strings, "
-                         f"got the string {answers!r}.")
-    answers = list(answers)
-    if not answers:
-        raise InputError(f"question {question_id!r} has no human answers; VQA accuracy needs them "
-                         "(an annotated split must give every question its answers).")
-    bad = [a for a in answers if not isinstance(a, str)]
-    if bad:
-        raise InputError(f"question {question_id!r}: human answers must be strings, got {bad[:3]!r}.")
-    return answers
-
-
 def vqa_accuracy(prediction: str, answers: Sequence[str], question_id: Any = None) -> float:
     """Accuracy in [0, 1] of one prediction against its human answers (official algorithm)."""
     if not isinstance(prediction, str):
         raise InputError(f"question {question_id!r}: the prediction must be a string, got {prediction!r}.")
-    humans = process_human_answers(_check_answers(answers, question_id))
+    humans = process_human_answers(check_answers(answers, question_id))
     pred = normalize_vqa_prediction(prediction)
     matches = [h == pred for h in humans]
     total = sum(matches)
     # Leave-one-out over positions: the subset without answer i has total - matches[i] matches.
     return sum(min(1.0, (total - m) / 3.0) for m in matches) / len(humans)
-
-
-@dataclass(frozen=True)
-class VQAReference:
-    """What the official annotation file says about one question."""
-
-    question_id: Any
-    answers: Tuple[str, ...]
-    answer_type: Optional[str] = None
-    question_type: Optional[str] = None
 
 
 def _percent(values: Sequence[float]) -> float:
@@ -256,19 +233,3 @@ def score_gqa(predictions: Sequence[str], answers: Sequence[str],
     correct = sum(q["correct"] for q in per_question)
     return {"overall": 100.0 * correct / len(per_question), "num_questions": len(per_question),
             "per_question": per_question}
-
-
-def reference_from_official(annotation: Mapping[str, Any]) -> VQAReference:
-    """A :class:`VQAReference` from one entry of an official ``*_annotations.json``."""
-    answers = annotation.get("answers")
-    qid = annotation.get("question_id")
-    if not isinstance(answers, list):
-        raise InputError(f"annotation of question {qid!r} has no `answers` list.")
-    texts = []
-    for a in answers:
-        if not isinstance(a, Mapping) or not isinstance(a.get("answer"), str):
-            raise InputError(f"annotation of question {qid!r}: each answer must be "
-                             f"{{'answer': str, ...}}, got {a!r}.")
-        texts.append(a["answer"])
-    return VQAReference(qid, tuple(_check_answers(texts, qid)),
-                        annotation.get("answer_type"), annotation.get("question_type"))

@@ -43,72 +43,26 @@ mix) needs no web shards. The other builders use the same keys for their part:
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from regionvlm.common.errors import ConfigError
+from regionvlm.common.cli import echo
 from regionvlm.common.registry import registry
-from regionvlm.datasets.datasets.caption_datasets import (DEFAULT_NUM_POINTS, OFFICIAL_P_COCO, OFFICIAL_P_REGION,
-                                                          CocoCaptionDataset, MixedCaptionDataset,
-                                                          RegionCaptionDataset, WebCaptionDataset)
+from regionvlm.datasets.builders.base_builder import TRAIN_PROCESSORS, BaseDatasetBuilder
+from regionvlm.datasets.caption_datasets import (DEFAULT_NUM_POINTS, OFFICIAL_P_COCO, OFFICIAL_P_REGION,
+                                                 CocoCaptionDataset, MixedCaptionDataset, RegionCaptionDataset,
+                                                 WebCaptionDataset)
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION
 
-DEFAULT_SEED = 42
-PROCESSORS: Dict[str, Any] = {
-    "vis_processor": {"train": {"name": "region_image_train", "image_size": None}},
-    "text_processor": {"train": {"name": "blip_caption", "max_words": 50}},
-}
 REGION_KEYS: Dict[str, Any] = {
     "image_root": None, "num_points": DEFAULT_NUM_POINTS, "crop_max_fraction": DEFAULT_CROP_FRACTION,
-    "samples_per_image": 1, "seed": None,
+    "samples_per_image": 1, "seed": None, **TRAIN_PROCESSORS,
 }
 
 
-def _run_setting(key: str) -> Any:
-    """A value of the current run's configuration (``Config`` registers itself), if any."""
-    cfg = registry.get("configuration")
-    if cfg is None:
-        return None
-    return OmegaConf.select(cfg.config, key, default=None)
-
-
-class CaptionBuilderBase(ABC):
-    """Merges the section over :attr:`DEFAULTS`, builds processors, resolves the seed."""
-
-    name = ""
-    DEFAULTS: Dict[str, Any] = {}
-
-    def __init__(self, cfg: Optional[Mapping[str, Any]] = None):
-        user = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg or {}))
-        self.config = OmegaConf.merge(OmegaConf.create({**self.DEFAULTS, **PROCESSORS}), user)
-
-    @classmethod
-    def default_config_path(cls, type: str = "default") -> Optional[str]:
-        """No preset YAML: the defaults live in ``DEFAULTS`` (documented in the module)."""
-        return None
-
-    def setting(self, key: str) -> str:
-        return f"datasets.{self.name}.{key}"
-
-    def seed(self) -> int:
-        seed = self.config.get("seed")
-        if seed is None:
-            seed = _run_setting("run.seed")
-        seed = DEFAULT_SEED if seed is None else int(seed)
-        if seed < 0:
-            raise ConfigError(f"{self.setting('seed')} must be non-negative, got {seed}.")
-        return seed
-
-    def build_processors(self, split: str = "train"):
-        from regionvlm.processors import load_processor
-
-        vis = OmegaConf.to_container(OmegaConf.select(self.config, f"vis_processor.{split}"), resolve=True)
-        txt = OmegaConf.to_container(OmegaConf.select(self.config, f"text_processor.{split}"), resolve=True)
-        if vis.get("image_size") is None:
-            vis["image_size"] = int(_run_setting("model.image_size") or 364)
-        return load_processor(vis), load_processor(txt)
+class CaptionBuilderBase(BaseDatasetBuilder):
+    """Training caption builders: paths (a file or a list), the region dataset, a summary line."""
 
     def _paths(self, *keys: str):
         for key in keys:
@@ -124,42 +78,40 @@ class CaptionBuilderBase(ABC):
                                   crop_max_fraction=cfg.crop_max_fraction, samples_per_image=cfg.samples_per_image,
                                   seed=self.seed(), image_root=cfg.image_root, setting=setting,
                                   image_root_setting=self.setting("image_root"))
-        print(f"[{self.name}] {ds.ann.summary()}")
+        echo(f"[{self.NAME}] {ds.ann.summary()}")
         return ds
-
-    @abstractmethod
-    def build_datasets(self) -> Dict[str, Any]:
-        """``{"train": dataset}`` for this builder's section."""
 
 
 @registry.register_builder("localized_narratives")
 class LocalizedNarrativesBuilder(CaptionBuilderBase):
-    """Region captions from preprocessed Localized Narratives annotation file(s)."""
+    """Region captions from preprocessed Localized Narratives annotation file(s) (image or video)."""
 
-    name = "localized_narratives"
-    DEFAULTS = {"ann_paths": None, "region_ann": None, **REGION_KEYS}
+    NAME = "localized_narratives"
+    DEFAULTS = {"ann_paths": None, "region_ann": None, "split": "train", **REGION_KEYS}
 
     def build_datasets(self) -> Dict[str, Any]:
-        vis, txt = self.build_processors()
-        return {"train": self.region_dataset(vis, txt, "ann_paths", "region_ann")}
+        """``{split: dataset}``; ``split: val`` (with ``crop_max_fraction: 0``) makes a held-out
+        file an evaluation split of the ``region_captioning`` task."""
+        vis, txt = self.build_processors("train")
+        return {str(self.config.split): self.region_dataset(vis, txt, "ann_paths", "region_ann")}
 
 
 @registry.register_builder("visual_genome_regions")
 class VisualGenomeRegionsBuilder(LocalizedNarrativesBuilder):
     """Region captions from preprocessed Visual Genome boxes (same annotation shape)."""
 
-    name = "visual_genome_regions"
+    NAME = "visual_genome_regions"
 
 
 @registry.register_builder("coco_karpathy_caption")
 class CocoKarpathyCaptionBuilder(CaptionBuilderBase):
     """Global captions (empty region text) from LAVIS's coco_karpathy_train.json."""
 
-    name = "coco_karpathy_caption"
-    DEFAULTS = {"ann_paths": None, "image_root": None, "samples_per_image": 1, "seed": None}
+    NAME = "coco_karpathy_caption"
+    DEFAULTS = {"ann_paths": None, "image_root": None, "samples_per_image": 1, "seed": None, **TRAIN_PROCESSORS}
 
     def build_datasets(self) -> Dict[str, Any]:
-        vis, txt = self.build_processors()
+        vis, txt = self.build_processors("train")
         paths, setting = self._paths("ann_paths")
         return {"train": CocoCaptionDataset(paths or [], self.config.image_root, vis, txt,
                                             samples_per_image=self.config.samples_per_image, seed=self.seed(),
@@ -170,11 +122,12 @@ class CocoKarpathyCaptionBuilder(CaptionBuilderBase):
 class WebdatasetCaptionBuilder(CaptionBuilderBase):
     """Global captions streamed from webdataset tar shards (an IterableDataset)."""
 
-    name = "webdataset_caption"
-    DEFAULTS = {"shards": None, "shuffle_buffer": 0, "repeat": False, "samples_per_image": 1, "seed": None}
+    NAME = "webdataset_caption"
+    DEFAULTS = {"shards": None, "shuffle_buffer": 0, "repeat": False, "samples_per_image": 1, "seed": None,
+                **TRAIN_PROCESSORS}
 
     def build_datasets(self) -> Dict[str, Any]:
-        vis, txt = self.build_processors()
+        vis, txt = self.build_processors("train")
         shards, setting = self._paths("shards")
         cfg = self.config
         return {"train": WebCaptionDataset(shards or [], vis, txt, samples_per_image=cfg.samples_per_image,
@@ -186,14 +139,14 @@ class WebdatasetCaptionBuilder(CaptionBuilderBase):
 class RegionVLMMixBuilder(CaptionBuilderBase):
     """The official RegionVLM training mix (see the module docstring for the YAML)."""
 
-    name = "regionvlm_mix"
+    NAME = "regionvlm_mix"
     DEFAULTS = {"region_ann": None, **REGION_KEYS, "coco_ann": None, "coco_image_root": None,
                 "web_shards": None, "web_shuffle_buffer": 0, "p_region": OFFICIAL_P_REGION,
                 "p_coco": OFFICIAL_P_COCO, "region_prob_by_epoch": None, "epoch_length": None}
 
     def build_datasets(self) -> Dict[str, Any]:
         cfg = self.config
-        vis, txt = self.build_processors()
+        vis, txt = self.build_processors("train")
         seed = self.seed()
         schedule = OmegaConf.to_container(cfg.region_prob_by_epoch) if cfg.region_prob_by_epoch else None
         probs = [float(cfg.p_region), *[float(v) for v in (schedule or {}).values()]]

@@ -23,86 +23,13 @@ DIR/images and proposals DIR/proposals (each overridable).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
-
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from typing import Any, Dict, List
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
-from regionvlm.data.refer import DEFAULT_SPLIT_BY, SYNTHETIC, RISDataset, load_refer
-
-
-def _plain(cfg: Any) -> Dict[str, Any]:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
-
-
-class RISBuilder:
-    """Builds the queries of one or more splits of a refer-layout dataset."""
-
-    DATASET_NAME: str = ""
-    KEYS = ("data_root", "dataset_name", "splitBy", "split", "image_root", "proposals", "skip_missing",
-            "gt_mask", "vis_processor", "text_processor", "type")
-    EXTRA_KEYS: tuple = ()
-
-    def __init__(self, cfg: Optional[Mapping[str, Any]] = None):
-        self.config = _plain(cfg)
-
-    @classmethod
-    def default_config_path(cls, type: str = "default") -> Optional[str]:
-        return None  # defaults live in code (see the module docstring)
-
-    def _setting(self, key: str) -> str:
-        value = self.config.get(key)
-        if value in (None, ""):
-            raise ConfigError(f"datasets.{self.DATASET_NAME}.{key} is not set; it must point to "
-                              f"{_WHAT[key]} (see regionvlm/datasets/builders/ris_builder.py).")
-        return str(value)
-
-    def _paths(self) -> Dict[str, str]:
-        return {k: self._setting(k) for k in ("data_root", "image_root", "proposals")}
-
-    def _splits(self) -> List[str]:
-        split = self.config.get("split", "val")
-        splits = [split] if isinstance(split, str) else list(split or [])
-        if not splits or not all(isinstance(s, str) for s in splits):
-            raise ConfigError(f"datasets.{self.DATASET_NAME}.split must be a split name or a list, got {split!r}.")
-        return splits
-
-    def _processor(self, key: str) -> Any:
-        section = self.config.get(key)
-        if not section:
-            return None
-        from regionvlm.processors import load_processor
-
-        spec = section.get("eval", section) if isinstance(section, Mapping) else None
-        if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"datasets.{self.DATASET_NAME}.{key} must be {{eval: {{name: ...}}}}, got {section!r}.")
-        return load_processor(spec)
-
-    def build_datasets(self) -> Dict[str, RISDataset]:
-        unknown = sorted(set(self.config) - set(self.KEYS) - set(self.EXTRA_KEYS))
-        if unknown:
-            raise ConfigError(f"datasets.{self.DATASET_NAME}: unknown key(s) {unknown}; known: "
-                              f"{sorted(set(self.KEYS) | set(self.EXTRA_KEYS))}.")
-        name = self.config.get("dataset_name") or self.DATASET_NAME
-        if name != self.DATASET_NAME:
-            raise ConfigError(f"datasets.{self.DATASET_NAME}.dataset_name is '{name}'; list that dataset under "
-                              f"its own builder name instead (datasets: {{{name if name != SYNTHETIC else 'ris_synthetic'}: ...}}).")
-        split_by = str(self.config.get("splitBy") or DEFAULT_SPLIT_BY[name])
-        paths = self._paths()
-        skip = bool(self.config.get("skip_missing", False))
-        gt_rule = str(self.config.get("gt_mask", "official"))
-        vis, txt = self._processor("vis_processor"), self._processor("text_processor")
-        out: Dict[str, RISDataset] = {}
-        for split in self._splits():
-            refer = load_refer(paths["data_root"], name, split_by, split, gt_mask=gt_rule, skip_missing=skip)
-            out[split] = RISDataset(refer, paths["image_root"], paths["proposals"], skip, vis, txt)
-        return out
-
+from regionvlm.data.refer import DEFAULT_SPLIT_BY, GT_MASK_RULES, SYNTHETIC, load_refer
+from regionvlm.datasets.builders.base_builder import EVAL_PROCESSORS, BaseDatasetBuilder
+from regionvlm.datasets.ris_datasets import RISDataset
 
 _WHAT = {
     "data_root": "the folder holding <dataset>/refs(<splitBy>).p and <dataset>/instances.json (--data-root)",
@@ -111,29 +38,72 @@ _WHAT = {
 }
 
 
+class RISBuilder(BaseDatasetBuilder):
+    """Builds the queries of one or more splits of a refer-layout dataset."""
+
+    DEFAULTS: Dict[str, Any] = {"data_root": None, "dataset_name": None, "splitBy": None, "split": "val",
+                                "image_root": None, "proposals": None, "skip_missing": False,
+                                "gt_mask": "official", **EVAL_PROCESSORS}
+
+    def _path(self, key: str) -> str:
+        value = self.config.get(key)
+        if value in (None, ""):
+            raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
+        return str(value)
+
+    def paths(self) -> Dict[str, str]:
+        return {k: self._path(k) for k in ("data_root", "image_root", "proposals")}
+
+    def _splits(self) -> List[str]:
+        split = self.config.get("split", "val")
+        splits = [split] if isinstance(split, str) else list(split or [])
+        if not splits or not all(isinstance(s, str) for s in splits):
+            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {split!r}.")
+        return splits
+
+    def build_datasets(self) -> Dict[str, RISDataset]:
+        name = self.config.get("dataset_name") or self.NAME
+        if name != self.NAME:
+            builder = "ris_synthetic" if name == SYNTHETIC else name
+            raise ConfigError(f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
+                              f"builder name instead (datasets: {{{builder}: ...}}).")
+        gt_rule = str(self.config.get("gt_mask"))
+        if gt_rule not in GT_MASK_RULES:
+            raise ConfigError(f"`{self.setting('gt_mask')}` must be one of {list(GT_MASK_RULES)}, got {gt_rule!r}.")
+        split_by = str(self.config.get("splitBy") or DEFAULT_SPLIT_BY[name])
+        paths = self.paths()
+        skip = bool(self.config.get("skip_missing"))
+        vis, txt = self.build_processors("eval")
+        out: Dict[str, RISDataset] = {}
+        for split in self._splits():
+            refer = load_refer(paths["data_root"], name, split_by, split, gt_mask=gt_rule, skip_missing=skip)
+            out[split] = RISDataset(refer, paths["image_root"], paths["proposals"], skip, vis, txt)
+        return out
+
+
 @registry.register_builder("refcoco")
 class RefCOCOBuilder(RISBuilder):
-    DATASET_NAME = "refcoco"
+    NAME = "refcoco"
 
 
 @registry.register_builder("refcoco+")
 class RefCOCOPlusBuilder(RISBuilder):
-    DATASET_NAME = "refcoco+"
+    NAME = "refcoco+"
 
 
 @registry.register_builder("refcocog")
 class RefCOCOgBuilder(RISBuilder):
-    DATASET_NAME = "refcocog"
+    NAME = "refcocog"
 
 
 @registry.register_builder("ris_synthetic")
 class SyntheticRISBuilder(RISBuilder):
     """The synthetic world: ``world: DIR`` fills data_root/image_root/proposals."""
 
-    DATASET_NAME = SYNTHETIC
-    EXTRA_KEYS = ("world",)
+    NAME = SYNTHETIC
+    DEFAULTS = {**RISBuilder.DEFAULTS, "world": None}
 
-    def _paths(self) -> Dict[str, str]:
+    def paths(self) -> Dict[str, str]:
         world = self.config.get("world")
         if world:
             base = Path(str(world)).expanduser()
@@ -141,4 +111,4 @@ class SyntheticRISBuilder(RISBuilder):
             for key, value in defaults.items():
                 if self.config.get(key) in (None, ""):
                     self.config[key] = str(value)
-        return super()._paths()
+        return super().paths()

@@ -43,21 +43,21 @@ user's entry when the builder is created; splits the user lists under
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
-from regionvlm.datasets.datasets.vqa_datasets import (
-    VQAEvalDataset, attach_official_references, check_images, read_gqa_questions,
-    read_lavis_vqa_questions, read_official_references,
-)
+from regionvlm.data.vqa import (attach_official_references, check_images, read_gqa_questions,
+                                read_lavis_vqa_questions, read_official_references)
+from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder
+from regionvlm.datasets.vqa_datasets import VQAEvalDataset
 
 DATA_ROOT = "${oc.env:REGIONVLM_DATA,data}"
 
 _PROCESSORS = {
-    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": 364}},
+    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
     "text_processor": {"eval": {"name": "blip_question"}},
 }
 
@@ -73,41 +73,18 @@ def _vqa_defaults(folder: str, split: str, files: List[str]) -> Dict[str, Any]:
     }
 
 
-class VQAEvalBuilder:
+class VQAEvalBuilder(BaseDatasetBuilder):
     """Builds the evaluation splits named under ``build_info.annotations``."""
 
-    name = ""
     metric = "vqa"
-    DEFAULTS: Dict[str, Dict[str, Any]] = {}
 
-    def __init__(self, cfg: Optional[Any] = None) -> None:
-        user = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg or {})
-        dtype = user.get("type", None) or "default"
-        if dtype not in self.DEFAULTS:
-            raise ConfigError(f"datasets.{self.name}.type '{dtype}' is unknown; available: {sorted(self.DEFAULTS)}.")
-        self.config = OmegaConf.merge(OmegaConf.create(self.DEFAULTS[dtype]), user)
-        user_splits = OmegaConf.select(user, "build_info.annotations", default=None)
-        if user_splits is not None:  # the user's splits replace the default ones, not add to them
-            self.config.build_info.annotations = user_splits
-
-    @classmethod
-    def default_config_path(cls, type: str = "default") -> None:  # noqa: A002 (LAVIS's name)
-        """No YAML: the defaults are in ``DEFAULTS`` and merged in ``__init__``."""
-        return None
-
-    def _setting(self, *keys: str) -> str:
-        return ".".join(("datasets", self.name) + keys)
-
-    def build_processors(self):
-        from regionvlm.processors import load_processor
-
-        procs = []
-        for key in ("vis_processor", "text_processor"):
-            section = self.config.get(key, None)
-            if section is None or section.get("eval", None) is None:
-                raise ConfigError(f"`{self._setting(key, 'eval')}` is missing (e.g. {_PROCESSORS[key]['eval']}).")
-            procs.append(load_processor(section.eval))
-        return procs
+    def merge_user_sections(self, merged: DictConfig, user: Mapping[str, Any]) -> DictConfig:
+        """The user's splits replace the default split instead of adding to it."""
+        user_splits = OmegaConf.select(OmegaConf.create(dict(user)), "build_info.annotations", default=None)
+        if user_splits is not None:
+            merged.build_info.annotations = user_splits
+        merged = OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
+        return merged
 
     def _storage(self, split: str) -> List[str]:
         ann = self.config.build_info.annotations[split]
@@ -115,31 +92,31 @@ class VQAEvalBuilder:
         if isinstance(storage, str):
             storage = [storage]
         if not isinstance(storage, (list, ListConfig)) or not storage:
-            raise ConfigError(f"`{self._setting('build_info', 'annotations', split, 'storage')}` must list the "
+            raise ConfigError(f"`{self.setting('build_info', 'annotations', split, 'storage')}` must list the "
                               "annotation file(s) of that split.")
         return [str(s) for s in storage]
 
     def build_datasets(self) -> Dict[str, VQAEvalDataset]:
         build_info = self.config.get("build_info", None)
         if build_info is None or not build_info.get("annotations", None):
-            raise ConfigError(f"`{self._setting('build_info', 'annotations')}` lists no split.")
+            raise ConfigError(f"`{self.setting('build_info', 'annotations')}` lists no split.")
         images = build_info.get("images", None)
         vis_root = images.get("storage", None) if images is not None else None
         if not vis_root:
-            raise ConfigError(f"`{self._setting('build_info', 'images', 'storage')}` (the image folder) is not set.")
-        vis_processor, text_processor = self.build_processors()
+            raise ConfigError(f"`{self.setting('build_info', 'images', 'storage')}` (the image folder) is not set.")
+        vis_processor, text_processor = self.build_processors("eval")
         out = {}
         for split in build_info.annotations:
             items = self.read_split(split, self._storage(split))
             items, skipped = check_images(items, vis_root, bool(self.config.get("skip_missing_images", False)),
-                                          self._setting("build_info", "images", "storage"),
-                                          self._setting("skip_missing_images"))
+                                          self.setting("build_info", "images", "storage"),
+                                          self.setting("skip_missing_images"))
             out[split] = VQAEvalDataset(items, vis_root, vis_processor, text_processor, self.metric,
-                                        self.name, split, skipped)
+                                        self.NAME, split, skipped)
         return out
 
     def read_split(self, split: str, storage: List[str]):
-        setting = self._setting("build_info", "annotations", split, "storage")
+        setting = self.setting("build_info", "annotations", split, "storage")
         if len(storage) >= 4:
             items = read_lavis_vqa_questions(storage[0], need_answers=False, setting=setting)
             question_ids, refs = read_official_references(storage[2], storage[3], setting)
@@ -154,27 +131,27 @@ class VQAEvalBuilder:
 class COCOVQABuilder(VQAEvalBuilder):
     """VQAv2 (val) in LAVIS's ``coco_vqa`` layout."""
 
-    name = "coco_vqa"
+    NAME = "coco_vqa"
     _FILES = ["vqa_val_eval.json", "answer_list.json", "v2_OpenEnded_mscoco_val2014_questions.json",
               "v2_mscoco_val2014_annotations.json"]
-    DEFAULTS = {"default": _vqa_defaults("coco", "val", _FILES), "eval": _vqa_defaults("coco", "val", _FILES)}
+    TYPES = {"default": _vqa_defaults("coco", "val", _FILES), "eval": _vqa_defaults("coco", "val", _FILES)}
 
 
 @registry.register_builder("vqav2")
 class VQAv2Builder(COCOVQABuilder):
     """The same as ``coco_vqa`` under the benchmark's own name."""
 
-    name = "vqav2"
+    NAME = "vqav2"
 
 
 @registry.register_builder("ok_vqa")
 class OKVQABuilder(VQAEvalBuilder):
     """OK-VQA (test = the COCO val2014 questions) in LAVIS's ``ok_vqa`` layout."""
 
-    name = "ok_vqa"
+    NAME = "ok_vqa"
     _FILES = ["vqa_val_eval.json", "answer_list.json", "OpenEnded_mscoco_val2014_questions.json",
               "mscoco_val2014_annotations.json"]
-    DEFAULTS = {"default": _vqa_defaults("okvqa", "test", _FILES)}
+    TYPES = {"default": _vqa_defaults("okvqa", "test", _FILES)}
 
 
 _GQA = {
@@ -191,9 +168,9 @@ _GQA = {
 class GQABuilder(VQAEvalBuilder):
     """GQA balanced test-dev (LAVIS calls this split ``val``), scored by exact match."""
 
-    name = "gqa"
+    NAME = "gqa"
     metric = "gqa"
-    DEFAULTS = {"default": _GQA, "balanced_testdev": _GQA}
+    TYPES = {"default": _GQA, "balanced_testdev": _GQA}
 
     def read_split(self, split: str, storage: List[str]):
-        return read_gqa_questions(storage[0], self._setting("build_info", "annotations", split, "storage"))
+        return read_gqa_questions(storage[0], self.setting("build_info", "annotations", split, "storage"))

@@ -37,8 +37,8 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
-from regionvlm.datasets.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
-from regionvlm.datasets.datasets.web_captions import WebCaptionStream
+from regionvlm.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
+from regionvlm.datasets.web_captions import WebCaptionStream
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, region_text, sample_crop
 
 Processor = Callable[[Any], Any]

@@ -1,7 +1,6 @@
-"""Evaluation datasets for zero-shot VQA: VQAv2 val, OK-VQA test, GQA balanced test-dev.
-
-Files are read in the layouts LAVIS/BLIP users already have (the builders in
-``regionvlm.datasets.builders.vqa_builder`` say which file goes where):
+"""VQA file formats: LAVIS's question lists, the official VQA question/annotation files and
+GQA's question files, read into :class:`VQAItem` / :class:`VQAReference` with every entry
+checked (the error names the file, the entry and the expected layout).
 
 * LAVIS question list (``vqa_val_eval.json`` of VQAv2 and OK-VQA): a JSON list of
   ``{"question_id": 262148000, "question": "...", "image": "val2014/COCO_val2014_000000262148.jpg",
@@ -13,25 +12,15 @@ Files are read in the layouts LAVIS/BLIP users already have (the builders in
 * GQA: LAVIS's ``testdev_balanced_questions.json`` (a list of ``{"question_id", "question",
   "image": "n161313.jpg", "answer"}``) or the original GQA file of the same name (a dict
   ``{question_id: {"imageId", "question", "answer", ...}}``; images are ``<imageId>.jpg``).
-
-Every image is checked before evaluation starts, so a missing file stops the run at
-once, not hours later; ``skip_missing_images`` instead drops those questions and keeps
-the list (it ends up in the results). Items sharing an image are batched together and
-each image of a batch is decoded once (``batches`` / ``load_batch``).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
-
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from regionvlm.common.errors import InputError, MissingFileError
-from regionvlm.tasks.vqa_metrics import VQAReference, reference_from_official
+from regionvlm.common.io import read_json
 
 QuestionId = Union[int, str]
 
@@ -48,18 +37,57 @@ GQA_LAYOUT = ('a JSON list of {"question_id": ..., "question": ..., "image": "n1
               '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}')
 
 
-def load_json(path: Union[str, Path], what: str, layout: str, setting: str) -> Any:
-    """Parse a JSON file; a missing or malformed file stops with its path and expected layout."""
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise MissingFileError(f"{what} not found at '{p}'. Expected {layout}. "
-                               f"Put the file there or point `{setting}` to it.")
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} '{p}' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                         f"{exc.msg}). Expected {layout}.") from None
+def check_answers(answers: Sequence[str], question_id: Any) -> List[str]:
+    if isinstance(answers, str):
+        raise InputError(f"question {question_id!r}: human answers must be a list of strings, "
+                         f"got the string {answers!r}.")
+    answers = list(answers)
+    if not answers:
+        raise InputError(f"question {question_id!r} has no human answers; VQA accuracy needs them "
+                         "(an annotated split must give every question its answers).")
+    bad = [a for a in answers if not isinstance(a, str)]
+    if bad:
+        raise InputError(f"question {question_id!r}: human answers must be strings, got {bad[:3]!r}.")
+    return answers
+
+
+@dataclass(frozen=True)
+class VQAReference:
+    """What the official annotation file says about one question."""
+
+    question_id: Any
+    answers: Tuple[str, ...]
+    answer_type: Optional[str] = None
+    question_type: Optional[str] = None
+
+
+def reference_from_official(annotation: Mapping[str, Any]) -> VQAReference:
+    """A :class:`VQAReference` from one entry of an official ``*_annotations.json``."""
+    answers = annotation.get("answers")
+    qid = annotation.get("question_id")
+    if not isinstance(answers, list):
+        raise InputError(f"annotation of question {qid!r} has no `answers` list.")
+    texts = []
+    for a in answers:
+        if not isinstance(a, Mapping) or not isinstance(a.get("answer"), str):
+            raise InputError(f"annotation of question {qid!r}: each answer must be "
+                             f"{{'answer': str, ...}}, got {a!r}.")
+        texts.append(a["answer"])
+    return VQAReference(qid, tuple(check_answers(texts, qid)),
+                        annotation.get("answer_type"), annotation.get("question_type"))
+
+
+LAVIS_VQA_LAYOUT = ('a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
+                    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
+                    "(LAVIS's vqa_val_eval.json)")
+OFFICIAL_QUESTIONS_LAYOUT = ('{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
+                             "(official OpenEnded_mscoco_val2014_questions.json)")
+OFFICIAL_ANNOTATIONS_LAYOUT = ('{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
+                               '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
+                               "(official mscoco_val2014_annotations.json)")
+GQA_LAYOUT = ('a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
+              "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
+              '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}')
 
 
 @dataclass(frozen=True)
@@ -94,7 +122,7 @@ def _unique_ids(items: Sequence[VQAItem], path: Path) -> None:
 
 def read_lavis_vqa_questions(path: Union[str, Path], need_answers: bool, setting: str) -> List[VQAItem]:
     """Questions of a LAVIS ``vqa_*_eval.json``; ``need_answers``: each must have human answers."""
-    data = load_json(path, "VQA question file", LAVIS_VQA_LAYOUT, setting)
+    data = read_json(path, "VQA question file", setting, LAVIS_VQA_LAYOUT)
     if not isinstance(data, list):
         raise InputError(f"'{path}' holds a {type(data).__name__}; expected {LAVIS_VQA_LAYOUT}.")
     items = []
@@ -120,14 +148,14 @@ def read_lavis_vqa_questions(path: Union[str, Path], need_answers: bool, setting
 def read_official_references(questions_path: Union[str, Path], annotations_path: Union[str, Path],
                              setting: str) -> Tuple[set, Dict[QuestionId, VQAReference]]:
     """Question ids of the official question file, and the scoring reference of each annotation."""
-    questions = load_json(questions_path, "official VQA question file", OFFICIAL_QUESTIONS_LAYOUT, setting)
+    questions = read_json(questions_path, "official VQA question file", setting, OFFICIAL_QUESTIONS_LAYOUT)
     if not isinstance(questions, Mapping) or not isinstance(questions.get("questions"), list):
         raise InputError(f"'{questions_path}' has no `questions` list; expected {OFFICIAL_QUESTIONS_LAYOUT}.")
     question_ids = set()
     for i, q in enumerate(questions["questions"]):
         question_ids.add(_field(q, "question_id", (int, str), f"'{questions_path}' question {i}",
                                 OFFICIAL_QUESTIONS_LAYOUT))
-    annotations = load_json(annotations_path, "official VQA annotation file", OFFICIAL_ANNOTATIONS_LAYOUT, setting)
+    annotations = read_json(annotations_path, "official VQA annotation file", setting, OFFICIAL_ANNOTATIONS_LAYOUT)
     if not isinstance(annotations, Mapping) or not isinstance(annotations.get("annotations"), list):
         raise InputError(f"'{annotations_path}' has no `annotations` list; expected {OFFICIAL_ANNOTATIONS_LAYOUT}.")
     refs: Dict[QuestionId, VQAReference] = {}
@@ -165,7 +193,7 @@ def attach_official_references(items: Sequence[VQAItem], question_ids: set,
 
 def read_gqa_questions(path: Union[str, Path], setting: str) -> List[VQAItem]:
     """GQA questions with their answer (LAVIS list layout or the original GQA dict)."""
-    data = load_json(path, "GQA question file", GQA_LAYOUT, setting)
+    data = read_json(path, "GQA question file", setting, GQA_LAYOUT)
     if isinstance(data, Mapping):  # original GQA release: {qid: {"imageId", "question", "answer"}}
         entries = []
         for qid, entry in data.items():
@@ -211,74 +239,3 @@ def check_images(items: Sequence[VQAItem], vis_root: Union[str, Path], skip_miss
     kept = [it for it in items if exists[it.image]]
     skipped = [{"question_id": it.question_id, "image": str(root / it.image)} for it in items if not exists[it.image]]
     return kept, skipped
-
-
-class VQAEvalDataset(Dataset):
-    """Questions of one split with their references; ``metric`` is "vqa" or "gqa"."""
-
-    def __init__(self, items: Sequence[VQAItem], vis_root: Union[str, Path],
-                 vis_processor: Callable[[Image.Image], torch.Tensor], text_processor: Callable[[str], str],
-                 metric: str, name: str = "", split: str = "",
-                 skipped: Sequence[Dict[str, Any]] = ()) -> None:
-        if metric not in ("vqa", "gqa"):
-            raise ValueError(f"metric must be 'vqa' or 'gqa', got {metric!r}.")
-        self.items = list(items)
-        self.vis_root = Path(str(vis_root)).expanduser()
-        self.vis_processor = vis_processor
-        self.text_processor = text_processor
-        self.metric = metric
-        self.name = name
-        self.split = split
-        self.skipped = list(skipped)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def load_image(self, relative: str) -> torch.Tensor:
-        path = self.vis_root / relative
-        try:
-            with Image.open(path) as img:
-                return self.vis_processor(img.convert("RGB"))
-        except FileNotFoundError:
-            raise MissingFileError(f"image '{path}' disappeared during evaluation.") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"cannot read image '{path}': {exc}. Replace the file or skip it.") from None
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        item = self.items[index]
-        return {"image": self.load_image(item.image), "text_input": self.text_processor(item.question),
-                "question_id": item.question_id, "index": index}
-
-    @staticmethod
-    def collater(samples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-        """Stack images; keep question ids as a list (GQA ids may be strings)."""
-        return {"image": torch.stack([s["image"] for s in samples]),
-                "text_input": [s["text_input"] for s in samples],
-                "question_id": [s["question_id"] for s in samples],
-                "index": [s["index"] for s in samples]}
-
-    def batches(self, batch_size: int) -> List[List[int]]:
-        """Item indices in batches of ``batch_size``, ordered by image so that the questions on
-        one image share a batch (and its image is decoded and encoded once)."""
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}.")
-        order = sorted(range(len(self.items)), key=lambda i: (self.items[i].image, i))
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-    def load_batch(self, indices: Sequence[int]) -> Dict[str, Any]:
-        """Model input for some items: each distinct image once, ``image_index`` maps questions to images."""
-        slot: Dict[str, int] = {}
-        images = []
-        image_index = []
-        for i in indices:
-            name = self.items[i].image
-            if name not in slot:
-                slot[name] = len(images)
-                images.append(self.load_image(name))
-            image_index.append(slot[name])
-        return {"image": torch.stack(images), "image_index": image_index,
-                "text_input": [self.text_processor(self.items[i].question) for i in indices],
-                "question_id": [self.items[i].question_id for i in indices], "index": list(indices)}
-
-    def references(self) -> List[VQAReference]:
-        return [VQAReference(it.question_id, it.answers, it.answer_type, it.question_type) for it in self.items]

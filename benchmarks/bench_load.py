@@ -1,0 +1,161 @@
+"""Measure loading the real-size model from its weight files on this machine.
+
+    python benchmarks/make_fullsize_weights.py --out /tmp/regionvlm_fullsize   # once: ~17 GB of stand-ins
+    python benchmarks/bench_load.py --weights /tmp/regionvlm_fullsize               # fp32 (default)
+    python benchmarks/bench_load.py --weights /tmp/regionvlm_fullsize --dtype bf16  # frozen towers in bf16
+
+First the files the preset reads are read once with plain reads (twice: the second pass is
+the warm-page-cache figure), then a fresh Python process runs
+``load_model_and_preprocess("regionvlm_t5", PRESET, weights=...)`` and reports its wall time and
+peak RSS (``ru_maxrss``). Printed: both times, peak RSS, the loaded model's bytes, and the two
+ratios the loader is held to: peak RSS / model bytes (goal <= 1.15) and load time / read time
+(goal <= 2). ``--dtype bf16`` asks the loader for bf16 ViT and T5 weights (Q-Former, queries,
+``ln_vision`` and ``t5_proj`` stay fp32).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+PRESET_FILES = {"flant5xl": ("eva_vit", "t5", "regionvlm"),
+                "pretrain_flant5xl": ("eva_vit", "t5", "bert", "blip2"),
+                "tiny": ("eva_vit", "t5", "regionvlm")}  # for files written with --smoke
+LAYOUT = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "bert": "bert-base-uncased",
+          "blip2": "blip2_pretrained_flant5xl.pth", "regionvlm": "ckpoint_RegionVLM.pth"}
+BF16_TOWERS = {"vision encoder": "bf16", "T5": "bf16"}
+
+
+def weight_paths(weights: Path, preset: str) -> Dict[str, str]:
+    return {setting: str(weights / LAYOUT[setting]) for setting in PRESET_FILES[preset]}
+
+
+def files_of(paths: Dict[str, str]) -> List[Path]:
+    """Every file the loader opens for these settings (a directory: its index and shards)."""
+    from regionvlm.models.weights import hf_directory
+
+    out: List[Path] = []
+    for p in map(Path, paths.values()):
+        if p.is_dir():
+            d = hf_directory(p)
+            out += ([d.index] if d.index else []) + d.files
+        else:
+            out.append(p)
+    return out
+
+
+def read_once(files: List[Path], chunk: int = 64 << 20) -> float:
+    """Seconds to read every byte of ``files`` once with plain reads."""
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    start = time.perf_counter()
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(view):
+                pass
+    return time.perf_counter() - start
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(weights: Path, preset: str, dtype: str) -> Dict[str, object]:
+    """Runs in the fresh process: the user-facing load, timed, with its peak RSS."""
+    import functools
+    import importlib
+
+    from regionvlm import load_model_and_preprocess
+    from regionvlm.models import weights as weight_io
+    from regionvlm.models.regionvlm_t5 import RegionVLMT5
+
+    start = time.perf_counter()
+    importlib.import_module("transformers.models.t5.modeling_t5")  # the slowest import, timed apart
+
+    import_s = time.perf_counter() - start
+    overrides = {}
+    if dtype == "bf16":
+        # the loader reads ViT and T5 straight into bf16; the model's "bf16" precision policy then
+        # keeps them so (the default policy on CPU would cast them back to fp32)
+        RegionVLMT5.load_weights = functools.partialmethod(RegionVLMT5.load_weights, dtypes=BF16_TOWERS)
+        overrides["precision"] = "bf16"
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    model, _, _ = load_model_and_preprocess("regionvlm_t5", preset, is_eval=True, load_pretrained=True,
+                                            weights=weight_paths(weights, preset), **overrides)
+    load_s = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        raise RuntimeError("a tensor was left on the meta device")
+    report = model.load_report
+    return {"import_s": import_s, "load_s": load_s, "plan_s": report.plan_seconds, "peak_rss": peak, "rss_before_load": rss_before,
+            "model_bytes": weight_io.state_bytes(model), "loader_read_bytes": report.bytes_read,
+            "loader_read_s": report.seconds, "dtypes": weight_io.group_dtypes(model),
+            "parameters": sum(p.numel() for p in model.parameters()), "report": str(report)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", required=True, type=Path, help="folder written by make_fullsize_weights.py")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--preset", choices=sorted(PRESET_FILES), default="flant5xl")
+    p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help="run even if free memory looks too small")
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.weights, args.preset, args.dtype)))
+        return 0
+
+    files = files_of(weight_paths(args.weights, args.preset))
+    file_bytes = sum(f.stat().st_size for f in files)
+    need = int(file_bytes * (1.2 if args.dtype == "fp32" else 0.65))
+    if mem_available() < need and not args.force:
+        print(f"only {mem_available() / 2**30:.1f} GiB available, the load needs about {need / 2**30:.1f} GiB; "
+              "free memory or pass --force", file=sys.stderr)
+        return 2
+    first = read_once(files)
+    warm = read_once(files)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--weights", str(args.weights),
+           "--dtype", args.dtype, "--preset", args.preset]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    process_s = time.perf_counter() - start
+    if proc.returncode:
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = {"preset": args.preset, "dtype": args.dtype, "files": [str(f) for f in files], "file_bytes": file_bytes,
+           "read_s_first": first, "read_s_warm": warm, "process_s": process_s, **r,
+           "rss_ratio": r["peak_rss"] / r["model_bytes"], "time_ratio": r["load_s"] / warm}
+    print(r["report"])
+    print(f"preset {args.preset}, {args.dtype}: {r['parameters'] / 1e9:.3f} B parameters, dtypes {r['dtypes']}")
+    print(f"files read once          {file_bytes / 1e9:6.2f} GB  {first:6.1f} s (first pass), "
+          f"{warm:6.1f} s (warm)")
+    print(f"load_model_and_preprocess {r['load_s']:6.1f} s  (checking the files {r['plan_s']:.1f} s, reading "
+          f"{r['loader_read_bytes'] / 1e9:.2f} GB {r['loader_read_s']:.1f} s; imports before it {r['import_s']:.1f} s, "
+          f"whole process {process_s:.1f} s)")
+    print(f"peak RSS {r['peak_rss'] / 1e9:6.2f} GB (after imports {r['rss_before_load'] / 1e9:.2f} GB), "
+          f"model {r['model_bytes'] / 1e9:6.2f} GB")
+    print(f"ratios: peak RSS / model bytes = {out['rss_ratio']:.3f} (goal <= 1.15), "
+          f"load time / warm read time = {out['time_ratio']:.2f} (goal <= 2)")
+    if args.json:
+        from regionvlm.common.io import atomic_write_json
+
+        atomic_write_json(args.json, {k: v for k, v in out.items() if k != "report"}, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The proposal-file format of zero-shot RIS: one JSON file per image holding its candidate
+masks as COCO RLE, in proposal order (written by ``python -m regionvlm.proposals``).
+
+``<dir>/<image name without its image extension>.json`` holds
+``{"format": "regionvlm-proposals", "version": 1, "image", "height", "width", "source",
+"masks": [{"segmentation": COCO RLE, "score", "area", "bbox": [x, y, w, h], ...}]}``.
+``score`` is SAM's predicted IoU (``null`` for imported PNG masks). Reading validates every
+record (size, RLE decodability, area) and names the file when something is wrong.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.common.io import atomic_write_text
+
+FORMAT = "regionvlm-proposals"
+VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def proposal_path(out_dir: str | Path, image_name: str) -> Path:
+    """Where the proposals of ``image_name`` (an image file name relative to the image root,
+    e.g. ``COCO_train2014_000000000009.jpg``, or its stem) live: the name with an image
+    extension removed, plus ``.json``; sub-folders are kept."""
+    name = PurePosixPath(str(image_name).replace("\\", "/"))
+    if not name.parts or name.is_absolute() or ".." in name.parts:
+        raise InputError(f"image name '{image_name}' must be a relative path inside the image root.")
+    if name.suffix.lower() in IMAGE_EXTENSIONS:
+        name = name.with_suffix("")
+    return Path(out_dir).joinpath(*name.parts[:-1], name.name + ".json")
+
+
+def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
+    """Bool (H, W) -> JSON-ready COCO RLE record with area and XYWH box."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
+
+
+def write_proposal_file(path: Path, image_name: str, height: int, width: int,
+                        records: Sequence[Mapping[str, Any]], source: Mapping[str, Any]) -> Path:
+    """Write one image's records atomically (a killed run never leaves half a file)."""
+    for i, rec in enumerate(records):
+        size = list(rec["segmentation"]["size"])
+        if size != [height, width]:
+            raise InputError(f"{image_name}: mask {i} has size {size}, the image is {[height, width]}.")
+    doc = {"format": FORMAT, "version": VERSION, "image": str(image_name), "height": int(height),
+           "width": int(width), "source": dict(source), "masks": [dict(r) for r in records]}
+    atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
+    return path
+
+
+def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[np.ndarray],
+                         scores: Sequence[Optional[float]],
+                         image_size: Optional[Tuple[int, int]] = None,
+                         source: Optional[Mapping[str, Any]] = None) -> Path:
+    """Store ``masks`` (bool H x W, in proposal order) and their ``scores`` for one image.
+
+    ``image_size=(height, width)`` is needed only when ``masks`` is empty. Returns the file."""
+    if len(masks) != len(scores):
+        raise InputError(f"{image_name}: {len(masks)} masks but {len(scores)} scores.")
+    arrays = [np.asarray(m) for m in masks]
+    if arrays:
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1 or arrays[0].ndim != 2:
+            raise InputError(f"{image_name}: masks must be 2-D and of one size, got shapes {sorted(shapes)}.")
+        height, width = arrays[0].shape
+        if image_size is not None and tuple(image_size) != (height, width):
+            raise InputError(f"{image_name}: masks are {height}x{width} but image_size is {tuple(image_size)}.")
+    elif image_size is None:
+        raise InputError(f"{image_name}: no masks; pass image_size=(height, width) to record an empty set.")
+    else:
+        height, width = (int(v) for v in image_size)
+    records = []
+    for a, score in zip(arrays, scores):
+        rec = encode_mask(a > 0 if a.dtype != bool else a)
+        rec["score"] = None if score is None else float(score)
+        records.append(rec)
+    return write_proposal_file(proposal_path(out_dir, image_name), image_name, height, width, records,
+                               source or {"writer": "save_image_proposals"})
+
+
+class ProposalSet:
+    """One image's proposals; masks are decoded on first use (C-ordered bool arrays), areas
+    come straight from the RLE, so filtering by area decodes nothing."""
+
+    def __init__(self, rles: List[Dict[str, Any]], scores: List[Optional[float]], height: int, width: int,
+                 path: Optional[Path] = None, masks: Optional[List[np.ndarray]] = None):
+        self.rles, self.scores = rles, scores
+        self.height, self.width, self.path = int(height), int(width), path
+        self._masks: Dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
+        if masks is not None:
+            self.areas = np.array([int(m.sum()) for m in masks], dtype=np.int64)
+        else:
+            from pycocotools import mask as mask_utils
+
+            self.areas = np.asarray(mask_utils.area(rles), dtype=np.int64).reshape(-1) if rles else np.zeros(0, np.int64)
+
+    @classmethod
+    def from_masks(cls, masks: Sequence[np.ndarray], scores: Optional[Sequence[Optional[float]]] = None
+                   ) -> "ProposalSet":
+        """In-memory proposals (tests, interactive use)."""
+        arrays = [np.ascontiguousarray(np.asarray(m) > 0) for m in masks]
+        if not arrays:
+            raise InputError("from_masks needs at least one mask (use the file format for empty sets).")
+        h, w = arrays[0].shape
+        if any(a.shape != (h, w) for a in arrays):
+            raise InputError("all proposal masks must have the same size.")
+        return cls([], list(scores) if scores is not None else [None] * len(arrays), h, w, masks=arrays)
+
+    def __len__(self) -> int:
+        return len(self.areas)
+
+    def mask(self, i: int) -> np.ndarray:
+        if i not in self._masks:
+            from pycocotools import mask as mask_utils
+
+            try:
+                decoded = mask_utils.decode(self.rles[i])
+            except Exception as exc:
+                raise InputError(f"'{self.path}': mask {i} cannot be decoded ({exc}).") from None
+            self._masks[i] = np.array(decoded, dtype=bool, order="C")
+        return self._masks[i]
+
+
+def read_proposals(path: str | Path, image_name: Optional[str] = None) -> ProposalSet:
+    """Read one proposal file; a missing or malformed file stops with its path."""
+    path = Path(path)
+    if not path.is_file():
+        for_image = f" for image '{image_name}'" if image_name else ""
+        raise MissingFileError(
+            f"proposal file{for_image} not found at '{path}'. Expected SAM proposals as written by "
+            "`python -m regionvlm.proposals --images ... --out DIR` (or converted with --import-png-dir); "
+            "point the `proposals` setting (--proposals) to that DIR."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the proposal file '{path}': {exc}. Delete it and regenerate.") from None
+    if not isinstance(doc, Mapping) or doc.get("format") != FORMAT or "masks" not in doc:
+        raise InputError(f"'{path}' is not a {FORMAT} file (see regionvlm/proposals.py).")
+    if int(doc.get("version", 0)) > VERSION:
+        raise InputError(f"'{path}' has format version {doc.get('version')}; this code reads <= {VERSION}.")
+    height, width = int(doc["height"]), int(doc["width"])
+    rles, scores = [], []
+    for i, rec in enumerate(doc["masks"]):
+        seg = rec.get("segmentation") if isinstance(rec, Mapping) else None
+        if not isinstance(seg, Mapping) or "counts" not in seg or list(seg.get("size", [])) != [height, width]:
+            raise InputError(f"'{path}': mask {i} needs a COCO RLE of size {[height, width]}.")
+        counts = seg["counts"]
+        rles.append({"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
+        scores.append(rec.get("score"))
+    return ProposalSet(rles, scores, height, width, path)
+
+
+def load_image_proposals(out_dir: str | Path, image_name: str) -> Tuple[List[np.ndarray], List[Optional[float]]]:
+    """``(masks, scores)`` of one image, masks as bool arrays in proposal order."""
+    props = read_proposals(proposal_path(out_dir, image_name), image_name)
+    return [props.mask(i) for i in range(len(props))], list(props.scores)

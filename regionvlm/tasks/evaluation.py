@@ -1,0 +1,276 @@
+"""The evaluation scaffold every evaluation task shares (RIS, VCR, VQA/GQA, captioning).
+
+One of each thing, so tasks only say what is specific to them:
+
+- settings: a :class:`~regionvlm.common.settings.Settings` subclass read from ``run:``
+  (unknown keys and bad values stop before any work);
+- :class:`EvalTask`: selects the datasets a task can score (``run.test_splits``), puts
+  the model in evaluation mode for the whole run (:func:`evaluating`) and names every
+  metric ``<dataset>_<split>/<metric>`` (plus LAVIS's ``agg_metrics`` when one split runs);
+- :func:`fingerprint` of (settings, data identity, model) guarding resumption, so a
+  progress log written with other settings, another split or another model is never
+  mixed into the results;
+- :func:`run_resumable`: items sharded over ranks, each finished item appended to
+  ``<out>/<name>.partial.rank<r>.jsonl`` (a killed run resumes; torn rows are redone);
+- :class:`Prefetcher`: inputs of the next items loaded on threads while the model works;
+- :func:`item_rng`: randomness keyed by (seed, item), independent of sharding and order.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from abc import abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import (Any, Callable, ClassVar, Dict, Generic, Hashable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, TypeVar)
+
+import numpy as np
+import torch
+
+from regionvlm.common import dist_utils
+from regionvlm.common.cli import echo
+from regionvlm.common.errors import ConfigError
+from regionvlm.common.io import JsonlAppender, ensure_dir, read_jsonl_rows
+from regionvlm.common.settings import Settings, setting
+from regionvlm.tasks.base_task import BaseTask
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class EvalSettings(Settings):
+    """``run:`` keys every evaluation task reads."""
+
+    seed: int = setting(42, min=0, help="seed of every random draw (region points)")
+    test_splits: Optional[List[str]] = setting(None, help="splits to evaluate (default: every built split)")
+
+    # Keys that cannot change a number in the results (left out of the resume fingerprint).
+    NOT_IN_RESULTS: ClassVar[Tuple[str, ...]] = ("num_workers", "test_splits")
+
+    def result_fields(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in self.NOT_IN_RESULTS}
+
+
+@dataclass(frozen=True)
+class BatchEvalSettings(EvalSettings):
+    """Tasks that batch their items and load inputs on threads."""
+
+    batch_size_eval: int = setting(8, min=1, help="items per model call")
+    num_workers: int = setting(4, min=0, help="input-loading threads (0: load in the main thread)")
+
+
+def item_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator that depends only on (seed, key): stable across processes and runs."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The unwrapped model in eval mode under ``torch.inference_mode``; its mode is restored after."""
+    module = getattr(model, "module", model)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            yield module
+    finally:
+        module.train(was_training)
+
+
+def model_identity(model: torch.nn.Module) -> Dict[str, Any]:
+    """What of the model a result depends on: its class, sizes, precision and a probe of the
+    weights that differ between checkpoints (sums of a few trained tensors)."""
+    module = getattr(model, "module", model)
+    params = dict(module.named_parameters())
+    probe = {}
+    for name in ("query_tokens", "t5_proj.weight", "t5_proj.bias", "ln_vision.weight",
+                 "Qformer.bert.embeddings.word_embeddings.weight"):
+        if name in params:
+            probe[name] = repr(float(params[name].detach().double().sum()))
+    precision = getattr(module, "precision", None)
+    return {"class": type(module).__name__, "image_size": getattr(module, "image_size", None),
+            "max_txt_len": getattr(module, "max_txt_len", None),
+            "precision": getattr(precision, "name", None), "weights": probe}
+
+
+def fingerprint(settings: Any, data_identity: Mapping[str, Any], model: torch.nn.Module) -> str:
+    """Short hash of (settings that change results, data identity, model identity)."""
+    fields = settings.result_fields() if hasattr(settings, "result_fields") else dict(settings)
+    blob = json.dumps({"settings": fields, "data": dict(data_identity), "model": model_identity(model)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------- resumable loop
+def finished_items(out_dir: str | Path, name: str) -> Dict[str, Any]:
+    """Results already logged by any rank of an earlier (possibly killed) run."""
+    done: Dict[str, Any] = {}
+    torn = 0
+    for log in sorted(Path(out_dir).glob(f"{name}.partial.rank*.jsonl")):
+        rows, bad = read_jsonl_rows(log)
+        torn += bad
+        for row in rows:
+            if "key" in row and "result" in row:
+                done[row["key"]] = row["result"]
+            else:
+                torn += 1
+    if torn:
+        echo(f"[{name}] {torn} unreadable progress row(s) (a killed write) will be redone")
+    return done
+
+
+def run_resumable(items: Sequence[T], key: Callable[[T], str], process: Callable[[T], Any],
+                  out_dir: str | Path, name: str, desc: str = "eval") -> List[Any]:
+    """Process ``items`` (each rank a strided shard), logging each result as it finishes;
+    return every item's result in ``items`` order, on every rank. ``name`` should carry the
+    run's :func:`fingerprint`."""
+    out_dir = ensure_dir(out_dir)
+    keys = [key(item) for item in items]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{name}: item keys must be unique.")
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    done = finished_items(out_dir, name)
+    mine = {k: done[k] for k in keys[rank::world] if k in done}
+    todo = [(k, item) for k, item in list(zip(keys, items))[rank::world] if k not in done]
+    if done:
+        echo(f"[{name}] resuming: {len(done)} of {len(items)} items already done")
+    from tqdm import tqdm
+
+    with JsonlAppender(out_dir / f"{name}.partial.rank{rank}.jsonl") as log:
+        for k, item in tqdm(todo, desc=desc, disable=not dist_utils.is_main_process(), dynamic_ncols=True):
+            result = process(item)
+            log.write({"key": k, "result": result})
+            mine[k] = result
+    merged: Dict[str, Any] = {}
+    for part in dist_utils.all_gather_objects(mine):
+        merged.update(part)
+    return [merged[k] for k in keys]
+
+
+def clear_partials(out_dir: str | Path, name: str) -> None:
+    """Remove progress logs once the final results file is written (main process only)."""
+    dist_utils.barrier()
+    if dist_utils.is_main_process():
+        for log in Path(out_dir).glob(f"{name}.partial.rank*.jsonl"):
+            log.unlink()
+
+
+def pending_keys(keys: Sequence[str], out_dir: str | Path, name: str) -> List[str]:
+    """This rank's keys that :func:`run_resumable` will process (in order): what to prefetch."""
+    done = finished_items(out_dir, name)
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    return [k for k in keys[rank::world] if k not in done]
+
+
+# ----------------------------------------------------------------- prefetching
+class Prefetcher(Generic[K, T]):
+    """Loads the inputs of the next ``depth`` keys (in ``order``) on threads while the model
+    works on the current one. A key asked out of order is loaded on the spot; loads of keys
+    passed over are cancelled. ``workers=0`` loads in the calling thread."""
+
+    def __init__(self, order: Sequence[K], load: Callable[[K], T], depth: int = 2, workers: int = 2) -> None:
+        self._order = list(order)
+        self._position = {k: i for i, k in enumerate(self._order)}
+        self._load = load
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 0 and depth > 0 else None
+        self._futures: Dict[K, Future] = {}
+
+    def get(self, key: K) -> T:
+        position = self._position.get(key)
+        if self._pool is None or position is None:
+            return self._load(key)
+        for stale in [k for k in self._futures if self._position[k] < position]:
+            self._futures.pop(stale).cancel()
+        for k in self._order[position + 1:position + 1 + self._depth]:
+            if k not in self._futures:
+                self._futures[k] = self._pool.submit(self._load, k)
+        future = self._futures.pop(key, None)
+        return future.result() if future is not None else self._load(key)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._futures.values():
+                future.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Prefetcher[K, T]":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def check_image_size(model: torch.nn.Module, dataset: Any, name: str) -> None:
+    """A dataset whose image processor resizes to another size than the model takes is a
+    configuration error (builders check it too; datasets built by hand reach here)."""
+    size = getattr(getattr(dataset, "vis_processor", None), "image_size", None)
+    expected = getattr(model, "image_size", None)
+    if size is not None and expected is not None and int(size) != int(expected):
+        raise ConfigError(f"`datasets.{name}` processes images to {size} px but the model takes {expected} px; set "
+                          f"`datasets.{name}.vis_processor.eval.image_size` to {expected} (or null).")
+
+
+# ----------------------------------------------------------------- the task base
+class EvalTask(BaseTask):
+    """An evaluation task: ``evaluate`` runs :meth:`evaluate_split` on every selected split
+    inside :func:`evaluating` and names the metrics; subclasses set ``Settings``,
+    ``DATASET_TYPES`` (what they can score) and ``HEADLINE`` (the metric behind ``agg_metrics``)."""
+
+    Settings = EvalSettings
+    DATASET_TYPES: Tuple[type, ...] = ()
+    HEADLINE = ""
+
+    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: EvalSettings
+               ) -> List[Tuple[str, str, Any]]:
+        """``(builder name, split, dataset)`` of every split to evaluate."""
+        wanted = settings.test_splits
+        jobs = []
+        for name, splits in datasets.items():
+            for split, dataset in splits.items():
+                if wanted is not None and split not in wanted:
+                    continue
+                if not isinstance(dataset, self.DATASET_TYPES):
+                    raise ConfigError(self.wrong_dataset_message(name, split, dataset))
+                jobs.append((name, split, dataset))
+        if not jobs:
+            have = {n: sorted(s) for n, s in datasets.items()}
+            raise ConfigError(f"no dataset split to evaluate: run.test_splits={wanted} but the datasets have {have}.")
+        return jobs
+
+    def wrong_dataset_message(self, name: str, split: str, dataset: Any) -> str:
+        kinds = ", ".join(t.__name__ for t in self.DATASET_TYPES)
+        return (f"task '{self.registered_name()}' scores {kinds} datasets; `datasets.{name}` ({split}) built a "
+                f"{type(dataset).__name__}. Use a matching builder or run.task.")
+
+    def registered_name(self) -> str:
+        return getattr(type(self), "NAME", type(self).__name__)
+
+    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any,
+                 output_dir: Path) -> Dict[str, Any]:
+        settings = self.parse_settings(run_cfg)
+        jobs = self.select(datasets, settings)
+        metrics: Dict[str, Any] = {}
+        with evaluating(model) as module:
+            for name, split, dataset in jobs:
+                check_image_size(module, dataset, name)
+                result = self.evaluate_split(module, dataset, name, split, settings, Path(output_dir))
+                prefix = f"{getattr(dataset, 'eval_name', name)}_{split}"
+                metrics.update({f"{prefix}/{k}": v for k, v in result.items()})
+                if len(jobs) == 1:
+                    metrics["agg_metrics"] = self.aggregate(result)
+        return metrics
+
+    def aggregate(self, metrics: Dict[str, Any]) -> Any:
+        """LAVIS's ``agg_metrics`` of one split (default: the ``HEADLINE`` metric)."""
+        return metrics.get(self.HEADLINE)
+
+    @abstractmethod
+    def evaluate_split(self, model: torch.nn.Module, dataset: Any, name: str, split: str, settings: Any,
+                       output_dir: Path) -> Dict[str, Any]:
+        """Evaluate one split (resumable, sharded), write its results files, return its metrics."""
