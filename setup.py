@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "transformers>=4.33",
+        "transformers>=4.26",  # 4.26 is what salesforce-lavis 1.0.2 pins (see docs/lavis.md); export needs 5
         "tokenizers>=0.13",
         "safetensors>=0.3",
         "numpy>=1.24",
@@ -35,6 +35,7 @@ setup(
         "vqa": ["lemminflect>=0.2.3"],
         "caption": ["pycocoevalcap>=1.2"],
         "demo": ["gradio>=5"],
+        "lavis": ["salesforce-lavis==1.0.2", "numpy<2", "pandas<3"],
     },
     entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},
 )
