@@ -121,12 +121,39 @@ def test_generate_greedy_beam_and_sampling_return_text(tiny_model, images):
     assert tiny_model.generate(samples, num_beams=1, max_length=5) == greedy  # deterministic
 
 
-def test_predict_answers_uses_no_region_text(tiny_model, images):
-    answers = tiny_model.predict_answers({"image": images, "text_input": ["what is it?", "how many?"]},
+def test_predict_answers_uses_no_region_text(tiny_model, images, monkeypatch):
+    """VQA: the Q-Former runs its queries alone (no text input at all, not even the empty
+    region text), and T5 reads [queries ; T5 tokens of the formatted question]."""
+    seen = {"qformer": [], "t5": []}
+    qformer_forward = type(tiny_model.Qformer).forward
+    generate = type(tiny_model).generate_from_embeds
+
+    def spy_qformer(self, query_tokens, image_embeds, input_ids=None, attention_mask=None):
+        seen["qformer"].append(input_ids)
+        return qformer_forward(self, query_tokens, image_embeds, input_ids, attention_mask)
+
+    def spy_generate(self, embeds, mask, generation=None):
+        seen["t5"].append((embeds.detach().clone(), mask.detach().clone(), generation))
+        return generate(self, embeds, mask, generation)
+
+    monkeypatch.setattr(type(tiny_model.Qformer), "forward", spy_qformer)
+    monkeypatch.setattr(type(tiny_model), "generate_from_embeds", spy_generate)
+    questions = ["what is it?", "how many?"]
+    answers = tiny_model.predict_answers({"image": images, "text_input": questions},
                                          prompt="Question: {} Short answer:", num_beams=2, max_len=4)
-    assert len(answers) == 2
-    queries = tiny_model.region_queries(tiny_model.encode_image(images[:1]), None)
-    assert queries.shape == (1, 8, 64)
+    assert len(answers) == 2 and seen["qformer"] == [None]
+    embeds, mask, generation = seen["t5"][0]
+    assert (generation.num_beams, generation.max_len, generation.length_penalty) == (2, 4, -1)
+    with torch.no_grad():
+        queries = tiny_model.region_queries(tiny_model.encode_image(images), None)
+        expected, expected_mask = tiny_model.t5_inputs(
+            queries, [f"Question: {q} Short answer:" for q in questions], truncate=False)
+    torch.testing.assert_close(embeds, expected)
+    assert torch.equal(mask, expected_mask)
+    n = queries.shape[1]
+    ids = tiny_model.t5_tokenizer("Question: what is it? Short answer:").input_ids
+    table = tiny_model.t5_model.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[0, n:n + len(ids)], table[ids])
 
 
 def test_save_and_load_trainable_checkpoint_round_trip(tmp_path, images):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -139,12 +139,8 @@ class RegionVLMT5(BaseModel):
         ``frozen_t5_dropout`` a frozen T5 still runs its dropout while the model trains, as the
         authors' runner does (it puts the whole model in train mode)."""
         super().__init__()
-        precision_policy.resolve(precision, "cpu")  # reject unknown names at construction
-        for name, value in (("image_size", image_size), ("num_query_token", num_query_token),
-                            ("max_txt_len", max_txt_len), ("max_output_txt_len", max_output_txt_len),
-                            ("num_points", num_points)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"`model.{name}` must be a positive integer, got {value!r}.")
+        _check_scalars(dict(image_size=image_size, num_query_token=num_query_token, max_txt_len=max_txt_len,
+                            max_output_txt_len=max_output_txt_len, num_points=num_points, precision=precision))
         vit_cfg = VisionConfig.parse(vit, "model.vit")
         if image_size % vit_cfg.patch_size:
             raise ConfigError(f"`model.image_size` ({image_size}) must be a multiple of `model.vit.patch_size` "
@@ -276,6 +272,13 @@ class RegionVLMT5(BaseModel):
             elif isinstance(module, nn.LayerNorm):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> Dict[str, Any]:
+        """Keys, types and values of a ``model:`` config (see :class:`BaseModel`)."""
+        plain = super().check_config(cfg)
+        _check_scalars(plain)
+        return plain
 
     @classmethod
     def from_config(cls, cfg: Union[DictConfig, Mapping]) -> "RegionVLMT5":
@@ -560,6 +563,19 @@ def _scales_decoder_outputs(config) -> bool:
     names the switch ``scale_decoder_outputs``; 4.x derives it from ``tie_word_embeddings``)."""
     flag = getattr(config, "scale_decoder_outputs", None)
     return bool(config.tie_word_embeddings if flag is None else flag)
+
+
+POSITIVE_INTS = ("image_size", "num_query_token", "max_txt_len", "max_output_txt_len", "num_points")
+
+
+def _check_scalars(values: Mapping[str, Any]) -> None:
+    """Values of the top-level ``model:`` keys that the constructor cannot take."""
+    for name in POSITIVE_INTS:
+        value = values.get(name)
+        if name in values and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"`model.{name}` must be a positive integer, got {value!r}.")
+    if "precision" in values:
+        precision_policy.resolve(str(values["precision"]), "cpu")
 
 
 def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:
