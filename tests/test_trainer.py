@@ -1,8 +1,6 @@
-"""The shared trainer: a run on the synthetic world through the real pipeline, kill-and-resume
-equality, evaluation mode, and DDP with two CPU processes (gloo) under torchrun."""
+"""The shared trainer: a run on the synthetic world through the real pipeline, stop-and-resume
+equality, bad settings (DDP and real kills: test_training_semantics.py, test_resume.py)."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -81,20 +79,7 @@ def test_bad_config_stops_with_a_message(world, tmp_path, capsys):
         train.main(options(world, tmp_path / "x", "run.max_epochs=3"))
 
 
-def test_ddp_two_cpu_processes_match_the_gloo_backend(world, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train.py"), *options(world, tmp_path / "ddp", "run.max_epoch=1")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    state = torch.load(tmp_path / "ddp" / "checkpoint_latest.pth", weights_only=False)
-    assert state["step"] == 2  # 8 items / 2 ranks / batch 2
-    logs = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
-    assert len(logs) == 2  # only rank 0 logs
-
-
 def test_host_memory_thresholds_apply_on_glibc_and_are_harmless_elsewhere():
-    import sys
 
     from regionvlm.common import host_memory
 
