@@ -1,5 +1,8 @@
 """Killed runs resume exactly: real processes are killed with SIGKILL mid-run and started again.
 
+Every evaluation task (RIS, VQA, VCR, COCO captioning), killed once its progress log has a
+row, ends with a results file byte-identical to an uninterrupted run's.
+
 Training under the paper's settings — dropout on (Q-Former and T5), two data-loader workers,
 gradient accumulation — ends with weights bit-identical to an uninterrupted run, killed once
 in the middle of an accumulation and once at an epoch boundary region. Every run uses the
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +19,10 @@ import time
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from regionvlm.common.checkpoints import load_training_checkpoint
 from regionvlm.data.localized_narratives import preprocess_localized_narratives
@@ -56,6 +62,19 @@ def run_to_end(args: List[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def run_in_process(args: List[str]) -> None:
+    """The uninterrupted reference run, in this process with the subprocesses' one thread
+    (the same float reductions; no interpreter start-up)."""
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.main(args[2:])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def kill_after(args: List[str], log: Path, iterations: int) -> None:
     """Start a run and SIGKILL it once ``iterations`` rows are in its log."""
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -80,7 +99,7 @@ def weights(out: Path):
 
 def test_killed_training_with_dropout_workers_and_accumulation_resumes_bit_identical(world, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    run_to_end(train_args(world, full))
+    run_in_process(train_args(world, full))
     kill_after(train_args(world, killed), killed / "log.jsonl", iterations=5)  # inside an accumulation
     assert load_training_checkpoint(killed / "checkpoint_latest.pth")["step"] < 8
     kill_after(train_args(world, killed, "run.resume_ckpt_path=latest"), killed / "log.jsonl", iterations=11)
@@ -93,3 +112,93 @@ def test_killed_training_with_dropout_workers_and_accumulation_resumes_bit_ident
     assert [(r["epoch"], r["iter"], r["loss"], r["lr"]) for r in rows] == \
         [(r["epoch"], r["iter"], r["loss"], r["lr"]) for r in reference]
     assert not list(killed.glob(".*.tmp"))  # no temporary file of a killed checkpoint write survives
+
+
+# ------------------------------------------------------------------ evaluation tasks
+@pytest.fixture(scope="module")
+def eval_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_world")
+    write_world(root, num_train=0, num_val=0, num_test=16, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """Trained weights (the bundled tiny checkpoint), so every task's outputs are meaningful."""
+    from regionvlm.quickstart import bundled_checkpoint
+
+    return bundled_checkpoint()
+
+
+def eval_config(task: str, world: Path, checkpoint: Path, tmp_path: Path) -> Path:
+    """One YAML per task; each reads the synthetic world (RIS, VQA), a VCR fixture or a
+    Karpathy-layout fixture (captioning)."""
+    model = f"model: {{arch: regionvlm_t5, model_type: tiny, checkpoint: '{checkpoint}'}}\n"
+    run = "run: {{task: {task}, evaluate: true, device: cpu, output_dir: OUT, seed: 3{extra}}}\n"
+    if task == "ris":
+        datasets = f"datasets: {{ris_synthetic: {{world: '{world}', split: test}}}}\n"
+        text = run.format(task="ris", extra=", small_threshold: 0.0, prefetch: 0")
+    elif task == "vqa":
+        datasets = ("datasets: {coco_vqa: {build_info: {annotations: {test: {storage: ["
+                    f"'{world}/vqa/synthetic_vqa_test.json']}}}}, images: {{storage: '{world}/images'}}}}}}}}\n")
+        text = run.format(task="vqa", extra=", batch_size_eval: 2, num_workers: 0")
+    elif task == "vcr":
+        from test_vcr import _items, write_vcr
+
+        items = [dict(item, annot_id=f"val-{k}-{item['annot_id']}") for k in range(3) for item in _items()]
+        root = write_vcr(tmp_path / "vcr", items)
+        datasets = f"datasets: {{vcr: {{data_root: '{root}'}}}}\n"
+        text = run.format(task="vcr", extra=", batch_size_eval: 1, num_workers: 0, max_len: 4")
+    else:
+        from test_coco_captioning import IDS
+
+        data = tmp_path / "data"
+        rng = np.random.default_rng(0)
+        (data / "val2014").mkdir(parents=True)
+        split, gt = [], {"images": [], "annotations": []}
+        for n, image_id in enumerate(IDS + (7, 8, 9, 10, 11)):
+            name = f"val2014/COCO_val2014_{image_id:012d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / name)
+            split.append({"image": name, "caption": [f"caption {n}"]})
+            gt["images"].append({"id": image_id})
+            gt["annotations"].append({"image_id": image_id, "caption": f"caption {n}", "id": image_id})
+        (data / "split.json").write_text(json.dumps(split))
+        (data / "gt.json").write_text(json.dumps(gt))
+        datasets = (f"datasets: {{coco_caption: {{build_info: {{annotations: {{test: {{storage: '{data}/split.json', "
+                    f"gt: '{data}/gt.json'}}}}, images: {{storage: '{data}'}}}}}}}}\n")
+        text = run.format(task="captioning", extra=", batch_size_eval: 1, num_workers: 0, max_len: 6, "
+                                                   "skip_metrics: [METEOR, SPICE]")
+    path = tmp_path / f"{task}.yaml"
+    path.write_text(model + datasets + text)
+    return path
+
+
+RESULTS = {"ris": "ris_synthetic_unc_test.json", "vqa": "coco_vqa_test_predictions.json",
+           "vcr": "vcr_val_generate.json", "captioning": "coco_caption_test_captions.json"}
+
+
+@pytest.mark.parametrize("task", list(RESULTS))
+def test_killed_evaluation_resumes_to_identical_results(task, eval_world, checkpoint, tmp_path):
+    if task == "captioning" and shutil.which("java") is None:
+        pytest.skip("the caption metrics need Java")
+    cfg = eval_config(task, eval_world, checkpoint, tmp_path)
+
+    def args(out: Path) -> List[str]:
+        return [sys.executable, str(REPO / "train.py"), "--cfg-path", str(cfg), "--options", f"run.output_dir={out}"]
+
+    run_in_process(args(tmp_path / "full"))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(p.stat().st_size for p in killed.glob("*.partial.rank0.jsonl")):
+            assert proc.poll() is None, "the evaluation ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (killed / RESULTS[task]).exists()
+    run_to_end(args(killed))
+    assert (killed / RESULTS[task]).read_bytes() == (tmp_path / "full" / RESULTS[task]).read_bytes()
+    assert not list(killed.glob("*.partial.*")) and not list(killed.glob(".*.tmp"))
