@@ -50,6 +50,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--protocol", choices=("fast", "official"), default=None)
     p.add_argument("--draws", choices=("image", "sentence"), default=None,
                    help="share a mask's draws across an image's sentences (image) or draw per sentence")
+    p.add_argument("--region-prompt", choices=("points", "empty", "box", "crop", "blur", "circle"), default=None,
+                   help="how the region reaches the model: points (RegionVLM), empty (ablation), box, or a "
+                        "visual prompt of BLIP-2 (crop, blur, circle); see docs/ris.md")
     p.add_argument("--skip-missing", action="store_true", help="skip and list queries with missing files")
     p.add_argument("--out", default=None, help="output folder (run.output_dir)")
     p.add_argument("--visualize", type=int, default=None, help="write N PNG overlays")
@@ -100,7 +103,7 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
     for flag, key in (("threshold", "threshold"), ("small_threshold", "small_threshold"), ("seed", "seed"),
                       ("max_masks", "max_masks"), ("points", "num_points"), ("repeats", "repeats"),
                       ("protocol", "protocol"), ("draws", "draws"), ("out", "output_dir"),
-                      ("visualize", "visualize"), ("device", "device")):
+                      ("visualize", "visualize"), ("device", "device"), ("region_prompt", "region_prompt")):
         if getattr(args, flag) is not None:
             run[key] = getattr(args, flag)
     run.setdefault("output_dir", "output/ris")

@@ -21,6 +21,7 @@ setup(
         "tokenizers>=0.13",
         "safetensors>=0.3",
         "numpy>=1.24",
+        "scipy>=1.10",
         "pillow>=9.0",
         "omegaconf>=2.3",
         "pycocotools>=2.0.6",

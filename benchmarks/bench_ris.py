@@ -2,14 +2,21 @@
 
 In one process and on the same model, both implementations of ``regionvlm.tasks.ris``
 score the same synthetic images (``--masks`` kept proposals x ``--repeats`` draws each,
-``--sentences`` referring sentences per image, as in RefCOCO val's ~7 per image). Reported:
-seconds per sentence, peak memory (CUDA allocator peak on GPU, peak process RSS on CPU),
-the ratio, and how well the two agree (max |score difference|, same arg-min).
+``--sentences`` referring sentences per image, as in RefCOCO val's ~7 per image), once per
+``region_prompt`` mode in ``--modes`` (default: all of them; the visual modes ``crop``,
+``blur``, ``circle`` score each mask once, from its own prompted image). One line per mode:
+seconds per sentence of each protocol, their ratio (wall and CPU time), peak memory of the
+fast path (CUDA allocator peak on GPU, peak process RSS on CPU), the time to build the
+prompts of one image, and how well the two protocols agree (max |score difference|, same
+arg-min).
 
-Both sides measure model work only (image preprocessing, proposal decoding and file I/O
-are excluded; the evaluator overlaps them with the GPU by prefetching).
+Both protocols are timed on model work only (image preprocessing, the visual-prompt
+transforms, proposal decoding and file I/O are excluded; the evaluator overlaps them with
+the model by prefetching on threads). That preparation is reported on its own, per image
+(``prompts s/image``: the transforms at the image's resolution plus the image processor).
 
-    python benchmarks/bench_ris.py                               # tiny preset, CPU
+    python benchmarks/bench_ris.py                               # tiny preset, CPU, every mode
+    python benchmarks/bench_ris.py --modes points,crop           # some modes only
     python benchmarks/bench_ris.py --preset flant5xl-random      # full architecture, random weights, GPU
 
 ``flant5xl-random`` builds the paper's architecture (3.96 B parameters) with
@@ -26,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,9 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor  # noqa: E402
-from regionvlm.region import MaskPointSampler  # noqa: E402
-from regionvlm.tasks.ris import (DrawGroup, RISSettings, score_image_fast,  # noqa: E402
-                                 score_image_official)
+from regionvlm.tasks.ris import (REGION_PROMPTS, DrawGroup, RISSettings, build_prompts,  # noqa: E402
+                                 score_image_fast, score_image_official)
 
 SENTENCES = [
     "man in red shirt on the left", "the woman holding an umbrella", "bottom right giraffe",
@@ -139,6 +145,70 @@ class PeakMemory:
             self.peak = max(self.peak, self._rss())
 
 
+def _timed(device: torch.device, fn) -> Tuple[Any, float, float, float]:
+    """(result, wall seconds, process CPU seconds, peak memory bytes) of ``fn()``."""
+    with PeakMemory(device) as mem:
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return out, wall, cpu, mem.peak
+
+
+def bench_mode(mode: str, model: torch.nn.Module, device: torch.device, scenes: List[Tuple[Any, list, List[str]]],
+               args: argparse.Namespace, vis, txt) -> Dict[str, Any]:
+    """Both protocols on every scene in one ``region_prompt`` mode."""
+    settings = RISSettings(max_masks=args.masks, num_points=args.points, repeats=args.repeats,
+                           decoder_batch=args.decoder_batch, encoder_batch=args.encoder_batch,
+                           region_prompt=mode).resolved(device)
+    build_prompts(mode, scenes[0][0], scenes[0][1][:1], vis)  # warm-up (lazy imports)
+    t = time.perf_counter()
+    prompts = [build_prompts(mode, image, masks, vis).to(device) for image, masks, _ in scenes]
+    prepare_s = (time.perf_counter() - t) / len(scenes)
+
+    def score(fn, idx: int, sentences: List[str]) -> np.ndarray:
+        groups = [DrawGroup(f"bench{idx}", list(range(len(sentences))))]
+        return fn(model, prompts[idx], sentences, groups, settings, txt)
+
+    # warm-up (kernels, allocator, tokenizer caches)
+    score(score_image_fast, 0, scenes[0][2][:2])
+    score(score_image_official, 0, scenes[0][2][:1])
+
+    n_fast = sum(len(sentences) for _, _, sentences in scenes)
+    n_official = min(args.official_sentences or n_fast, n_fast)
+
+    def run_fast() -> List[np.ndarray]:
+        return [score(score_image_fast, i, scene[2]) for i, scene in enumerate(scenes)]
+
+    def run_official() -> List[np.ndarray]:
+        out, done = [], 0
+        for i, scene in enumerate(scenes):
+            take = scene[2][:max(0, n_official - done)]
+            if take:
+                out.append(score(score_image_official, i, take))
+                done += len(take)
+        return out
+
+    fast_scores, fast_s, fast_cpu, fast_mem = _timed(device, run_fast)
+    official_scores, official_s, official_cpu, official_mem = _timed(device, run_official)
+    diffs, same = [], 0
+    for f, o in zip(fast_scores, official_scores):
+        diffs.append(float(np.abs(f[:len(o)] - o).max()))
+        same += int((f[:len(o)].argmin(1) == o.argmin(1)).sum())
+    return {
+        "mode": mode, "passes_per_mask": 1 if prompts[0].visual else settings.repeats,
+        "official_s_per_sentence": official_s / n_official, "fast_s_per_sentence": fast_s / n_fast,
+        "ratio": (official_s / n_official) / (fast_s / n_fast),
+        # process CPU time: the fairer comparison on a shared CPU (wall time includes other jobs)
+        "official_cpu_s_per_sentence": official_cpu / n_official, "fast_cpu_s_per_sentence": fast_cpu / n_fast,
+        "ratio_cpu_time": (official_cpu / n_official) / (fast_cpu / n_fast),
+        "official_peak_mem_gib": official_mem / 2 ** 30, "fast_peak_mem_gib": fast_mem / 2 ** 30,
+        "prepare_s_per_image": prepare_s, "sentences_timed": {"official": n_official, "fast": n_fast},
+        "max_abs_score_diff": max(diffs) if diffs else None, "same_argmin": f"{same}/{n_official}",
+    }
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.preset == "flant5xl-random" and device.type != "cuda":
@@ -147,70 +217,49 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     t0 = time.perf_counter()
     model = build_model(args.preset, device, args.init or ("meta" if args.preset == "flant5xl-random" else "preset"))
     build_s = time.perf_counter() - t0
-    settings = RISSettings(max_masks=args.masks, num_points=args.points, repeats=args.repeats,
-                           decoder_batch=args.decoder_batch, encoder_batch=args.encoder_batch).resolved(device)
     vis, txt = BlipImageEvalProcessor(image_size=model.image_size), BlipCaptionProcessor()
     rng = np.random.default_rng(0)
-    images = []
+    scenes = []
     for i in range(args.images):
         image, masks = synthetic_image(rng, args.height, args.width, args.masks)
         sentences = [txt(SENTENCES[(i * args.sentences + j) % len(SENTENCES)]) for j in range(args.sentences)]
-        images.append((vis(image).unsqueeze(0).to(device), [MaskPointSampler(m) for m in masks], sentences))
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def score(fn, idx: int, sentences: List[str]) -> np.ndarray:
-        tensor, samplers, _ = images[idx]
-        groups = [DrawGroup(f"bench{idx}", list(range(len(sentences))))]
-        return fn(model, tensor, samplers, sentences, groups, settings, txt)
-
-    # warm-up (kernels, allocator, tokenizer caches)
-    score(score_image_fast, 0, images[0][2][:2])
-    score(score_image_official, 0, images[0][2][:1])
-    sync()
-
-    fast_scores, official_scores = [], []
-    with PeakMemory(device) as fast_mem:
-        t, c = time.perf_counter(), time.process_time()
-        for i in range(len(images)):
-            fast_scores.append(score(score_image_fast, i, images[i][2]))
-        sync()
-        fast_s, fast_cpu = time.perf_counter() - t, time.process_time() - c
-    n_fast = sum(len(s) for _, _, s in images)
-    n_official = min(args.official_sentences or n_fast, n_fast)
-    with PeakMemory(device) as official_mem:
-        t, c = time.perf_counter(), time.process_time()
-        done = 0
-        for i in range(len(images)):
-            take = images[i][2][:max(0, n_official - done)]
-            if take:
-                official_scores.append(score(score_image_official, i, take))
-                done += len(take)
-        sync()
-        official_s, official_cpu = time.perf_counter() - t, time.process_time() - c
-    diffs, same = [], 0
-    for f, o in zip(fast_scores, official_scores):
-        diffs.append(float(np.abs(f[:len(o)] - o).max()))
-        same += int((f[:len(o)].argmin(1) == o.argmin(1)).sum())
+        scenes.append((image, masks, sentences))
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"CPU x{torch.get_num_threads()} threads")
     result = {
-        "preset": args.preset, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads",
+        "preset": args.preset, "device": str(device), "device_name": device_name,
         "parameters": sum(p.numel() for p in model.parameters()), "build_s": round(build_s, 1),
-        "images": args.images, "sentences_per_image": args.sentences, "masks": args.masks,
-        "repeats": args.repeats, "points": args.points, "decoder_batch": settings.decoder_batch,
-        "official_s_per_sentence": official_s / n_official, "fast_s_per_sentence": fast_s / n_fast,
-        "ratio": (official_s / n_official) / (fast_s / n_fast),
-        # process CPU time: the fairer comparison on a shared CPU (wall time includes other jobs)
-        "official_cpu_s_per_sentence": official_cpu / n_official, "fast_cpu_s_per_sentence": fast_cpu / n_fast,
-        "ratio_cpu_time": (official_cpu / n_official) / (fast_cpu / n_fast),
-        "official_peak_mem_gib": official_mem.peak / 2 ** 30, "fast_peak_mem_gib": fast_mem.peak / 2 ** 30,
+        "images": args.images, "image_size": [args.width, args.height], "sentences_per_image": args.sentences,
+        "masks": args.masks, "repeats": args.repeats, "points": args.points,
+        "decoder_batch": RISSettings(decoder_batch=args.decoder_batch).resolved(device).decoder_batch,
         "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
-        "sentences_timed": {"official": n_official, "fast": n_fast},
-        "max_abs_score_diff": max(diffs) if diffs else None, "same_argmin": f"{same}/{n_official}",
+        "modes": {},
     }
+    for mode in args.modes:
+        result["modes"][mode] = bench_mode(mode, model, device, scenes, args, vis, txt)
+        print_line(result["modes"][mode], header=len(result["modes"]) == 1, result=result)
     return result
+
+
+def print_line(m: Dict[str, Any], header: bool, result: Dict[str, Any]) -> None:
+    if header:
+        print(f"{result['preset']} on {result['device_name']}: {result['images']} images of "
+              f"{result['image_size'][0]}x{result['image_size'][1]}, {result['masks']} masks x {result['repeats']} "
+              f"draws of {result['points']} points (visual modes: 1 pass), {result['sentences_per_image']} "
+              f"sentences/image; peak memory: {result['memory_kind']}")
+        print(f"{'mode':<7} {'official s/sent':>15} {'fast s/sent':>11} {'ratio':>6} {'ratio CPU':>9} "
+              f"{'fast peak GiB':>13} {'prompts s/image':>15} {'max|diff|':>9} {'same arg-min':>12}")
+    print(f"{m['mode']:<7} {m['official_s_per_sentence']:>15.4f} {m['fast_s_per_sentence']:>11.4f} "
+          f"{m['ratio']:>5.1f}x {m['ratio_cpu_time']:>8.1f}x {m['fast_peak_mem_gib']:>13.2f} "
+          f"{m['prepare_s_per_image']:>15.3f} {m['max_abs_score_diff']:>9.1e} {m['same_argmin']:>12}", flush=True)
+
+
+def _modes(text: str) -> List[str]:
+    modes = [m for m in text.split(",") if m]
+    unknown = [m for m in modes if m not in REGION_PROMPTS]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"modes must be among {','.join(REGION_PROMPTS)}, got {text!r}")
+    return modes
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -219,6 +268,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--device", default=None)
     p.add_argument("--init", choices=("preset", "meta"), default=None,
                    help="preset: the preset's own random init; meta: build on meta, init on the device")
+    p.add_argument("--modes", type=_modes, default=list(REGION_PROMPTS),
+                   help="comma-separated region_prompt modes (default: %(default)s)")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--sentences", type=int, default=7, help="sentences per image (RefCOCO val: ~7.2)")
     p.add_argument("--masks", type=int, default=20)
@@ -234,17 +285,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
     result = run(args)
-    print(f"{result['preset']} on {result['device_name']}: {result['masks']} masks x {result['repeats']} draws, "
-          f"{result['sentences_per_image']} sentences/image")
-    print(f"  official protocol: {result['official_s_per_sentence']:.4f} s/sentence, peak "
-          f"{result['official_peak_mem_gib']:.2f} GiB ({result['memory_kind']})")
-    print(f"  fast path:         {result['fast_s_per_sentence']:.4f} s/sentence, peak "
-          f"{result['fast_peak_mem_gib']:.2f} GiB")
-    if result["device"] == "cpu":
-        print(f"  CPU time: official {result['official_cpu_s_per_sentence']:.4f}, fast "
-              f"{result['fast_cpu_s_per_sentence']:.4f} s/sentence -> {result['ratio_cpu_time']:.1f}x")
-    print(f"  ratio (wall): {result['ratio']:.1f}x   max |score diff| {result['max_abs_score_diff']:.2e}, "
-          f"same arg-min {result['same_argmin']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return result

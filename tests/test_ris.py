@@ -1,4 +1,5 @@
-"""Zero-shot RIS: filtering rules, scoring, metrics, determinism, resume, bad input, CLI."""
+"""Zero-shot RIS: filtering rules, region prompts (text and visual), scoring, metrics,
+determinism, resume, bad input, CLI."""
 from __future__ import annotations
 
 import json
@@ -16,11 +17,12 @@ import regionvlm.datasets.builders.ris_builder  # noqa: F401  (registers the bui
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.data.proposals import ProposalSet, save_image_proposals
-from regionvlm.region import sample_mask_points
+from regionvlm.processors.visual_prompts import (BLUR_RADIUS, apply_visual_prompt, blur_outside_mask, crop_to_mask,
+                                                 draw_ellipse_around_mask, mask_box)
+from regionvlm.region import MaskPointSampler, sample_mask_points
 from regionvlm.tasks.evaluation import item_rng
-from regionvlm.region import MaskPointSampler
-from regionvlm.tasks.ris import (RISSettings, RISTask, SplitEvaluator, filter_proposals,
-                                 hugs_border, mask_iou, summarize)
+from regionvlm.tasks.ris import (REGION_PROMPTS, BoxPointSampler, RISSettings, RISTask, SplitEvaluator,
+                                 build_prompts, filter_proposals, hugs_border, mask_iou, summarize)
 from test_refer import IMAGES, fixture_masks, rect, write_refer_fixture
 
 H, W = 50, 100  # filtering cases: rows are compared with 0.7 * H = 35, columns with 0.7 * W = 70
@@ -103,6 +105,110 @@ def test_mask_point_sampler_draws_exactly_the_official_rule():
             np.testing.assert_array_equal(sample_mask_points(mask, 10, c), want)
     with pytest.raises(InputError, match="empty"):
         MaskPointSampler(np.zeros((4, 4), bool))
+
+
+# --------------------------------------------------------------------------- visual prompts
+def _scene(h: int = 60, w: int = 80):
+    """A random RGB image and a mask of two pieces: a 20x30 block (rows 20-39, cols 30-59)
+    and a 3x3 speck (rows 2-4, cols 2-4), apart from each other."""
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    mask = rect(h, w, 20, 39, 30, 59) | rect(h, w, 2, 4, 2, 4)
+    return image, mask
+
+
+def test_mask_box_is_the_box_of_the_largest_piece():
+    _, mask = _scene()
+    assert mask_box(mask) == (30, 20, 60, 40)                       # the block, ends exclusive; the speck ignored
+    assert mask_box(rect(10, 12, 3, 3, 5, 9)) == (5, 3, 10, 4)      # one piece: its bounding box
+    diagonal = np.eye(6, dtype=bool)                                 # 8-connected: one piece
+    diagonal[0, 5] = True                                            # a lone pixel, smaller
+    assert mask_box(diagonal) == (0, 0, 6, 6)
+    tie = rect(8, 8, 0, 1, 6, 7) | rect(8, 8, 5, 6, 0, 1)           # two 2x2 pieces: the first in row-major order
+    assert mask_box(tie) == (6, 0, 8, 2)
+    with pytest.raises(InputError, match="empty"):
+        mask_box(np.zeros((4, 4), bool))
+
+
+def test_crop_is_exactly_the_mask_box():
+    image, mask = _scene()
+    before = np.asarray(image).copy()
+    out = crop_to_mask(image, mask)
+    np.testing.assert_array_equal(np.asarray(out), before[20:40, 30:60])
+    np.testing.assert_array_equal(np.asarray(image), before)        # the input is not modified
+    np.testing.assert_array_equal(np.asarray(crop_to_mask(image, mask, padding=25)), before[0:60, 5:80])
+    with pytest.raises(InputError, match=r"mask is \(10, 10\).*image is 60x80"):
+        crop_to_mask(image, np.ones((10, 10), bool))
+    with pytest.raises(InputError, match="empty"):
+        crop_to_mask(image, np.zeros((60, 80), bool))
+
+
+def test_blur_changes_only_pixels_outside_the_mask():
+    from PIL import ImageFilter
+
+    image, mask = _scene()
+    before = np.asarray(image).copy()
+    out = np.asarray(blur_outside_mask(image, mask)).astype(int)
+    np.testing.assert_array_equal(out[mask], before[mask])          # inside: untouched (both pieces)
+    blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))).astype(int)
+    np.testing.assert_array_equal(out[~mask], blurred[~mask])       # outside: the Gaussian-blurred image
+    assert (out[~mask] != before[~mask]).mean() > 0.9               # ... which differs from the original
+    assert out[~mask].std() < 0.25 * before[~mask].std()            # radius 10 px smooths the noise away
+    from scipy import ndimage                                        # ... and is a Gaussian of std 10 px
+
+    def gap(sigma):
+        exact = ndimage.gaussian_filter(before.astype(float), sigma=(sigma, sigma, 0), mode="nearest")
+        return np.abs(blurred - exact)[15:45, 20:60].mean()
+    assert gap(10) < 0.5 and gap(10) < gap(7) and gap(10) < gap(14)
+    np.testing.assert_array_equal(np.asarray(image), before)
+
+
+def test_circle_draws_a_red_ellipse_in_the_mask_box_and_nothing_else():
+    image, mask = _scene()
+    before = np.asarray(image).astype(int)
+    out = np.asarray(draw_ellipse_around_mask(image, mask)).astype(int)
+    changed = np.any(out != before, axis=2)
+    assert (out[changed] == [255, 0, 0]).all()                      # every changed pixel is red
+    rows, cols = np.nonzero(changed)
+    # inscribed in (x0, y0, x1, y1) = (30, 20, 60, 40): columns 30..60 and rows 20..40 inclusive
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 40, 30, 60)
+    for y, x in ((30, 30), (30, 60), (20, 45), (40, 45)):         # it touches the box's four sides ...
+        assert changed[y, x]
+    for y, x in ((20, 30), (20, 60), (40, 30), (40, 60), (30, 45)):  # ... not its corners nor its centre
+        assert not changed[y, x]
+    assert changed[22:38, 33:57].sum() < changed.sum()              # a 10 px outline, not a filled disc
+    np.testing.assert_array_equal(np.asarray(image), before)
+
+
+def test_apply_visual_prompt_per_mask_equals_the_single_transforms():
+    image, mask = _scene()
+    other = rect(60, 80, 5, 15, 5, 25)
+    for mode, fn in (("crop", crop_to_mask), ("blur", blur_outside_mask), ("circle", draw_ellipse_around_mask)):
+        got = apply_visual_prompt(mode, image, [mask, other])
+        for out, m in zip(got, (mask, other)):
+            np.testing.assert_array_equal(np.asarray(out), np.asarray(fn(image, m)))
+    with pytest.raises(InputError, match=r"unknown visual prompt 'glow'.*\['blur', 'circle', 'crop'\]"):
+        apply_visual_prompt("glow", image, [mask])
+
+
+def test_box_mode_draws_points_uniformly_inside_the_mask_box():
+    _, mask = _scene()
+    sampler = BoxPointSampler(mask_box(mask), *mask.shape)
+    pts = np.concatenate([sampler.sample(10, np.random.default_rng(i)) for i in range(50)])
+    assert pts.shape == (500, 2)
+    x, y = pts[:, 0] * 80, pts[:, 1] * 60
+    assert (x >= 30).all() and (x <= 60).all() and (y >= 20).all() and (y <= 40).all()
+    assert x.min() < 33 and x.max() > 57 and y.min() < 22 and y.max() > 38   # the whole box, not the mask's speck
+    assert (np.histogram(x, bins=3, range=(30, 60))[0] > 120).all()          # roughly uniform (~167 per third)
+    from PIL import Image
+
+    prompts = build_prompts("box", Image.new("RGB", (80, 60)), [mask], lambda im: torch.zeros(3, 4, 4))
+    np.testing.assert_array_equal(prompts.samplers[0].sample(10, np.random.default_rng(0)),
+                                  sampler.sample(10, np.random.default_rng(0)))
+    assert prompts.images.shape == (1, 3, 4, 4) and len(prompts) == 1
+    visual = build_prompts("crop", Image.new("RGB", (80, 60)), [mask, mask], lambda im: torch.zeros(3, 4, 4))
+    assert visual.images.shape == (2, 3, 4, 4) and visual.samplers == [] and len(visual) == 2
 
 
 # --------------------------------------------------------------------------- metrics
@@ -222,15 +328,76 @@ def test_draws_per_sentence_option(roots, tmp_path):
     assert [r["chosen"] for r in fresh] == [2, 2, 3, 1]
 
 
+def test_box_mode_scores_points_in_the_mask_box_with_the_same_seeded_draws(roots, tmp_path):
+    model = FakeModel()
+    res = _evaluate(model, roots, tmp_path / "box", {"region_prompt": "box", "protocol": "fast"})["results"]
+    q = res["queries"]
+    assert res["settings"]["region_prompt"] == "box"
+    assert [r["chosen"] for r in q] == [2, 2, 3, 1]
+    props = fixture_masks()["proposals"][1]
+    rng = item_rng(42, "1")                                  # the image's key, as for `points`
+    samplers = {i: BoxPointSampler(mask_box(props[i]), 40, 56) for i in (2, 3, 4)}
+    draws = {i: [samplers[i].sample(10, rng) for _ in range(5)] for i in (2, 3, 4)}
+    mean_x = {i: [(p[:, 0] * 100).astype(int).mean() / 100 for p in d] for i, d in draws.items()}
+    np.testing.assert_allclose(q[0]["scores"], [min(mean_x[i]) for i in (2, 3, 4)], rtol=1e-6)
+    official = _evaluate(FakeModel(), roots, tmp_path / "boxo", {"region_prompt": "box", "protocol": "official"})
+    assert [r["scores"] for r in official["results"]["queries"]] == [r["scores"] for r in q]
+
+
 # --------------------------------------------------------------------------- the real (tiny) model
-def test_fast_path_equals_official_protocol_on_tiny_model(tiny_model, roots, tmp_path):
-    fast = _evaluate(tiny_model, roots, tmp_path / "fast", {"decoder_batch": 7, "encoder_batch": 4})["results"]
-    official = _evaluate(tiny_model, roots, tmp_path / "official", {"protocol": "official"})["results"]
+class _CountImages:
+    """Wraps ``model.encode_image`` to record the batch size of every call."""
+
+    def __init__(self, model):
+        self.original, self.batches = model.encode_image, []
+
+    def __call__(self, image):
+        self.batches.append(image.shape[0])
+        return self.original(image)
+
+
+@pytest.mark.parametrize("mode", REGION_PROMPTS)
+def test_every_region_prompt_fast_equals_official_on_tiny_model(mode, tiny_model, roots, tmp_path, monkeypatch):
+    counter = _CountImages(tiny_model)
+    monkeypatch.setattr(tiny_model, "encode_image", counter)
+    run = {"region_prompt": mode}
+    fast = _evaluate(tiny_model, roots, tmp_path / "fast", {**run, "decoder_batch": 7, "encoder_batch": 2})["results"]
+    fast_batches, counter.batches = counter.batches, []
+    official = _evaluate(tiny_model, roots, tmp_path / "official", {**run, "protocol": "official"})["results"]
+    assert fast["settings"]["region_prompt"] == official["settings"]["region_prompt"] == mode
     for f, o in zip(fast["queries"], official["queries"]):
         assert f["candidates"] == o["candidates"]
-        np.testing.assert_allclose(f["scores"], o["scores"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(f["scores"], o["scores"], rtol=1e-5, atol=1e-5)
         assert f["chosen"] == o["chosen"] and f["iou"] == o["iou"]
     assert fast["metrics"] == official["metrics"]
+    # image 1: 3 sentences x 3 masks, image 2: 1 sentence x 2 masks
+    if mode in ("crop", "blur", "circle"):
+        assert fast_batches == [2, 1, 2]                    # each mask's prompted image once (encoder_batch 2)
+        assert counter.batches == [1] * (3 * 3 + 1 * 2)     # one pass per (sentence, mask), not R
+    else:
+        assert fast_batches == [1, 1]                       # the image once
+        assert counter.batches == [5] * (3 * 3 + 1 * 2)     # R draws per (sentence, mask)
+
+
+@pytest.mark.parametrize("mode", ["crop", "blur", "circle"])
+def test_visual_prompt_score_is_the_single_nll_of_the_prompted_image(mode, tiny_model, roots, tmp_path):
+    from PIL import Image
+
+    from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+
+    res = _evaluate(tiny_model, roots, tmp_path / "a", {"region_prompt": mode})["results"]
+    fresh = _evaluate(tiny_model, roots, tmp_path / "b", {"region_prompt": mode, "draws": "sentence",
+                                                          "repeats": 2, "num_points": 3})["results"]
+    assert [r["scores"] for r in fresh["queries"]] == [r["scores"] for r in res["queries"]]  # nothing drawn
+    vis, txt = BlipImageEvalProcessor(image_size=tiny_model.image_size), BlipCaptionProcessor()
+    with Image.open(roots["image_root"] / IMAGES[1][0]) as im:
+        image = im.convert("RGB")
+    props = fixture_masks()["proposals"][1]
+    query = res["queries"][0]
+    prompted = torch.stack([vis(x) for x in apply_visual_prompt(mode, image, [props[i] for i in (2, 3, 4)])])
+    want = [float(tiny_model.score(prompted[k], [""], [txt(query["sentence"])])[0]) for k in range(3)]
+    np.testing.assert_allclose(query["scores"], want, rtol=1e-5, atol=1e-5)
+    assert np.ptp(query["scores"]) > 1e-4                 # the marks differ per mask, so do the scores
 
 
 def test_empty_region_prompt_ablation_scores_every_mask_alike(tiny_model, roots, tmp_path):
@@ -238,8 +405,6 @@ def test_empty_region_prompt_ablation_scores_every_mask_alike(tiny_model, roots,
     assert res["settings"]["region_prompt"] == "empty"
     for query in res["queries"]:
         assert np.ptp(query["scores"]) < 1e-5  # no region information: every candidate looks the same
-    with pytest.raises(ConfigError, match="region_prompt"):
-        _evaluate(tiny_model, roots, tmp_path / "bad", {"region_prompt": "box"})
 
 
 def test_same_seed_gives_byte_identical_results_and_seed_matters(tiny_model, roots, tmp_path):
@@ -312,7 +477,18 @@ def test_missing_or_unreadable_image(roots, tmp_path):
     with pytest.raises(InputError, match=r"cannot read the image .*000000000001\.jpg"):
         _evaluate(FakeModel(), roots, tmp_path / "b")
     out = _evaluate(FakeModel(), roots, tmp_path / "c", skip_missing=True)
-    assert out["metrics"]["refcoco_unc_val/num_skipped"] == 3 and [r["ref_id"] for r in out["results"]["queries"]] == [12]
+    assert out["metrics"]["refcoco_unc_val/num_skipped"] == 3
+    assert [r["ref_id"] for r in out["results"]["queries"]] == [12]
+
+
+def test_visual_prompts_need_the_image_at_the_proposals_resolution(roots, tmp_path, tiny_model):
+    from PIL import Image
+
+    Image.new("RGB", (32, 24)).save(roots["image_root"] / IMAGES[2][0])   # proposals are 48x64
+    out = _evaluate(tiny_model, roots, tmp_path / "a", {"region_prompt": "points"})    # points are normalized
+    assert out["metrics"]["refcoco_unc_val/num_queries"] == 4
+    with pytest.raises(InputError, match=r"COCO_train2014_000000000002\.jpg' is 24x32 but its proposals .* are 48x64"):
+        _evaluate(tiny_model, roots, tmp_path / "b", {"region_prompt": "blur"})
 
 
 def test_empty_sentence_after_text_processing(tmp_path):
@@ -346,6 +522,10 @@ def test_fallback_is_used_and_reported(roots, tmp_path):
 def test_bad_settings_and_datasets(roots, tmp_path):
     with pytest.raises(ConfigError, match=r"`run.protocol` must be one of \['fast', 'official'\]"):
         RISSettings.from_run_cfg({"protocol": "quick"})
+    with pytest.raises(ConfigError, match=r"`run.region_prompt` must be one of \['points', 'empty', 'box', 'crop', "
+                                          r"'blur', 'circle'\], got 'glow'"):
+        RISSettings.from_run_cfg({"region_prompt": "glow"})
+    assert RISSettings.from_run_cfg({"region_prompt": "circle"}).region_prompt == "circle"
     with pytest.raises(ConfigError, match="`run.repeats` must be >= 1"):
         RISSettings.from_run_cfg({"repeats": 0})
     with pytest.raises(ConfigError, match="`run.seed` must be an integer"):
@@ -372,13 +552,15 @@ def test_eval_ris_flags_build_the_config():
     import eval_RIS
 
     data = eval_RIS.build_user_config(eval_RIS.parse_args(
-        ["--dataset_name", "refcocog", "--split", "test", "--points", "8", "--threshold", "0.5", "--seed", "3"]))
+        ["--dataset_name", "refcocog", "--split", "test", "--points", "8", "--threshold", "0.5", "--seed", "3",
+         "--region-prompt", "crop"]))
     assert list(data["datasets"]) == ["refcocog"]
     ds = data["datasets"]["refcocog"]
     assert ds["dataset_name"] == "refcocog" and ds["split"] == "test" and "splitBy" not in ds
     assert ds["data_root"].endswith("/refer")                       # paths kept from the YAML
     assert data["run"]["num_points"] == 8 and data["run"]["threshold"] == 0.5 and data["run"]["seed"] == 3
     assert data["run"]["small_threshold"] == 0.04 and data["run"]["task"] == "ris"
+    assert data["run"]["region_prompt"] == "crop"
     syn = eval_RIS.build_user_config(eval_RIS.parse_args(["--dataset_name", "synthetic", "--world", "W"]))
     assert syn["datasets"] == {"ris_synthetic": {"dataset_name": "synthetic", "world": "W", "split": "val",
                                                  "skip_missing": False, "gt_mask": "official"}}
@@ -431,3 +613,25 @@ def test_eval_ris_rejects_a_checkpoint_of_another_architecture(tmp_path, tiny_mo
     with pytest.raises(CheckpointError, match="t5_proj.weight"):
         eval_RIS.main(["--dataset_name", "synthetic", "--world", str(world), "--model-type", "tiny",
                        "--checkpoint", str(tmp_path / "other.pth"), "--device", "cpu", "--out", str(tmp_path / "o")])
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_benchmark_reports_a_line_per_mode_and_the_protocols_agree(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ris.py"
+    spec = importlib.util.spec_from_file_location("bench_ris", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--preset", "tiny", "--device", "cpu", "--modes", "box,blur", "--images", "1",
+                         "--sentences", "2", "--masks", "3", "--height", "60", "--width", "80", "--threads", "1",
+                         "--json", str(tmp_path / "bench.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["box", "blur"]
+    assert json.loads((tmp_path / "bench.json").read_text())["modes"].keys() == {"box", "blur"}
+    for mode, passes in (("box", 5), ("blur", 1)):
+        m = result["modes"][mode]
+        assert m["passes_per_mask"] == passes and m["same_argmin"] == "2/2" and m["max_abs_score_diff"] < 1e-5
+        assert m["fast_s_per_sentence"] > 0 and m["official_s_per_sentence"] > 0
+    with pytest.raises(SystemExit):
+        bench.main(["--modes", "points,glow"])

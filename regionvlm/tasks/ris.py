@@ -1,4 +1,4 @@
-"""Zero-shot referring image segmentation (SPEC section 4): the registered task ``ris``.
+"""Zero-shot referring image segmentation: the registered task ``ris`` (see ``docs/ris.md``).
 
 For each image: its cached SAM proposals are filtered (:func:`filter_proposals`, the
 official rules literally); every kept mask gets R draws of K random in-mask pixels, each
@@ -7,14 +7,27 @@ token NLL of the text-processed sentence as the T5 target; the prediction is the
 the lowest score. IoU at the original resolution; oIoU = 100 sum(I) / sum(U), mIoU = 100
 mean(IoU).
 
+How the region reaches the model (``region_prompt``):
+
+- ``points`` (default, the paper's protocol): K random in-mask pixels as region text;
+- ``empty``: the same draws, then every region text emptied (the no-region ablation);
+- ``box``: K points drawn uniformly in the mask's box (:func:`mask_box`) as region text;
+- ``crop``, ``blur``, ``circle``: visual-prompt baselines — the image itself is marked per
+  mask (:mod:`regionvlm.processors.visual_prompts`, at the original resolution, before the
+  image processor) and the region text is empty. Nothing is random there, so each mask is
+  scored once: its score is that single NLL (``repeats``, ``num_points`` and ``draws`` do
+  not apply).
+
 Two implementations of the same scores:
 
 - ``protocol: official`` — the authors' loop: per (sentence, mask) one ``model.forward`` of
-  R samples with the image repeated R times and re-encoded. Slow; kept as the reference.
-- ``protocol: fast`` (default) — per image, the ViT runs once; the Q-Former and the T5
-  encoder run once per (mask, draw), all masks in large batches; the decoder then scores
-  every (draw, sentence) pair of the image in chunks of ``decoder_batch`` pairs
-  (``model.target_nll``), sentences of similar length together.
+  R samples with the image repeated R times and re-encoded (visual modes: one sample, the
+  mask's prompted image). Slow; kept as the reference.
+- ``protocol: fast`` (default) — per image, the ViT runs once (visual modes: once on the
+  batch of the masks' prompted images); the Q-Former and the T5 encoder run once per
+  (mask, draw), all masks in large batches; the decoder then scores every (draw, sentence)
+  pair of the image in chunks of ``decoder_batch`` pairs (``model.target_nll``), sentences
+  of similar length together.
 
 Randomness and the one deviation it needs: draws come from ``item_rng(seed, key)``, so the
 numbers do not depend on sharding, batching or resumption. With ``draws: image`` (default)
@@ -31,16 +44,18 @@ query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops in
 
 Settings (``run:`` section of the YAML; defaults = official): seed 42, threshold 0.7,
 small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points 10, repeats 5,
-protocol fast, draws image, region_prompt points (``empty``: the no-region ablation), encoder_batch 128, decoder_batch 0 (= auto: 1024 (draw,
+protocol fast, draws image, region_prompt points, encoder_batch 128 (region texts, or
+prompted images, per Q-Former/T5-encoder/ViT call), decoder_batch 0 (= auto: 1024 (draw,
 sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thrash the
-cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded
-ahead by threads).
+cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded and
+prompted ahead by threads).
 
 Output: ``<output_dir>/ris_<dataset>_<splitBy>_<split>.json`` (written atomically) with the
-metrics, the settings and, per query, the candidate proposal ids, their scores, the
-chosen id and its IoU. Same seed and inputs -> byte-identical file. Progress is logged per
-image; a killed run started again resumes (the log name carries a fingerprint of the
-settings, the data and the model, so changed settings never mix with old partial results).
+metrics, the settings (``region_prompt`` among them) and, per query, the candidate proposal
+ids, their scores, the chosen id and its IoU. Same seed and inputs -> byte-identical file.
+Progress is logged per image; a killed run started again resumes (the log name carries a
+fingerprint of the settings, the data and the model, so changed settings never mix with
+old partial results).
 """
 from __future__ import annotations
 
@@ -48,7 +63,7 @@ import math
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,14 +76,17 @@ from regionvlm.common.registry import registry
 from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.common.settings import setting
 from regionvlm.datasets.ris_datasets import RISDataset
-from regionvlm.region import MaskPointSampler, format_points
+from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
+from regionvlm.region import MaskPointSampler, Region, format_points
 from regionvlm.tasks.evaluation import (EvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint, item_rng,
                                         pending_keys, run_resumable)
 
 PROTOCOLS = ("fast", "official")
 DRAWS = ("image", "sentence")
 NO_CANDIDATE = ("empty", "error")
-REGION_PROMPTS = ("points", "empty")
+TEXT_PROMPTS = ("points", "empty", "box")    # the region as text, the image encoded once for all masks
+VISUAL_MODES = tuple(VISUAL_PROMPTS)         # ("crop", "blur", "circle"): the image marked per mask, empty text
+REGION_PROMPTS = TEXT_PROMPTS + VISUAL_MODES
 
 
 # ----------------------------------------------------------------------------- settings
@@ -87,7 +105,9 @@ class RISSettings(EvalSettings):
     on_no_candidate: str = setting("empty", choices=NO_CANDIDATE)
     visualize: int = setting(0, min=0, help="write N PNG overlays")
     prefetch: int = setting(2, min=0, help="images loaded ahead by threads")
-    region_prompt: str = setting("points", choices=REGION_PROMPTS)
+    region_prompt: str = setting("points", choices=REGION_PROMPTS,
+                                 help="points | empty (ablation) | box (points in the mask's box) | "
+                                      "crop | blur | circle (visual prompts, empty region text)")
 
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
@@ -126,7 +146,7 @@ def hugs_border(mask: np.ndarray, threshold: float) -> bool:
 
 def filter_proposals(props: ProposalSet, threshold: float = 0.7, small_threshold: float = 0.04,
                      max_masks: int = 20, fallback_min_area: float = 0.01) -> Candidates:
-    """SPEC 4 filtering: drop masks under ``small_threshold`` of the image and border huggers,
+    """The official filtering: drop masks under ``small_threshold`` of the image and border huggers,
     keep the first ``max_masks`` survivors in proposal order; if none survive, keep the first
     ``max_masks`` masks covering at least ``fallback_min_area``, without the border test."""
     height, width = props.height, props.width
@@ -145,8 +165,64 @@ def filter_proposals(props: ProposalSet, threshold: float = 0.7, small_threshold
     return Candidates(fallback[:max_masks], True)
 
 
-# ----------------------------------------------------------------------------- region text
-def draw_region_texts(samplers: Sequence[MaskPointSampler], num_points: int, repeats: int,
+# ----------------------------------------------------------------------------- region prompts
+class PointSampler(Protocol):
+    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+class BoxPointSampler:
+    """K points drawn uniformly in a pixel box ``(x0, y0, x1, y1)`` (ends exclusive), by the
+    project's box rule (:meth:`regionvlm.region.Region.sample_points`)."""
+
+    def __init__(self, box: Tuple[int, int, int, int], height: int, width: int):
+        self.region = Region.from_box(box, image_size=(width, height))
+
+    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        return self.region.sample_points(k, rng)
+
+
+@dataclass
+class MaskPrompts:
+    """One image's candidate masks as the scorers take them, in one ``region_prompt`` mode:
+    ``images`` is (1, 3, S, S), the image every mask shares (text modes), or (M, 3, S, S),
+    mask m's prompted image (visual modes); ``samplers`` says where each mask's points are
+    drawn (text modes; empty for visual modes)."""
+
+    mode: str
+    images: torch.Tensor
+    samplers: List[PointSampler]
+
+    @property
+    def visual(self) -> bool:
+        return self.mode in VISUAL_MODES
+
+    def __len__(self) -> int:
+        return self.images.shape[0] if self.visual else len(self.samplers)
+
+    def to(self, device: torch.device | str) -> "MaskPrompts":
+        return replace(self, images=self.images.to(device))
+
+
+def build_prompts(mode: str, image: Any, masks: Sequence[np.ndarray],
+                  vis_processor: Callable[[Any], torch.Tensor]) -> MaskPrompts:
+    """What ``region_prompt`` ``mode`` gives the model for each of ``masks`` (bool, the
+    image's own resolution) of the PIL ``image``: visual modes transform the image per mask
+    and run each result through ``vis_processor``; text modes process the image once."""
+    if mode not in REGION_PROMPTS:
+        raise ValueError(f"unknown region_prompt {mode!r}")  # settings validation stops users before this
+    if not masks:
+        raise ValueError("build_prompts needs at least one mask")
+    if mode in VISUAL_MODES:
+        return MaskPrompts(mode, torch.stack([vis_processor(im) for im in apply_visual_prompt(mode, image, masks)]),
+                           [])
+    if mode == "box":
+        samplers: List[PointSampler] = [BoxPointSampler(mask_box(m), *m.shape) for m in masks]
+    else:
+        samplers = [MaskPointSampler(m) for m in masks]
+    return MaskPrompts(mode, vis_processor(image).unsqueeze(0), samplers)
+
+
+def draw_region_texts(samplers: Sequence[PointSampler], num_points: int, repeats: int,
                       rng: np.random.Generator, text_processor: Callable[[str], str],
                       empty: bool = False) -> List[str]:
     """``repeats`` region texts per mask, mask-major (mask 0 draw 0..R-1, mask 1 ...).
@@ -170,10 +246,14 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def encode_region_texts(model: torch.nn.Module, image_embeds: torch.Tensor, texts: Sequence[str],
                         batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Q-Former + T5 encoder for many region texts of one image (``image_embeds`` batch 1)."""
+    """Q-Former + T5 encoder for many region texts: of one image (``image_embeds`` batch 1)
+    or each with its own image (``image_embeds`` batch ``len(texts)``)."""
+    if image_embeds.shape[0] not in (1, len(texts)):
+        raise ValueError(f"{image_embeds.shape[0]} image embeddings for {len(texts)} region texts")
     hidden, masks = [], []
     for start in range(0, len(texts), batch):
-        queries = model.region_queries(image_embeds, texts[start:start + batch])
+        rows = image_embeds if image_embeds.shape[0] == 1 else image_embeds[start:start + batch]
+        queries = model.region_queries(rows, texts[start:start + batch])
         embeds, mask = model.t5_inputs(queries)
         hidden.append(model.encode_t5(embeds, mask))
         masks.append(mask)
@@ -185,21 +265,39 @@ def _sentence_order(model: torch.nn.Module, sentences: Sequence[str], indices: S
     return [i for _, i in sorted(zip(lengths, indices))]
 
 
-@torch.inference_mode()
-def score_image_fast(model: torch.nn.Module, image: torch.Tensor, samplers: Sequence[MaskPointSampler],
-                     sentences: Sequence[str], groups: Sequence[DrawGroup], settings: RISSettings,
-                     text_processor: Callable[[str], str]) -> np.ndarray:
-    """Scores (num_sentences, num_masks): image once, encoder once per (mask, draw), decoder
-    for all (draw, sentence) pairs in chunks."""
-    model = _unwrap(model)
-    settings = settings.resolved(model.device)
-    per_group = len(samplers) * settings.repeats
+def _region_inputs(prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: RISSettings,
+                   text_processor: Callable[[str], str]) -> Tuple[List[DrawGroup], int, List[str]]:
+    """(groups, draws per mask, region texts in group-major, mask-major, draw order).
+    Visual modes draw nothing: one group of every sentence, one empty text per mask."""
+    if prompts.visual:
+        return [DrawGroup("visual", sorted(i for g in groups for i in g.sentences))], 1, [""] * len(prompts)
     texts: List[str] = []
     for g in groups:
-        texts += draw_region_texts(samplers, settings.num_points, settings.repeats,
+        texts += draw_region_texts(prompts.samplers, settings.num_points, settings.repeats,
                                    item_rng(settings.seed, g.key), text_processor,
                                    empty=settings.region_prompt == "empty")
-    image_embeds = model.encode_image(image.unsqueeze(0) if image.ndim == 3 else image)
+    return list(groups), settings.repeats, texts
+
+
+def encode_images(model: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """ViT features of a stack of images, ``batch`` images per call."""
+    return torch.cat([model.encode_image(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+
+
+@torch.inference_mode()
+def score_image_fast(model: torch.nn.Module, prompts: MaskPrompts, sentences: Sequence[str],
+                     groups: Sequence[DrawGroup], settings: RISSettings,
+                     text_processor: Callable[[str], str]) -> np.ndarray:
+    """Scores (num_sentences, num_masks): the ViT once per image (visual modes: once per
+    mask's prompted image, batched), the Q-Former + T5 encoder once per (mask, draw), the
+    decoder for all (draw, sentence) pairs in chunks."""
+    model = _unwrap(model)
+    settings = settings.resolved(model.device)
+    if settings.region_prompt != prompts.mode:
+        raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
+    groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
+    per_group = len(prompts) * repeats
+    image_embeds = encode_images(model, prompts.images.to(model.device), settings.encoder_batch)
     hidden, enc_mask = encode_region_texts(model, image_embeds, texts, settings.encoder_batch)
     # Pairs (encoder row, sentence), sentences of similar token length next to each other so
     # that a decoder chunk pads little.
@@ -215,29 +313,32 @@ def score_image_fast(model: torch.nn.Module, image: torch.Tensor, samplers: Sequ
         targets = [sentences[s] for s in sent_of_pair[start:start + settings.decoder_batch]]
         chunks.append(model.target_nll(hidden[idx], enc_mask[idx], targets).float())
     nll = torch.cat(chunks).cpu().numpy().astype(np.float64)
-    scores = np.full((len(sentences), len(samplers), settings.repeats), np.nan)
+    scores = np.full((len(sentences), len(prompts), repeats), np.nan)
     for n, (_, s) in enumerate(order):
-        scores[s] = nll[n * per_group:(n + 1) * per_group].reshape(len(samplers), settings.repeats)
+        scores[s] = nll[n * per_group:(n + 1) * per_group].reshape(len(prompts), repeats)
     return scores.min(axis=2)
 
 
 @torch.inference_mode()
-def score_image_official(model: torch.nn.Module, image: torch.Tensor, samplers: Sequence[MaskPointSampler],
-                         sentences: Sequence[str], groups: Sequence[DrawGroup], settings: RISSettings,
+def score_image_official(model: torch.nn.Module, prompts: MaskPrompts, sentences: Sequence[str],
+                         groups: Sequence[DrawGroup], settings: RISSettings,
                          text_processor: Callable[[str], str]) -> np.ndarray:
     """The authors' protocol: one ``model.forward`` of R samples per (sentence, mask), the
-    image repeated R times and encoded again each time."""
+    image repeated R times and encoded again each time (visual modes: one sample, the mask's
+    prompted image)."""
     model = _unwrap(model)
-    image = image.unsqueeze(0) if image.ndim == 3 else image
-    repeats = settings.repeats
-    scores = np.full((len(sentences), len(samplers)), np.nan)
-    for g in groups:
-        texts = draw_region_texts(samplers, settings.num_points, repeats, item_rng(settings.seed, g.key),
-                                  text_processor, empty=settings.region_prompt == "empty")
+    if settings.region_prompt != prompts.mode:
+        raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
+    groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
+    images = prompts.images.to(model.device)
+    per_group = len(prompts) * repeats
+    scores = np.full((len(sentences), len(prompts)), np.nan)
+    for gi, g in enumerate(groups):
         for s in g.sentences:
-            for m in range(len(samplers)):
-                loss = model({"image": image.repeat(repeats, 1, 1, 1),
-                              "text_input": texts[m * repeats:(m + 1) * repeats],
+            for m in range(len(prompts)):
+                image = images[m:m + 1] if prompts.visual else images
+                first = gi * per_group + m * repeats
+                loss = model({"image": image.repeat(repeats, 1, 1, 1), "text_input": texts[first:first + repeats],
                               "text_output": [sentences[s]] * repeats}, reduction="none")["loss"]
                 scores[s, m] = float(loss.float().min())
     return scores
@@ -271,8 +372,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- per image
 @dataclass
 class ImageInputs:
-    image: torch.Tensor
+    """One image's inputs, prepared on a prefetch thread: ``prompts`` is None when no
+    proposal survives filtering."""
+
     proposals: ProposalSet
+    candidates: Candidates
+    prompts: Optional[MaskPrompts]
     gt: Dict[int, np.ndarray]
     sentences: List[Optional[str]]
 
@@ -300,7 +405,7 @@ class SplitEvaluator:
         from PIL import Image, UnidentifiedImageError
 
         image_id, queries = self.groups[key]
-        ds = self.dataset
+        ds, s = self.dataset, self.settings
         props = read_proposals(ds.proposal_path(image_id), ds.refer.images[image_id].file_name)
         info = ds.refer.images[image_id]
         if (props.height, props.width) != (info.height, info.width):
@@ -314,12 +419,22 @@ class SplitEvaluator:
                                    f"<image_root>/{info.file_name}; set `image_root` / --image-root).")
         try:
             with Image.open(path) as im:
-                tensor = self.vis_processor(im.convert("RGB"))
+                rgb = im.convert("RGB")
         except (OSError, UnidentifiedImageError) as exc:
             raise InputError(f"cannot read the image '{path}': {exc}") from None
+        if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
+            raise InputError(
+                f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
+                f"{props.height}x{props.width}; region_prompt '{s.region_prompt}' marks the masks on the image "
+                "itself, so they must match (regenerate the proposals from this image).")
+        cands = filter_proposals(props, s.threshold, s.small_threshold, s.max_masks, s.fallback_min_area)
+        prompts = None
+        if cands.indices:
+            prompts = build_prompts(s.region_prompt, rgb, [props.mask(i) for i in cands.indices],
+                                    self.vis_processor)
         gt = {q.ann_id: ds.refer.gt_mask(q.ann_id) for q in queries}
         sentences = [self.text_processor(q.sentence) or None for q in queries]
-        return ImageInputs(tensor, props, gt, sentences)
+        return ImageInputs(props, cands, prompts, gt, sentences)
 
     # -- scoring one image (main thread)
     def process(self, key: str, prefetcher: Prefetcher) -> Dict[str, Any]:
@@ -341,22 +456,21 @@ class SplitEvaluator:
                 skipped.append(_skip_entry(q, reason))
             else:
                 active.append((q, sentence))
-        cands = filter_proposals(inputs.proposals, s.threshold, s.small_threshold, s.max_masks, s.fallback_min_area)
+        cands = inputs.candidates
         if not cands.indices and active and s.on_no_candidate == "error":
             raise InputError(
                 f"image {image_id}: none of the {len(inputs.proposals)} proposals in '{inputs.proposals.path}' "
                 f"survives filtering, not even the fallback (>= {s.fallback_min_area:.0%} of the image); "
                 "set run.on_no_candidate=empty to score such queries as IoU 0.")
         scores = np.zeros((len(active), 0))
-        if cands.indices and active:
-            samplers = [MaskPointSampler(inputs.proposals.mask(i)) for i in cands.indices]
+        if inputs.prompts is not None and active:
             sentences = [sent for _, sent in active]
             if s.draws == "image":
                 groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
             else:
                 groups = [DrawGroup(f"{image_id}/{q.ref_id}/{q.sent_id}", [i]) for i, (q, _) in enumerate(active)]
-            image = inputs.image.to(self.model.device)
-            scores = SCORERS[s.protocol](self.model, image, samplers, sentences, groups, s, self.text_processor)
+            scores = SCORERS[s.protocol](self.model, inputs.prompts.to(self.model.device), sentences, groups, s,
+                                         self.text_processor)
         records = []
         for row, (q, _) in enumerate(active):
             chosen = cands.indices[int(np.argmin(scores[row]))] if cands.indices else None
