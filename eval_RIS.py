@@ -1,4 +1,4 @@
-"""Zero-shot referring image segmentation with RegionVLM (SPEC section 4).
+"""Zero-shot referring image segmentation with RegionVLM (docs/ris.md).
 
 A thin command line over the registered ``ris`` task: it reads a YAML (default
 ``configs/blip2/eval/ris_refcoco_val.yaml``), applies the flags below and ``--options``,

@@ -1,4 +1,4 @@
-"""Zero-shot Visual Commonsense Reasoning (Q->A, QA->R, Q->AR), SPEC section 5.
+"""Zero-shot Visual Commonsense Reasoning (Q->A, QA->R, Q->AR), docs/evaluation.md.
 
 A thin command line over the ``vcr`` task: the flags become ``--options`` of the YAML config
 and the run goes through ``train.py``'s code path (Config -> task -> datasets -> model ->

@@ -1,6 +1,6 @@
 """The full `flant5xl` architecture has exactly the official parameter names and shapes.
 
-The expected list is written out from SPEC.md section 1 (not derived from our modules)."""
+The expected list is written out from the official model description (docs/method.md), not derived from our modules."""
 import math
 import re
 
@@ -94,7 +94,7 @@ def test_flant5xl_size_and_trainable_parts(meta_flant5xl):
     unique = {k: v for k, v in spec_state_dict_shapes().items()
               if not k.endswith(("embed_tokens.weight", "position_ids"))}
     assert total == sum(math.prod(shape) for shape in unique.values())
-    # 4.02 B with Flan-T5's own lm_head; SPEC section 8's "3.96 B" is this minus one
+    # 4.02 B with Flan-T5's own lm_head; a "3.96 B" figure is this minus one
     # 32128 x 2048 table, i.e. a T5 whose lm_head was (wrongly) tied to the input embeddings.
     assert round(total / 1e9, 2) == 4.02
     trainable = {n.split(".")[0] for n, p in meta_flant5xl.named_parameters() if p.requires_grad}

@@ -121,6 +121,12 @@ def test_generate_greedy_beam_and_sampling_return_text(tiny_model, images):
     assert tiny_model.generate(samples, num_beams=1, max_length=5) == greedy  # deterministic
 
 
+def test_the_model_provides_the_step_api_tasks_rely_on(tiny_model):
+    from regionvlm.models.protocol import RegionStepModel
+
+    assert isinstance(tiny_model, RegionStepModel)
+
+
 def test_predict_answers_uses_no_region_text(tiny_model, images, monkeypatch):
     """VQA: the Q-Former runs its queries alone (no text input at all, not even the empty
     region text), and T5 reads [queries ; T5 tokens of the formatted question]."""

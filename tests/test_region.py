@@ -1,4 +1,4 @@
-"""Region prompts (SPEC section 2): text format, seeded sampling per kind, clear errors."""
+"""Region prompts (docs/method.md): text format, seeded sampling per kind, clear errors."""
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils

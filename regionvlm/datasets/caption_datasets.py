@@ -1,4 +1,4 @@
-"""Training datasets of RegionVLM (SPEC section 3): region captions, global captions, the mix.
+"""Training datasets of RegionVLM (docs/method.md): region captions, global captions, the mix.
 
 Every item is one image with one or more ``(text_input, text_output)`` samples:
 

@@ -1,4 +1,4 @@
-"""EVA-CLIP ViT-g/14, the frozen image encoder of BLIP-2 (SPEC section 1).
+"""EVA-CLIP ViT-g/14, the frozen image encoder of BLIP-2 (docs/method.md).
 
 Parameter names equal the official ``eva_vit_g.pth`` / LAVIS ``visual_encoder.*`` names
 (``blocks.N.attn.qkv.weight`` with separate ``q_bias``/``v_bias``, ...), so official

@@ -1,5 +1,5 @@
 """The BLIP-2 Q-Former: a BERT encoder whose learned queries cross-attend to the image
-(SPEC section 1).
+(docs/method.md).
 
 RegionVLM keeps the Q-Former's text path: the region prompt (``[12 34] [15 40] ...``)
 is the text input. Queries and text share bidirectional self-attention in every layer;

@@ -1,5 +1,5 @@
 """RegionVLM: BLIP-2 (EVA ViT-g + Q-Former + FlanT5) whose Q-Former reads the region
-as text coordinates (SPEC section 1).
+as text coordinates (docs/method.md).
 
 Data path, top to bottom::
 
@@ -212,7 +212,7 @@ class RegionVLMT5(BaseModel):
 
         ``blip2``: the official scheme (truncated-normal 0.02 in the ViT, BERT's N(0, 0.02)
         in the Q-Former, Hugging Face's T5 init). ``from_scratch``: what a tiny model needs to
-        learn regions from random weights (TINY_TRAINING.md): N(0, 1/sqrt(width)) for ViT and
+        learn regions from random weights (docs/tiny_training.md): N(0, 1/sqrt(width)) for ViT and
         Q-Former weights, a large ViT position table (``vit_pos_embed_std``), N(0, 0.02) query
         tokens and T5 ``lm_head``. Two priors for from-scratch training (``init_priors``):
         ``vit_pos_embed_layout: factorized`` (row + column position components) and

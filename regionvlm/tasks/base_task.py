@@ -24,6 +24,13 @@ class NoSettings(Settings):
     """A task that reads no ``run:`` key of its own."""
 
 
+def parse_run_settings(settings_cls: Any, run_cfg: Any) -> Any:
+    """A task's settings from a whole ``run:`` section, whose other keys belong to the runner
+    it names (default ``runner_base``)."""
+    runner = registry.get_runner_class(str((run_cfg or {}).get("runner", "runner_base")))
+    return settings_cls.parse(run_cfg, "run", also_known=runner.Settings.keys())
+
+
 class BaseTask(ABC):
     Settings = NoSettings
 
@@ -40,8 +47,7 @@ class BaseTask(ABC):
 
     def parse_settings(self, run_cfg: Any) -> Any:
         """This task's settings from ``run:`` (the runner's keys are known there too)."""
-        runner_keys = registry.get_runner_class(str((run_cfg or {}).get("runner", "runner_base"))).Settings.keys()
-        return self.Settings.parse(run_cfg, "run", also_known=runner_keys)
+        return parse_run_settings(self.Settings, run_cfg)
 
     def build_model(self, cfg: Any) -> torch.nn.Module:
         model_cfg = cfg.model_cfg

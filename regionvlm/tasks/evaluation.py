@@ -35,7 +35,8 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.io import JsonlAppender, ensure_dir, read_jsonl_rows
 from regionvlm.common.settings import Settings, setting
-from regionvlm.tasks.base_task import BaseTask
+from regionvlm.models.protocol import RegionStepModel
+from regionvlm.tasks.base_task import BaseTask, parse_run_settings
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -53,6 +54,11 @@ class EvalSettings(Settings):
 
     def result_fields(self) -> Dict[str, Any]:
         return {k: v for k, v in self.as_dict().items() if k not in self.NOT_IN_RESULTS}
+
+    @classmethod
+    def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> Any:
+        """These settings from a whole ``run:`` section (the runner's keys are known there)."""
+        return parse_run_settings(cls, run_cfg)
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,7 @@ class EvalTask(BaseTask):
         return metrics.get(self.HEADLINE)
 
     @abstractmethod
-    def evaluate_split(self, model: torch.nn.Module, dataset: Any, name: str, split: str, settings: Any,
+    def evaluate_split(self, model: RegionStepModel, dataset: Any, name: str, split: str, settings: Any,
                        output_dir: Path) -> Dict[str, Any]:
-        """Evaluate one split (resumable, sharded), write its results files, return its metrics."""
+        """Evaluate one split (resumable, sharded), write its results files, return its metrics.
+        ``model`` is used only through the step API (:class:`RegionStepModel`)."""

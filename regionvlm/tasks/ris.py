@@ -111,13 +111,6 @@ class RISSettings(EvalSettings):
 
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
-    @classmethod
-    def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "RISSettings":
-        """The settings alone (every other ``run:`` key is known to belong to the runner)."""
-        from regionvlm.runners.runner_base import RunnerSettings
-
-        return cls.parse(run_cfg, "run", also_known=RunnerSettings.keys())
-
     def resolved(self, device: torch.device) -> "RISSettings":
         """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
         the tiny preset: larger CPU batches are slower, their logits no longer fit in cache)."""

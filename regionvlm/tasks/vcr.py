@@ -1,4 +1,4 @@
-"""Zero-shot Visual Commonsense Reasoning (task ``vcr``, SPEC section 5).
+"""Zero-shot Visual Commonsense Reasoning (task ``vcr``, docs/evaluation.md).
 
 Per item the image is encoded once. Every prompt lists the objects it mentions; each gets its
 own Q-Former pass (the image + ``K`` random pixels of the object's mask as region text) and

@@ -1,6 +1,6 @@
 """Zero-shot VQA tasks: ``vqa`` (VQAv2, OK-VQA: official VQA accuracy) and ``gqa`` (exact match).
 
-Protocol (SPEC section 6): the Q-Former gets no region text; T5 gets
+Protocol (docs/evaluation.md): the Q-Former gets no region text; T5 gets
 ``prompt.format(question)`` (``Question: {} Short answer:``) after the 32 query tokens;
 beam search with 5 beams, 1 to 10 new tokens; OK-VQA lemmatizes predictions when
 ``model.apply_lemmatizer`` is true. All of it happens in ``model.predict_answers``; this
@@ -65,13 +65,6 @@ class VQASettings(BatchEvalSettings):
                               f"(e.g. {DEFAULT_PROMPT!r}), got {self.prompt!r}.")
         if self.min_len > self.max_len:
             raise ConfigError(f"`{section}.min_len` ({self.min_len}) exceeds `{section}.max_len` ({self.max_len}).")
-
-    @classmethod
-    def from_run_cfg(cls, run_cfg: Optional[Mapping[str, Any]]) -> "VQASettings":
-        """The settings alone (every other ``run:`` key is known to belong to the runner)."""
-        from regionvlm.runners.runner_base import RunnerSettings
-
-        return cls.parse(run_cfg, "run", also_known=RunnerSettings.keys())
 
     def generation_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``model.predict_answers`` (LAVIS's names)."""

@@ -1,7 +1,7 @@
 """VQA accuracy (VQAv2, OK-VQA) and GQA exact match, as the official code computes them.
 
 Published numbers for RegionVLM and BLIP-2 come from LAVIS's copy of the official VQA
-evaluation script (``vqaEval.py``, SPEC section 6). This module re-implements that
+evaluation script (``vqaEval.py``, docs/evaluation.md). This module re-implements that
 script's algorithm; scores are comparable with published numbers only because every
 quirk below is reproduced, so none of them may be "fixed" silently.
 
