@@ -332,12 +332,24 @@ def build_processor(model):
         size={"height": model.image_size, "width": model.image_size}, resample=PILImageResampling.BICUBIC,
         do_resize=True, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
         image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
-    qformer_tokenizer = copy.deepcopy(model.tokenizer)  # the cached project tokenizers stay untouched
+    qformer_tokenizer = _clean_copy(model.tokenizer)  # the cached project tokenizers stay untouched
     qformer_tokenizer.model_max_length = int(model.max_txt_len)  # honoured by truncation=True
-    t5_tokenizer = copy.deepcopy(model.t5_tokenizer)  # the processor adds "<image>" to it
+    t5_tokenizer = _clean_copy(model.t5_tokenizer)  # the processor adds "<image>" to it
     return InstructBlipProcessor(image_processor=image_processor, tokenizer=t5_tokenizer,
                                  qformer_tokenizer=qformer_tokenizer,
                                  num_query_tokens=int(model.query_tokens.shape[1]))
+
+
+def _clean_copy(tokenizer: Any) -> Any:
+    """A copy of a shared tokenizer without the truncation/padding state its last call left in
+    the fast backend (``tokenizer.json`` would save it, and the exported processor would then
+    truncate at that call's length instead of ``model_max_length``)."""
+    copied = copy.deepcopy(tokenizer)
+    backend = getattr(copied, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    return copied
 
 
 def _hf_expected_keys(config) -> Dict[str, Tuple[int, ...]]:
@@ -479,8 +491,8 @@ def read_hf_export(hf_dir: str | Path) -> Tuple[Dict[str, Any], Dict[str, torch.
         raise CheckpointError(f"'{directory}' has no {CONFIG_FILE}; it is not a Hugging Face model export.")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read '{config_path}': {exc}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"cannot read '{config_path}' as JSON: {exc}") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"'{config_path}' does not hold a JSON object.")
     model_cfg = model_config_from_hf(config, _qformer_max_length(directory), str(config_path))
@@ -501,7 +513,7 @@ def _qformer_max_length(directory: Path) -> Optional[int]:
         return None
     try:
         value = json.loads(path.read_text(encoding="utf-8")).get("model_max_length")
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError, AttributeError):
         return None
     return int(value) if isinstance(value, (int, float)) and value < 1e6 else None
 

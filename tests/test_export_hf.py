@@ -299,3 +299,17 @@ def test_bad_inputs_give_one_line_errors(case, tmp_path, export_dir, not_an_expo
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.pth").exists()
+
+
+def test_export_does_not_carry_the_shared_tokenizers_last_truncation(tiny_model, tmp_path):
+    """A fast tokenizer keeps the truncation of its last call in its backend, and
+    ``tokenizer.json`` saves it: an export made after any short truncation must still cut
+    region text at ``max_txt_len``."""
+    from transformers import InstructBlipProcessor
+
+    tiny_model.tokenizer(["[1 2] [3 4] [5 6]"], truncation=True, max_length=5)
+    tiny_model.t5_tokenizer(["a long caption of many words"], truncation=True, max_length=3)
+    out = export_hf(tiny_model, tmp_path / "hf")
+    processor = InstructBlipProcessor.from_pretrained(out, backend="pil")
+    ids = processor.qformer_tokenizer([REGIONS[4]], truncation=True).input_ids[0]
+    assert len(ids) == tiny_model.max_txt_len == len(tiny_model.tokenize_region_text([REGIONS[4]]).input_ids[0])

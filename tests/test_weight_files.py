@@ -424,3 +424,24 @@ def test_through_the_public_loader(smoke):
         out = model.generate({"image": vis["eval"](Image.new("RGB", (80, 60))).unsqueeze(0)},
                              num_beams=1, max_length=3)
     assert len(out) == 1
+
+
+def test_bf16_precision_reads_the_frozen_towers_straight_into_bf16(smoke, monkeypatch):
+    """``model.precision=bf16`` (the 16 GB laptop option): the loader is asked for bf16 ViT and
+    T5, so no fp32 copy of them is ever made; the trained parts stay fp32."""
+    from regionvlm import load_model_and_preprocess
+
+    asked = []
+    original = RegionVLMT5.load_weights
+
+    def spy(self, paths, dtypes=None):
+        asked.append(dict(dtypes or {}))
+        return original(self, paths, dtypes=dtypes)
+
+    monkeypatch.setattr(RegionVLMT5, "load_weights", spy)
+    model, _, _ = load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True, load_pretrained=True,
+                                            weights=paths_in(smoke), precision="bf16", freeze_vit=True,
+                                            freeze_t5=True)
+    assert asked == [{"vision encoder": torch.bfloat16, "T5": torch.bfloat16}]
+    assert W.group_dtypes(model)["vision encoder"] == ["bfloat16"] and W.group_dtypes(model)["T5"] == ["bfloat16"]
+    assert model.Qformer.bert.embeddings.word_embeddings.weight.dtype == torch.float32

@@ -289,7 +289,8 @@ class RegionVLMT5(BaseModel):
         if cfg.get("load_pretrained", False):
             with torch.device("meta"):
                 model = cls(**kwargs)
-            model.load_weights(WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict())
+            model.load_weights(WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict(),
+                               dtypes=model.frozen_tower_dtypes())
         else:
             model = cls(**kwargs)
         checkpoint = cfg.get("checkpoint", None)
@@ -297,6 +298,15 @@ class RegionVLMT5(BaseModel):
             model.load_checkpoint(checkpoint)
         model.use_grad_checkpoint(bool(cfg.get("use_grad_checkpoint", False)))
         return model
+
+    def frozen_tower_dtypes(self) -> Dict[str, torch.dtype]:
+        """The weight dtypes the precision policy will give the frozen towers at evaluation, so
+        that released files are read straight into them (``auto``: the policy of the device
+        this machine would use). Training converts the ViT back to fp32 when it is placed."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        policy = precision_policy.PrecisionPolicy.create(self.precision_name, device)
+        return {"vision encoder": policy.weight_dtype("vit", self.freeze_vit, training=False),
+                "T5": policy.weight_dtype("t5", self.freeze_t5, training=False)}
 
     def use_grad_checkpoint(self, enabled: bool) -> None:
         self.visual_encoder.use_grad_checkpoint = enabled

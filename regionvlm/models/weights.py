@@ -30,6 +30,7 @@ Details of every accepted file layout are in ``docs/weights.md``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -128,10 +129,7 @@ class TensorEntry:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def span_bytes(self) -> int:
@@ -143,7 +141,7 @@ class TensorEntry:
 
 
 def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize
 
 
 def sniff_format(path: Path) -> str:
