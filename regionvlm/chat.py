@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
-from regionvlm.common.errors import InputError, RegionVLMError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError, RegionVLMError
+from regionvlm.processors.text_processors import check_text
 from regionvlm.region import Region
 
 REGION_COMMANDS = ("box", "points", "scribble", "mask")
@@ -50,25 +51,32 @@ def _numbers(command: str, values: Sequence[str]) -> List[float]:
     return out
 
 
-def load_mask(path: str, image_size: Tuple[int, int]) -> np.ndarray:
-    """A mask image (PNG, any mode) as bool (H, W): non-zero pixels are the region."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"mask: file '{p}' not found.")
+def _user_path(path: str, what: str) -> Path:
+    """``path`` with ``~`` expanded; an unknown ``~user`` is an InputError, not a crash."""
     try:
-        with Image.open(p) as img:
-            arr = np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"mask: cannot read '{p}' as an image ({exc}).") from None
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise InputError(f"{what}: cannot expand '{path}' (no such user's home folder).") from None
+
+
+def load_mask(path: str, image_size: Tuple[int, int]) -> np.ndarray:
+    """A mask image as bool (H, W): non-zero pixels are the region (palette images by index,
+    RGB by any channel; modes with alpha are refused, see ``regionvlm.data.images``).
+    Turned upright by its EXIF orientation, like the chat's image."""
+    from regionvlm.data.images import read_mask_image
+
+    p = _user_path(path, "mask")
+    try:
+        arr = read_mask_image(p, "mask", exif=True)
+    except MissingFileError:
+        raise InputError(f"mask: file '{p}' not found.") from None
     width, height = image_size
     if arr.shape != (height, width):
         raise InputError(f"mask: '{p}' is {arr.shape[1]}x{arr.shape[0]} but the image is {width}x{height}; "
                          "a mask must have the image's size.")
     if not arr.any():
         raise InputError(f"mask: '{p}' has no non-zero pixel; nothing to point at.")
-    return arr > 0
+    return arr != 0
 
 
 def parse_region_command(line: str, image_size: Tuple[int, int]) -> Region:
@@ -195,16 +203,15 @@ def load_dialogue_model(model_type: str = "tiny", checkpoint: Optional[str] = No
 
 
 def open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """The chat's image as RGB, upright by its EXIF orientation (as the user sees it while
+    typing pixel coordinates); every file fault is one clear error naming ``--image``."""
+    from regionvlm.data.images import open_image as read_image
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"image '{p}' not found (check --image).")
+    p = _user_path(path, "--image")
     try:
-        with Image.open(p) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read '{p}' as an image ({exc}).") from None
+        return read_image(p, "--image", exif=True)
+    except MissingFileError:
+        raise InputError(f"image '{p}' not found (check --image).") from None
 
 
 # ------------------------------------------------------------------ the REPL
@@ -222,6 +229,7 @@ class ChatSession:
             return [], True
         head = line.split()[0].lower()
         try:
+            check_text(line, "the line")
             if head in ("quit", "exit"):
                 return [], False
             if head == "help":
@@ -276,8 +284,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     from regionvlm.common.config import parse_options
+    from regionvlm.region import check_num_points
 
     args = parse_args(argv)
+    try:
+        check_num_points(args.num_points)
+    except InputError as exc:
+        raise ConfigError(f"--num-points: {exc}") from None
     image = open_image(args.image)  # before the slow imports: typos fail at once
     parse_options(args.options)
     from regionvlm.dialogue import Conversation
@@ -288,6 +301,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         layout=args.layout, history=args.history)
     conv.generation_settings(**generation_options(args))  # bad decoding flags stop here, not at the first turn
     session = ChatSession(conv, generation_options(args))
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach handle() as surrogates: one error line
+        sys.stdin.reconfigure(errors="surrogateescape")
     run_repl(session, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
 
 

@@ -1,4 +1,4 @@
-"""Interactive region dialogue over one image (SPEC section 7).
+"""Interactive region dialogue over one image (docs/dialogue.md).
 
 A :class:`Conversation` holds one image (encoded once), the regions the user pointed at
 (each turned into ``num_points`` points once, with a seed, so the text shown is the text
@@ -16,7 +16,7 @@ Every T5 input is built by ``model.embed_segments`` (text pieces without special
 soft tokens as tensors, one ``</s>`` at the end) - the same code VCR uses.
 
 Layout of one turn (``layout=``)
-    ``"inline"`` (default; the authors' ``predict_answers_interactive`` and SPEC section 7):
+    ``"inline"`` (default; the authors' ``predict_answers_interactive``):
     every ``[i]`` is replaced by region i's soft tokens where the user wrote it:
     ``"Is " <soft 1> " bigger than " <soft 2> "?"``. Difference from the official code,
     which tokenizes the whole question and splices at the ``[``/``]`` tokens: here each text
@@ -80,8 +80,10 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import InputError
+from regionvlm.data.images import to_rgb
 from regionvlm.models.generation import GenerationSettings
-from regionvlm.region import DEFAULT_NUM_POINTS, Region, format_points
+from regionvlm.processors.text_processors import check_text
+from regionvlm.region import DEFAULT_NUM_POINTS, Region, check_num_points, format_points
 
 logger = logging.getLogger(__name__)
 
@@ -148,16 +150,14 @@ class Conversation:
                  text_processor: Optional[Callable[[str], str]] = None,
                  num_points: int = DEFAULT_NUM_POINTS, seed: int = 0, layout: str = "inline",
                  history: str = "official", prompt: str = "{}") -> None:
-        if not isinstance(image, Image.Image):
-            raise InputError(f"Conversation needs a PIL image, got {type(image).__name__}.")
+        rgb = to_rgb(image, "the conversation's image")
         if layout not in LAYOUTS:
             raise InputError(f"layout must be one of {LAYOUTS}, got '{layout}'.")
         if history not in HISTORIES:
             raise InputError(f"history must be one of {HISTORIES}, got '{history}'.")
-        if prompt.count("{}") != 1:
+        if check_text(prompt, "prompt").count("{}") != 1:
             raise InputError(f"prompt must contain '{{}}' exactly once (where the question goes), got {prompt!r}.")
-        if int(num_points) <= 0:
-            raise InputError(f"num_points must be positive, got {num_points}.")
+        check_num_points(num_points)
         if model.training:
             logger.info("switching the model to eval mode for the conversation (no dropout)")
             model.eval()
@@ -170,7 +170,7 @@ class Conversation:
 
             text_processor = BlipCaptionProcessor()
         self.model = model
-        self.image = image.convert("RGB")
+        self.image = rgb.copy() if rgb is image else rgb
         self.text_processor = text_processor
         self.num_points = int(num_points)
         self.seed = int(seed)
@@ -241,8 +241,7 @@ class Conversation:
 
     def turn_segments(self, text: str) -> Tuple[List[Segment], Tuple[int, ...]]:
         """This turn's own layout (no context, no ``</s>``) and the regions it mentions."""
-        if not isinstance(text, str):
-            raise InputError(f"a question must be a string, got {type(text).__name__}.")
+        check_text(text, "a question")
         full = self.prompt.replace("{}", text, 1)
         parts = parse_region_refs(full)
         ids = _first_mentions(parts)
@@ -316,6 +315,7 @@ class Conversation:
         """Decode from ``segments`` (+ ``</s>``) through ``model.embed_segments``; sampling is
         seeded by ``seed`` (default: from the conversation seed and the turn number)."""
         settings = self.generation_settings(**generation)
+        self._check_length(segments)
         self.last_segments = list(segments)
         embeds, mask = self.model.embed_segments([self.last_segments], add_eos=True)
         if not settings.use_nucleus_sampling:
@@ -326,6 +326,21 @@ class Conversation:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
             return self.model.generate_from_embeds(embeds, mask, settings)[0].strip()
+
+    def _check_length(self, segments: Sequence[Segment]) -> None:
+        """Refuse a T5 input longer than the tokenizer's ``model_max_length`` (512 for
+        Flan-T5): T5's attention grows with the square of the length, so a pasted book
+        would exhaust memory instead of being answered."""
+        tokenizer = self.model.t5_tokenizer
+        limit = int(tokenizer.model_max_length)
+        text = sum(len(tokenizer(seg, add_special_tokens=False, verbose=False).input_ids)
+                   for seg in segments if isinstance(seg, str))
+        soft = sum(int(seg.shape[0]) for seg in segments if not isinstance(seg, str))
+        if text + soft + 1 > limit:
+            raise InputError(
+                f"this turn would give the model {text + soft + 1} tokens ({text} of text, {soft} soft tokens of "
+                f"regions, </s>), more than the {limit} it reads (the T5 tokenizer's model_max_length). Ask a "
+                "shorter question, or reset the conversation (its earlier turns are part of the input).")
 
     # ----------------------------------------------------------------- display
     def describe_segments(self, segments: Sequence[Segment]) -> str:

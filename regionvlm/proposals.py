@@ -1,5 +1,5 @@
 """Mask proposals for zero-shot RIS: Segment Anything's automatic mask generator, cached
-once per image as COCO RLE (SPEC section 4; DESIGN: compact caches, not PNG folders).
+once per image as COCO RLE (docs/ris.md; compact caches, not PNG folders).
 
 Generate (resumable: images whose file exists are skipped; each file is written atomically)::
 
@@ -30,17 +30,15 @@ points_per_side 32, points_per_batch 64, pred_iou_thresh 0.88, stability_score_t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from regionvlm.common.errors import (CheckpointError, ConfigError, InputError, MissingFileError,
-                                     RegionVLMError, require_file)
+from regionvlm.common.errors import CheckpointError, ConfigError, InputError, MissingFileError, require_file
 from regionvlm.data.proposals import IMAGE_EXTENSIONS, encode_mask, proposal_path, write_proposal_file
 
 SAM_PUBLISHED = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
@@ -57,6 +55,13 @@ GENERATOR_DEFAULTS: Dict[str, Any] = {
     "crop_overlap_ratio": 512 / 1500,
     "crop_n_points_downscale_factor": 1,
     "min_mask_region_area": 0,
+}
+
+_SETTING_RANGES: Dict[str, Tuple[float, float]] = {
+    "points_per_side": (1, 1024), "points_per_batch": (1, 1 << 20), "pred_iou_thresh": (0.0, 1.0),
+    "stability_score_thresh": (0.0, 1.0), "stability_score_offset": (0.0, 255.0), "box_nms_thresh": (0.0, 1.0),
+    "crop_n_layers": (0, 8), "crop_nms_thresh": (0.0, 1.0), "crop_overlap_ratio": (0.0, 0.99),
+    "crop_n_points_downscale_factor": (1, 1024), "min_mask_region_area": (0, 1 << 40),
 }
 
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
@@ -134,29 +139,59 @@ def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "
 
 def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> List[Tuple[str, Path]]:
     """``(image name, path)`` pairs: every image under a folder (names relative to it, sorted),
-    or the names listed one per line in a text file (relative to ``image_root``, default the
-    list's folder)."""
+    or the names listed one per line in a UTF-8 text file (relative to ``image_root``, default
+    the list's folder). An empty result is an error: it would "succeed" writing nothing."""
     src = Path(images).expanduser()
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"--images folder '{src}' holds no image ({', '.join(IMAGE_EXTENSIONS)}), "
+                             "in it or below it.")
         return [(p.relative_to(src).as_posix(), p) for p in files]
     if not src.is_file():
         raise MissingFileError(f"--images '{src}' is neither a folder of images nor a list file.")
     root = Path(image_root).expanduser() if image_root else src.parent
-    names = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        text = src.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--images list '{src}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it should "
+                         "hold one image file name per line (e.g. from `python -m regionvlm.data.refer --out`)."
+                         ) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the --images list '{src}': {exc.strerror or exc}.") from None
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not names:
+        raise InputError(f"--images list '{src}' names no image; it should hold one image file name per line.")
+    for name in names:
+        proposal_path(".", name)  # absolute names and '..' are refused, naming the line
     return [(n, root / n) for n in names]
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """The RGB pixels SAM reads (every PIL mode handled by ``regionvlm.data.images``)."""
+    from regionvlm.data.images import open_image
 
-    if not path.is_file():
-        raise MissingFileError(f"image not found at '{path}' (check --images / --image-root).")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read the image '{path}': {exc}") from None
+        return np.asarray(open_image(path, "image"))
+    except MissingFileError:
+        raise MissingFileError(f"image not found at '{path}' (check --images / --image-root).") from None
+
+
+def check_generator_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """SAM generator settings with their types and ranges checked (a threshold above 1 would
+    silently keep no mask; a string would fail deep inside segment-anything)."""
+    unknown = sorted(set(settings) - set(GENERATOR_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown generator setting(s) {unknown}; known: {sorted(GENERATOR_DEFAULTS)}.")
+    out = {**GENERATOR_DEFAULTS, **dict(settings)}
+    for key, value in out.items():
+        integer = isinstance(GENERATOR_DEFAULTS[key], int)
+        ok_type = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+        low, high = _SETTING_RANGES[key]
+        if not ok_type or not (low <= value <= high) or value != value:
+            kind = "a whole number" if integer else "a number"
+            raise ConfigError(f"generator setting {key} must be {kind} in [{low}, {high}], got {value!r}.")
+    return out
 
 
 def _shard(items: List[Any]) -> List[Any]:
@@ -171,10 +206,7 @@ def generate(images: Sequence[Tuple[str, Path]], out_dir: str | Path, model_type
     from segment_anything import SamAutomaticMaskGenerator
     from tqdm import tqdm
 
-    settings = {**GENERATOR_DEFAULTS, **dict(settings or {})}
-    unknown = sorted(set(settings) - set(GENERATOR_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown generator setting(s) {unknown}; known: {sorted(GENERATOR_DEFAULTS)}.")
+    settings = check_generator_settings(settings or {})
     if settings["min_mask_region_area"] > 0:
         try:
             import cv2  # noqa: F401
@@ -209,14 +241,12 @@ def natural_key(name: str) -> Tuple:
 
 
 def read_binary_png(path: Path) -> np.ndarray:
-    """A mask PNG (0/255, or 0/1) -> bool; other values stop with the file name."""
-    from PIL import Image, UnidentifiedImageError
+    """A mask PNG (0/255, or 0/1) -> bool; other values stop with the file name. One value per
+    pixel as ``regionvlm.data.images.read_mask_image`` reads it (palette images by
+    index, RGB by the largest channel; modes with alpha are refused)."""
+    from regionvlm.data.images import read_mask_image
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("L") if im.mode not in ("L", "1", "P", "I;16", "I") else im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read the mask PNG '{path}': {exc}") from None
+    arr = read_mask_image(path, "mask PNG")
     if arr.dtype == bool:
         return np.ascontiguousarray(arr)
     values = set(np.unique(arr).tolist())
@@ -298,8 +328,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
         from regionvlm.common.config import load_yaml
         from omegaconf import OmegaConf
 
-        settings.update(OmegaConf.to_container(load_yaml(args.config), resolve=True))
+        loaded = OmegaConf.to_container(load_yaml(args.config), resolve=True)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config '{args.config}' must hold a mapping of generator settings "
+                              f"(e.g. `points_per_side: 32`), got {type(loaded).__name__}.")
+        settings.update(loaded)
     settings.update({k: getattr(args, k) for k in GENERATOR_DEFAULTS if getattr(args, k) is not None})
+    check_generator_settings(settings)  # before listing images or loading SAM
     device = args.device
     if device is None:
         import torch

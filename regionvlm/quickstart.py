@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -96,8 +95,7 @@ def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device
 
 def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] = None) -> List[Dict[str, Any]]:
     """Greedy captions of every held-out object, from K random points of its mask."""
-    from PIL import Image
-
+    from regionvlm.data.images import open_image
     from regionvlm.models import load_preprocess
     from regionvlm.region import Region
     from regionvlm.tasks.evaluation import item_rng
@@ -105,7 +103,7 @@ def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] =
     vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0]["eval"]
     rows: List[Dict[str, Any]] = []
     for image_id, queries in refer.queries_by_image()[:limit]:
-        image = vis(Image.open(world / "images" / refer.images[image_id].file_name)).unsqueeze(0)
+        image = vis(open_image(world / "images" / refer.images[image_id].file_name)).unsqueeze(0)
         texts = [Region.from_mask(refer.gt_mask(q.ann_id)).to_text(model.num_points, item_rng(seed, str(q.ref_id)))
                  for q in queries]
         preds = model.generate({"image": image, "image_index": [0] * len(texts), "text_input": texts},
@@ -133,13 +131,15 @@ def figure(world: Path, refer, captions: Sequence[Dict[str, Any]], ris: Dict[str
     """Scenes with the prompt points of one object, its generated caption and the chosen mask."""
     from PIL import Image, ImageDraw
 
+    from regionvlm.data.images import open_image
+
     from regionvlm.data.proposals import load_image_proposals
 
     by_ann = {r["ann_id"]: r for r in captions}
     panels = []
     for record in ris["records"][: scenes * 3: 3]:
         info = refer.images[record["image_id"]]
-        img = Image.open(world / "images" / info.file_name).convert("RGB")
+        img = open_image(world / "images" / info.file_name)
         size = img.width * scale
         canvas = Image.new("RGB", (size, size + 46), "white")
         canvas.paste(img.resize((size, size), Image.NEAREST), (0, 0))

@@ -53,7 +53,7 @@ def test_region_commands_parse_pixels(files):
     ("mask {d}/missing.png", r"mask: file '.*missing.png' not found"),
     ("mask {d}/small_mask.png", r"is 64x10 but the image is 64x48"),
     ("mask {d}/empty_mask.png", r"no non-zero pixel"),
-    ("mask {d}/not_an_image.png", r"cannot read '.*not_an_image.png' as an image"),
+    ("mask {d}/not_an_image.png", r"mask '.*not_an_image.png' is not an image that PIL can read"),
     ("circle 1 2 3", r"not a region command"),
 ])
 def test_bad_region_input_is_one_clear_error(files, line, message):

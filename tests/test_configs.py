@@ -28,6 +28,7 @@ DOCUMENTED_LAYOUT = (
 )
 
 
+@pytest.mark.slow
 def test_registry_lookup_needs_no_other_import():
     code = ("from regionvlm import registry; import sys; "
             "assert registry.get_model_class('regionvlm_t5').__name__ == 'RegionVLMT5'; "

@@ -139,6 +139,8 @@ def expected_answer(image: Image.Image, region_texts, question: str) -> str:
     return conv.ask(question)
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_upload_draw_ask_and_read_the_answer(page, tmp_path):
     from regionvlm.synthetic.scenes import render_scene
 

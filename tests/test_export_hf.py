@@ -119,6 +119,7 @@ def test_ln_vision_epsilon_is_the_one_inexact_setting(tiny_model, hf_model, pil_
     assert ((loss_same_eps - loss).abs() / loss).max() < 1e-6  # measured 9e-8 .. 2e-7
 
 
+@pytest.mark.slow
 def test_plain_transformers_loads_it_offline_and_the_doc_snippet_captions(tiny_model, tiny_model_and_processors,
                                                                           export_dir, tmp_path):
     """A fresh process without regionvlm runs the three lines of docs/huggingface.md."""

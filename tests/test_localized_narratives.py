@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from regionvlm.common.cli import run
 from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.data import localized_narratives as ln
 from regionvlm.data import visual_genome as vg
@@ -204,10 +205,10 @@ def test_cli_prints_report_and_accepts_patterns(tmp_path, image_root, capsys):
     src = _write_lines(tmp_path / "ln.jsonl", [json.dumps(word_narrative("a dog", image_id="5", dataset_id="toy"))])
     _image(image_root / "toy" / "img5.png")
     out = tmp_path / "ann.json"
-    rc = ln.main(["--input", str(src), "--out", str(out), "--image-root", str(image_root), "--quiet",
-                  "--image-pattern", "toy=missing/{image_id}.jpg", "--image-pattern", "toy=toy/img{image_id}.png",
-                  "--relative-paths"])
-    assert rc == 0
+    report = ln.main(["--input", str(src), "--out", str(out), "--image-root", str(image_root), "--quiet",
+                      "--image-pattern", "toy=missing/{image_id}.jpg", "--image-pattern", "toy=toy/img{image_id}.png",
+                      "--relative-paths"])
+    assert report.images_written == 1
     assert json.loads(out.read_text())[0]["image_path"] == "toy/img5.png"
     printed = capsys.readouterr().out
     assert "images written: 1" in printed and "chunks kept: 1" in printed
@@ -216,8 +217,9 @@ def test_cli_prints_report_and_accepts_patterns(tmp_path, image_root, capsys):
 def test_unknown_dataset_stops_without_leaving_a_partial_file(tmp_path, image_root, capsys):
     src = _write_lines(tmp_path / "ln.jsonl", [json.dumps(word_narrative("a", dataset_id="mystery"))])
     out = tmp_path / "ann.json"
-    assert ln.main(["--input", str(src), "--out", str(out), "--image-root", str(image_root), "--quiet"]) == 2
-    assert "--image-pattern mystery=PATTERN" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run(ln.main, ["--input", str(src), "--out", str(out), "--image-root", str(image_root), "--quiet"])
+    assert exit_info.value.code == 2 and "--image-pattern mystery=PATTERN" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(MissingFileError, match="nowhere.jsonl"):
         ln.preprocess_localized_narratives([tmp_path / "nowhere.jsonl"], out, image_root=image_root)

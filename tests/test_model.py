@@ -48,6 +48,7 @@ def test_frozen_towers_get_no_gradient_and_the_vit_stays_in_eval_mode(images):
     assert set(model.trainable_state_dict()) == {n for n, p in model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow
 def test_overfits_two_images_and_uses_the_region(images):
     """The gradient path from region text to caption works. Plain random init: the tiny preset's
     priors (factorized positions, smooth numerals) are for learning from many scenes and make

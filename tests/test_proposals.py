@@ -72,7 +72,7 @@ def test_missing_and_malformed_proposal_files_say_what_to_do(tmp_path):
     doc = json.loads(path.read_text())
     doc["masks"][1]["segmentation"]["size"] = [3, 3]
     path.write_text(json.dumps(doc))
-    with pytest.raises(InputError, match=r"mask 1 needs a COCO RLE of size \[12, 16\]"):
+    with pytest.raises(InputError, match=r"mask 1: RLE size \[3, 3\] differs from the image size \[12, 16\]"):
         read_proposals(path)
 
 

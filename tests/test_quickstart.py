@@ -7,6 +7,7 @@ import torch
 from regionvlm import quickstart
 
 
+@pytest.mark.slow
 def test_quickstart_runs_on_a_small_world_and_writes_its_outputs(tmp_path, tiny_model, capsys):
     ckpt = tmp_path / "tiny.pth"
     torch.save({"model": tiny_model.trainable_state_dict()}, ckpt)
@@ -43,6 +44,7 @@ def test_export_weights_keeps_only_the_model_in_half_precision(tmp_path, tiny_mo
     assert torch.allclose(state["model"][name].float(), full["model"][name], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_bundled_checkpoint_reads_regions(tmp_path, capsys):
     """The shipped tiny model grounds the region prompt: RIS far above chance on held-out
     scenes, and back to chance when the region text is EMPTY (the README's claim, in small)."""

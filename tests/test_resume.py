@@ -28,6 +28,7 @@ from regionvlm.common.checkpoints import load_training_checkpoint
 from regionvlm.data.localized_narratives import preprocess_localized_narratives
 from regionvlm.synthetic.world import write_world
 
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

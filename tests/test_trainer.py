@@ -41,6 +41,7 @@ def final_weights(out: Path):
     return torch.load(out / "checkpoint_latest.pth", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_train_writes_logs_config_and_trainable_checkpoint(world, tmp_path):
     summary = train.main(options(world, tmp_path / "run"))
     out = tmp_path / "run"
@@ -54,6 +55,7 @@ def test_train_writes_logs_config_and_trainable_checkpoint(world, tmp_path):
     assert state["step"] == 8 and state["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(world, tmp_path):
     train.main(options(world, tmp_path / "full"))
     stopped = train.main(options(world, tmp_path / "killed", "run.stop_after_steps=5"))
@@ -64,6 +66,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(world, tmp_path):
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
+@pytest.mark.slow
 def test_bad_config_stops_with_a_message(world, tmp_path, capsys):
     from regionvlm.common.cli import run
 

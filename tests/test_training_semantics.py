@@ -78,6 +78,7 @@ def options(world: Path, out: Path, *extra: str):
             "run.batch_size_train=2", "run.max_epoch=3", "run.device=cpu", f"run.output_dir={out}", *extra]
 
 
+@pytest.mark.slow
 def test_logged_lr_is_the_lavis_schedule_of_every_iteration(world, tmp_path):
     out = tmp_path / "run"
     train.main(options(world, out, "run.lr_sched=linear_warmup_cosine_lr", "run.init_lr=1e-3",
@@ -89,6 +90,7 @@ def test_logged_lr_is_the_lavis_schedule_of_every_iteration(world, tmp_path):
     assert rows[-1]["step"] == 6  # 3 epochs x 4 iterations / accumulation 2
 
 
+@pytest.mark.slow
 def test_t5_dropout_is_active_in_training_unless_turned_off(world, tmp_path):
     """The paper's T5 is frozen but not in eval mode: its dropout changes the loss."""
     base = ("model.freeze_t5=true", "model.t5.dropout_rate=0.5", "run.max_epoch=1", "run.init_lr=0.0",
@@ -100,6 +102,7 @@ def test_t5_dropout_is_active_in_training_unless_turned_off(world, tmp_path):
     assert off["last_loss"] == none["last_loss"]     # turned off: exactly as if T5 had no dropout
 
 
+@pytest.mark.slow
 def test_safetensors_training_checkpoints_load_and_resume_like_pth(world, tmp_path):
     from safetensors import safe_open
 
@@ -123,6 +126,8 @@ def test_safetensors_training_checkpoints_load_and_resume_like_pth(world, tmp_pa
     assert set(loaded) == set(a["model"])
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_two_processes_equal_the_single_process_computation(world, tmp_path):
     """Two gloo ranks with gradient accumulation (``no_sync`` between updates) end with the
     weights of one process that averages both ranks' gradients over the same batches."""

@@ -351,6 +351,7 @@ def test_scripts_forward_options(bench, tmp_path):
     assert proc.returncode == 2 and "not a key=value option" in proc.stderr
 
 
+@pytest.mark.slow
 def test_script_runs_train_py_end_to_end(tmp_path, data_root):
     """The shipped script, train.py and the runner with the tiny model on CPU."""
     write_gqa_layout(data_root, {q[0]: "yes" for q in QUESTIONS})

@@ -2,7 +2,7 @@
 
 Slow (minutes) and big: ~17 GB of files and ~17 GB of RAM for the fp32 load. Run with
 
-    python -m pytest -q -m slow tests/test_weights_fullsize.py
+    python -m pytest -q -m fullsize tests/test_weights_fullsize.py
 
 Set ``REGIONVLM_FULLSIZE_WEIGHTS`` to a folder written by
 ``python benchmarks/make_fullsize_weights.py --out DIR`` to reuse it; otherwise the files are
@@ -26,7 +26,7 @@ from safetensors import safe_open
 from regionvlm.models import weights as W
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fullsize]
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "bert": "bert-base-uncased",
           "blip2": "blip2_pretrained_flant5xl.pth", "regionvlm": "ckpoint_RegionVLM.pth"}
@@ -43,9 +43,7 @@ def _need_memory(nbytes: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def fullsize(request, tmp_path_factory) -> Path:
-    if "slow" not in (request.config.option.markexpr or ""):
-        pytest.skip("real-size test: select it with -m slow")
+def fullsize(tmp_path_factory) -> Path:
     given = os.environ.get("REGIONVLM_FULLSIZE_WEIGHTS")
     if given:
         yield Path(given)

@@ -24,7 +24,8 @@ from regionvlm.common.errors import InputError, MissingFileError, OutputError
 _TMP_SUFFIX = ".tmp"
 _ENV_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-               errno.EPERM: "permission denied"}
+               errno.EPERM: "permission denied", errno.EISDIR: "a folder of that name exists",
+               errno.ENOTDIR: "a file stands where a folder is expected"}
 
 
 def output_error(exc: OSError, path: str | Path, action: str = "write") -> Exception:
@@ -134,6 +135,8 @@ def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout
     path = Path(path).expanduser()
     via = f" (set by `{setting}`)" if setting else ""
     expected = f" It should be {layout}." if layout else ""
+    if path.is_dir():
+        raise InputError(f"{what} '{path}'{via} is a folder; give the file.{expected}")
     if not path.is_file():
         raise MissingFileError(f"{what} not found at '{path}'{via}.{expected}")
     try:
@@ -144,6 +147,8 @@ def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout
                          f"column {exc.colno}).{expected}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{what} '{path}'{via} is not UTF-8 text ({exc.reason}).{expected}") from None
+    except RecursionError:
+        raise InputError(f"{what} '{path}'{via} is nested too deeply to be a real annotation file.") from None
     except OSError as exc:
         raise InputError(f"cannot read {what} '{path}'{via}: {exc.strerror or exc}.") from None
 

@@ -67,18 +67,19 @@ is its first character). Defaults (:data:`DEFAULT_IMAGE_PATTERNS`)::
 Nothing is dropped silently: malformed lines (bad JSON, missing or mistyped fields,
 non-finite numbers, an utterance ending before it starts) are counted and listed as
 ``file:line: reason``; every dropped chunk or image is counted by reason. The report is
-printed and written next to the output as ``<out stem>.report.json``.
+printed and written next to the output as ``<out stem>.report.json``. A run that yields no
+usable narrative at all stops with an error (the report is still written, the output is not).
 """
 from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, MissingFileError
-from regionvlm.common.io import atomic_write_json
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.common.io import atomic_write_json, ensure_dir, output_error
 from regionvlm.region import select_in_order
 
 DEFAULT_NUM_POINTS = 20
@@ -326,42 +327,78 @@ class ImagePathResolver:
 # --------------------------------------------------------------------------- streaming output
 class JsonListWriter:
     """Writes a JSON list item by item into a temporary file, renamed into place on
-    success (readers never see a partial file; a failure leaves no output)."""
+    success (readers never see a partial file; a failure leaves no output and no temporary
+    file). An output that cannot be written (a folder of that name, a read-only or full
+    disk) is an :class:`~regionvlm.common.errors.OutputError` naming it."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.count = 0
 
     def __enter__(self) -> "JsonListWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        if self.path.is_dir():
+            raise OutputError(f"cannot write '{self.path}': it is a folder; give a file name for --out.")
+        ensure_dir(self.path.parent)
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise output_error(exc, self.path) from None
         self._f = os.fdopen(fd, "w", encoding="utf-8")
-        self._f.write("[")
+        self._write("[")
         return self
+
+    def _write(self, text: str) -> None:
+        try:
+            self._f.write(text)
+        except OSError as exc:
+            raise output_error(exc, self.path) from None
 
     def write(self, item: Mapping[str, Any]) -> None:
         self.write_raw(json.dumps(item, separators=(",", ":")))
 
     def write_raw(self, encoded_item: str) -> None:
         """Append an item that is already JSON text."""
-        self._f.write(("\n" if self.count == 0 else ",\n") + encoded_item)
+        self._write(("\n" if self.count == 0 else ",\n") + encoded_item)
         self.count += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self._f.write("\n]\n")
-                self._f.flush()
-                os.fsync(self._f.fileno())
-            self._f.close()
+                self._write("\n]\n")
+                try:
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
+                except OSError as err:
+                    raise output_error(err, self.path) from None
+            with contextlib.suppress(OSError):
+                self._f.close()
             if exc_type is None:
                 umask = os.umask(0)
                 os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-                os.replace(self._tmp, self.path)
+                try:
+                    os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+                    os.replace(self._tmp, self.path)
+                except OSError as err:
+                    raise output_error(err, self.path) from None
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
+
+
+def check_readable(path: Path, what: str) -> None:
+    """Stop early, naming the file, when an input exists but cannot be opened."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot read {what} '{path}': {exc.strerror or exc}.") from None
+
+
+def nothing_usable(what: str, inputs: Sequence[Any], details: str, out: Path) -> InputError:
+    """The error for a run that would write an empty annotation file (nothing to train on)."""
+    names = ", ".join(f"'{p}'" for p in list(inputs)[:3]) + (" ..." if len(inputs) > 3 else "")
+    return InputError(f"{names} gave no usable {what} ({details}); nothing was written to '{out}'. "
+                      f"The report '{report_path(out)}' lists every problem.")
 
 
 # --------------------------------------------------------------------------- the job
@@ -461,6 +498,9 @@ def _process_file(path: Path, part: Path, resolver: ImagePathResolver, num_point
             except UnicodeDecodeError:
                 report.malformed.append(f"{where}: not UTF-8 text")
                 continue
+            except RecursionError:
+                report.malformed.append(f"{where}: JSON nested too deeply")
+                continue
             except MalformedRecord as exc:
                 report.malformed.append(f"{where}: {exc}")
                 continue
@@ -497,23 +537,32 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
                                     patterns: Optional[Mapping[str, Sequence[str]]] = None,
                                     check_images: bool = True, relative_paths: bool = False,
                                     progress: bool = True, write_report: bool = True,
-                                    workers: int = 1) -> PreprocessReport:
-    """Stream the JSONL ``inputs`` into the annotation file ``out`` (see the module doc).
+                                    workers: int = 1, allow_empty: bool = False) -> PreprocessReport:
+    """Stream the JSONL ``inputs`` into the annotation file ``out`` (see the module doc). No
+    usable narrative at all is an InputError unless ``allow_empty`` (then ``out`` is ``[]``).
 
     ``workers > 1`` processes several input files at once (JSON decoding dominates the
     cost); the output keeps the input order either way."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
     paths = [Path(p).expanduser() for p in inputs]
+    if not paths:
+        raise ConfigError("no Localized Narratives file given (--input).")
     for p in paths:
         if not p.is_file():
             raise MissingFileError(f"Localized Narratives file '{p}' not found. Expected the official JSONL "
                                    f"(one narrative per line, e.g. coco_train_localized_narratives-00000-of-00004.jsonl "
                                    f"from https://google.github.io/localized-narratives/).")
+        check_readable(p, "the Localized Narratives file")
     resolver = ImagePathResolver(image_root, patterns, check_exists=check_images, relative=relative_paths)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parts_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts."))
+    if out.is_dir():
+        raise OutputError(f"cannot write '{out}': it is a folder; give a file name for --out.")
+    ensure_dir(out.parent)
+    try:
+        parts_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts."))
+    except OSError as exc:
+        raise output_error(exc, out) from None
     try:
         jobs = [(p, parts_dir / f"{i:05d}.jsonl", resolver, num_points, progress and workers <= 1)
                 for i, p in enumerate(paths)]
@@ -526,6 +575,13 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
         else:
             reports = [_process_file(*job) for job in jobs]
         report = PreprocessReport.merge(reports)
+        if report.images_written == 0 and not allow_empty:
+            if write_report:
+                atomic_write_json(report_path(out), report.as_dict())
+            raise nothing_usable(
+                "narrative", paths, f"{report.lines} lines: {len(report.malformed)} malformed, "
+                f"{report.images_dropped['no_chunks']} without a chunk with trace points, "
+                f"{report.images_dropped['missing_image']} without an image file", out)
         with JsonListWriter(out) as writer:
             for _, part, *_ in jobs:
                 with open(part, "r", encoding="utf-8") as f:
@@ -538,7 +594,7 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
     parser = argparse.ArgumentParser(
         prog="python -m regionvlm.data.localized_narratives",
         description="Localized Narratives JSONL -> {chunk: 20 points} region-caption annotations.",
@@ -559,18 +615,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="input files processed in parallel")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        report = preprocess_localized_narratives(
-            args.input, args.out, image_root=args.image_root, num_points=args.points,
-            patterns=parse_patterns(args.image_pattern), check_images=not args.no_check_images,
-            relative_paths=args.relative_paths, progress=not args.quiet, workers=args.workers)
-    except (ConfigError, MissingFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = preprocess_localized_narratives(
+        args.input, args.out, image_root=args.image_root, num_points=args.points,
+        patterns=parse_patterns(args.image_pattern), check_images=not args.no_check_images,
+        relative_paths=args.relative_paths, progress=not args.quiet, workers=args.workers)
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from regionvlm.common.cli import run
+
+    run(main)

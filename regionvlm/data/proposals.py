@@ -4,8 +4,11 @@ masks as COCO RLE, in proposal order (written by ``python -m regionvlm.proposals
 ``<dir>/<image name without its image extension>.json`` holds
 ``{"format": "regionvlm-proposals", "version": 1, "image", "height", "width", "source",
 "masks": [{"segmentation": COCO RLE, "score", "area", "bbox": [x, y, w, h], ...}]}``.
-``score`` is SAM's predicted IoU (``null`` for imported PNG masks). Reading validates every
-record (size, RLE decodability, area) and names the file when something is wrong.
+``score`` is SAM's predicted IoU (``null`` for imported PNG masks). Reading validates the
+header (format, version, positive height and width) and every record (an RLE of the image's
+size whose runs cover exactly its pixels, a finite or null score) and names the file and the
+mask when something is wrong; writing refuses masks that are not binary and scores that are
+not finite (JSON has no NaN).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.io import atomic_write_text
+from regionvlm.region import binary_mask, validate_rle
 
 FORMAT = "regionvlm-proposals"
 VERSION = 1
@@ -36,10 +40,10 @@ def proposal_path(out_dir: str | Path, image_name: str) -> Path:
 
 
 def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
-    """Bool (H, W) -> JSON-ready COCO RLE record with area and XYWH box."""
+    """Binary (H, W) mask -> JSON-ready COCO RLE record with area and XYWH box."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(np.asfortranarray(binary_mask(mask, "proposal mask").astype(np.uint8)))
     return {"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
             "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
@@ -66,10 +70,13 @@ def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[n
     ``image_size=(height, width)`` is needed only when ``masks`` is empty. Returns the file."""
     if len(masks) != len(scores):
         raise InputError(f"{image_name}: {len(masks)} masks but {len(scores)} scores.")
-    arrays = [np.asarray(m) for m in masks]
+    arrays = [binary_mask(m, f"{image_name}: mask {i}") for i, m in enumerate(masks)]
+    bad = [s for s in scores if s is not None and not _finite_number(s)]
+    if bad:
+        raise InputError(f"{image_name}: scores must be finite numbers or None, got {bad[:3]}.")
     if arrays:
         shapes = {a.shape for a in arrays}
-        if len(shapes) != 1 or arrays[0].ndim != 2:
+        if len(shapes) != 1:
             raise InputError(f"{image_name}: masks must be 2-D and of one size, got shapes {sorted(shapes)}.")
         height, width = arrays[0].shape
         if image_size is not None and tuple(image_size) != (height, width):
@@ -80,7 +87,7 @@ def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[n
         height, width = (int(v) for v in image_size)
     records = []
     for a, score in zip(arrays, scores):
-        rec = encode_mask(a > 0 if a.dtype != bool else a)
+        rec = encode_mask(a)
         rec["score"] = None if score is None else float(score)
         records.append(rec)
     return write_proposal_file(proposal_path(out_dir, image_name), image_name, height, width, records,
@@ -107,7 +114,7 @@ class ProposalSet:
     def from_masks(cls, masks: Sequence[np.ndarray], scores: Optional[Sequence[Optional[float]]] = None
                    ) -> "ProposalSet":
         """In-memory proposals (tests, interactive use)."""
-        arrays = [np.ascontiguousarray(np.asarray(m) > 0) for m in masks]
+        arrays = [np.ascontiguousarray(binary_mask(m, f"proposal mask {i}")) for i, m in enumerate(masks)]
         if not arrays:
             raise InputError("from_masks needs at least one mask (use the file format for empty sets).")
         h, w = arrays[0].shape
@@ -147,18 +154,31 @@ def read_proposals(path: str | Path, image_name: Optional[str] = None) -> Propos
         raise InputError(f"cannot read the proposal file '{path}': {exc}. Delete it and regenerate.") from None
     if not isinstance(doc, Mapping) or doc.get("format") != FORMAT or "masks" not in doc:
         raise InputError(f"'{path}' is not a {FORMAT} file (see regionvlm/proposals.py).")
-    if int(doc.get("version", 0)) > VERSION:
-        raise InputError(f"'{path}' has format version {doc.get('version')}; this code reads <= {VERSION}.")
-    height, width = int(doc["height"]), int(doc["width"])
+    version = doc.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"'{path}': 'version' must be a whole number, got {version!r}. Delete it and regenerate.")
+    if version > VERSION:
+        raise InputError(f"'{path}' has format version {version}; this code reads <= {VERSION}.")
+    height, width = doc.get("height"), doc.get("width")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (height, width)):
+        raise InputError(f"'{path}': 'height' and 'width' must be positive whole numbers, got {height!r} and "
+                         f"{width!r}. Delete it and regenerate.")
+    if not isinstance(doc["masks"], list):
+        raise InputError(f"'{path}': 'masks' must be a list of records, got {type(doc['masks']).__name__}.")
     rles, scores = [], []
     for i, rec in enumerate(doc["masks"]):
         seg = rec.get("segmentation") if isinstance(rec, Mapping) else None
-        if not isinstance(seg, Mapping) or "counts" not in seg or list(seg.get("size", [])) != [height, width]:
-            raise InputError(f"'{path}': mask {i} needs a COCO RLE of size {[height, width]}.")
-        counts = seg["counts"]
-        rles.append({"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
-        scores.append(rec.get("score"))
+        rles.append(validate_rle(seg, f"'{path}': mask {i}", (height, width)))
+        score = rec.get("score")
+        if score is not None and not _finite_number(score):
+            raise InputError(f"'{path}': mask {i} has the score {score!r}; a score is a finite number or null.")
+        scores.append(score)
     return ProposalSet(rles, scores, height, width, path)
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
 
 
 def load_image_proposals(out_dir: str | Path, image_name: str) -> Tuple[List[np.ndarray], List[Optional[float]]]:

@@ -1,4 +1,4 @@
-"""RefCOCO, RefCOCO+ and RefCOCOg in the ``refer`` toolkit layout (SPEC section 4).
+"""RefCOCO, RefCOCO+ and RefCOCOg in the ``refer`` toolkit layout (docs/ris.md).
 
 Layout read here (the one every RIS paper uses)::
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.region import check_pixel_count, validate_rle
 
 # (dataset, splitBy) -> splits defined by that partition.
 KNOWN_SPLITS: Dict[Tuple[str, str], Tuple[str, ...]] = {
@@ -152,50 +152,38 @@ def decode_segmentation(segm: Any, height: int, width: int, rule: str = "officia
     """COCO polygons, uncompressed RLE or compressed RLE -> bool mask (height, width).
 
     ``rule="official"``: pixels covered by exactly one part (the official RIS ground truth);
-    ``"union"``: pixels covered by any part."""
+    ``"union"``: pixels covered by any part. Polygons need >= 3 finite points; RLEs must
+    cover exactly ``height * width`` pixels (:func:`regionvlm.region.validate_rle`)."""
     from pycocotools import mask as mask_utils
 
     if rule not in GT_MASK_RULES:
         raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{rule}'.")
-    try:
-        if isinstance(segm, list):
-            if not segm:
-                raise InputError(f"{what} has an empty segmentation; it cannot be a ground truth.")
-            if all(isinstance(p, (list, tuple)) for p in segm):
-                bad = [i for i, p in enumerate(segm) if len(p) < 6 or len(p) % 2]
-                if bad:
-                    raise InputError(f"{what}: polygon(s) {bad} need an even number (>= 6) of coordinates.")
-                rles = mask_utils.frPyObjects([list(map(float, p)) for p in segm], height, width)
-            elif all(isinstance(p, Mapping) for p in segm):
-                rles = [_as_compressed_rle(r, height, width, what) for r in segm]
-            else:
-                raise InputError(f"{what}: expected a list of polygons or RLE dicts, got {str(segm)[:80]}.")
-        elif isinstance(segm, Mapping):
-            rles = [_as_compressed_rle(segm, height, width, what)]
+    check_pixel_count(width, height, f"{what}: the image")
+    if isinstance(segm, list):
+        if not segm:
+            raise InputError(f"{what} has an empty segmentation; it cannot be a ground truth.")
+        if all(isinstance(p, (list, tuple)) for p in segm):
+            bad = [i for i, p in enumerate(segm) if len(p) < 6 or len(p) % 2]
+            if bad:
+                raise InputError(f"{what}: polygon(s) {bad} need an even number (>= 6) of coordinates.")
+            try:
+                polygons = [np.asarray(p, dtype=np.float64) for p in segm]
+            except (TypeError, ValueError):
+                raise InputError(f"{what}: polygon coordinates must be numbers, got {str(segm)[:80]}.") from None
+            if any(p.ndim != 1 or not np.all(np.isfinite(p)) for p in polygons):
+                raise InputError(f"{what}: polygon coordinates must be finite numbers, got {str(segm)[:80]}.")
+            rles = mask_utils.frPyObjects([p.tolist() for p in polygons], height, width)
+        elif all(isinstance(p, Mapping) for p in segm):
+            rles = [validate_rle(r, what, (height, width)) for r in segm]
         else:
-            raise InputError(f"{what}: unsupported segmentation of type {type(segm).__name__}.")
-        parts = mask_utils.decode(rles)  # (h, w, n) uint8
-    except InputError:
-        raise
-    except Exception as exc:  # pycocotools raises bare Exceptions/TypeErrors on malformed input
-        raise InputError(f"{what}: cannot decode the segmentation ({type(exc).__name__}: {exc}).") from None
-    if parts.shape[:2] != (height, width):
-        raise InputError(f"{what}: mask size {parts.shape[:2]} differs from the image size {(height, width)}.")
+            raise InputError(f"{what}: expected a list of polygons or RLE dicts, got {str(segm)[:80]}.")
+    elif isinstance(segm, Mapping):
+        rles = [validate_rle(segm, what, (height, width))]
+    else:
+        raise InputError(f"{what}: unsupported segmentation of type {type(segm).__name__}.")
+    parts = mask_utils.decode(rles)  # (h, w, n) uint8
     count = parts.sum(axis=2, dtype=np.int32)
     return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
-
-
-def _as_compressed_rle(rle: Mapping[str, Any], height: int, width: int, what: str) -> Dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    if "counts" not in rle or "size" not in rle:
-        raise InputError(f"{what}: an RLE needs 'size' and 'counts', got keys {sorted(rle)}.")
-    if [int(v) for v in rle["size"]] != [height, width]:
-        raise InputError(f"{what}: RLE size {list(rle['size'])} differs from the image size {[height, width]}.")
-    if isinstance(rle["counts"], list):
-        return mask_utils.frPyObjects(dict(rle), height, width)
-    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    return {"size": [height, width], "counts": counts}
 
 
 def check_split(dataset_name: str, split_by: str, split: str) -> None:
@@ -214,28 +202,47 @@ def check_split(dataset_name: str, split_by: str, split: str) -> None:
         raise ConfigError(f"{dataset_name} ({split_by}) has splits {list(splits)}, got '{split}'.")
 
 
+def _int_field(value: Any) -> Optional[int]:
+    """A JSON/pickle id as int (whole numbers and digit strings, as the toolkit's files hold), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
 def _read_instances(path: Path) -> Tuple[Dict[int, ReferImage], Dict[int, Mapping[str, Any]]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{path}' is not valid JSON ({exc}); expected COCO instances.") from None
-    except OSError as exc:
-        raise InputError(f"cannot read '{path}': {exc}.") from None
-    if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
-        raise InputError(f"'{path}' must be COCO instances JSON with 'images' and 'annotations'.")
+    from regionvlm.common.io import read_json
+
+    data = read_json(path, "COCO instances file", "data_root", "COCO instances JSON with 'images' and 'annotations'")
+    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise InputError(f"'{path}' must be COCO instances JSON with lists 'images' and 'annotations'.")
     images: Dict[int, ReferImage] = {}
     for i, img in enumerate(data["images"]):
-        try:
-            images[int(img["id"])] = ReferImage(int(img["id"]), str(img["file_name"]),
-                                                int(img["height"]), int(img["width"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"'{path}': images[{i}] needs id, file_name, height, width ({exc!r}).") from None
+        fields = [_int_field(img.get(k)) if isinstance(img, Mapping) else None for k in ("id", "height", "width")]
+        name = img.get("file_name") if isinstance(img, Mapping) else None
+        if any(f is None for f in fields) or not isinstance(name, str) or not name:
+            raise InputError(f"'{path}': images[{i}] needs an integer id, a file_name, and integer height and "
+                             f"width, got {str(img)[:120]}.")
+        image_id, height, width = fields
+        if height <= 0 or width <= 0:
+            raise InputError(f"'{path}': images[{i}] (id {image_id}) has the size {width}x{height}; "
+                             "height and width must be positive.")
+        images[image_id] = ReferImage(image_id, name, height, width)
     anns: Dict[int, Mapping[str, Any]] = {}
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, Mapping) or "id" not in ann or "segmentation" not in ann or "image_id" not in ann:
             raise InputError(f"'{path}': annotations[{i}] needs id, image_id and segmentation.")
-        anns[int(ann["id"])] = ann
+        ann_id, image_id = _int_field(ann["id"]), _int_field(ann["image_id"])
+        if ann_id is None or image_id is None:
+            raise InputError(f"'{path}': annotations[{i}] needs integer id and image_id, got "
+                             f"{ann['id']!r} and {ann['image_id']!r}.")
+        anns[ann_id] = {**ann, "id": ann_id, "image_id": image_id}
     return images, anns
 
 
@@ -275,11 +282,15 @@ def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: s
         splits_seen.add(str(ref["split"]))
         if ref["split"] != split:
             continue
-        ref_id, ann_id, image_id = int(ref["ref_id"]), int(ref["ann_id"]), int(ref["image_id"])
+        ref_id, ann_id, image_id = (_int_field(ref[k]) for k in ("ref_id", "ann_id", "image_id"))
+        if ref_id is None or ann_id is None or image_id is None:
+            raise InputError(f"'{refs_path}': ref #{i} needs integer ref_id, ann_id and image_id, got "
+                             f"{ref['ref_id']!r}, {ref['ann_id']!r} and {ref['image_id']!r}.")
         sentences = ref["sentences"]
         if not isinstance(sentences, list):
             raise InputError(f"'{refs_path}': ref {ref_id} 'sentences' must be a list.")
         sent_ids = ref.get("sent_ids") or [s.get("sent_id") if isinstance(s, Mapping) else None for s in sentences]
+        sent_ids = [_int_field(s) for s in sent_ids] if isinstance(sent_ids, (list, tuple)) else [None]
         if len(sent_ids) != len(sentences) or any(s is None for s in sent_ids):
             raise InputError(f"'{refs_path}': ref {ref_id} needs sentences and one sent_id per sentence.")
         problem = None
@@ -322,6 +333,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", default=None, help="write the list here (default: print)")
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).is_dir():
+        raise OutputError(f"cannot write '{args.out}': it is a folder; give a file name for --out.")
     split = load_refer(args.data_root, args.dataset, args.splitBy or DEFAULT_SPLIT_BY[args.dataset], args.split)
     names = sorted({img.file_name for img in split.images.values()})
     text = "".join(n + "\n" for n in names)

@@ -1,5 +1,5 @@
 """Visual Commonsense Reasoning (VCR) files: the official ``{train,val,test}.jsonl`` and the
-per-image metadata JSON (SPEC section 5).
+per-image metadata JSON (docs/evaluation.md).
 
 One JSONL line is one item::
 
@@ -36,13 +36,14 @@ listed with its reason, never dropped silently.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
+from regionvlm.region import check_pixel_count
 
 NUM_CHOICES = 4
 REQUIRED_FIELDS = ("objects", "question", "answer_choices", "rationale_choices", "img_fn", "metadata_fn")
@@ -179,7 +180,11 @@ def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
     items: List[VCRItem] = []
     skipped: List[Skipped] = []
     seen: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read the VCR annotation file '{path}': {exc.strerror or exc}.") from None
+    with f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -190,6 +195,10 @@ def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
+                except UnicodeDecodeError:
+                    raise InputError(f"{where}: not UTF-8 text.") from None
+                except RecursionError:
+                    raise InputError(f"{where}: JSON nested too deeply.") from None
                 item = parse_item(row, where, key)
                 key = item.key
                 if item.key in seen:
@@ -235,6 +244,7 @@ def load_metadata(path: Union[str, Path], num_objects: int, where: str) -> Dict[
     width, height = meta["width"], meta["height"]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
         raise InputError(f"{where}: metadata '{path}' has invalid width/height {width!r}x{height!r}.")
+    check_pixel_count(width, height, f"{where}: metadata '{path}'")
     for name in ("boxes", "segms"):
         if not isinstance(meta[name], list) or len(meta[name]) < num_objects:
             got = len(meta[name]) if isinstance(meta[name], list) else type(meta[name]).__name__
@@ -254,13 +264,15 @@ def object_mask(meta: Mapping[str, Any], index: int, where: str) -> Tuple[np.nda
         raise InputError(f"{where}: segms[{index}] must be a list of polygons, got {type(segm).__name__}.")
     for poly in segm:
         try:
-            flat = np.asarray(poly, dtype=np.float64).reshape(-1)
+            points = np.asarray(poly, dtype=np.float64)
         except (TypeError, ValueError):
+            points = np.zeros((1, 3))  # not numbers: reported below
+        if points.size and (points.ndim != 2 or points.shape[1] != 2):
             raise InputError(f"{where}: segms[{index}] holds a polygon that is not a list of [x, y] "
-                             f"points: {str(poly)[:80]}.") from None
-        if flat.size % 2 or not np.all(np.isfinite(flat)):
-            raise InputError(f"{where}: segms[{index}] holds a polygon with an odd number of coordinates "
-                             "or a non-finite value.")
+                             f"points: {str(poly)[:80]}.")
+        flat = points.reshape(-1)
+        if not np.all(np.isfinite(flat)):
+            raise InputError(f"{where}: segms[{index}] holds a polygon with a non-finite coordinate.")
         if flat.size >= 6:
             polygons.append(flat.tolist())
     if polygons:
@@ -275,6 +287,8 @@ def _box_mask(box: Any, height: int, width: int, index: int, where: str) -> np.n
         x1, y1, x2, y2 = (float(v) for v in list(box)[:4])
     except (TypeError, ValueError):
         raise InputError(f"{where}: boxes[{index}] must start with x1, y1, x2, y2, got {box!r}.") from None
+    if not all(np.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InputError(f"{where}: boxes[{index}] has a non-finite coordinate: {box!r}.")
     c0, r0 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
     c1, r1 = min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))
     mask = np.zeros((height, width), dtype=bool)

@@ -65,7 +65,9 @@ Google recommends). Default input files, in the authors' order: ``OVIS/OVIS_trai
 
 Nothing is dropped silently: malformed lines are listed as ``file:line: reason``, every
 skipped narrative and keyframe is counted by reason, missing frame images are listed, and
-the report is printed and written next to the output as ``<out stem>.report.json``.
+the report is printed and written next to the output as ``<out stem>.report.json``. A run
+that yields no record at all stops with an error (the report is still written, the output
+is not).
 """
 from __future__ import annotations
 
@@ -73,7 +75,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -81,9 +82,10 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, MissingFileError, RegionVLMError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
-from regionvlm.data.localized_narratives import MAX_LISTED, JsonListWriter, MalformedRecord, report_path
+from regionvlm.data.localized_narratives import (MAX_LISTED, JsonListWriter, MalformedRecord, check_readable,
+                                                 nothing_usable, report_path)
 from regionvlm.region import select_in_order
 
 DEFAULT_NUM_POINTS = 20
@@ -534,6 +536,8 @@ def input_files(root: str | Path, sources: Sequence[str],
         paths = [Path(p).expanduser() for p in given] if given else \
             [Path(root).expanduser() / p for p in DEFAULT_INPUTS[source]]
         for p in paths:
+            if p.is_dir():
+                raise InputError(f"Video Localized Narratives file '{p}' ({source}) is a folder; give the JSONL file.")
             if not p.is_file():
                 how = f"point to it with --input {source}=FILE" if not given else "fix the --input path"
                 raise MissingFileError(
@@ -549,8 +553,10 @@ def preprocess_video_localized_narratives(
         inputs: Optional[Mapping[str, Sequence[str]]] = None,
         image_dirs: Optional[Mapping[str, Sequence[str]]] = None, frame_names: str = "authors",
         fixes: Iterable[str] = (), num_points: int = DEFAULT_NUM_POINTS, relative_paths: bool = False,
-        check_images: bool = True, progress: bool = True, write_report: bool = True) -> VideoReport:
-    """Stream the sources' JSONL files into the annotation file ``out`` (see the module doc)."""
+        check_images: bool = True, progress: bool = True, write_report: bool = True,
+        allow_empty: bool = False) -> VideoReport:
+    """Stream the sources' JSONL files into the annotation file ``out`` (see the module doc).
+    No record at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     fixes = list(dict.fromkeys(FIXES if "all" in fixes else fixes))
     bad = [f for f in fixes if f not in FIXES]
     if bad:
@@ -558,6 +564,8 @@ def preprocess_video_localized_narratives(
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
     files = input_files(root, list(sources), inputs)
+    for _, path in files:
+        check_readable(path, "the Video Localized Narratives file")
     locator = FrameLocator(root, image_dirs, frame_names, check_exists=check_images, relative=relative_paths)
     report = VideoReport(files=[f"{s}: {p}" for s, p in files], fixes=fixes, frame_names=frame_names)
     need_start = "time-origin" in fixes
@@ -577,6 +585,9 @@ def preprocess_video_localized_narratives(
                 except UnicodeDecodeError:
                     report.add_malformed(f"{where}: not UTF-8 text")
                     continue
+                except RecursionError:
+                    report.add_malformed(f"{where}: JSON nested too deeply")
+                    continue
                 except MalformedRecord as exc:
                     report.add_malformed(f"{where}: {exc}")
                     continue
@@ -587,8 +598,12 @@ def preprocess_video_localized_narratives(
                     continue
                 for record in video_records(video, source, locator, report, fixes, num_points, where):
                     writer.write(record)
-    if write_report:
-        atomic_write_json(report_path(out), report.as_dict())
+        if write_report:
+            atomic_write_json(report_path(out), report.as_dict())
+        if report.records == 0 and not allow_empty:  # inside the writer: the empty output is discarded
+            raise nothing_usable("record", [p for _, p in files], f"{report.lines} lines: {report.malformed_count} "
+                                 f"malformed, {report.videos} videos, {report.videos_without_frame_folder} without a "
+                                 "frame folder", Path(out))
     return report
 
 
@@ -597,7 +612,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
     parser = _Parser(
         prog="python -m regionvlm.data.video_localized_narratives",
         description="Video Localized Narratives JSONL -> {caption: 20 points} region-caption records "
@@ -628,22 +643,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-check-images", action="store_true",
                         help="do not look for frame files: write the first candidate path")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    try:
-        args = parser.parse_args(argv)
-        dirs = {k: getattr(args, f"{k}_image_dir") for k in DEFAULT_IMAGE_DIRS
-                if getattr(args, f"{k}_image_dir")}
-        report = preprocess_video_localized_narratives(
-            args.root, args.out, sources=args.sources, inputs=parse_inputs(args.input), image_dirs=dirs,
-            frame_names=args.frame_names, fixes=args.fix, num_points=args.points,
-            relative_paths=args.relative_paths, check_images=not args.no_check_images,
-            progress=not args.quiet)
-    except RegionVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
+    dirs = {k: getattr(args, f"{k}_image_dir") for k in DEFAULT_IMAGE_DIRS if getattr(args, f"{k}_image_dir")}
+    report = preprocess_video_localized_narratives(
+        args.root, args.out, sources=args.sources, inputs=parse_inputs(args.input), image_dirs=dirs,
+        frame_names=args.frame_names, fixes=args.fix, num_points=args.points,
+        relative_paths=args.relative_paths, check_images=not args.no_check_images,
+        progress=not args.quiet)
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from regionvlm.common.cli import run
+
+    run(main)

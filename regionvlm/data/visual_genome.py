@@ -1,4 +1,4 @@
-"""Visual Genome region descriptions -> region-caption annotations (SPEC section 3).
+"""Visual Genome region descriptions -> region-caption annotations (docs/method.md, "Training").
 
 Usage::
 
@@ -31,13 +31,12 @@ first existing of ``VG_100K/{image_id}.jpg``, ``VG_100K_2/{image_id}.jpg``,
 Deviations (reported as counts, never silent): boxes are clipped to the image (the
 authors' points could fall outside it), degenerate boxes and empty phrases are skipped,
 images left without any region are dropped (the authors wrote them with an empty dict,
-which their loader cannot sample), and a repeated phrase keeps the last box.
+which their loader cannot sample), and a repeated phrase keeps the last box. A run that
+keeps no image at all stops with an error (the report is still written, the output is not).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -45,10 +44,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.data.localized_narratives import (MAX_LISTED, ImagePathResolver, JsonListWriter,
-                                                 parse_patterns, report_path)
+                                                 nothing_usable, parse_patterns, report_path)
 
 DEFAULT_NUM_POINTS = 20
 DEFAULT_MAX_AREA = 0.5
@@ -108,16 +107,14 @@ def image_rng(seed: int, image_id: str) -> np.random.Generator:
 
 
 def _load_json(path: str | Path, what: str) -> Any:
+    from regionvlm.common.io import read_json
+
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise MissingFileError(f"{what} '{p}' not found. Expected the Visual Genome region descriptions "
-                               f"(region_descriptions.json + image_data.json from https://homes.cs.washington.edu/"
-                               f"~ranjay/visualgenome/api.html) or a COCO-style file with images/annotations.")
-    try:
-        with open(p, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} '{p}' is not valid JSON: {exc}") from None
+    if p.is_dir():
+        raise InputError(f"{what} '{p}' is a folder; give the JSON file.")
+    return read_json(p, what, layout="the Visual Genome region descriptions (region_descriptions.json + "
+                     "image_data.json from https://homes.cs.washington.edu/~ranjay/visualgenome/api.html) "
+                     "or a COCO-style file with images/annotations")
 
 
 def _image_data(path: Optional[str | Path]) -> Dict[str, Dict[str, Any]]:
@@ -132,7 +129,7 @@ def _image_data(path: Optional[str | Path]) -> Dict[str, Dict[str, Any]]:
             url = str(item.get("url") or "")
             parts = url.rstrip("/").split("/")
             out[str(item.get("image_id", item.get("id")))] = {
-                "width": item.get("width"), "height": item.get("height"),
+                "width": _size(item.get("width")), "height": _size(item.get("height")),
                 "folder": parts[-2] if len(parts) >= 2 and parts[-2].startswith("VG_100K") else None}
     return out
 
@@ -141,18 +138,26 @@ def iter_vg_images(data: Any, regions_file: str | Path, image_data_file: Optiona
                    report: VGReport) -> Iterator[VGImage]:
     """Either input format (``data``, decoded from ``regions_file``) as :class:`VGImage` records."""
     if isinstance(data, dict) and "annotations" in data and "images" in data:
+        if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+            raise InputError(f"VG regions file '{regions_file}': 'images' and 'annotations' must be lists.")
         by_image: Dict[str, VGImage] = {}
-        for img in data["images"]:
+        for k, img in enumerate(data["images"]):
+            if not isinstance(img, dict) or "id" not in img:
+                report.skipped["malformed"] += 1
+                report.problems.append(f"{regions_file}: images[{k}] needs an 'id'")
+                continue
             iid = str(img["id"])
-            by_image[iid] = VGImage(iid, img.get("width"), img.get("height"), None, [])
+            by_image[iid] = VGImage(iid, _size(img.get("width")), _size(img.get("height")), None, [])
         for k, ann in enumerate(data["annotations"]):
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
+                if not all(np.isfinite(v) for v in (x, y, w, h)):
+                    raise ValueError
                 by_image[str(ann["image_id"])].regions.append((str(ann["caption"]), x, y, w, h))
             except (KeyError, TypeError, ValueError):
                 report.skipped["malformed"] += 1
                 report.problems.append(f"{regions_file}: annotations[{k}] needs image_id (of a listed image), "
-                                       f"bbox [x, y, w, h] and caption")
+                                       f"a finite bbox [x, y, w, h] and caption")
         yield from by_image.values()
         return
     if not isinstance(data, list):
@@ -165,16 +170,20 @@ def iter_vg_images(data: Any, regions_file: str | Path, image_data_file: Optiona
             report.skipped["malformed"] += 1
             report.problems.append(f"{regions_file}: entry [{k}] has no 'regions' list")
             continue
-        iid = str(entry.get("id", entry.get("image_id", regions[0].get("image_id") if regions else "")))
+        first = regions[0] if regions and isinstance(regions[0], dict) else {}
+        iid = str(entry.get("id", entry.get("image_id", first.get("image_id", ""))))
         info = meta.get(iid, {})
         img = VGImage(iid, info.get("width"), info.get("height"), info.get("folder"), [])
         for j, r in enumerate(regions):
             try:
-                img.regions.append((str(r["phrase"]), float(r["x"]), float(r["y"]),
-                                    float(r["width"]), float(r["height"])))
+                box = tuple(float(r[key]) for key in ("x", "y", "width", "height"))
+                if not all(np.isfinite(v) for v in box):
+                    raise ValueError
+                img.regions.append((str(r["phrase"]), *box))
             except (KeyError, TypeError, ValueError):
                 report.skipped["malformed"] += 1
-                report.problems.append(f"{regions_file}: entry [{k}] region [{j}] needs phrase, x, y, width, height")
+                report.problems.append(f"{regions_file}: entry [{k}] region [{j}] needs phrase and finite x, y, "
+                                       "width, height")
         yield img
 
 
@@ -205,13 +214,20 @@ def image_sent_to_points(img: VGImage, width: float, height: float, num_points: 
     return out
 
 
+def _size(value: Any) -> Optional[float]:
+    """A width/height from a file: a positive finite number, else None (read from the image)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 def _size_from_file(path: Path) -> Optional[Tuple[int, int]]:
-    from PIL import Image
+    from regionvlm.common.errors import RegionVLMError
+    from regionvlm.data.images import read_image_size
 
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError):
+        return read_image_size(path, "VG image")
+    except RegionVLMError:
         return None
 
 
@@ -220,8 +236,9 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
                              num_points: int = DEFAULT_NUM_POINTS, seed: int = 0,
                              max_area: float = DEFAULT_MAX_AREA, patterns: Optional[Dict[str, List[str]]] = None,
                              check_images: bool = True, relative_paths: bool = False,
-                             progress: bool = True, write_report: bool = True) -> VGReport:
-    """Convert VG region descriptions into the region-caption annotation file ``out``."""
+                             progress: bool = True, write_report: bool = True, allow_empty: bool = False) -> VGReport:
+    """Convert VG region descriptions into the region-caption annotation file ``out``. No
+    image kept at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
     if not 0.0 < max_area <= 1.0:
@@ -231,6 +248,9 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
                                  defaults={})
     report = VGReport()
     data = _load_json(regions_file, "VG regions file")
+    if not isinstance(data, (list, dict)):
+        raise InputError(f"VG regions file '{regions_file}' is neither region_descriptions.json (a list) nor a "
+                         f"COCO-style dict with 'images' and 'annotations'.")
     images = iter_vg_images(data, regions_file, image_data_file, report)
     total = len(data) if isinstance(data, list) else len(data.get("images", [])) if isinstance(data, dict) else None
     with JsonListWriter(out) as writer:
@@ -267,12 +287,15 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
             writer.write({"image_path": path, "image_id": img.image_id, "dataset_id": DATASET_ID,
                           "sent_to_points": sent})
             report.images_written += 1
-    if write_report:
-        atomic_write_json(report_path(out), report.as_dict())
+        if write_report:
+            atomic_write_json(report_path(out), report.as_dict())
+        if report.images_written == 0 and not allow_empty:  # inside the writer: the empty output is discarded
+            raise nothing_usable("image region", [regions_file], f"{report.images} images: "
+                                 f"{report.images_dropped}, regions skipped {report.skipped}", Path(out))
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> VGReport:
     parser = argparse.ArgumentParser(prog="python -m regionvlm.data.visual_genome",
                                      description="VG region descriptions -> {phrase: 20 points} annotations.")
     parser.add_argument("--regions", required=True,
@@ -290,23 +313,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--relative-paths", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        patterns = parse_patterns(args.image_pattern)
-        unknown = set(patterns) - {DATASET_ID}
-        if unknown:
-            raise ConfigError(f"--image-pattern keys must be '{DATASET_ID}', got {sorted(unknown)}.")
-        report = preprocess_visual_genome(
-            args.regions, args.out, image_root=args.image_root, image_data_file=args.image_data,
-            num_points=args.points, seed=args.seed, max_area=args.max_area, patterns=patterns,
-            check_images=not args.no_check_images, relative_paths=args.relative_paths,
-            progress=not args.quiet)
-    except (ConfigError, InputError, MissingFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    patterns = parse_patterns(args.image_pattern)
+    unknown = set(patterns) - {DATASET_ID}
+    if unknown:
+        raise ConfigError(f"--image-pattern keys must be '{DATASET_ID}', got {sorted(unknown)}.")
+    report = preprocess_visual_genome(
+        args.regions, args.out, image_root=args.image_root, image_data_file=args.image_data,
+        num_points=args.points, seed=args.seed, max_area=args.max_area, patterns=patterns,
+        check_images=not args.no_check_images, relative_paths=args.relative_paths,
+        progress=not args.quiet)
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from regionvlm.common.cli import run
+
+    run(main)

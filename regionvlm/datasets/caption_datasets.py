@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.data.images import open_image
 from regionvlm.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
 from regionvlm.datasets.web_captions import WebCaptionStream
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, region_text, sample_crop
@@ -61,13 +62,10 @@ def sample_rng(seed: int, epoch: int, index: int, *salt: int) -> np.random.Gener
 def load_image(path: Path, what: str, setting: str) -> Image.Image:
     """Open an RGB image, or stop with the path, where it was referenced and the setting."""
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
+        return open_image(path, f"image ({what})")
+    except MissingFileError:
         raise MissingFileError(f"image '{path}' ({what}) not found. Put it there or set `{setting}` to the "
                                f"folder the annotation paths are relative to.") from None
-    except OSError as exc:
-        raise InputError(f"image '{path}' ({what}) cannot be read: {exc}") from None
 
 
 def _identity(x: Any) -> Any:

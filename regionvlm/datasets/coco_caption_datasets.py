@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.data.images import open_image
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, KarpathyImage
 
 
@@ -45,13 +44,7 @@ class CocoCaptionEvalDataset:
 
     def load_image(self, image: KarpathyImage) -> torch.Tensor:
         path = self.image_root / image.image
-        try:
-            with Image.open(path) as img:
-                return self.vis_processor(img)
-        except FileNotFoundError:
-            raise MissingFileError(f"image '{path}' disappeared during evaluation.") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"cannot read image '{path}': {exc}. Replace the file.") from None
+        return self.vis_processor(open_image(path, f"image {image.image_id}"))
 
     def load_batch(self, indices: Sequence[int]) -> Dict[str, Any]:
         """``{"image": (B, 3, S, S), "image_id": [...]}`` for some items."""

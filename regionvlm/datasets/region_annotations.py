@@ -18,6 +18,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.processors.text_processors import check_text
 
 ANN_LAYOUT = (
     "a JSON list with one object per image: {\"image_path\": \"<file>\", \"sent_to_points\": "
@@ -43,8 +44,11 @@ class StringTable:
 
 
 def load_json_list(path: str | Path, what: str, setting: str, layout: str) -> Tuple[Path, List[Any]]:
-    """Load a JSON list with errors that name the file, the setting and the expected layout."""
+    """Load a JSON list with errors that name the file, the setting and the expected layout
+    (missing, a folder, unreadable, not UTF-8, not JSON, nested too deeply, not a list)."""
     p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise InputError(f"{what} '{p}' (set `{setting}`) is a folder; expected a file. Expected layout: {layout}.")
     if not p.is_file():
         raise MissingFileError(f"{what} '{p}' not found (set `{setting}`). Expected layout: {layout}.")
     try:
@@ -52,6 +56,12 @@ def load_json_list(path: str | Path, what: str, setting: str, layout: str) -> Tu
             data = json.load(f)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} '{p}' is not valid JSON ({exc}). Expected layout: {layout}.") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} '{p}' is not UTF-8 text ({exc.reason}). Expected layout: {layout}.") from None
+    except RecursionError:
+        raise InputError(f"{what} '{p}' is JSON nested too deeply to read. Expected layout: {layout}.") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} '{p}' (set `{setting}`): {exc.strerror or exc}.") from None
     if not isinstance(data, list):
         raise InputError(f"{what} '{p}' must hold a JSON list, got {type(data).__name__}. "
                          f"Expected layout: {layout}.")
@@ -83,14 +93,15 @@ class RegionAnnotations:
             for k, entry in enumerate(data):
                 where = f"{p} entry [{k}]"
                 if not isinstance(entry, dict) or not isinstance(entry.get("image_path"), str) \
-                        or not isinstance(entry.get("sent_to_points"), dict):
-                    raise InputError(f"{where}: needs a string 'image_path' and a dict 'sent_to_points'. "
+                        or not entry["image_path"].strip() or not isinstance(entry.get("sent_to_points"), dict):
+                    raise InputError(f"{where}: needs a non-empty string 'image_path' and a dict 'sent_to_points'. "
                                      f"Expected layout: {ANN_LAYOUT}.")
                 stp = entry["sent_to_points"]
                 if not stp:
                     self.skipped_empty += 1  # the authors' VG file has such entries
                     continue
                 for text, pts in stp.items():
+                    check_text(text, f"{where} chunk text")
                     before = len(buf)
                     try:
                         if not isinstance(pts, list) or not pts or set(map(len, pts)) != {2}:

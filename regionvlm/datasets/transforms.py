@@ -1,4 +1,4 @@
-"""Training-time transforms that know where the region is (SPEC section 3).
+"""Training-time transforms that know where the region is (docs/method.md, "Training").
 
 Image augmentations that move pixels (flips, random-resized crops) would silently break
 the region prompt, whose coordinates refer to the image. The only augmentation RegionVLM
@@ -37,7 +37,10 @@ DEFAULT_CROP_FRACTION = 0.1
 
 
 def _as_points(points: np.ndarray, what: str = "points") -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64)
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: expected an (N, 2) array of numbers, got {str(points)[:80]}.") from None
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
         raise InputError(f"{what}: expected a non-empty (N, 2) array of (x, y), got shape {pts.shape}.")
     if not np.all(np.isfinite(pts)):
@@ -79,8 +82,8 @@ def sample_crop(points: np.ndarray, rng: np.random.Generator,
     """Draw the region-preserving crop for ``points`` (all regions that must stay inside).
 
     ``max_fraction=0`` disables the augmentation (no random numbers are drawn then)."""
-    if not 0.0 <= max_fraction < 0.5:
-        raise InputError(f"crop max_fraction must be in [0, 0.5), got {max_fraction}.")
+    if isinstance(max_fraction, bool) or not isinstance(max_fraction, (int, float)) or not 0.0 <= max_fraction < 0.5:
+        raise InputError(f"crop max_fraction must be a number in [0, 0.5), got {max_fraction!r}.")
     pts = np.clip(_as_points(points, "crop points"), 0.0, 1.0)
     if max_fraction == 0.0:
         return CropFractions(0.0, 0.0, 0.0, 0.0)

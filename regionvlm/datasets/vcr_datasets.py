@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.data.images import open_image
 from regionvlm.data.vcr import Skipped, VCRItem, load_metadata, object_mask
 
 
@@ -60,8 +60,6 @@ class VCRDataset:
         return self.load(self.items[index])
 
     def load(self, item: VCRItem) -> VCRSample:
-        from PIL import Image, UnidentifiedImageError
-
         meta = load_metadata(self.metadata_root / item.metadata_fn, len(item.objects), item.where)
         masks: Dict[int, np.ndarray] = {}
         fallbacks: List[int] = []
@@ -70,13 +68,7 @@ class VCRDataset:
             if used_box:
                 fallbacks.append(i)
         image_path = self.image_root / item.img_fn
-        try:
-            with Image.open(image_path) as img:
-                image = img.convert("RGB")
-        except FileNotFoundError:
-            raise MissingFileError(f"{item.where}: image file '{image_path}' not found.") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{item.where}: cannot read image '{image_path}' ({exc}).") from None
+        image = open_image(image_path, f"{item.where}: image file")
         if self.vis_processor is not None:
             image = self.vis_processor(image)
         return VCRSample(item=item, image=image, masks=masks, mask_fallbacks=fallbacks)

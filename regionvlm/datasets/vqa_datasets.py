@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.data.images import open_image
 from regionvlm.data.vqa import VQAItem, VQAReference
 
 
@@ -55,13 +55,7 @@ class VQAEvalDataset(Dataset):
 
     def load_image(self, relative: str) -> torch.Tensor:
         path = self.vis_root / relative
-        try:
-            with Image.open(path) as img:
-                return self.vis_processor(img.convert("RGB"))
-        except FileNotFoundError:
-            raise MissingFileError(f"image '{path}' disappeared during evaluation.") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"cannot read image '{path}': {exc}. Replace the file or skip it.") from None
+        return self.vis_processor(open_image(path, "image"))
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         item = self.items[index]

@@ -1,4 +1,5 @@
-"""Captioned images from webdataset tar shards (the web-scale global captions of SPEC 3).
+"""Captioned images from webdataset tar shards (the web-scale global captions of training,
+docs/method.md).
 
 A shard is a tar file in the `webdataset` convention: files sharing a key
 (``000123.jpg``, ``000123.json``) form one sample. The image is the first of ``.jpg``,
@@ -20,7 +21,6 @@ the caption datasets is keyed by (seed, epoch, index).
 from __future__ import annotations
 
 import glob
-import io
 import json
 import sys
 import warnings
@@ -32,7 +32,9 @@ import torch
 from PIL import Image
 
 from regionvlm.common import dist_utils
-from regionvlm.common.errors import MissingFileError
+from regionvlm.common.errors import MissingFileError, RegionVLMError
+from regionvlm.data.images import open_image
+from regionvlm.processors.text_processors import check_text
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SHARD_LAYOUT = ("tar files in the webdataset convention: per sample '<key>.jpg' (or .jpeg/.png/.webp) and "
@@ -79,20 +81,28 @@ def consumer_id() -> Tuple[int, int]:
 
 
 def decode_sample(sample: Dict[str, Any]) -> Tuple[Image.Image, str]:
-    """``(RGB image, caption)`` of one grouped tar sample; ValueError says what is missing."""
+    """``(RGB image, caption)`` of one grouped tar sample; ValueError says what is missing or
+    broken (the stream skips and counts such samples). Images go through
+    ``regionvlm.data.images`` like every other image."""
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     if ext is None:
         raise ValueError(f"no image file ({', '.join(IMAGE_EXTS)}) among {sorted(k for k in sample if not k.startswith('__'))}")
     caption = None
     if "json" in sample:
-        meta = json.loads(sample["json"])
+        try:
+            meta = json.loads(sample["json"])
+        except RecursionError:
+            raise ValueError("the .json is nested too deeply") from None
         caption = meta.get("caption") if isinstance(meta, dict) else None
     if caption is None and "txt" in sample:
         caption = sample["txt"].decode("utf-8")
     if not isinstance(caption, str):
         raise ValueError("no caption (.json with \"caption\" or .txt)")
-    with Image.open(io.BytesIO(sample[ext])) as im:
-        image = im.convert("RGB")
+    try:
+        check_text(caption, "the caption")
+        image = open_image(bytes(sample[ext]), f"the .{ext} image")  # every PIL mode, bombs refused
+    except RegionVLMError as exc:
+        raise ValueError(str(exc)) from None
     return image, caption
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from regionvlm.common.errors import ConfigError, InputError, RegionVLMError
 from regionvlm.demo import canvas
-from regionvlm.region import Region
+from regionvlm.region import Region, check_num_points
 
 MODES = ("box", "points", "scribble")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -56,7 +55,10 @@ def example_images(directory: Optional[str]) -> List[str]:
         root = Path(directory).expanduser()
         if not root.is_dir():
             raise ConfigError(f"--examples: '{root}' is not a directory of images.")
-        files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise ConfigError(f"--examples: cannot list '{root}': {exc.strerror or exc}.") from None
         if not files:
             raise ConfigError(f"--examples: no {'/'.join(IMAGE_SUFFIXES)} file in '{root}'.")
         return files
@@ -88,12 +90,21 @@ class DemoLogic:
 
     # -- image and regions ---------------------------------------------------
     def load_image(self, image, num_points: int, layout: str, history: str):
+        """Start a conversation on ``image``: a PIL image, or the path of the uploaded file (the
+        upload widget hands over the file untouched, so every image goes through
+        ``regionvlm.data.images``: EXIF orientation, all PIL modes, the pixel limit)."""
         from regionvlm.dialogue import Conversation
+        from regionvlm.data.images import open_image
 
         if image is None:
             return None, None, "", [], "Upload an image or pick an example."
-        conv = Conversation(self.model, image, self.vis_processor, self.text_processor,
-                            num_points=int(num_points), seed=self.seed, layout=layout, history=history)
+        try:
+            if isinstance(image, (str, Path)):
+                image = open_image(image, "the uploaded image", exif=True)
+            conv = Conversation(self.model, image, self.vis_processor, self.text_processor,
+                                num_points=int(num_points), seed=self.seed, layout=layout, history=history)
+        except RegionVLMError as exc:  # e.g. a float (mode F) image: say so, keep the page usable
+            return None, None, "", [], f"error: {exc}"
         session = DemoSession(conv)
         width, height = conv.image_size
         return (session, self.render(session, "box"), "", [],
@@ -140,7 +151,7 @@ class DemoLogic:
 
     def _add(self, session: DemoSession, make_region, num_points: int) -> str:
         try:
-            session.conv.num_points = int(num_points)
+            session.conv.num_points = check_num_points(int(num_points))
             region_id = session.conv.add_region(make_region())
         except InputError as exc:
             return f"error: {exc}"
@@ -221,8 +232,8 @@ def build_app(model, vis_processor, text_processor, examples: Sequence[str] = ()
                 regions = gr.Textbox(label="Regions as sent to the model (points as [x y], 0-100)", lines=3,
                                      interactive=False, elem_id="regions")
             with gr.Column(scale=2):
-                upload = gr.Image(type="pil", label="Image (upload or pick an example)", sources=["upload"],
-                                  height=160, elem_id="upload")
+                upload = gr.Image(type="filepath", image_mode=None, label="Image (upload or pick an example)",
+                                  sources=["upload"], height=160, elem_id="upload")
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[upload], label="Examples")
                 try:

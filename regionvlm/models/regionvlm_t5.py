@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from regionvlm.common.checkpoints import split_weights
-from regionvlm.common.errors import CheckpointError, ConfigError, InputError
+from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.registry import registry
 from regionvlm.models.base_model import BaseModel
 from regionvlm.common.settings import Settings, setting
@@ -33,6 +33,7 @@ from regionvlm.models.qformer import QFormer, QFormerConfig
 from regionvlm.models import init_priors, tokenizers, weights as weight_io
 from regionvlm.models import precision as precision_policy
 from regionvlm.models.generation import GenerationSettings
+from regionvlm.processors.text_processors import check_text
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +364,8 @@ class RegionVLMT5(BaseModel):
 
     def tokenize_region_text(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
         """Q-Former tokens of region texts, right-truncated to ``max_txt_len`` (official 32)."""
-        return self.tokenizer(list(texts), padding="longest", truncation=True,
+        texts = [check_text(t, "region text") for t in texts]
+        return self.tokenizer(texts, padding="longest", truncation=True,
                               max_length=self.max_txt_len, return_tensors="pt").to(self.device)
 
     def region_queries(self, image_embeds: torch.Tensor,
@@ -396,7 +398,7 @@ class RegionVLMT5(BaseModel):
             pieces = []
             for seg in segments:
                 if isinstance(seg, str):
-                    ids = self.t5_tokenizer(seg, add_special_tokens=False).input_ids
+                    ids = self.t5_tokenizer(check_text(seg, "prompt text"), add_special_tokens=False).input_ids
                     if ids:
                         pieces.append(embed(torch.tensor(ids, device=self.device)))
                 else:
@@ -419,7 +421,7 @@ class RegionVLMT5(BaseModel):
     def t5_inputs(self, queries: torch.Tensor, prompts: Optional[Sequence[str]] = None,
                   truncate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
         """``[soft tokens ; T5 tokens of the prompt]`` (prompt default empty: just ``</s>``)."""
-        prompts = [""] * queries.shape[0] if prompts is None else list(prompts)
+        prompts = [""] * queries.shape[0] if prompts is None else [check_text(p, "T5 prompt") for p in prompts]
         tok = self.t5_tokenizer(prompts, padding="longest", truncation=truncate,
                                 max_length=self.max_txt_len if truncate else None,
                                 return_tensors="pt").to(self.device)
@@ -437,7 +439,8 @@ class RegionVLMT5(BaseModel):
                                          return_dict=True).last_hidden_state
 
     def tokenize_targets(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
-        return self.t5_tokenizer(list(texts), padding="longest", truncation=True,
+        texts = [check_text(t, "target text") for t in texts]
+        return self.t5_tokenizer(texts, padding="longest", truncation=True,
                                  max_length=self.max_output_txt_len, return_tensors="pt").to(self.device)
 
     def token_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,

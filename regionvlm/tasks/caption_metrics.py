@@ -20,7 +20,8 @@ numbers are the package's (keys as it names them: ``Bleu_1``..``Bleu_4``, ``METE
   way, so the other metrics are never lost.
 * The package's progress output goes to stderr, never to stdout.
 
-Command line (stdout is the metrics JSON; user errors: one ``error:`` line, exit code 2)::
+Command line (stdout is the metrics JSON; user errors: one ``error:`` line, exit code 2,
+through ``regionvlm.common.cli.run``)::
 
     python -m regionvlm.tasks.caption_metrics --gt coco_karpathy_test_gt.json \\
         --results test_epochbest.json [--out metrics.json] [--skip METEOR] [--skip SPICE]
@@ -38,7 +39,7 @@ import sys
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError, RegionVLMError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.data.coco_karpathy import (
     CaptionGroundTruth, caption_gt_from_dataset, check_caption_text, is_int, load_json, read_caption_gt,
@@ -241,7 +242,7 @@ def _stdout_fd_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m regionvlm.tasks.caption_metrics",
         description="COCO caption metrics (pycocoevalcap) of a LAVIS caption result file; prints them as JSON.")
@@ -250,17 +251,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="also write the metrics JSON here")
     parser.add_argument("--skip", action="append", default=[], choices=SKIPPABLE, help="do not compute this metric")
     args = parser.parse_args(argv)
-    try:
-        with _stdout_fd_to_stderr():
-            metrics = score_captions(args.gt, args.results, skip=args.skip)
-        if args.out:
-            atomic_write_json(args.out, metrics)
-    except RegionVLMError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+    if args.out and Path(args.out).is_dir():  # found out before minutes of scoring, not after
+        raise OutputError(f"cannot write '{args.out}': it is a folder; give a file name for --out.")
+    with _stdout_fd_to_stderr():
+        metrics = score_captions(args.gt, args.results, skip=args.skip)
+    if args.out:
+        atomic_write_json(args.out, metrics)
     print(json.dumps(metrics, indent=1))
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from regionvlm.common.cli import run
+
+    run(main)

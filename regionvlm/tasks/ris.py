@@ -73,6 +73,7 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
+from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.common.settings import setting
 from regionvlm.datasets.ris_datasets import RISDataset
@@ -395,8 +396,6 @@ class SplitEvaluator:
 
     # -- loading (runs on prefetch threads)
     def load(self, key: str) -> ImageInputs:
-        from PIL import Image, UnidentifiedImageError
-
         image_id, queries = self.groups[key]
         ds, s = self.dataset, self.settings
         props = read_proposals(ds.proposal_path(image_id), ds.refer.images[image_id].file_name)
@@ -410,11 +409,7 @@ class SplitEvaluator:
         if not path.is_file():
             raise MissingFileError(f"image {image_id} not found at '{path}' (expected "
                                    f"<image_root>/{info.file_name}; set `image_root` / --image-root).")
-        try:
-            with Image.open(path) as im:
-                rgb = im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(f"cannot read the image '{path}': {exc}") from None
+        rgb = open_image(path, f"image {image_id}")
         if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
             raise InputError(
                 f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
@@ -535,8 +530,7 @@ class SplitEvaluator:
         written = []
         for r in records:
             image_id = r["image_id"]
-            with Image.open(self.dataset.image_path(image_id)) as im:
-                rgb = np.asarray(im.convert("RGB")).astype(np.float32)
+            rgb = np.asarray(open_image(self.dataset.image_path(image_id), f"image {image_id}")).astype(np.float32)
             gt = self.dataset.refer.gt_mask(self.dataset.refer.queries[r["index"]].ann_id)
             pred = np.zeros_like(gt)
             if r["chosen"] is not None:

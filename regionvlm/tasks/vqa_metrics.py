@@ -62,8 +62,7 @@ never be matched.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from regionvlm.common.errors import InputError
 from regionvlm.data.vqa import VQAReference, check_answers
