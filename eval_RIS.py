@@ -16,6 +16,7 @@ Examples::
 Flags left out keep the YAML's values (whose defaults are the official ones: threshold 0.7,
 small_threshold 0.04, seed 42, 20 masks, 10 points, 5 repeats).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--points", type=int, default=None, help="points per draw (official 10)")
     p.add_argument("--repeats", type=int, default=None, help="draws per mask (official 5)")
     p.add_argument("--protocol", choices=("fast", "official"), default=None)
-    p.add_argument("--draws", choices=("image", "sentence"), default=None,
-                   help="share a mask's draws across an image's sentences (image) or draw per sentence")
-    p.add_argument("--region-prompt", choices=("points", "empty", "box", "crop", "blur", "circle"), default=None,
-                   help="how the region reaches the model: points (RegionVLM), empty (ablation), box, or a "
-                        "visual prompt of BLIP-2 (crop, blur, circle); see docs/ris.md")
+    p.add_argument(
+        "--draws",
+        choices=("image", "sentence"),
+        default=None,
+        help="share a mask's draws across an image's sentences (image) or draw per sentence",
+    )
+    p.add_argument(
+        "--region-prompt",
+        choices=("points", "empty", "box", "crop", "blur", "circle"),
+        default=None,
+        help="how the region reaches the model: points (RegionVLM), empty (ablation), box, or a "
+        "visual prompt of BLIP-2 (crop, blur, circle); see docs/ris.md",
+    )
     p.add_argument("--skip-missing", action="store_true", help="skip and list queries with missing files")
     p.add_argument("--out", default=None, help="output folder (run.output_dir)")
     p.add_argument("--visualize", type=int, default=None, help="write N PNG overlays")
@@ -87,8 +96,12 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
         if name != "synthetic":
             raise ConfigError("--world applies to --dataset_name synthetic only.")
         ds_cfg["world"] = args.world
-    for flag, key in (("splitBy", "splitBy"), ("data_root", "data_root"), ("image_root", "image_root"),
-                      ("proposals", "proposals")):
+    for flag, key in (
+        ("splitBy", "splitBy"),
+        ("data_root", "data_root"),
+        ("image_root", "image_root"),
+        ("proposals", "proposals"),
+    ):
         if getattr(args, flag) is not None:
             ds_cfg[key] = getattr(args, flag)
     if args.split is not None:
@@ -100,10 +113,20 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
 
     run = dict(data.get("run") or {})
     run.update({"task": "ris", "evaluate": True})
-    for flag, key in (("threshold", "threshold"), ("small_threshold", "small_threshold"), ("seed", "seed"),
-                      ("max_masks", "max_masks"), ("points", "num_points"), ("repeats", "repeats"),
-                      ("protocol", "protocol"), ("draws", "draws"), ("out", "output_dir"),
-                      ("visualize", "visualize"), ("device", "device"), ("region_prompt", "region_prompt")):
+    for flag, key in (
+        ("threshold", "threshold"),
+        ("small_threshold", "small_threshold"),
+        ("seed", "seed"),
+        ("max_masks", "max_masks"),
+        ("points", "num_points"),
+        ("repeats", "repeats"),
+        ("protocol", "protocol"),
+        ("draws", "draws"),
+        ("out", "output_dir"),
+        ("visualize", "visualize"),
+        ("device", "device"),
+        ("region_prompt", "region_prompt"),
+    ):
         if getattr(args, flag) is not None:
             run[key] = getattr(args, flag)
     run.setdefault("output_dir", "output/ris")

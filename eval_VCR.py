@@ -12,6 +12,7 @@ the same numbers.
 Writes ``<out>/vcr_<split>_<mode>.json`` (accuracies, fallback counts, per-item predictions)
 and ``<out>/metrics.json``; a killed run started again resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,17 +50,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--metadata-root", help="folder of the metadata JSON files (default: image root)")
     p.add_argument("--model-type", help="model preset: flant5xl (RegionVLM), pretrain_flant5xl, tiny")
     p.add_argument("--checkpoint", help="RegionVLM checkpoint (.pth) loaded on top of the preset")
-    p.add_argument("--mode", choices=("generate", "ranking"),
-                   help="generate = official protocol (default); ranking = likelihood of each choice")
-    p.add_argument("--ranking-target", choices=("text", "number"), help="ranking mode: score the choice "
-                   "text (default) or its number")
+    p.add_argument(
+        "--mode",
+        choices=("generate", "ranking"),
+        help="generate = official protocol (default); ranking = likelihood of each choice",
+    )
+    p.add_argument(
+        "--ranking-target",
+        choices=("text", "number"),
+        help="ranking mode: score the choice text (default) or its number",
+    )
     p.add_argument("--seed", type=int, help="seed of the region points (default 42)")
     p.add_argument("--batch-size", type=int, help="items per model call (default 8)")
     p.add_argument("--num-workers", type=int, help="image-loading threads (default 0)")
     p.add_argument("--out", help="output folder (results, metrics.json, resumable progress logs)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    p.add_argument("--skip-missing", action="store_true",
-                   help="skip items with missing files or malformed annotations (counted and listed)")
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="skip items with missing files or malformed annotations (counted and listed)",
+    )
     p.add_argument("--options", nargs="+", default=[], help="more config overrides, key=value")
     return p.parse_args(argv)
 

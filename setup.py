@@ -1,19 +1,30 @@
 """Install: ``pip install -e .[test]`` (add ``[demo]`` for the web demo)."""
+
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="regionvlm",
     version="0.1.0",
     description="RegionVLM: interactive regional understanding in vision-large language models "
-                "(NAACL 2024), a runnable reference implementation",
-    long_description=open("README.md", encoding="utf-8").read(),
+    "(NAACL 2024), a runnable reference implementation",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["regionvlm", "regionvlm.*"]),
     include_package_data=True,
-    package_data={"regionvlm": ["assets/*", "assets/*/*", "configs/*/*/*.yaml", "configs/*/*.yaml",
-                                "configs/*.yaml", "checkpoints/*"]},
+    package_data={
+        "regionvlm": [
+            "assets/*",
+            "assets/*/*",
+            "configs/*/*/*.yaml",
+            "configs/*/*.yaml",
+            "configs/*.yaml",
+            "checkpoints/*",
+        ]
+    },
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -31,8 +42,7 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40", "pycocoevalcap>=1.2",
-                 "ruff>=0.6"],
+        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40", "pycocoevalcap>=1.2", "ruff>=0.6"],
         "vqa": ["lemminflect>=0.2.3"],
         "caption": ["pycocoevalcap>=1.2"],
         "demo": ["gradio>=5"],

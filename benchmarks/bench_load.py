@@ -8,11 +8,14 @@ Per run: the files the preset reads are read with plain reads into one reused bu
 the second pass is the warm-page-cache figure) and once into newly allocated memory (what
 any loader that builds the model pays at least); then a fresh Python process runs
 ``load_model_and_preprocess("regionvlm_t5", PRESET, weights=...)`` and reports its wall time
-and peak RSS (``VmHWM``, the kernel's high-water mark of the process's resident set). Printed (the median of ``--repeat`` runs): the times, peak RSS,
+and peak RSS (``VmHWM``, the kernel's high-water mark of the process's resident set).
+Printed (the median of ``--repeat`` runs): the times, peak RSS,
 the loaded model's bytes, and the ratios the loader is held to: peak RSS / model bytes (goal
-<= 1.15) and load time / warm read time (goal <= 2). ``--dtype bf16`` asks the loader for bf16 ViT and T5 weights (Q-Former, queries,
+<= 1.15) and load time / warm read time (goal <= 2). ``--dtype bf16`` asks the loader for bf16
+ViT and T5 weights (Q-Former, queries,
 ``ln_vision`` and ``t5_proj`` stay fp32).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +28,18 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-PRESET_FILES = {"flant5xl": ("eva_vit", "t5", "regionvlm"),
-                "pretrain_flant5xl": ("eva_vit", "t5", "bert", "blip2"),
-                "tiny": ("eva_vit", "t5", "regionvlm")}  # for files written with --smoke
-LAYOUT = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "bert": "bert-base-uncased",
-          "blip2": "blip2_pretrained_flant5xl.pth", "regionvlm": "ckpoint_RegionVLM.pth"}
+PRESET_FILES = {
+    "flant5xl": ("eva_vit", "t5", "regionvlm"),
+    "pretrain_flant5xl": ("eva_vit", "t5", "bert", "blip2"),
+    "tiny": ("eva_vit", "t5", "regionvlm"),
+}  # for files written with --smoke
+LAYOUT = {
+    "eva_vit": "eva_vit_g.pth",
+    "t5": "flan-t5-xl",
+    "bert": "bert-base-uncased",
+    "blip2": "blip2_pretrained_flant5xl.pth",
+    "regionvlm": "ckpoint_RegionVLM.pth",
+}
 
 
 def weight_paths(weights: Path, preset: str) -> Dict[str, str]:
@@ -119,17 +129,27 @@ def child(weights: Path, preset: str, dtype: str) -> Dict[str, object]:
     overrides = {"precision": "bf16"} if dtype == "bf16" else {}
     rss_before = peak_rss()
     start = time.perf_counter()
-    model, _, _ = load_model_and_preprocess("regionvlm_t5", preset, is_eval=True, load_pretrained=True,
-                                            weights=weight_paths(weights, preset), **overrides)
+    model, _, _ = load_model_and_preprocess(
+        "regionvlm_t5", preset, is_eval=True, load_pretrained=True, weights=weight_paths(weights, preset), **overrides
+    )
     load_s = time.perf_counter() - start
     peak = peak_rss()
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
         raise RuntimeError("a tensor was left on the meta device")
     report = model.load_report
-    return {"import_s": import_s, "load_s": load_s, "plan_s": report.plan_seconds, "peak_rss": peak, "rss_before_load": rss_before,
-            "model_bytes": weight_io.state_bytes(model), "loader_read_bytes": report.bytes_read,
-            "loader_read_s": report.seconds, "dtypes": weight_io.group_dtypes(model),
-            "parameters": sum(p.numel() for p in model.parameters()), "report": str(report)}
+    return {
+        "import_s": import_s,
+        "load_s": load_s,
+        "plan_s": report.plan_seconds,
+        "peak_rss": peak,
+        "rss_before_load": rss_before,
+        "model_bytes": weight_io.state_bytes(model),
+        "loader_read_bytes": report.bytes_read,
+        "loader_read_s": report.seconds,
+        "dtypes": weight_io.group_dtypes(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "report": str(report),
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -150,11 +170,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     file_bytes = sum(f.stat().st_size for f in files)
     need = int(file_bytes * (1.2 if args.dtype == "fp32" else 0.65))
     if mem_available() < need and not args.force:
-        print(f"only {mem_available() / 2**30:.1f} GiB available, the load needs about {need / 2**30:.1f} GiB; "
-              "free memory or pass --force", file=sys.stderr)
+        print(
+            f"only {mem_available() / 2**30:.1f} GiB available, the load needs about {need / 2**30:.1f} GiB; "
+            "free memory or pass --force",
+            file=sys.stderr,
+        )
         return 2
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--weights", str(args.weights),
-           "--dtype", args.dtype, "--preset", args.preset]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        "--weights",
+        str(args.weights),
+        "--dtype",
+        args.dtype,
+        "--preset",
+        args.preset,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     runs = []
     for _ in range(args.repeat):
@@ -168,30 +200,57 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.stderr.write(proc.stderr)
             return proc.returncode
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        runs.append({"read_s_first": first, "read_s_warm": warm, "read_s_fresh_memory": fresh,
-                     "process_s": process_s, **r, "rss_ratio": r["peak_rss"] / r["model_bytes"],
-                     "time_ratio": r["load_s"] / warm, "time_ratio_fresh": r["load_s"] / fresh})
-        print(f"run {len(runs)}: read {warm:5.1f} s warm ({first:5.1f} s first pass, {fresh:5.1f} s into fresh "
-              f"memory), load {r['load_s']:5.1f} s, peak RSS {r['peak_rss'] / 1e9:5.2f} GB", flush=True)
+        runs.append(
+            {
+                "read_s_first": first,
+                "read_s_warm": warm,
+                "read_s_fresh_memory": fresh,
+                "process_s": process_s,
+                **r,
+                "rss_ratio": r["peak_rss"] / r["model_bytes"],
+                "time_ratio": r["load_s"] / warm,
+                "time_ratio_fresh": r["load_s"] / fresh,
+            }
+        )
+        print(
+            f"run {len(runs)}: read {warm:5.1f} s warm ({first:5.1f} s first pass, {fresh:5.1f} s into fresh "
+            f"memory), load {r['load_s']:5.1f} s, peak RSS {r['peak_rss'] / 1e9:5.2f} GB",
+            flush=True,
+        )
     r = sorted(runs, key=lambda run: run["time_ratio"])[len(runs) // 2]  # the median run
     print(r["report"])
     print(f"preset {args.preset}, {args.dtype}: {r['parameters'] / 1e9:.3f} B parameters, dtypes {r['dtypes']}")
-    print(f"files read once           {file_bytes / 1e9:6.2f} GB  {r['read_s_warm']:6.1f} s warm "
-          f"({r['read_s_first']:.1f} s first pass; {r['read_s_fresh_memory']:.1f} s into fresh memory)")
-    print(f"load_model_and_preprocess {r['load_s']:6.1f} s  (checking the files {r['plan_s']:.1f} s, reading "
-          f"{r['loader_read_bytes'] / 1e9:.2f} GB {r['loader_read_s']:.1f} s; imports before it {r['import_s']:.1f} s, "
-          f"whole process {r['process_s']:.1f} s)")
-    print(f"peak RSS {r['peak_rss'] / 1e9:6.2f} GB (after imports {r['rss_before_load'] / 1e9:.2f} GB), "
-          f"model {r['model_bytes'] / 1e9:6.2f} GB")
-    print(f"ratios: peak RSS / model bytes = {r['rss_ratio']:.3f} (goal <= 1.15), load time / warm read time = "
-          f"{r['time_ratio']:.2f} (goal <= 2), load time / read into fresh memory = {r['time_ratio_fresh']:.2f}")
+    print(
+        f"files read once           {file_bytes / 1e9:6.2f} GB  {r['read_s_warm']:6.1f} s warm "
+        f"({r['read_s_first']:.1f} s first pass; {r['read_s_fresh_memory']:.1f} s into fresh memory)"
+    )
+    print(
+        f"load_model_and_preprocess {r['load_s']:6.1f} s  (checking the files {r['plan_s']:.1f} s, reading "
+        f"{r['loader_read_bytes'] / 1e9:.2f} GB {r['loader_read_s']:.1f} s; imports before it {r['import_s']:.1f} s, "
+        f"whole process {r['process_s']:.1f} s)"
+    )
+    print(
+        f"peak RSS {r['peak_rss'] / 1e9:6.2f} GB (after imports {r['rss_before_load'] / 1e9:.2f} GB), "
+        f"model {r['model_bytes'] / 1e9:6.2f} GB"
+    )
+    print(
+        f"ratios: peak RSS / model bytes = {r['rss_ratio']:.3f} (goal <= 1.15), load time / warm read time = "
+        f"{r['time_ratio']:.2f} (goal <= 2), load time / read into fresh memory = {r['time_ratio_fresh']:.2f}"
+    )
     if args.json:
         from regionvlm.common.io import atomic_write_json
 
-        atomic_write_json(args.json, {"preset": args.preset, "dtype": args.dtype, "files": [str(f) for f in files],
-                                      "file_bytes": file_bytes,
-                                      "runs": [{k: v for k, v in run.items() if k != "report"} for run in runs]},
-                          indent=1)
+        atomic_write_json(
+            args.json,
+            {
+                "preset": args.preset,
+                "dtype": args.dtype,
+                "files": [str(f) for f in files],
+                "file_bytes": file_bytes,
+                "runs": [{k: v for k, v in run.items() if k != "report"} for run in runs],
+            },
+            indent=1,
+        )
     return 0
 
 

@@ -24,6 +24,7 @@ the model by prefetching on threads). That preparation is reported on its own, p
 device (N(0, 0.02) weights, unit norms), so no weight file is needed; frozen towers run in
 bf16 on GPU as in evaluation. ``--init meta`` uses that path for any preset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,15 +41,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor  # noqa: E402
-from regionvlm.tasks.ris import (REGION_PROMPTS, DrawGroup, RISSettings, build_prompts,  # noqa: E402
-                                 score_image_fast, score_image_official)
+from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+from regionvlm.tasks.ris import (
+    REGION_PROMPTS,
+    DrawGroup,
+    RISSettings,
+    build_prompts,
+    score_image_fast,
+    score_image_official,
+)
 
 SENTENCES = [
-    "man in red shirt on the left", "the woman holding an umbrella", "bottom right giraffe",
-    "white car behind the bus", "the smaller elephant in the middle of the picture", "guy",
-    "second bowl from the right with broccoli in it", "table closest to the camera",
-    "a brown dog lying on the couch next to a sleeping cat", "right zebra",
+    "man in red shirt on the left",
+    "the woman holding an umbrella",
+    "bottom right giraffe",
+    "white car behind the bus",
+    "the smaller elephant in the middle of the picture",
+    "guy",
+    "second bowl from the right with broccoli in it",
+    "table closest to the camera",
+    "a brown dog lying on the couch next to a sleeping cat",
+    "right zebra",
 ]
 
 
@@ -156,12 +169,24 @@ def _timed(device: torch.device, fn) -> Tuple[Any, float, float, float]:
     return out, wall, cpu, mem.peak
 
 
-def bench_mode(mode: str, model: torch.nn.Module, device: torch.device, scenes: List[Tuple[Any, list, List[str]]],
-               args: argparse.Namespace, vis, txt) -> Dict[str, Any]:
+def bench_mode(
+    mode: str,
+    model: torch.nn.Module,
+    device: torch.device,
+    scenes: List[Tuple[Any, list, List[str]]],
+    args: argparse.Namespace,
+    vis,
+    txt,
+) -> Dict[str, Any]:
     """Both protocols on every scene in one ``region_prompt`` mode."""
-    settings = RISSettings(max_masks=args.masks, num_points=args.points, repeats=args.repeats,
-                           decoder_batch=args.decoder_batch, encoder_batch=args.encoder_batch,
-                           region_prompt=mode).resolved(device)
+    settings = RISSettings(
+        max_masks=args.masks,
+        num_points=args.points,
+        repeats=args.repeats,
+        decoder_batch=args.decoder_batch,
+        encoder_batch=args.encoder_batch,
+        region_prompt=mode,
+    ).resolved(device)
     build_prompts(mode, scenes[0][0], scenes[0][1][:1], vis)  # warm-up (lazy imports)
     t = time.perf_counter()
     prompts = [build_prompts(mode, image, masks, vis).to(device) for image, masks, _ in scenes]
@@ -184,7 +209,7 @@ def bench_mode(mode: str, model: torch.nn.Module, device: torch.device, scenes: 
     def run_official() -> List[np.ndarray]:
         out, done = [], 0
         for i, scene in enumerate(scenes):
-            take = scene[2][:max(0, n_official - done)]
+            take = scene[2][: max(0, n_official - done)]
             if take:
                 out.append(score(score_image_official, i, take))
                 done += len(take)
@@ -194,18 +219,24 @@ def bench_mode(mode: str, model: torch.nn.Module, device: torch.device, scenes: 
     official_scores, official_s, official_cpu, official_mem = _timed(device, run_official)
     diffs, same = [], 0
     for f, o in zip(fast_scores, official_scores):
-        diffs.append(float(np.abs(f[:len(o)] - o).max()))
-        same += int((f[:len(o)].argmin(1) == o.argmin(1)).sum())
+        diffs.append(float(np.abs(f[: len(o)] - o).max()))
+        same += int((f[: len(o)].argmin(1) == o.argmin(1)).sum())
     return {
-        "mode": mode, "passes_per_mask": 1 if prompts[0].visual else settings.repeats,
-        "official_s_per_sentence": official_s / n_official, "fast_s_per_sentence": fast_s / n_fast,
+        "mode": mode,
+        "passes_per_mask": 1 if prompts[0].visual else settings.repeats,
+        "official_s_per_sentence": official_s / n_official,
+        "fast_s_per_sentence": fast_s / n_fast,
         "ratio": (official_s / n_official) / (fast_s / n_fast),
         # process CPU time: the fairer comparison on a shared CPU (wall time includes other jobs)
-        "official_cpu_s_per_sentence": official_cpu / n_official, "fast_cpu_s_per_sentence": fast_cpu / n_fast,
+        "official_cpu_s_per_sentence": official_cpu / n_official,
+        "fast_cpu_s_per_sentence": fast_cpu / n_fast,
         "ratio_cpu_time": (official_cpu / n_official) / (fast_cpu / n_fast),
-        "official_peak_mem_gib": official_mem / 2 ** 30, "fast_peak_mem_gib": fast_mem / 2 ** 30,
-        "prepare_s_per_image": prepare_s, "sentences_timed": {"official": n_official, "fast": n_fast},
-        "max_abs_score_diff": max(diffs) if diffs else None, "same_argmin": f"{same}/{n_official}",
+        "official_peak_mem_gib": official_mem / 2**30,
+        "fast_peak_mem_gib": fast_mem / 2**30,
+        "prepare_s_per_image": prepare_s,
+        "sentences_timed": {"official": n_official, "fast": n_fast},
+        "max_abs_score_diff": max(diffs) if diffs else None,
+        "same_argmin": f"{same}/{n_official}",
     }
 
 
@@ -224,13 +255,21 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         image, masks = synthetic_image(rng, args.height, args.width, args.masks)
         sentences = [txt(SENTENCES[(i * args.sentences + j) % len(SENTENCES)]) for j in range(args.sentences)]
         scenes.append((image, masks, sentences))
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"CPU x{torch.get_num_threads()} threads")
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    )
     result = {
-        "preset": args.preset, "device": str(device), "device_name": device_name,
-        "parameters": sum(p.numel() for p in model.parameters()), "build_s": round(build_s, 1),
-        "images": args.images, "image_size": [args.width, args.height], "sentences_per_image": args.sentences,
-        "masks": args.masks, "repeats": args.repeats, "points": args.points,
+        "preset": args.preset,
+        "device": str(device),
+        "device_name": device_name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "build_s": round(build_s, 1),
+        "images": args.images,
+        "image_size": [args.width, args.height],
+        "sentences_per_image": args.sentences,
+        "masks": args.masks,
+        "repeats": args.repeats,
+        "points": args.points,
         "decoder_batch": RISSettings(decoder_batch=args.decoder_batch).resolved(device).decoder_batch,
         "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
         "modes": {},
@@ -243,15 +282,22 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def print_line(m: Dict[str, Any], header: bool, result: Dict[str, Any]) -> None:
     if header:
-        print(f"{result['preset']} on {result['device_name']}: {result['images']} images of "
-              f"{result['image_size'][0]}x{result['image_size'][1]}, {result['masks']} masks x {result['repeats']} "
-              f"draws of {result['points']} points (visual modes: 1 pass), {result['sentences_per_image']} "
-              f"sentences/image; peak memory: {result['memory_kind']}")
-        print(f"{'mode':<7} {'official s/sent':>15} {'fast s/sent':>11} {'ratio':>6} {'ratio CPU':>9} "
-              f"{'fast peak GiB':>13} {'prompts s/image':>15} {'max|diff|':>9} {'same arg-min':>12}")
-    print(f"{m['mode']:<7} {m['official_s_per_sentence']:>15.4f} {m['fast_s_per_sentence']:>11.4f} "
-          f"{m['ratio']:>5.1f}x {m['ratio_cpu_time']:>8.1f}x {m['fast_peak_mem_gib']:>13.2f} "
-          f"{m['prepare_s_per_image']:>15.3f} {m['max_abs_score_diff']:>9.1e} {m['same_argmin']:>12}", flush=True)
+        print(
+            f"{result['preset']} on {result['device_name']}: {result['images']} images of "
+            f"{result['image_size'][0]}x{result['image_size'][1]}, {result['masks']} masks x {result['repeats']} "
+            f"draws of {result['points']} points (visual modes: 1 pass), {result['sentences_per_image']} "
+            f"sentences/image; peak memory: {result['memory_kind']}"
+        )
+        print(
+            f"{'mode':<7} {'official s/sent':>15} {'fast s/sent':>11} {'ratio':>6} {'ratio CPU':>9} "
+            f"{'fast peak GiB':>13} {'prompts s/image':>15} {'max|diff|':>9} {'same arg-min':>12}"
+        )
+    print(
+        f"{m['mode']:<7} {m['official_s_per_sentence']:>15.4f} {m['fast_s_per_sentence']:>11.4f} "
+        f"{m['ratio']:>5.1f}x {m['ratio_cpu_time']:>8.1f}x {m['fast_peak_mem_gib']:>13.2f} "
+        f"{m['prepare_s_per_image']:>15.3f} {m['max_abs_score_diff']:>9.1e} {m['same_argmin']:>12}",
+        flush=True,
+    )
 
 
 def _modes(text: str) -> List[str]:
@@ -266,10 +312,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=("tiny", "flant5xl-random"), default="tiny")
     p.add_argument("--device", default=None)
-    p.add_argument("--init", choices=("preset", "meta"), default=None,
-                   help="preset: the preset's own random init; meta: build on meta, init on the device")
-    p.add_argument("--modes", type=_modes, default=list(REGION_PROMPTS),
-                   help="comma-separated region_prompt modes (default: %(default)s)")
+    p.add_argument(
+        "--init",
+        choices=("preset", "meta"),
+        default=None,
+        help="preset: the preset's own random init; meta: build on meta, init on the device",
+    )
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=list(REGION_PROMPTS),
+        help="comma-separated region_prompt modes (default: %(default)s)",
+    )
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--sentences", type=int, default=7, help="sentences per image (RefCOCO val: ~7.2)")
     p.add_argument("--masks", type=int, default=20)
@@ -279,8 +333,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--decoder-batch", type=int, default=0, help="0 = auto (1024 on GPU, 64 on CPU)")
     p.add_argument("--encoder-batch", type=int, default=128)
-    p.add_argument("--official-sentences", type=int, default=None,
-                   help="time the (slow) official protocol on this many sentences only (default: all)")
+    p.add_argument(
+        "--official-sentences",
+        type=int,
+        default=None,
+        help="time the (slow) official protocol on this many sentences only (default: all)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)

@@ -25,6 +25,7 @@ Written (``DIR`` then points ``REGIONVLM_WEIGHTS`` or ``model.weights.*`` at the
 Random numbers come from NumPy's PCG64 in chunks; large files are streamed to disk, so
 writing is bound by the disk, not by memory (the largest in-memory file is the 2 GB ViT).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,19 +83,32 @@ def smoke_dims() -> Dims:
     """The ``tiny`` preset's sizes, with the real files' proportions: one ViT block more than the
     model, a position table for a smaller image (as 224 vs 364 px), the T5 split into 2 shards."""
     from omegaconf import OmegaConf
+
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
     cfg = OmegaConf.load(RegionVLMT5.default_config_path("tiny")).model
     grid = cfg.image_size // cfg.vit.patch_size
     dims = Dims(
-        vit_width=cfg.vit.width, vit_blocks=cfg.vit.depth + 1, vit_mlp=cfg.vit.mlp_hidden,
-        vit_patch=cfg.vit.patch_size, vit_file_image=cfg.vit.patch_size * max(2, round(grid * 224 / 364)),
-        q_hidden=cfg.qformer.hidden_size, q_layers=cfg.qformer.num_hidden_layers,
-        q_heads=cfg.qformer.num_attention_heads, q_intermediate=cfg.qformer.intermediate_size,
-        q_max_pos=cfg.qformer.max_position_embeddings, q_cross_freq=cfg.qformer.cross_attention_freq,
-        num_query=cfg.num_query_token, t5_vocab=cfg.t5.vocab_size, t5_d_model=cfg.t5.d_model,
-        t5_d_kv=cfg.t5.d_kv, t5_heads=cfg.t5.num_heads, t5_d_ff=cfg.t5.d_ff, t5_layers=cfg.t5.num_layers,
-        t5_decoder_layers=cfg.t5.num_decoder_layers)
+        vit_width=cfg.vit.width,
+        vit_blocks=cfg.vit.depth + 1,
+        vit_mlp=cfg.vit.mlp_hidden,
+        vit_patch=cfg.vit.patch_size,
+        vit_file_image=cfg.vit.patch_size * max(2, round(grid * 224 / 364)),
+        q_hidden=cfg.qformer.hidden_size,
+        q_layers=cfg.qformer.num_hidden_layers,
+        q_heads=cfg.qformer.num_attention_heads,
+        q_intermediate=cfg.qformer.intermediate_size,
+        q_max_pos=cfg.qformer.max_position_embeddings,
+        q_cross_freq=cfg.qformer.cross_attention_freq,
+        num_query=cfg.num_query_token,
+        t5_vocab=cfg.t5.vocab_size,
+        t5_d_model=cfg.t5.d_model,
+        t5_d_kv=cfg.t5.d_kv,
+        t5_heads=cfg.t5.num_heads,
+        t5_d_ff=cfg.t5.d_ff,
+        t5_layers=cfg.t5.num_layers,
+        t5_decoder_layers=cfg.t5.num_decoder_layers,
+    )
     # split where the real files split, relative to the key list (inside the last decoder blocks)
     real, small = t5_spec(REAL), t5_spec(dims)
     cut = round(len(t5_shards(REAL)[0]) / len(real) * len(small))
@@ -107,21 +121,34 @@ def _nbytes(spec: Spec) -> int:
 
 # --- what each released file holds, in its own names and order ------------------------
 
+
 def eva_spec(d: Dims) -> List[Spec]:
     """``eva_vit_g.pth`` as LAVIS's ``create_eva_vit_g`` reads it."""
     w, h, f16 = d.vit_width, torch.float16, d.vit_mlp
     grid = d.vit_file_image // d.vit_patch
-    out: List[Spec] = [("cls_token", (1, 1, w), h), ("pos_embed", (1, grid * grid + 1, w), h),
-                       ("patch_embed.proj.weight", (w, 3, d.vit_patch, d.vit_patch), h),
-                       ("patch_embed.proj.bias", (w,), h)]
+    out: List[Spec] = [
+        ("cls_token", (1, 1, w), h),
+        ("pos_embed", (1, grid * grid + 1, w), h),
+        ("patch_embed.proj.weight", (w, 3, d.vit_patch, d.vit_patch), h),
+        ("patch_embed.proj.bias", (w,), h),
+    ]
     for i in range(d.vit_blocks):
         b = f"blocks.{i}"
-        out += [(f"{b}.norm1.weight", (w,), h), (f"{b}.norm1.bias", (w,), h),
-                (f"{b}.attn.q_bias", (w,), h), (f"{b}.attn.v_bias", (w,), h),
-                (f"{b}.attn.qkv.weight", (3 * w, w), h), (f"{b}.attn.proj.weight", (w, w), h),
-                (f"{b}.attn.proj.bias", (w,), h), (f"{b}.norm2.weight", (w,), h), (f"{b}.norm2.bias", (w,), h),
-                (f"{b}.mlp.fc1.weight", (f16, w), h), (f"{b}.mlp.fc1.bias", (f16,), h),
-                (f"{b}.mlp.fc2.weight", (w, f16), h), (f"{b}.mlp.fc2.bias", (w,), h)]
+        out += [
+            (f"{b}.norm1.weight", (w,), h),
+            (f"{b}.norm1.bias", (w,), h),
+            (f"{b}.attn.q_bias", (w,), h),
+            (f"{b}.attn.v_bias", (w,), h),
+            (f"{b}.attn.qkv.weight", (3 * w, w), h),
+            (f"{b}.attn.proj.weight", (w, w), h),
+            (f"{b}.attn.proj.bias", (w,), h),
+            (f"{b}.norm2.weight", (w,), h),
+            (f"{b}.norm2.bias", (w,), h),
+            (f"{b}.mlp.fc1.weight", (f16, w), h),
+            (f"{b}.mlp.fc1.bias", (f16,), h),
+            (f"{b}.mlp.fc2.weight", (w, f16), h),
+            (f"{b}.mlp.fc2.bias", (w,), h),
+        ]
     return out
 
 
@@ -130,13 +157,21 @@ def t5_spec(d: Dims) -> List[Spec]:
     m, inner, ff, f = d.t5_d_model, d.t5_heads * d.t5_d_kv, d.t5_d_ff, torch.float32
 
     def attention(prefix: str, relative: bool) -> List[Spec]:
-        out = [(f"{prefix}.q.weight", (inner, m), f), (f"{prefix}.k.weight", (inner, m), f),
-               (f"{prefix}.v.weight", (inner, m), f), (f"{prefix}.o.weight", (m, inner), f)]
+        out = [
+            (f"{prefix}.q.weight", (inner, m), f),
+            (f"{prefix}.k.weight", (inner, m), f),
+            (f"{prefix}.v.weight", (inner, m), f),
+            (f"{prefix}.o.weight", (m, inner), f),
+        ]
         return out + ([(f"{prefix}.relative_attention_bias.weight", (d.t5_buckets, d.t5_heads), f)] if relative else [])
 
     def ffn(prefix: str) -> List[Spec]:
-        return [(f"{prefix}.DenseReluDense.wi_0.weight", (ff, m), f), (f"{prefix}.DenseReluDense.wi_1.weight", (ff, m), f),
-                (f"{prefix}.DenseReluDense.wo.weight", (m, ff), f), (f"{prefix}.layer_norm.weight", (m,), f)]
+        return [
+            (f"{prefix}.DenseReluDense.wi_0.weight", (ff, m), f),
+            (f"{prefix}.DenseReluDense.wi_1.weight", (ff, m), f),
+            (f"{prefix}.DenseReluDense.wo.weight", (m, ff), f),
+            (f"{prefix}.layer_norm.weight", (m,), f),
+        ]
 
     out: List[Spec] = [("shared.weight", (d.t5_vocab, m), f), ("encoder.embed_tokens.weight", (d.t5_vocab, m), f)]
     for i in range(d.t5_layers):
@@ -177,9 +212,11 @@ def bert_spec(d: Dims) -> List[Spec]:
     def linear(prefix: str, out_f: int, in_f: int) -> List[Spec]:
         return [(f"{prefix}.weight", (out_f, in_f), f), (f"{prefix}.bias", (out_f,), f)]
 
-    out: List[Spec] = [("bert.embeddings.word_embeddings.weight", (d.bert_vocab, h), f),
-                       ("bert.embeddings.position_embeddings.weight", (d.q_max_pos, h), f),
-                       ("bert.embeddings.token_type_embeddings.weight", (2, h), f)] + ln("bert.embeddings")
+    out: List[Spec] = [
+        ("bert.embeddings.word_embeddings.weight", (d.bert_vocab, h), f),
+        ("bert.embeddings.position_embeddings.weight", (d.q_max_pos, h), f),
+        ("bert.embeddings.token_type_embeddings.weight", (2, h), f),
+    ] + ln("bert.embeddings")
     for n in range(d.q_layers):
         b = f"bert.encoder.layer.{n}"
         for x in ("query", "key", "value"):
@@ -205,16 +242,25 @@ def lavis_spec(d: Dims, text_path: bool) -> List[Spec]:
         return [(f"{prefix}.LayerNorm.weight", (h,), f), (f"{prefix}.LayerNorm.bias", (h,), f)]
 
     def attention(prefix: str, kv_width: int) -> List[Spec]:
-        return (linear(f"{prefix}.self.query", h, h) + linear(f"{prefix}.self.key", h, kv_width)
-                + linear(f"{prefix}.self.value", h, kv_width) + linear(f"{prefix}.output.dense", h, h)
-                + ln(f"{prefix}.output"))
+        return (
+            linear(f"{prefix}.self.query", h, h)
+            + linear(f"{prefix}.self.key", h, kv_width)
+            + linear(f"{prefix}.self.value", h, kv_width)
+            + linear(f"{prefix}.output.dense", h, h)
+            + ln(f"{prefix}.output")
+        )
 
-    out: List[Spec] = [("query_tokens", (1, d.num_query, h), f), ("ln_vision.weight", (w,), f),
-                       ("ln_vision.bias", (w,), f)]
+    out: List[Spec] = [
+        ("query_tokens", (1, d.num_query, h), f),
+        ("ln_vision.weight", (w,), f),
+        ("ln_vision.bias", (w,), f),
+    ]
     e = "Qformer.bert.embeddings"
     if text_path:
-        out += [(f"{e}.word_embeddings.weight", (d.bert_vocab + 1, h), f),
-                (f"{e}.position_embeddings.weight", (d.q_max_pos, h), f)]
+        out += [
+            (f"{e}.word_embeddings.weight", (d.bert_vocab + 1, h), f),
+            (f"{e}.position_embeddings.weight", (d.q_max_pos, h), f),
+        ]
     out += ln(e) + [(f"{e}.position_ids", (1, d.q_max_pos), torch.int64)]
     for n in range(d.q_layers):
         b = f"Qformer.bert.encoder.layer.{n}"
@@ -230,14 +276,16 @@ def lavis_spec(d: Dims, text_path: bool) -> List[Spec]:
 
 # --- values ---------------------------------------------------------------------------
 
+
 def _chunks(rng: np.random.Generator, name: str, numel: int, dtype: torch.dtype) -> Iterator[np.ndarray]:
     """Random values for one tensor, ``CHUNK`` at a time, as raw bytes of ``dtype``: weights
     uniform in +-0.02, norm scales around 1, integer buffers ``arange``."""
     if not dtype.is_floating_point:
         yield torch.arange(numel, dtype=dtype).numpy().view(np.uint8)
         return
-    is_scale = name.endswith(("LayerNorm.weight", "LayerNorm.gamma", "layer_norm.weight", "norm1.weight",
-                              "norm2.weight", "ln_vision.weight"))
+    is_scale = name.endswith(
+        ("LayerNorm.weight", "LayerNorm.gamma", "layer_norm.weight", "norm1.weight", "norm2.weight", "ln_vision.weight")
+    )
     for start in range(0, numel, CHUNK):
         block = rng.random(min(CHUNK, numel - start), dtype=np.float32)
         block -= 0.5
@@ -253,7 +301,7 @@ def _tensor(rng: np.random.Generator, spec: Spec) -> torch.Tensor:
     flat = out.reshape(-1).view(torch.uint8).numpy()
     pos = 0
     for chunk in _chunks(rng, name, math.prod(shape), dtype):
-        flat[pos:pos + chunk.size] = chunk
+        flat[pos : pos + chunk.size] = chunk
         pos += chunk.size
     return out
 
@@ -282,8 +330,9 @@ def safetensors_header(specs: List[Spec], metadata: Optional[Dict[str, str]] = N
     return struct.pack("<Q", len(raw)) + raw, offset
 
 
-def write_safetensors(path: Path, specs: List[Spec], rng: np.random.Generator,
-                      metadata: Optional[Dict[str, str]] = None) -> None:
+def write_safetensors(
+    path: Path, specs: List[Spec], rng: np.random.Generator, metadata: Optional[Dict[str, str]] = None
+) -> None:
     """A safetensors file streamed tensor by tensor, never more than a chunk in memory."""
     specs = sorted(specs, key=lambda s: s[0])
     head, _ = safetensors_header(specs, metadata)
@@ -304,62 +353,151 @@ def _adamw_state(rng: np.random.Generator, specs: List[Spec], lr: float) -> Dict
     trainable = [s for s in specs if s[2].is_floating_point]
     state = {}
     for i, (name, shape, dtype) in enumerate(trainable):
-        state[i] = {"step": torch.tensor(1000.0), "exp_avg": _tensor(rng, (name, shape, dtype)),
-                    "exp_avg_sq": _tensor(rng, (name, shape, dtype)).abs_()}
+        state[i] = {
+            "step": torch.tensor(1000.0),
+            "exp_avg": _tensor(rng, (name, shape, dtype)),
+            "exp_avg_sq": _tensor(rng, (name, shape, dtype)).abs_(),
+        }
     decay = [i for i, s in enumerate(trainable) if len(s[1]) > 1 and not s[0].endswith(".bias")]
     no_decay = [i for i in range(len(trainable)) if i not in set(decay)]
-    group = {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-08, "amsgrad": False, "foreach": None,
-             "maximize": False, "capturable": False, "differentiable": False, "fused": None}
-    return {"state": state, "param_groups": [{**group, "weight_decay": 0.05, "params": decay},
-                                             {**group, "weight_decay": 0.0, "params": no_decay}]}
+    group = {
+        "lr": lr,
+        "betas": (0.9, 0.999),
+        "eps": 1e-08,
+        "amsgrad": False,
+        "foreach": None,
+        "maximize": False,
+        "capturable": False,
+        "differentiable": False,
+        "fused": None,
+    }
+    return {
+        "state": state,
+        "param_groups": [
+            {**group, "weight_decay": 0.05, "params": decay},
+            {**group, "weight_decay": 0.0, "params": no_decay},
+        ],
+    }
 
 
 def _runner_checkpoint(rng: np.random.Generator, specs: List[Spec], model_type: str, epoch: int) -> Dict[str, object]:
     """What LAVIS's ``_save_checkpoint`` writes."""
-    config = {"model": {"arch": "blip2_t5", "model_type": model_type, "load_finetuned": False, "freeze_vit": True},
-              "run": {"task": "captioning", "lr_sched": "linear_warmup_cosine_lr", "init_lr": 1e-4,
-                      "weight_decay": 0.05, "amp": True, "seed": 42, "output_dir": "output/BLIP2"}}
-    return {"model": _state(rng, specs), "optimizer": _adamw_state(rng, specs, 1e-5), "config": config,
-            "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                       "_growth_tracker": 0},
-            "epoch": epoch}
+    config = {
+        "model": {"arch": "blip2_t5", "model_type": model_type, "load_finetuned": False, "freeze_vit": True},
+        "run": {
+            "task": "captioning",
+            "lr_sched": "linear_warmup_cosine_lr",
+            "init_lr": 1e-4,
+            "weight_decay": 0.05,
+            "amp": True,
+            "seed": 42,
+            "output_dir": "output/BLIP2",
+        },
+    }
+    return {
+        "model": _state(rng, specs),
+        "optimizer": _adamw_state(rng, specs, 1e-5),
+        "config": config,
+        "scaler": {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+            "_growth_tracker": 0,
+        },
+        "epoch": epoch,
+    }
 
 
 def t5_config(d: Dims) -> Dict[str, object]:
     """google/flan-t5-xl's published ``config.json`` (sizes replaced in smoke mode)."""
     return {
-        "architectures": ["T5ForConditionalGeneration"], "d_ff": d.t5_d_ff, "d_kv": d.t5_d_kv,
-        "d_model": d.t5_d_model, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new", "dropout_rate": 0.1,
-        "eos_token_id": 1, "feed_forward_proj": "gated-gelu", "initializer_factor": 1.0, "is_encoder_decoder": True,
-        "is_gated_act": True, "layer_norm_epsilon": 1e-06, "model_type": "t5", "n_positions": 512,
-        "num_decoder_layers": d.t5_decoder_layers, "num_heads": d.t5_heads, "num_layers": d.t5_layers,
-        "output_past": True, "pad_token_id": 0, "relative_attention_max_distance": 128,
+        "architectures": ["T5ForConditionalGeneration"],
+        "d_ff": d.t5_d_ff,
+        "d_kv": d.t5_d_kv,
+        "d_model": d.t5_d_model,
+        "decoder_start_token_id": 0,
+        "dense_act_fn": "gelu_new",
+        "dropout_rate": 0.1,
+        "eos_token_id": 1,
+        "feed_forward_proj": "gated-gelu",
+        "initializer_factor": 1.0,
+        "is_encoder_decoder": True,
+        "is_gated_act": True,
+        "layer_norm_epsilon": 1e-06,
+        "model_type": "t5",
+        "n_positions": 512,
+        "num_decoder_layers": d.t5_decoder_layers,
+        "num_heads": d.t5_heads,
+        "num_layers": d.t5_layers,
+        "output_past": True,
+        "pad_token_id": 0,
+        "relative_attention_max_distance": 128,
         "relative_attention_num_buckets": d.t5_buckets,
         "task_specific_params": {
-            "summarization": {"early_stopping": True, "length_penalty": 2.0, "max_length": 200, "min_length": 30,
-                              "no_repeat_ngram_size": 3, "num_beams": 4, "prefix": "summarize: "},
-            "translation_en_to_de": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                     "prefix": "translate English to German: "},
-            "translation_en_to_fr": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                     "prefix": "translate English to French: "},
-            "translation_en_to_ro": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                     "prefix": "translate English to Romanian: "}},
-        "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.23.1",
-        "use_cache": True, "vocab_size": d.t5_vocab}
+            "summarization": {
+                "early_stopping": True,
+                "length_penalty": 2.0,
+                "max_length": 200,
+                "min_length": 30,
+                "no_repeat_ngram_size": 3,
+                "num_beams": 4,
+                "prefix": "summarize: ",
+            },
+            "translation_en_to_de": {
+                "early_stopping": True,
+                "max_length": 300,
+                "num_beams": 4,
+                "prefix": "translate English to German: ",
+            },
+            "translation_en_to_fr": {
+                "early_stopping": True,
+                "max_length": 300,
+                "num_beams": 4,
+                "prefix": "translate English to French: ",
+            },
+            "translation_en_to_ro": {
+                "early_stopping": True,
+                "max_length": 300,
+                "num_beams": 4,
+                "prefix": "translate English to Romanian: ",
+            },
+        },
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.23.1",
+        "use_cache": True,
+        "vocab_size": d.t5_vocab,
+    }
 
 
 def bert_config(d: Dims) -> Dict[str, object]:
     """bert-base-uncased's published ``config.json`` (sizes replaced in smoke mode)."""
-    return {"architectures": ["BertForMaskedLM"], "attention_probs_dropout_prob": 0.1,
-            "gradient_checkpointing": False, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-            "hidden_size": d.q_hidden, "initializer_range": 0.02, "intermediate_size": d.q_intermediate,
-            "layer_norm_eps": 1e-12, "max_position_embeddings": d.q_max_pos, "model_type": "bert",
-            "num_attention_heads": d.q_heads, "num_hidden_layers": d.q_layers, "pad_token_id": 0,
-            "position_embedding_type": "absolute", "transformers_version": "4.6.0.dev0", "type_vocab_size": 2,
-            "use_cache": True, "vocab_size": d.bert_vocab}
+    return {
+        "architectures": ["BertForMaskedLM"],
+        "attention_probs_dropout_prob": 0.1,
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": d.q_hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.q_intermediate,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": d.q_max_pos,
+        "model_type": "bert",
+        "num_attention_heads": d.q_heads,
+        "num_hidden_layers": d.q_layers,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "transformers_version": "4.6.0.dev0",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": d.bert_vocab,
+    }
 
 
 # --- writers ------------------------------------------------------------------------------
+
 
 def write_eva(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
     path = out / "eva_vit_g.pth"
@@ -388,8 +526,9 @@ def write_t5(out: Path, d: Dims, rng: np.random.Generator, layout: str = "safete
         weight_map.update({s[0]: name for s in shard})
         written.append(folder / name)
     index = "model.safetensors.index.json" if layout == "safetensors" else "pytorch_model.bin.index.json"
-    atomic_write_json(folder / index, {"metadata": {"total_size": total},
-                                       "weight_map": dict(sorted(weight_map.items()))}, indent=2)
+    atomic_write_json(
+        folder / index, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2
+    )
     return written + [folder / index, folder / "config.json"]
 
 
@@ -415,12 +554,12 @@ def write_regionvlm(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
     return [path]
 
 
-WRITERS = {"eva_vit": write_eva, "t5": write_t5, "bert": write_bert, "blip2": write_blip2,
-           "regionvlm": write_regionvlm}
+WRITERS = {"eva_vit": write_eva, "t5": write_t5, "bert": write_bert, "blip2": write_blip2, "regionvlm": write_regionvlm}
 
 
-def write_all(out: Path, smoke: bool = False, t5_layout: str = "safetensors", seed: int = 0,
-              only: Optional[List[str]] = None) -> Dict[str, List[Path]]:
+def write_all(
+    out: Path, smoke: bool = False, t5_layout: str = "safetensors", seed: int = 0, only: Optional[List[str]] = None
+) -> Dict[str, List[Path]]:
     """Write the stand-ins into ``out``; returns the files per weight setting."""
     dims = smoke_dims() if smoke else REAL
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """RegionVLM: interactive regional understanding with BLIP-2 and text-coordinate region prompts."""
+
 from regionvlm.common.registry import registry
 from regionvlm.region import Region, format_points
 
 __version__ = "0.1.0"
 
-__all__ = ["registry", "Region", "format_points", "load_model", "load_model_and_preprocess", "Config"]
+__all__ = ["Config", "Region", "format_points", "load_model", "load_model_and_preprocess", "registry"]
 
 
 def __getattr__(name):

@@ -20,6 +20,7 @@ Commands (coordinates are pixels of the image, origin top-left)::
 
 Each new region prints its id and the exact region text the Q-Former reads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,10 @@ def load_mask(path: str, image_size: Tuple[int, int]) -> np.ndarray:
         raise InputError(f"mask: file '{p}' not found.") from None
     width, height = image_size
     if arr.shape != (height, width):
-        raise InputError(f"mask: '{p}' is {arr.shape[1]}x{arr.shape[0]} but the image is {width}x{height}; "
-                         "a mask must have the image's size.")
+        raise InputError(
+            f"mask: '{p}' is {arr.shape[1]}x{arr.shape[0]} but the image is {width}x{height}; "
+            "a mask must have the image's size."
+        )
     if not arr.any():
         raise InputError(f"mask: '{p}' has no non-zero pixel; nothing to point at.")
     return arr != 0
@@ -95,8 +98,9 @@ def parse_region_command(line: str, image_size: Tuple[int, int]) -> Region:
             raise InputError(f"box: usage `box x0 y0 x1 y1` (4 pixel coordinates), got {len(values)} numbers.")
         return Region.from_box(values, image_size=image_size)
     if not values or len(values) % 2:
-        raise InputError(f"{command}: usage `{command} x y [x y ...]` (pairs of pixel coordinates), "
-                         f"got {len(values)} numbers.")
+        raise InputError(
+            f"{command}: usage `{command} x y [x y ...]` (pairs of pixel coordinates), got {len(values)} numbers."
+        )
     pairs = np.asarray(values, dtype=np.float64).reshape(-1, 2)
     if command == "points":
         return Region.from_points(pairs, image_size=image_size)
@@ -123,37 +127,58 @@ def region_summary(conv, region_id: int) -> str:
     entry = conv.region(region_id)
     line = f"[{region_id}] {describe_region(entry.region, conv.image_size)}: {entry.text}"
     if entry.points_kept < len(entry.points):
-        line += (f"  (the Q-Former reads only the first {entry.points_kept} of {len(entry.points)} points: "
-                 f"max_txt_len={conv.model.max_txt_len})")
+        line += (
+            f"  (the Q-Former reads only the first {entry.points_kept} of {len(entry.points)} points: "
+            f"max_txt_len={conv.model.max_txt_len})"
+        )
     return line
 
 
 # ------------------------------------------------------------------ model loading
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Model options shared by the chat and the web demo."""
-    parser.add_argument("--model-type", default="tiny",
-                        help="preset of regionvlm_t5: tiny (CPU, default), flant5xl, pretrain_flant5xl")
+    parser.add_argument(
+        "--model-type", default="tiny", help="preset of regionvlm_t5: tiny (CPU, default), flant5xl, pretrain_flant5xl"
+    )
     parser.add_argument("--checkpoint", default=None, help="RegionVLM checkpoint to load (sets model.checkpoint)")
     parser.add_argument("--cfg-path", default=None, help="YAML with a model: section (overrides --model-type)")
     parser.add_argument("--options", nargs="+", default=[], help="config overrides, e.g. model.max_txt_len=48")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds random weights (tiny preset without checkpoint) and the region points")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds random weights (tiny preset without checkpoint) and the region points",
+    )
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-points", type=int, default=10, help="points per region (K)")
-    parser.add_argument("--layout", choices=("inline", "let", "qformer_first"), default="inline",
-                        help="how [i] enters the prompt (see regionvlm.dialogue)")
-    parser.add_argument("--history", choices=("official", "qa", "none"), default="official",
-                        help="multi-turn context (see regionvlm.dialogue)")
+    parser.add_argument(
+        "--layout",
+        choices=("inline", "let", "qformer_first"),
+        default="inline",
+        help="how [i] enters the prompt (see regionvlm.dialogue)",
+    )
+    parser.add_argument(
+        "--history",
+        choices=("official", "qa", "none"),
+        default="official",
+        help="multi-turn context (see regionvlm.dialogue)",
+    )
     parser.add_argument("--num-beams", type=int, default=None, help="beam width (default 5)")
-    parser.add_argument("--max-len", "--max-length", dest="max_len", type=int, default=None,
-                        help="maximum new tokens (default 30; qformer_first layout 10)")
-    parser.add_argument("--min-len", "--min-length", dest="min_len", type=int, default=None,
-                        help="minimum length (default 1)")
-    parser.add_argument("--length-penalty", type=float, default=None,
-                        help="default 1 (qformer_first layout -1)")
+    parser.add_argument(
+        "--max-len",
+        "--max-length",
+        dest="max_len",
+        type=int,
+        default=None,
+        help="maximum new tokens (default 30; qformer_first layout 10)",
+    )
+    parser.add_argument(
+        "--min-len", "--min-length", dest="min_len", type=int, default=None, help="minimum length (default 1)"
+    )
+    parser.add_argument("--length-penalty", type=float, default=None, help="default 1 (qformer_first layout -1)")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="default 1")
     parser.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
     parser.add_argument("--top-p", type=float, default=None, help="default 0.9")
@@ -163,18 +188,29 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 def generation_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The decoding flags the user gave (the layout's defaults fill the rest), as
     :class:`~regionvlm.models.generation.GenerationSettings` fields."""
-    given = dict(num_beams=args.num_beams, max_len=args.max_len, min_len=args.min_len,
-                 length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
-                 top_p=args.top_p, temperature=args.temperature)
+    given = dict(
+        num_beams=args.num_beams,
+        max_len=args.max_len,
+        min_len=args.min_len,
+        length_penalty=args.length_penalty,
+        repetition_penalty=args.repetition_penalty,
+        top_p=args.top_p,
+        temperature=args.temperature,
+    )
     options = {k: v for k, v in given.items() if v is not None}
     if args.sample:
         options["use_nucleus_sampling"] = True
     return options
 
 
-def load_dialogue_model(model_type: str = "tiny", checkpoint: Optional[str] = None,
-                        cfg_path: Optional[str] = None, options: Sequence[str] = (),
-                        device: Optional[str] = None, seed: int = 0):
+def load_dialogue_model(
+    model_type: str = "tiny",
+    checkpoint: Optional[str] = None,
+    cfg_path: Optional[str] = None,
+    options: Sequence[str] = (),
+    device: Optional[str] = None,
+    seed: int = 0,
+):
     """Model + eval image/text processors for a conversation.
 
     The model config is the preset ``model_type`` (or ``cfg_path``'s ``model:`` section) with
@@ -274,8 +310,9 @@ def run_repl(session: ChatSession, stdin: TextIO, stdout: TextIO, interactive: b
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="regionvlm-chat", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="regionvlm-chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", required=True, help="the image to talk about")
     add_model_arguments(parser)
     add_generation_arguments(parser)
@@ -295,10 +332,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parse_options(args.options)
     from regionvlm.dialogue import Conversation
 
-    model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path,
-                                          args.options, args.device, args.seed)
-    conv = Conversation(model, image, vis, txt, num_points=args.num_points, seed=args.seed,
-                        layout=args.layout, history=args.history)
+    model, vis, txt = load_dialogue_model(
+        args.model_type, args.checkpoint, args.cfg_path, args.options, args.device, args.seed
+    )
+    conv = Conversation(
+        model, image, vis, txt, num_points=args.num_points, seed=args.seed, layout=args.layout, history=args.history
+    )
     conv.generation_settings(**generation_options(args))  # bad decoding flags stop here, not at the first turn
     session = ChatSession(conv, generation_options(args))
     if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach handle() as surrogates: one error line

@@ -68,6 +68,7 @@ are :class:`~regionvlm.models.generation.GenerationSettings` fields (``num_beams
 deterministic; ``use_nucleus_sampling=True`` samples with a seed derived from the
 conversation seed and the turn number (or the ``seed`` you pass), so a replay repeats.
 """
+
 from __future__ import annotations
 
 import logging
@@ -101,18 +102,18 @@ class RegionEntry:
     """One region as the model sees it: the points drawn once, their text and soft tokens."""
 
     region: Region
-    points: np.ndarray      # (K, 2) normalized (x, y), as sent
-    text: str               # Q-Former region text, after the text processor
+    points: np.ndarray  # (K, 2) normalized (x, y), as sent
+    text: str  # Q-Former region text, after the text processor
     soft_tokens: torch.Tensor  # (num_query_token, d_model) projected Q-Former outputs
-    points_kept: int        # points that survive the Q-Former's ``max_txt_len`` truncation
+    points_kept: int  # points that survive the Q-Former's ``max_txt_len`` truncation
 
 
 @dataclass(frozen=True)
 class Turn:
     """One exchange. ``segments`` is the turn's own layout (no ``</s>``)."""
 
-    kind: str               # "ask" or "describe"
-    text: str               # what the user typed ("" for describe)
+    kind: str  # "ask" or "describe"
+    text: str  # what the user typed ("" for describe)
     segments: Tuple[Segment, ...]
     region_ids: Tuple[int, ...]  # regions mentioned, in order of first mention
     answer: str
@@ -127,7 +128,7 @@ def parse_region_refs(text: str) -> List[Union[str, int]]:
     pos = 0
     for match in REGION_MARK.finditer(text):
         if match.start() > pos:
-            out.append(text[pos:match.start()])
+            out.append(text[pos : match.start()])
         out.append(int(match.group(1)))
         pos = match.end()
     if pos < len(text):
@@ -146,10 +147,18 @@ def _first_mentions(parts: Sequence[Union[str, int]]) -> Tuple[int, ...]:
 class Conversation:
     """A dialogue about regions of one image; see the module docstring for the layouts."""
 
-    def __init__(self, model, image: Image.Image, vis_processor: Optional[Callable] = None,
-                 text_processor: Optional[Callable[[str], str]] = None,
-                 num_points: int = DEFAULT_NUM_POINTS, seed: int = 0, layout: str = "inline",
-                 history: str = "official", prompt: str = "{}") -> None:
+    def __init__(
+        self,
+        model,
+        image: Image.Image,
+        vis_processor: Optional[Callable] = None,
+        text_processor: Optional[Callable[[str], str]] = None,
+        num_points: int = DEFAULT_NUM_POINTS,
+        seed: int = 0,
+        layout: str = "inline",
+        history: str = "official",
+        prompt: str = "{}",
+    ) -> None:
         rgb = to_rgb(image, "the conversation's image")
         if layout not in LAYOUTS:
             raise InputError(f"layout must be one of {LAYOUTS}, got '{layout}'.")
@@ -200,7 +209,8 @@ class Conversation:
             if region.data.shape != (height, width):
                 raise InputError(
                     f"mask is {region.data.shape[1]}x{region.data.shape[0]} (WxH) but the image is "
-                    f"{width}x{height}; the mask must have the image's size.")
+                    f"{width}x{height}; the mask must have the image's size."
+                )
         region_id = len(self.regions) + 1
         rng = np.random.default_rng([self.seed, region_id])
         points = region.sample_points(self.num_points, rng)
@@ -233,11 +243,17 @@ class Conversation:
     def _check_ids(self, ids: Sequence[int], where: str) -> None:
         bad = [i for i in ids if not 1 <= i <= len(self.regions)]
         if bad:
-            have = (f"regions [1]..[{len(self.regions)}]" if len(self.regions) > 1
-                    else "region [1]" if self.regions else "no regions yet")
+            have = (
+                f"regions [1]..[{len(self.regions)}]"
+                if len(self.regions) > 1
+                else "region [1]"
+                if self.regions
+                else "no regions yet"
+            )
             raise InputError(
                 f"{', '.join(f'[{i}]' for i in bad)} {where} refers to no region: this conversation "
-                f"has {have}. Add a region first (points, box, scribble or mask).")
+                f"has {have}. Add a region first (points, box, scribble or mask)."
+            )
 
     def turn_segments(self, text: str) -> Tuple[List[Segment], Tuple[int, ...]]:
         """This turn's own layout (no context, no ``</s>``) and the regions it mentions."""
@@ -333,14 +349,18 @@ class Conversation:
         would exhaust memory instead of being answered."""
         tokenizer = self.model.t5_tokenizer
         limit = int(tokenizer.model_max_length)
-        text = sum(len(tokenizer(seg, add_special_tokens=False, verbose=False).input_ids)
-                   for seg in segments if isinstance(seg, str))
+        text = sum(
+            len(tokenizer(seg, add_special_tokens=False, verbose=False).input_ids)
+            for seg in segments
+            if isinstance(seg, str)
+        )
         soft = sum(int(seg.shape[0]) for seg in segments if not isinstance(seg, str))
         if text + soft + 1 > limit:
             raise InputError(
                 f"this turn would give the model {text + soft + 1} tokens ({text} of text, {soft} soft tokens of "
                 f"regions, </s>), more than the {limit} it reads (the T5 tokenizer's model_max_length). Ask a "
-                "shorter question, or reset the conversation (its earlier turns are part of the input).")
+                "shorter question, or reset the conversation (its earlier turns are part of the input)."
+            )
 
     # ----------------------------------------------------------------- display
     def describe_segments(self, segments: Sequence[Segment]) -> str:

@@ -27,6 +27,7 @@ points_per_side 32, points_per_batch 64, pred_iou_thresh 0.88, stability_score_t
 0.7, crop_overlap_ratio 512/1500, crop_n_points_downscale_factor 1, min_mask_region_area 0
 (> 0 needs opencv). Each can be set by flag or in a YAML given with ``--config``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,18 +59,37 @@ GENERATOR_DEFAULTS: Dict[str, Any] = {
 }
 
 _SETTING_RANGES: Dict[str, Tuple[float, float]] = {
-    "points_per_side": (1, 1024), "points_per_batch": (1, 1 << 20), "pred_iou_thresh": (0.0, 1.0),
-    "stability_score_thresh": (0.0, 1.0), "stability_score_offset": (0.0, 255.0), "box_nms_thresh": (0.0, 1.0),
-    "crop_n_layers": (0, 8), "crop_nms_thresh": (0.0, 1.0), "crop_overlap_ratio": (0.0, 0.99),
-    "crop_n_points_downscale_factor": (1, 1024), "min_mask_region_area": (0, 1 << 40),
+    "points_per_side": (1, 1024),
+    "points_per_batch": (1, 1 << 20),
+    "pred_iou_thresh": (0.0, 1.0),
+    "stability_score_thresh": (0.0, 1.0),
+    "stability_score_offset": (0.0, 255.0),
+    "box_nms_thresh": (0.0, 1.0),
+    "crop_n_layers": (0, 8),
+    "crop_nms_thresh": (0.0, 1.0),
+    "crop_overlap_ratio": (0.0, 0.99),
+    "crop_n_points_downscale_factor": (1, 1024),
+    "min_mask_region_area": (0, 1 << 40),
 }
 
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 # "tiny" is a small random-init architecture for tests and smoke runs, not a released model;
 # the real architectures come from segment-anything's own ``sam_model_registry``.
-TINY_SAM = dict(image_size=64, patch_size=16, prompt_embed_dim=32, window_size=2, mask_in_chans=4,
-                decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32,
-                embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
+TINY_SAM = dict(
+    image_size=64,
+    patch_size=16,
+    prompt_embed_dim=32,
+    window_size=2,
+    mask_in_chans=4,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_heads=2,
+    iou_head_hidden_dim=32,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    global_attn_indexes=(1,),
+)
 
 
 # --------------------------------------------------------------------------- SAM
@@ -82,19 +102,37 @@ def _tiny_sam():
     grid = a["image_size"] // a["patch_size"]
     return Sam(
         image_encoder=ImageEncoderViT(
-            depth=a["depth"], embed_dim=a["embed_dim"], img_size=a["image_size"], mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["num_heads"],
-            patch_size=a["patch_size"], qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=tuple(a["global_attn_indexes"]), window_size=a["window_size"],
-            out_chans=a["prompt_embed_dim"]),
+            depth=a["depth"],
+            embed_dim=a["embed_dim"],
+            img_size=a["image_size"],
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=a["num_heads"],
+            patch_size=a["patch_size"],
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=tuple(a["global_attn_indexes"]),
+            window_size=a["window_size"],
+            out_chans=a["prompt_embed_dim"],
+        ),
         prompt_encoder=PromptEncoder(
-            embed_dim=a["prompt_embed_dim"], image_embedding_size=(grid, grid),
-            input_image_size=(a["image_size"], a["image_size"]), mask_in_chans=a["mask_in_chans"]),
+            embed_dim=a["prompt_embed_dim"],
+            image_embedding_size=(grid, grid),
+            input_image_size=(a["image_size"], a["image_size"]),
+            mask_in_chans=a["mask_in_chans"],
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=a["decoder_depth"], embedding_dim=a["prompt_embed_dim"],
-                                          mlp_dim=a["decoder_mlp_dim"], num_heads=a["decoder_heads"]),
-            transformer_dim=a["prompt_embed_dim"], iou_head_depth=3, iou_head_hidden_dim=a["iou_head_hidden_dim"]),
+            transformer=TwoWayTransformer(
+                depth=a["decoder_depth"],
+                embedding_dim=a["prompt_embed_dim"],
+                mlp_dim=a["decoder_mlp_dim"],
+                num_heads=a["decoder_heads"],
+            ),
+            transformer_dim=a["prompt_embed_dim"],
+            iou_head_depth=3,
+            iou_head_hidden_dim=a["iou_head_hidden_dim"],
+        ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
@@ -119,7 +157,7 @@ def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "
         path = require_file(checkpoint, f"SAM {model_type} checkpoint", "--sam-checkpoint", SAM_PUBLISHED)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
+        except Exception as exc:
             raise CheckpointError(f"cannot read the SAM checkpoint '{path}': {exc}") from None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"'{path}' does not hold a state dict (got {type(state).__name__}).")
@@ -145,8 +183,9 @@ def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> 
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise InputError(f"--images folder '{src}' holds no image ({', '.join(IMAGE_EXTENSIONS)}), "
-                             "in it or below it.")
+            raise InputError(
+                f"--images folder '{src}' holds no image ({', '.join(IMAGE_EXTENSIONS)}), in it or below it."
+            )
         return [(p.relative_to(src).as_posix(), p) for p in files]
     if not src.is_file():
         raise MissingFileError(f"--images '{src}' is neither a folder of images nor a list file.")
@@ -154,9 +193,10 @@ def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> 
     try:
         text = src.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"--images list '{src}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it should "
-                         "hold one image file name per line (e.g. from `python -m regionvlm.data.refer --out`)."
-                         ) from None
+        raise InputError(
+            f"--images list '{src}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it should "
+            "hold one image file name per line (e.g. from `python -m regionvlm.data.refer --out`)."
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read the --images list '{src}': {exc.strerror or exc}.") from None
     names = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -199,9 +239,15 @@ def _shard(items: List[Any]) -> List[Any]:
     return items[rank::world]
 
 
-def generate(images: Sequence[Tuple[str, Path]], out_dir: str | Path, model_type: str,
-             checkpoint: Optional[str], device: str = "cpu",
-             settings: Optional[Mapping[str, Any]] = None, progress: bool = True) -> Dict[str, int]:
+def generate(
+    images: Sequence[Tuple[str, Path]],
+    out_dir: str | Path,
+    model_type: str,
+    checkpoint: Optional[str],
+    device: str = "cpu",
+    settings: Optional[Mapping[str, Any]] = None,
+    progress: bool = True,
+) -> Dict[str, int]:
     """Run SAM's automatic mask generator over ``images``; skip those already written."""
     from segment_anything import SamAutomaticMaskGenerator
     from tqdm import tqdm
@@ -219,14 +265,25 @@ def generate(images: Sequence[Tuple[str, Path]], out_dir: str | Path, model_type
         return counts
     sam = build_sam(model_type, checkpoint, device)
     generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **settings)
-    source = {"generator": "segment_anything.SamAutomaticMaskGenerator", "model_type": model_type,
-              "checkpoint": Path(checkpoint).name if checkpoint else None, "settings": settings}
+    source = {
+        "generator": "segment_anything.SamAutomaticMaskGenerator",
+        "model_type": model_type,
+        "checkpoint": Path(checkpoint).name if checkpoint else None,
+        "settings": settings,
+    }
     for name, path in tqdm(todo, desc="SAM proposals", disable=not progress, dynamic_ncols=True):
         rgb = read_rgb(path)
         anns = generator.generate(rgb)
-        records = [{"segmentation": a["segmentation"], "score": float(a["predicted_iou"]),
-                    "stability_score": float(a["stability_score"]), "area": int(a["area"]),
-                    "bbox": [float(v) for v in a["bbox"]]} for a in anns]
+        records = [
+            {
+                "segmentation": a["segmentation"],
+                "score": float(a["predicted_iou"]),
+                "stability_score": float(a["stability_score"]),
+                "area": int(a["area"]),
+                "bbox": [float(v) for v in a["bbox"]],
+            }
+            for a in anns
+        ]
         write_proposal_file(proposal_path(out_dir, name), name, rgb.shape[0], rgb.shape[1], records, source)
         counts["written"] += 1
         counts["masks"] += len(records)
@@ -281,13 +338,21 @@ def import_png_dir(png_dir: str | Path, out_dir: str | Path, progress: bool = Tr
             rec = encode_mask(m)
             rec["score"] = None
             records.append(rec)
-        write_proposal_file(target, folder.name, masks[0].shape[0], masks[0].shape[1], records,
-                            {"import": "png", "files": [p.name for p in files]})
+        write_proposal_file(
+            target,
+            folder.name,
+            masks[0].shape[0],
+            masks[0].shape[1],
+            records,
+            {"import": "png", "files": [p.name for p in files]},
+        )
         counts["written"] += 1
         counts["masks"] += len(masks)
     if counts["empty"]:
-        print(f"warning: {counts['empty']} folder(s) under '{src}' hold no PNG mask; no proposal file was "
-              "written for them, so RIS will report their images as missing proposals.")
+        print(
+            f"warning: {counts['empty']} folder(s) under '{src}' hold no PNG mask; no proposal file was "
+            "written for them, so RIS will report their images as missing proposals."
+        )
     return counts
 
 
@@ -295,7 +360,8 @@ def import_png_dir(png_dir: str | Path, out_dir: str | Path, progress: bool = Tr
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m regionvlm.proposals",
-        description="Compute (or import) Segment Anything mask proposals, one COCO-RLE JSON per image.")
+        description="Compute (or import) Segment Anything mask proposals, one COCO-RLE JSON per image.",
+    )
     p.add_argument("--images", help="a folder of images (recursive) or a text file of image names")
     p.add_argument("--image-root", help="folder the names in an --images list are relative to")
     p.add_argument("--sam-checkpoint", help="SAM weights, e.g. sam_vit_h_4b8939.pth")
@@ -306,9 +372,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--import-png-dir", help="convert <dir>/<image_stem>/*.png instead of running SAM")
     p.add_argument("--no-progress", action="store_true")
     for key, value in GENERATOR_DEFAULTS.items():
-        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
-                       help=f"generator setting (default {value:.4g})" if isinstance(value, float)
-                       else f"generator setting (default {value})")
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            type=type(value),
+            default=None,
+            help=f"generator setting (default {value:.4g})"
+            if isinstance(value, float)
+            else f"generator setting (default {value})",
+        )
     return p
 
 
@@ -316,8 +387,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     args = _parser().parse_args(argv)
     if args.import_png_dir:
         counts = import_png_dir(args.import_png_dir, args.out, progress=not args.no_progress)
-        print(f"imported {counts['written']} image(s), {counts['masks']} masks; "
-              f"{counts['done_before']} already present -> {args.out}")
+        print(
+            f"imported {counts['written']} image(s), {counts['masks']} masks; "
+            f"{counts['done_before']} already present -> {args.out}"
+        )
         return counts
     if not args.images:
         raise ConfigError("give --images (folder or list file), or --import-png-dir.")
@@ -325,13 +398,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
         raise ConfigError(f"--sam-checkpoint is required (SAM weights are published at {SAM_PUBLISHED}).")
     settings: Dict[str, Any] = {}
     if args.config:
-        from regionvlm.common.config import load_yaml
         from omegaconf import OmegaConf
+
+        from regionvlm.common.config import load_yaml
 
         loaded = OmegaConf.to_container(load_yaml(args.config), resolve=True)
         if not isinstance(loaded, dict):
-            raise ConfigError(f"--config '{args.config}' must hold a mapping of generator settings "
-                              f"(e.g. `points_per_side: 32`), got {type(loaded).__name__}.")
+            raise ConfigError(
+                f"--config '{args.config}' must hold a mapping of generator settings "
+                f"(e.g. `points_per_side: 32`), got {type(loaded).__name__}."
+            )
         settings.update(loaded)
     settings.update({k: getattr(args, k) for k in GENERATOR_DEFAULTS if getattr(args, k) is not None})
     check_generator_settings(settings)  # before listing images or loading SAM
@@ -341,10 +417,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     images = list_images(args.images, args.image_root)
-    counts = generate(images, args.out, args.model_type, args.sam_checkpoint, device, settings,
-                      progress=not args.no_progress)
-    print(f"wrote {counts['written']} proposal file(s) ({counts['masks']} masks); "
-          f"{counts['done_before']} already present -> {args.out}")
+    counts = generate(
+        images, args.out, args.model_type, args.sam_checkpoint, device, settings, progress=not args.no_progress
+    )
+    print(
+        f"wrote {counts['written']} proposal file(s) ({counts['masks']} masks); "
+        f"{counts['done_before']} already present -> {args.out}"
+    )
     return counts
 
 

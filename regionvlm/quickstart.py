@@ -14,6 +14,7 @@
 5. prints a table and writes ``quickstart.png`` (scenes, prompt points, captions, chosen masks)
    and ``summary.json`` in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,25 @@ def train_tiny(world: Path, out: Path, cfg_path: Path, extra: Sequence[str] = ()
     from regionvlm.data.localized_narratives import preprocess_localized_narratives
 
     ann = world / "annotations" / "ln_synthetic_train.json"
-    preprocess_localized_narratives([world / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-                                    ann, image_root=world / "images", patterns={"synthetic": ["{image_id}.png"]},
-                                    progress=False)
-    train_script.main(["--cfg-path", str(cfg_path), "--options",
-                       f"datasets.regionvlm_mix.region_ann={ann}",
-                       f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-                       f"datasets.regionvlm_mix.coco_image_root={world}/images",
-                       f"run.output_dir={out}", *extra])
+    preprocess_localized_narratives(
+        [world / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
+        ann,
+        image_root=world / "images",
+        patterns={"synthetic": ["{image_id}.png"]},
+        progress=False,
+    )
+    train_script.main(
+        [
+            "--cfg-path",
+            str(cfg_path),
+            "--options",
+            f"datasets.regionvlm_mix.region_ann={ann}",
+            f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
+            f"datasets.regionvlm_mix.coco_image_root={world}/images",
+            f"run.output_dir={out}",
+            *extra,
+        ]
+    )
     return out / "checkpoint_latest.pth"
 
 
@@ -66,14 +78,22 @@ def ris_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, dev
     return {
         "model": {"arch": "regionvlm_t5", "model_type": "tiny", "checkpoint": str(checkpoint)},
         "datasets": {"ris_synthetic": {"world": str(world), "split": "test", "splitBy": "unc"}},
-        "run": {"task": "ris", "evaluate": True, "output_dir": str(out), "seed": 42, "device": device,
-                # synthetic shapes cover 2-7% of a 64 px scene: keep them (official 0.04 is for COCO)
-                "small_threshold": 0.0, "region_prompt": region_prompt},
+        "run": {
+            "task": "ris",
+            "evaluate": True,
+            "output_dir": str(out),
+            "seed": 42,
+            "device": device,
+            # synthetic shapes cover 2-7% of a 64 px scene: keep them (official 0.04 is for COCO)
+            "small_threshold": 0.0,
+            "region_prompt": region_prompt,
+        },
     }
 
 
-def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str,
-            model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+def run_ris(
+    world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str, model: Optional[torch.nn.Module] = None
+) -> Dict[str, Any]:
     """The registered RIS task through the runner, exactly as ``train.py`` runs it (``model``:
     an already built model of this config, so several evaluations share one build)."""
     from regionvlm.common.config import Config
@@ -88,9 +108,14 @@ def run_ris(world: Path, checkpoint: Path, out: Path, region_prompt: str, device
     queries = result["queries"]
     hits = [q["iou"] >= 0.999 for q in queries]
     chance = float(np.mean([1.0 / max(1, len(q["candidates"])) for q in queries]))
-    return {"accuracy": 100.0 * float(np.mean(hits)), "chance": 100.0 * chance,
-            "mIoU": result["metrics"]["mIoU"], "oIoU": result["metrics"]["oIoU"],
-            "queries": len(queries), "records": queries}
+    return {
+        "accuracy": 100.0 * float(np.mean(hits)),
+        "chance": 100.0 * chance,
+        "mIoU": result["metrics"]["mIoU"],
+        "oIoU": result["metrics"]["oIoU"],
+        "queries": len(queries),
+        "records": queries,
+    }
 
 
 def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] = None) -> List[Dict[str, Any]]:
@@ -100,17 +125,29 @@ def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] =
     from regionvlm.region import Region
     from regionvlm.tasks.evaluation import item_rng
 
-    vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0]["eval"]
+    vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0][
+        "eval"
+    ]
     rows: List[Dict[str, Any]] = []
     for image_id, queries in refer.queries_by_image()[:limit]:
         image = vis(open_image(world / "images" / refer.images[image_id].file_name)).unsqueeze(0)
-        texts = [Region.from_mask(refer.gt_mask(q.ann_id)).to_text(model.num_points, item_rng(seed, str(q.ref_id)))
-                 for q in queries]
-        preds = model.generate({"image": image, "image_index": [0] * len(texts), "text_input": texts},
-                               num_beams=1, max_length=10)
+        texts = [
+            Region.from_mask(refer.gt_mask(q.ann_id)).to_text(model.num_points, item_rng(seed, str(q.ref_id)))
+            for q in queries
+        ]
+        preds = model.generate(
+            {"image": image, "image_index": [0] * len(texts), "text_input": texts}, num_beams=1, max_length=10
+        )
         for q, text, pred in zip(queries, texts, preds):
-            rows.append({"image_id": image_id, "ann_id": q.ann_id, "region_text": text,
-                         "reference": q.sentence, "prediction": pred.strip()})
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "ann_id": q.ann_id,
+                    "region_text": text,
+                    "reference": q.sentence,
+                    "prediction": pred.strip(),
+                }
+            )
     return rows
 
 
@@ -120,24 +157,35 @@ def caption_scores(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
 
     out = {"exact": 100.0 * float(np.mean([r["prediction"] == r["reference"] for r in rows]))}
     for name, pos in (("size", 1), ("colour", 2), ("shape", 3)):
-        out[name] = 100.0 * float(np.mean([len(words(r["prediction"])) > pos
-                                           and words(r["prediction"])[pos] == words(r["reference"])[pos]
-                                           for r in rows]))
+        out[name] = 100.0 * float(
+            np.mean(
+                [
+                    len(words(r["prediction"])) > pos and words(r["prediction"])[pos] == words(r["reference"])[pos]
+                    for r in rows
+                ]
+            )
+        )
     return out
 
 
-def figure(world: Path, refer, captions: Sequence[Dict[str, Any]], ris: Dict[str, Any], path: Path,
-           scenes: int = 6, scale: int = 4) -> None:
+def figure(
+    world: Path,
+    refer,
+    captions: Sequence[Dict[str, Any]],
+    ris: Dict[str, Any],
+    path: Path,
+    scenes: int = 6,
+    scale: int = 4,
+) -> None:
     """Scenes with the prompt points of one object, its generated caption and the chosen mask."""
     from PIL import Image, ImageDraw
 
     from regionvlm.data.images import open_image
-
     from regionvlm.data.proposals import load_image_proposals
 
     by_ann = {r["ann_id"]: r for r in captions}
     panels = []
-    for record in ris["records"][: scenes * 3: 3]:
+    for record in ris["records"][: scenes * 3 : 3]:
         info = refer.images[record["image_id"]]
         img = open_image(world / "images" / info.file_name)
         size = img.width * scale
@@ -157,8 +205,8 @@ def figure(world: Path, refer, captions: Sequence[Dict[str, Any]], ris: Dict[str
                 x, y = (int(v) for v in token.split())
                 cx, cy = x / 100 * size, y / 100 * size
                 draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill="#ff2bd6", outline="black")
-            draw.text((4, size + 2), f"points -> \"{cap['prediction']}\"", fill="black")
-        draw.text((4, size + 16), f"RIS \"{record['sentence']}\"", fill="black")
+            draw.text((4, size + 2), f'points -> "{cap["prediction"]}"', fill="black")
+        draw.text((4, size + 16), f'RIS "{record["sentence"]}"', fill="black")
         draw.text((4, size + 30), f"IoU {record['iou']:.2f} (cyan = chosen)", fill="black")
         panels.append(canvas)
     if not panels:
@@ -190,8 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     out = Path(args.out)
     world = out / "world"
     start = time.time()
-    write_world(world, num_train=args.num_train if args.retrain else 0, num_val=0,
-                num_test=args.num_test, seed=args.seed)
+    write_world(
+        world, num_train=args.num_train if args.retrain else 0, num_val=0, num_test=args.num_test, seed=args.seed
+    )
     if args.retrain:
         trained = train_tiny(world, out / "train", Path(args.cfg_path), args.train_options)
         checkpoint = export_weights(trained, out / "train" / "tiny_synthetic.pth")
@@ -211,23 +260,31 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     scores = caption_scores(captions)
     figure(world, refer, captions, ris, out / "quickstart.png")
     summary = {
-        "checkpoint": str(checkpoint), "held_out_scenes": args.num_test, "ris_queries": ris["queries"],
-        "ris_accuracy": round(ris["accuracy"], 1), "ris_mIoU": round(ris["mIoU"], 1), "ris_oIoU": round(ris["oIoU"], 1),
-        "ris_chance": round(ris["chance"], 1), "ris_empty_prompt_accuracy": round(ablation["accuracy"], 1),
-        "caption_exact_match": round(scores["exact"], 1), "caption_colour": round(scores["colour"], 1),
-        "caption_size": round(scores["size"], 1), "caption_shape": round(scores["shape"], 1),
+        "checkpoint": str(checkpoint),
+        "held_out_scenes": args.num_test,
+        "ris_queries": ris["queries"],
+        "ris_accuracy": round(ris["accuracy"], 1),
+        "ris_mIoU": round(ris["mIoU"], 1),
+        "ris_oIoU": round(ris["oIoU"], 1),
+        "ris_chance": round(ris["chance"], 1),
+        "ris_empty_prompt_accuracy": round(ablation["accuracy"], 1),
+        "caption_exact_match": round(scores["exact"], 1),
+        "caption_colour": round(scores["colour"], 1),
+        "caption_size": round(scores["size"], 1),
+        "caption_shape": round(scores["shape"], 1),
         "seconds": round(time.time() - start, 1),
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "captions.json", captions)
     print(f"""
-RegionVLM (tiny) on the synthetic world: {args.num_test} held-out scenes, {ris['queries']} referring queries
-  zero-shot RIS selection accuracy   {summary['ris_accuracy']:5.1f} %   (chance {summary['ris_chance']:.1f} %)
-  RIS mIoU / oIoU                    {summary['ris_mIoU']:5.1f} / {summary['ris_oIoU']:.1f}
-  RIS with EMPTY region text         {summary['ris_empty_prompt_accuracy']:5.1f} %   (ablation: should be ~chance)
-  region captions, exact match       {summary['caption_exact_match']:5.1f} %
-    colour / size / shape correct    {summary['caption_colour']:.1f} / {summary['caption_size']:.1f} / {summary['caption_shape']:.1f} %
-  figure: {out / 'quickstart.png'}   details: {out / 'summary.json'}   time: {summary['seconds']} s
+RegionVLM (tiny) on the synthetic world: {args.num_test} held-out scenes, {ris["queries"]} referring queries
+  zero-shot RIS selection accuracy   {summary["ris_accuracy"]:5.1f} %   (chance {summary["ris_chance"]:.1f} %)
+  RIS mIoU / oIoU                    {summary["ris_mIoU"]:5.1f} / {summary["ris_oIoU"]:.1f}
+  RIS with EMPTY region text         {summary["ris_empty_prompt_accuracy"]:5.1f} %   (ablation: should be ~chance)
+  region captions, exact match       {summary["caption_exact_match"]:5.1f} %
+    colour / size / shape correct    {summary["caption_colour"]:.1f} / {summary["caption_size"]:.1f} / \
+{summary["caption_shape"]:.1f} %
+  figure: {out / "quickstart.png"}   details: {out / "summary.json"}   time: {summary["seconds"]} s
 """)
     return summary
 

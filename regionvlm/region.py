@@ -14,6 +14,7 @@ the points are stored in. Mask samples are float32 (the official RIS/VCR code di
 float32 pixel indices), traces, boxes and clicks are float64 (the official training code
 uses Python floats). The two differ only on exact boundaries (e.g. ``29/100``).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,13 @@ MAX_NUM_POINTS = 128
 MAX_SAMPLED_POINTS = 1_000_000  # a guard for sample_points (memory), far above any real use
 MAX_PIXELS_ENV = "REGIONVLM_MAX_IMAGE_PIXELS"
 KINDS = ("points", "box", "trace", "mask", "global")
-_DATA_LAYOUT = {"points": "an (N, 2) float array in [0, 1]", "trace": "an (N, 2) float array in [0, 1]",
-                "box": "a float array (x0, y0, x1, y1) in [0, 1]", "mask": "a non-empty 2-D bool array",
-                "global": "no data"}
+_DATA_LAYOUT = {
+    "points": "an (N, 2) float array in [0, 1]",
+    "trace": "an (N, 2) float array in [0, 1]",
+    "box": "a float array (x0, y0, x1, y1) in [0, 1]",
+    "mask": "a non-empty 2-D bool array",
+    "global": "no data",
+}
 
 ArrayLike = Union[np.ndarray, Sequence[Sequence[float]], Sequence[float]]
 
@@ -53,8 +58,10 @@ def format_points(points: np.ndarray) -> str:
     if not np.issubdtype(pts.dtype, np.floating):
         pts = pts.astype(np.float64)
     if not np.all(np.isfinite(pts)) or pts.min() < 0 or pts.max() > 1:
-        raise InputError(f"region points must be finite and normalized to [0, 1], got {pts.tolist()[:4]}"
-                         f"{' ...' if len(pts) > 4 else ''}.")
+        raise InputError(
+            f"region points must be finite and normalized to [0, 1], got {pts.tolist()[:4]}"
+            f"{' ...' if len(pts) > 4 else ''}."
+        )
     scaled = (pts * pts.dtype.type(100)).astype(np.int64)
     return " ".join(f"[{x} {y}]" for x, y in scaled.tolist())
 
@@ -103,7 +110,8 @@ def check_pixel_count(width: int, height: int, what: str) -> None:
         raise InputError(
             f"{what} is {width}x{height} = {width * height:,} pixels, more than the {limit:,} allowed (a guard "
             "against decompression bombs: small files that expand to gigabytes). Downscale the image, or, if "
-            f"you trust it, raise the limit with the environment variable {MAX_PIXELS_ENV}=N (0: no limit).")
+            f"you trust it, raise the limit with the environment variable {MAX_PIXELS_ENV}=N (0: no limit)."
+        )
 
 
 def check_num_points(k: Any, limit: int = MAX_NUM_POINTS) -> int:
@@ -219,8 +227,10 @@ def validate_rle(rle: Any, what: str = "RLE", size: Optional[Tuple[int, int]] = 
     if isinstance(counts, (list, tuple)):
         runs = [_whole_number(v) for v in counts]
         if any(r is None or r < 0 for r in runs):
-            raise InputError(f"{what}: uncompressed RLE 'counts' must be non-negative whole numbers, "
-                             f"got {list(counts)[:8]}{' ...' if len(counts) > 8 else ''}.")
+            raise InputError(
+                f"{what}: uncompressed RLE 'counts' must be non-negative whole numbers, "
+                f"got {list(counts)[:8]}{' ...' if len(counts) > 8 else ''}."
+            )
         total = sum(runs)
     elif isinstance(counts, (str, bytes)):
         try:
@@ -233,11 +243,14 @@ def validate_rle(rle: Any, what: str = "RLE", size: Optional[Tuple[int, int]] = 
             raise InputError(f"{what}: the compressed RLE 'counts' is corrupt (it decodes to a negative run).")
         total = int(runs_array.sum())
     else:
-        raise InputError(f"{what}: RLE 'counts' must be a list of run lengths or a compressed string, "
-                         f"got {type(counts).__name__}.")
+        raise InputError(
+            f"{what}: RLE 'counts' must be a list of run lengths or a compressed string, got {type(counts).__name__}."
+        )
     if total != height * width:
-        raise InputError(f"{what}: the RLE runs cover {total} pixels, but its size {height}x{width} has "
-                         f"{height * width}; the RLE is truncated or belongs to another image size.")
+        raise InputError(
+            f"{what}: the RLE runs cover {total} pixels, but its size {height}x{width} has "
+            f"{height * width}; the RLE is truncated or belongs to another image size."
+        )
     if isinstance(counts, (list, tuple)):
         from pycocotools import mask as mask_utils
 
@@ -279,7 +292,8 @@ def binary_mask(mask: Any, what: str = "mask") -> np.ndarray:
         raise InputError(
             f"{what}: a mask holds 0 (outside) and one positive value (inside, e.g. 1 or 255); this one holds "
             f"the non-zero values {', '.join(f'{v:g}' for v in shown[:4])}{', ...' if shown.size > 4 else ''}. "
-            "Threshold it first, e.g. `probabilities > 0.5` or `logits > 0`.")
+            "Threshold it first, e.g. `probabilities > 0.5` or `logits > 0`."
+        )
     return inside
 
 
@@ -302,10 +316,18 @@ class Region:
         elif self.kind == "mask":
             ok = data.ndim == 2 and data.dtype == bool and bool(data.any())
         else:
-            shape_ok = data.shape == (4,) if self.kind == "box" else (data.ndim == 2 and data.shape[1] == 2
-                                                                        and data.shape[0] > 0)
-            ok = (shape_ok and np.issubdtype(data.dtype, np.floating) and bool(np.all(np.isfinite(data)))
-                  and data.min() >= 0 and data.max() <= 1)
+            shape_ok = (
+                data.shape == (4,)
+                if self.kind == "box"
+                else (data.ndim == 2 and data.shape[1] == 2 and data.shape[0] > 0)
+            )
+            ok = (
+                shape_ok
+                and np.issubdtype(data.dtype, np.floating)
+                and bool(np.all(np.isfinite(data)))
+                and data.min() >= 0
+                and data.max() <= 1
+            )
         if not ok:
             raise InputError(f"a {self.kind} region needs {_DATA_LAYOUT[self.kind]}; build it with Region.from_*.")
 
@@ -316,8 +338,9 @@ class Region:
         return cls("points", _as_points(points, image_size, "points"))
 
     @classmethod
-    def from_trace(cls, points: ArrayLike, image_size: Optional[Tuple[int, int]] = None,
-                   clip: bool = False) -> "Region":
+    def from_trace(
+        cls, points: ArrayLike, image_size: Optional[Tuple[int, int]] = None, clip: bool = False
+    ) -> "Region":
         """An ordered path (scribble, mouse trace). ``clip=True`` clamps points that stray
         slightly outside the image, as Localized Narratives traces do."""
         if clip:
@@ -360,16 +383,16 @@ class Region:
         return cls("global", None)
 
     # -- sampling -----------------------------------------------------------
-    def sample_points(self, k: int = DEFAULT_NUM_POINTS,
-                      rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    def sample_points(self, k: int = DEFAULT_NUM_POINTS, rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """K normalized (x, y) points by the official rule for this kind of region.
 
         ``rng=None`` is allowed only for points/traces and gives the official
         deterministic evaluation rule (evenly spaced)."""
         check_num_points(k, MAX_SAMPLED_POINTS)
         if rng is not None and not isinstance(rng, np.random.Generator):
-            raise InputError(f"rng must be a numpy Generator (np.random.default_rng(seed)) or None, "
-                             f"got {type(rng).__name__}.")
+            raise InputError(
+                f"rng must be a numpy Generator (np.random.default_rng(seed)) or None, got {type(rng).__name__}."
+            )
         if self.kind == "global":
             return np.zeros((0, 2), dtype=np.float64)
         if self.kind in ("points", "trace"):

@@ -7,6 +7,7 @@
 With ``run.evaluate: true`` the same command only evaluates. Every key of the YAML and of
 ``--options`` is checked before anything is built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ from regionvlm.common.cli import run
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg-path", required=True, help="path to the run's YAML config")
-    parser.add_argument("--options", nargs="+", default=[],
-                        help="override config entries, e.g. run.init_lr=1e-5 model.model_type=tiny")
+    parser.add_argument(
+        "--options", nargs="+", default=[], help="override config entries, e.g. run.init_lr=1e-5 model.model_type=tiny"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny random-weight model (built once per session) and images."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ docs/reliability.md lists the same checks as a table. Sections: image files and 
 mask images, regions/masks/RLEs, text and tokenizers, annotation and proposal files, the
 preprocessing command lines, the chat and the demo.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -34,11 +35,16 @@ from regionvlm.region import MAX_PIXELS_ENV, Region, format_points, validate_rle
 # ----------------------------------------------------------------------------- helpers
 def png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` grey pixels (no pixel data follows)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def cli_error(main, argv, capsys) -> str:
@@ -95,12 +101,15 @@ def test_image_file_faults(tmp_path, jpeg_bytes, monkeypatch):
 
 
 def test_decompression_bombs_and_the_pixel_limit(tmp_path, monkeypatch):
-    (tmp_path / "big.png").write_bytes(png_header(10_000, 10_000))      # PIL only warns here
-    (tmp_path / "huge.png").write_bytes(png_header(20_000, 20_000))     # PIL raises here
+    (tmp_path / "big.png").write_bytes(png_header(10_000, 10_000))  # PIL only warns here
+    (tmp_path / "huge.png").write_bytes(png_header(20_000, 20_000))  # PIL raises here
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not escape either
-        with pytest.raises(InputError, match=r"'.*big\.png' is 10000x10000 = 100,000,000 pixels, more than the "
-                                             r"89,478,485 allowed .*REGIONVLM_MAX_IMAGE_PIXELS"):
+        with pytest.raises(
+            InputError,
+            match=r"'.*big\.png' is 10000x10000 = 100,000,000 pixels, more than the "
+            r"89,478,485 allowed .*REGIONVLM_MAX_IMAGE_PIXELS",
+        ):
             open_image(tmp_path / "big.png")
     with pytest.raises(InputError, match=r"'.*huge\.png' has more than twice the 89,478,485 pixels allowed"):
         open_image(tmp_path / "huge.png")
@@ -156,8 +165,11 @@ def test_pil_modes_converted_as_lavis(mode):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. PIL's "Palette images with Transparency" warning
         rgb = to_rgb(image)
-    expected = image.convert("RGBA").convert("RGB") if mode.startswith("P+") else \
-        image.convert("LA" if mode == "La" else "RGBA" if mode == "RGBa" else mode).convert("RGB")
+    expected = (
+        image.convert("RGBA").convert("RGB")
+        if mode.startswith("P+")
+        else image.convert("LA" if mode == "La" else "RGBA" if mode == "RGBa" else mode).convert("RGB")
+    )
     assert rgb.mode == "RGB" and np.array_equal(np.asarray(rgb), np.asarray(expected))
 
 
@@ -182,7 +194,7 @@ def test_animations_use_the_first_frame_and_exif_is_applied_only_on_request(tmp_
     exif = image.getexif()
     exif[274] = 6  # stored sideways, shown rotated 90 degrees
     image.save(tmp_path / "phone.jpg", exif=exif)
-    assert open_image(tmp_path / "phone.jpg").size == (40, 20)            # datasets: the stored pixels
+    assert open_image(tmp_path / "phone.jpg").size == (40, 20)  # datasets: the stored pixels
     assert open_image(tmp_path / "phone.jpg", exif=True).size == (20, 40)  # chat/demo: as the user sees it
 
 
@@ -209,8 +221,11 @@ def test_sam_import_refuses_masks_that_are_not_binary(tmp_path, capsys):
     folder = tmp_path / "png" / "img1"
     folder.mkdir(parents=True)
     Image.fromarray(np.array([[0, 128], [255, 0]], np.uint8)).save(folder / "0.png")
-    message = cli_error(proposals.main, ["--import-png-dir", str(tmp_path / "png"), "--out", str(tmp_path / "out"),
-                                         "--no-progress"], capsys)
+    message = cli_error(
+        proposals.main,
+        ["--import-png-dir", str(tmp_path / "png"), "--out", str(tmp_path / "out"), "--no-progress"],
+        capsys,
+    )
     assert "0.png' is not a binary mask: values [0, 128, 255]" in message
     assert not (tmp_path / "out").exists() or not left(tmp_path / "out")
 
@@ -271,8 +286,10 @@ REGION_CASES = {
     "infinite image size": (lambda: Region.from_points([[1, 2]], image_size=(np.inf, 5)), "whole pixels"),
     "trace of words": (lambda: Region.from_trace("ab", clip=True), "trace: expected numbers"),
     "k as text": (lambda: Region.from_points([[0.1, 0.1]]).to_text("3"), "positive whole number"),
-    "k too large": (lambda: Region.from_box([0, 0, 1, 1]).to_text(10**9, np.random.default_rng(0)),
-                    r"positive whole number \(at most 128\)"),
+    "k too large": (
+        lambda: Region.from_box([0, 0, 1, 1]).to_text(10**9, np.random.default_rng(0)),
+        r"positive whole number \(at most 128\)",
+    ),
     "rng not a Generator": (lambda: Region.from_box([0, 0, 1, 1]).to_text(rng=0), "numpy Generator"),
     "unknown kind": (lambda: Region("circle"), "region kind must be one of"),
     "raw data": (lambda: Region("points", np.array([[2.0, 0.5]])), r"an \(N, 2\) float array in \[0, 1\]"),
@@ -292,7 +309,7 @@ def test_segmentations_of_annotation_files():
     from regionvlm.data.refer import decode_segmentation
 
     with pytest.raises(InputError, match=r"ann 7: polygon\(s\) \[0\] need an even number \(>= 6\)"):
-        decode_segmentation([[0, 0, 1, 1]], 4, 4, what="ann 7")         # 2 points
+        decode_segmentation([[0, 0, 1, 1]], 4, 4, what="ann 7")  # 2 points
     with pytest.raises(InputError, match="ann 7: polygon coordinates must be finite"):
         decode_segmentation([[0, 0, np.nan, 1, 2, 2]], 4, 4, what="ann 7")
     with pytest.raises(InputError, match="ann 7: the RLE runs cover 3 pixels"):
@@ -309,12 +326,12 @@ def test_text_that_cannot_be_tokenized():
         pre_caption("ab\ud800cd")
     with pytest.raises(ConfigError, match="max_words must be a positive whole number"):
         BlipCaptionProcessor(max_words=0)
-    assert pre_caption("word " * 10_000) == " ".join(["word"] * 50)           # long text: cut to max_words
-    assert pre_caption("a\x00b\x07c") == "a\x00b\x07c"                        # control characters: the tokenizers' rule
+    assert pre_caption("word " * 10_000) == " ".join(["word"] * 50)  # long text: cut to max_words
+    assert pre_caption("a\x00b\x07c") == "a\x00b\x07c"  # control characters: the tokenizers' rule
     from regionvlm.models.tokenizers import qformer_tokenizer, t5_tokenizer
 
     assert qformer_tokenizer()("a\x00b").input_ids == qformer_tokenizer()("ab").input_ids  # BERT drops them
-    assert t5_tokenizer()("a\x00b").input_ids.count(t5_tokenizer().unk_token_id) == 1     # T5: <unk>
+    assert t5_tokenizer()("a\x00b").input_ids.count(t5_tokenizer().unk_token_id) == 1  # T5: <unk>
 
 
 @pytest.mark.parametrize("which", ["t5", "qformer"])
@@ -372,8 +389,9 @@ def test_refer_files(tmp_path):
     instances.write_text(json.dumps({"images": [dict(image, height=0)], "annotations": []}))
     with pytest.raises(InputError, match=r"images\[0\] \(id 1\) has the size 4x0"):
         load_refer(tmp_path, "refcoco", "unc", "val")
-    instances.write_text(json.dumps({"images": [image], "annotations": [{"id": 7, "image_id": 1,
-                                                                          "segmentation": [[0, 0, 3, 0, 3, 3]]}]}))
+    instances.write_text(
+        json.dumps({"images": [image], "annotations": [{"id": 7, "image_id": 1, "segmentation": [[0, 0, 3, 0, 3, 3]]}]})
+    )
     (folder / "refs(unc).p").write_bytes(pickle.dumps([dict(ref, ref_id="first")]))
     with pytest.raises(InputError, match=r"ref #0 needs integer ref_id, ann_id and image_id, got 'first'"):
         load_refer(tmp_path, "refcoco", "unc", "val")
@@ -382,8 +400,14 @@ def test_refer_files(tmp_path):
 def test_vcr_files(tmp_path):
     from regionvlm.data.vcr import load_metadata, object_mask, read_vcr_jsonl
 
-    item = {"objects": ["person"], "question": ["why", [0]], "answer_choices": [["a"]] * 4,
-            "rationale_choices": [["b"]] * 4, "img_fn": "a.jpg", "metadata_fn": "a.json"}
+    item = {
+        "objects": ["person"],
+        "question": ["why", [0]],
+        "answer_choices": [["a"]] * 4,
+        "rationale_choices": [["b"]] * 4,
+        "img_fn": "a.jpg",
+        "metadata_fn": "a.json",
+    }
     lines = tmp_path / "val.jsonl"
     lines.write_bytes(json.dumps(item).encode() + b"\n\xff\xfe\n")
     with pytest.raises(InputError, match=r"val\.jsonl:2: not UTF-8 text"):
@@ -418,8 +442,15 @@ def test_region_annotation_files(tmp_path):
         RegionAnnotations([path])
 
 
-PROPOSAL_HEADER = {"format": "regionvlm-proposals", "version": 1, "image": "a.jpg", "height": 4, "width": 4,
-                   "source": {}, "masks": []}
+PROPOSAL_HEADER = {
+    "format": "regionvlm-proposals",
+    "version": 1,
+    "image": "a.jpg",
+    "height": 4,
+    "width": 4,
+    "source": {},
+    "masks": [],
+}
 PROPOSAL_CASES = {
     "version not a number": ({"version": "x"}, "'version' must be a whole number"),
     "no height": ({"height": None}, "'height' and 'width' must be positive whole numbers"),
@@ -466,9 +497,16 @@ def test_web_caption_samples_with_bad_images_are_skipped_with_the_reason(jpeg_by
 
 # ============================================================================ command lines
 def _ln_line(dataset_id: str = "coco") -> str:
-    return json.dumps({"dataset_id": dataset_id, "image_id": "1", "annotator_id": 1, "caption": "a dog.",
-                       "timed_caption": [{"utterance": "a dog.", "start_time": 0.0, "end_time": 1.0}],
-                       "traces": [[{"x": 0.1, "y": 0.2, "t": 0.5}]]})
+    return json.dumps(
+        {
+            "dataset_id": dataset_id,
+            "image_id": "1",
+            "annotator_id": 1,
+            "caption": "a dog.",
+            "timed_caption": [{"utterance": "a dog.", "start_time": 0.0, "end_time": 1.0}],
+            "traces": [[{"x": 0.1, "y": 0.2, "t": 0.5}]],
+        }
+    )
 
 
 def test_preprocessors_that_find_nothing_usable_write_no_output(tmp_path, capsys):
@@ -478,18 +516,43 @@ def test_preprocessors_that_find_nothing_usable_write_no_output(tmp_path, capsys
 
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"x": 1}\n\xff\xfe\nnot json\n' + b"[" * 100_000 + b"\n")
-    message = cli_error(ln.main, ["--input", str(bad), "--out", str(tmp_path / "ln.json"), "--no-check-images",
-                                  "--quiet"], capsys)
+    message = cli_error(
+        ln.main, ["--input", str(bad), "--out", str(tmp_path / "ln.json"), "--no-check-images", "--quiet"], capsys
+    )
     assert "gave no usable narrative (4 lines: 4 malformed" in message
     report = json.loads((tmp_path / "ln.report.json").read_text())
     assert report["malformed"][1].endswith("bad.jsonl:2: not UTF-8 text")
     assert report["malformed"][3].endswith("bad.jsonl:4: JSON nested too deeply")
     (tmp_path / "vg.json").write_text("[1, 2]")
-    message = cli_error(vg.main, ["--regions", str(tmp_path / "vg.json"), "--out", str(tmp_path / "vg_out.json"),
-                                  "--no-check-images", "--quiet"], capsys)
+    message = cli_error(
+        vg.main,
+        [
+            "--regions",
+            str(tmp_path / "vg.json"),
+            "--out",
+            str(tmp_path / "vg_out.json"),
+            "--no-check-images",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert "gave no usable image region" in message and "'malformed': 2" in message
-    message = cli_error(vln.main, ["--root", str(tmp_path), "--out", str(tmp_path / "v.json"), "--sources", "oops",
-                                   "--input", f"oops={bad}", "--no-check-images", "--quiet"], capsys)
+    message = cli_error(
+        vln.main,
+        [
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "v.json"),
+            "--sources",
+            "oops",
+            "--input",
+            f"oops={bad}",
+            "--no-check-images",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert "gave no usable record (4 lines: 4 malformed" in message
     assert left(tmp_path) == {"bad.jsonl", "ln.report.json", "vg.json", "vg_out.report.json", "v.report.json"}
 
@@ -506,14 +569,27 @@ def test_preprocessor_inputs_and_outputs_that_cannot_be_used(tmp_path, capsys):
     base = ["--input", str(good), "--no-check-images", "--quiet", "--out"]
     assert "cannot write '" in cli_error(ln.main, base + [str(tmp_path / "out_dir")], capsys)
     assert "a file of that name exists" in cli_error(ln.main, base + [str(tmp_path / "a_file" / "x.json")], capsys)
-    assert "is a folder" in cli_error(vg.main, ["--regions", str(tmp_path / "out_dir"), "--out",
-                                                str(tmp_path / "o.json")], capsys)
+    assert "is a folder" in cli_error(
+        vg.main, ["--regions", str(tmp_path / "out_dir"), "--out", str(tmp_path / "o.json")], capsys
+    )
     (tmp_path / "latin1.json").write_bytes('[{"id": 1, "regions": []}, "caf\xe9"]'.encode("latin-1"))
-    assert "latin1.json' is not UTF-8 text" in cli_error(vg.main, ["--regions", str(tmp_path / "latin1.json"),
-                                                                   "--out", str(tmp_path / "o.json")], capsys)
-    assert "(oops) is a folder" in cli_error(vln.main, ["--root", str(tmp_path), "--out", str(tmp_path / "o.json"),
-                                                        "--sources", "oops", "--input", f"oops={tmp_path / 'out_dir'}"],
-                                             capsys)
+    assert "latin1.json' is not UTF-8 text" in cli_error(
+        vg.main, ["--regions", str(tmp_path / "latin1.json"), "--out", str(tmp_path / "o.json")], capsys
+    )
+    assert "(oops) is a folder" in cli_error(
+        vln.main,
+        [
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o.json"),
+            "--sources",
+            "oops",
+            "--input",
+            f"oops={tmp_path / 'out_dir'}",
+        ],
+        capsys,
+    )
     assert left(tmp_path) == {"ln.jsonl", "out_dir", "a_file", "latin1.json"} and not left(tmp_path / "out_dir")
 
 
@@ -527,15 +603,23 @@ def test_proposal_command_line_inputs(tmp_path, capsys):
     cases = [
         (["--images", str(tmp_path / "empty")], "--images folder '.*empty' holds no image"),
         (["--images", str(tmp_path / "list.txt")], "--images list '.*list.txt' is not UTF-8 text"),
-        (["--images", str(tmp_path / "names.txt"), "--pred-iou-thresh", "1.5"],
-         r"generator setting pred_iou_thresh must be a number in \[0.0, 1.0\], got 1.5"),
-        (["--images", str(tmp_path / "names.txt"), "--points-per-side", "0"],
-         r"generator setting points_per_side must be a whole number in \[1, 1024\], got 0"),
+        (
+            ["--images", str(tmp_path / "names.txt"), "--pred-iou-thresh", "1.5"],
+            r"generator setting pred_iou_thresh must be a number in \[0.0, 1.0\], got 1.5",
+        ),
+        (
+            ["--images", str(tmp_path / "names.txt"), "--points-per-side", "0"],
+            r"generator setting points_per_side must be a whole number in \[1, 1024\], got 0",
+        ),
         (["--images", str(tmp_path / "names.txt"), "--config", str(tmp_path / "settings.yaml")], "settings.yaml"),
     ]
     for argv, pattern in cases:
-        message = cli_error(proposals.main, argv + ["--sam-checkpoint", "x.pth", "--out", str(tmp_path / "out"),
-                                                    "--model-type", "tiny", "--no-progress"], capsys)
+        message = cli_error(
+            proposals.main,
+            argv
+            + ["--sam-checkpoint", "x.pth", "--out", str(tmp_path / "out"), "--model-type", "tiny", "--no-progress"],
+            capsys,
+        )
         assert re.search(pattern, message), message
     assert not (tmp_path / "out").exists()
 
@@ -549,12 +633,14 @@ def test_caption_metrics_and_export_read_files_safely(tmp_path, capsys):
     assert "caption ground truth '" in message and "is not UTF-8 text" in message
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_bytes(b"\xff")
-    message = cli_error(export.main, ["hf", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "x.pth")],
-                        capsys)
+    message = cli_error(
+        export.main, ["hf", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "x.pth")], capsys
+    )
     assert "config.json' as JSON" in message
     (tmp_path / "out").mkdir()
-    message = cli_error(caption_metrics.main, ["--gt", "gt.json", "--results", "r.json", "--out",
-                                               str(tmp_path / "out")], capsys)
+    message = cli_error(
+        caption_metrics.main, ["--gt", "gt.json", "--results", "r.json", "--out", str(tmp_path / "out")], capsys
+    )
     assert "it is a folder; give a file name for --out" in message  # before scoring, not after
     from regionvlm.data import refer
 
@@ -609,19 +695,34 @@ def test_chat_and_demo_images(tiny_model_and_processors, chat_files, capsys):
 
     assert "image '" in cli_error(chat.main, ["--image", str(chat_files / "folder.png")], capsys)
     assert "floating-point pixels" in cli_error(chat.main, ["--image", str(chat_files / "float.tif")], capsys)
-    assert "--num-points: number of points" in cli_error(chat.main, ["--image", str(chat_files / "scene.png"),
-                                                                     "--num-points", "0"], capsys)
+    assert "--num-points: number of points" in cli_error(
+        chat.main, ["--image", str(chat_files / "scene.png"), "--num-points", "0"], capsys
+    )
     model, vis, txt = tiny_model_and_processors
     logic = DemoLogic(model, vis["eval"], txt["eval"])
-    state, board, regions, history, status = logic.load_image(str(chat_files / "float.tif"), 10, "inline", "official")
+    state, *_, status = logic.load_image(str(chat_files / "float.tif"), 10, "inline", "official")
     assert state is None and status.startswith("error: the uploaded image") and "floating-point" in status
 
 
 def test_chat_command_reads_non_utf8_stdin_without_a_traceback(chat_files):
     script = b"box 1 2 30 40\n\xff\xfe what is [1]?\ndescribe 1\nquit\n"
-    proc = subprocess.run([sys.executable, "-m", "regionvlm.chat", "--image", str(chat_files / "scene.png"),
-                           "--max-len", "2", "--num-beams", "1"], input=script, capture_output=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regionvlm.chat",
+            "--image",
+            str(chat_files / "scene.png"),
+            "--max-len",
+            "2",
+            "--num-beams",
+            "1",
+        ],
+        input=script,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"},
+    )
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
     lines = out.strip().splitlines()

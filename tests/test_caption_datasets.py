@@ -1,4 +1,5 @@
 """Region crop, K-of-20 selection, caption datasets, the mix, the collater and the builders."""
+
 from __future__ import annotations
 
 import io
@@ -17,9 +18,15 @@ from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.datasets import transforms as T
 from regionvlm.datasets.builders import caption_builders  # noqa: F401  (registers the builders)
-from regionvlm.datasets.caption_datasets import (CocoCaptionDataset, MixedCaptionDataset,
-                                                          RegionCaptionDataset, WebCaptionDataset,
-                                                          collate_caption_batch, region_prob_schedule, sample_rng)
+from regionvlm.datasets.caption_datasets import (
+    CocoCaptionDataset,
+    MixedCaptionDataset,
+    RegionCaptionDataset,
+    WebCaptionDataset,
+    collate_caption_batch,
+    region_prob_schedule,
+    sample_rng,
+)
 from regionvlm.datasets.region_annotations import RegionAnnotations
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
@@ -54,8 +61,8 @@ def test_crop_follows_the_official_draw_order_and_pixel_rounding():
     image = Image.new("RGB", (200, 100))
     cropped, new = T.region_preserving_crop(image, points, np.random.default_rng(7), 0.1)
     draws = np.random.default_rng(7)
-    wd1, wd2 = draws.uniform(0, 0.05), draws.uniform(0, 0.1)      # room: min(0.1, 0.05), min(0.1, 1 - 0.7)
-    hd1, hd2 = draws.uniform(0, 0.1), draws.uniform(0, 0.05)      # min(0.1, 0.2), min(0.1, 1 - 0.95)
+    wd1, wd2 = draws.uniform(0, 0.05), draws.uniform(0, 0.1)  # room: min(0.1, 0.05), min(0.1, 1 - 0.7)
+    hd1, hd2 = draws.uniform(0, 0.1), draws.uniform(0, 0.05)  # min(0.1, 0.2), min(0.1, 1 - 0.95)
     expected = np.stack([(points[:, 0] - wd1) / (1 - wd1 - wd2), (points[:, 1] - hd1) / (1 - hd1 - hd2)], 1)
     np.testing.assert_allclose(new, expected)
     assert cropped.size == (200 - int(wd1 * 200) - int(wd2 * 200), 100 - int(hd1 * 100) - int(hd2 * 100))
@@ -73,7 +80,7 @@ def test_select_points_k_of_20_in_order():
         idx = np.rint(sel[:, 0] * 20).astype(int)
         assert len(set(idx.tolist())) == 10 and np.all(np.diff(idx) > 0)
         counts[idx] += 1
-    assert np.all(np.abs(counts / 2000 - 0.5) < 0.05)          # every point equally likely
+    assert np.all(np.abs(counts / 2000 - 0.5) < 0.05)  # every point equally likely
     few = T.select_points(pts[:4], 10, np.random.default_rng(0))  # fewer than K: evenly spaced repeats
     assert (np.rint(few[:, 0] * 20).astype(int)).tolist() == [int(3 / 9 * j) for j in range(10)]
     text = T.region_text(pts, 10, np.random.default_rng(1))
@@ -107,8 +114,13 @@ def _coco_ann(tmp_path: Path) -> Path:
     for i in range(3):
         _save(tmp_path / "coco" / "train2014" / f"COCO_train2014_{i:012d}.jpg", colour=(0, i * 50, 0))
         for c in range(2 if i < 2 else 1):
-            entries.append({"image": f"train2014/COCO_train2014_{i:012d}.jpg", "caption": f"Caption {c} of COCO {i}!",
-                            "image_id": f"coco_{i}"})
+            entries.append(
+                {
+                    "image": f"train2014/COCO_train2014_{i:012d}.jpg",
+                    "caption": f"Caption {c} of COCO {i}!",
+                    "image_id": f"coco_{i}",
+                }
+            )
     path = tmp_path / "coco_karpathy_train.json"
     path.write_text(json.dumps(entries))
     return path
@@ -147,8 +159,11 @@ def region_ds(tmp_path):
 
 
 def _same(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
-    return a["text_input"] == b["text_input"] and a["text_output"] == b["text_output"] \
+    return (
+        a["text_input"] == b["text_input"]
+        and a["text_output"] == b["text_output"]
         and torch.equal(a["image"], b["image"])
+    )
 
 
 # --------------------------------------------------------------------------- region dataset
@@ -166,7 +181,7 @@ def test_region_items_are_a_function_of_seed_epoch_index(tmp_path, region_ds):
     state = np.random.get_state()[1].copy()
     again = [region_ds[i] for i in reversed(range(6))][::-1]  # other order, other global seeds
     assert all(_same(a, b) for a, b in zip(first, again))
-    assert np.array_equal(np.random.get_state()[1], state)   # global random state untouched
+    assert np.array_equal(np.random.get_state()[1], state)  # global random state untouched
     vis, txt = _procs()
     fresh = RegionCaptionDataset(region_ds.ann, vis, txt, seed=5)
     assert _same(fresh[4], first[4])
@@ -178,13 +193,14 @@ def test_region_items_are_a_function_of_seed_epoch_index(tmp_path, region_ds):
 
 def test_samples_per_image_and_collater(tmp_path):
     vis, txt = _procs()
-    ds = RegionCaptionDataset([str(_region_ann(tmp_path))], vis, txt, samples_per_image=3, seed=1,
-                              image_root=str(tmp_path))
-    item = ds[3]                                     # image 3 has 4 chunks: 3 distinct ones
+    ds = RegionCaptionDataset(
+        [str(_region_ann(tmp_path))], vis, txt, samples_per_image=3, seed=1, image_root=str(tmp_path)
+    )
+    item = ds[3]  # image 3 has 4 chunks: 3 distinct ones
     assert len(item["text_input"]) == 3 and len(set(item["text_output"])) == 3
     assert all(PROMPT.match(t) for t in item["text_input"])
     single = ds.sample(1, sample_rng(1, 0, 1), num_samples=1)
-    batch = collate_caption_batch([item, single, ds[0]])   # image 0 has one chunk: repeated 3 times
+    batch = collate_caption_batch([item, single, ds[0]])  # image 0 has one chunk: repeated 3 times
     assert batch["image"].shape == (3, 3, 16, 16)
     assert batch["image_index"].tolist() == [0, 0, 0, 1, 2, 2, 2]
     assert len(batch["text_input"]) == len(batch["text_output"]) == len(batch["source"]) == 7
@@ -239,7 +255,8 @@ def test_webdataset_shards(tmp_path, capsys):
     ds = WebCaptionDataset(str(tmp_path / "web"), vis, txt, seed=0)
     items = list(ds)
     assert sorted(i["text_output"] for i in items) == sorted(
-        [f"web caption {s} {k}" for s in range(2) for k in (0, 2)] + [f"web text {s} 1" for s in range(2)])
+        [f"web caption {s} {k}" for s in range(2) for k in (0, 2)] + [f"web text {s} 1" for s in range(2)]
+    )
     assert all(i["text_input"] == "" and i["image"].shape == (3, 16, 16) for i in items)
     assert ds.stream.skipped == 2 and "no image file" in capsys.readouterr().err
     brace = WebCaptionDataset(str(tmp_path / "web" / "{00000..00001}.tar"), vis, txt, shuffle_buffer=3, seed=1)
@@ -292,19 +309,20 @@ def _sources(ds: MixedCaptionDataset, n: int) -> Dict[str, int]:
 def test_official_mixing_ratios_statistically():
     ds = MixedCaptionDataset(_Source("region"), _Source("coco"), _Web(), seed=0, epoch_length=20000)
     counts = _sources(ds, 20000)
-    assert abs(counts["region"] / 20000 - 0.6) < 0.0175                    # 5 standard deviations
+    assert abs(counts["region"] / 20000 - 0.6) < 0.0175  # 5 standard deviations
     glob = counts["coco"] + counts["web"]
     assert abs(counts["coco"] / glob - 0.1) < 0.017
     ds.set_epoch(1)
-    assert _sources(ds, 20000) != counts                                    # epochs draw anew
+    assert _sources(ds, 20000) != counts  # epochs draw anew
 
 
 def test_region_probability_schedule_as_curriculum():
     prob = region_prob_schedule(0.6, {0: 1.0, "4": 0.6, 6: 0.3})
     assert [prob(e) for e in range(8)] == [1.0, 1.0, 1.0, 1.0, 0.6, 0.6, 0.3, 0.3]
     assert region_prob_schedule(0.6, {2: 1.0})(0) == 0.6
-    ds = MixedCaptionDataset(_Source("region"), _Source("coco"), _Web(), region_prob_by_epoch={0: 1.0, 2: 0.6},
-                             seed=3, epoch_length=4000)
+    ds = MixedCaptionDataset(
+        _Source("region"), _Source("coco"), _Web(), region_prob_by_epoch={0: 1.0, 2: 0.6}, seed=3, epoch_length=4000
+    )
     assert _sources(ds, 4000)["region"] == 4000
     ds.set_epoch(2)
     assert abs(_sources(ds, 4000)["region"] / 4000 - 0.6) < 0.04
@@ -317,7 +335,7 @@ def test_mix_configuration_errors():
         MixedCaptionDataset(_Source("region"), _Source("coco"), None)
     with pytest.raises(ConfigError, match="coco_ann"):
         MixedCaptionDataset(_Source("region"), None, _Web(), p_coco=0.5)
-    MixedCaptionDataset(_Source("region"), None, None, p_region=1.0)      # region only: no global source needed
+    MixedCaptionDataset(_Source("region"), None, None, p_region=1.0)  # region only: no global source needed
     MixedCaptionDataset(_Source("region"), _Source("coco"), None, p_coco=1.0)
 
 
@@ -326,8 +344,7 @@ def test_mix_end_to_end_with_real_sources_is_deterministic_except_web(tmp_path):
     region = RegionCaptionDataset([str(_region_ann(tmp_path))], vis, txt, image_root=str(tmp_path))
     coco = CocoCaptionDataset(str(_coco_ann(tmp_path)), str(tmp_path / "coco"), vis, txt)
     web = WebCaptionDataset(_shards(tmp_path), vis, txt, repeat=True)
-    ds = MixedCaptionDataset(region, coco, web, p_region=0.4, p_coco=0.5, samples_per_image=2, seed=9,
-                             epoch_length=60)
+    ds = MixedCaptionDataset(region, coco, web, p_region=0.4, p_coco=0.5, samples_per_image=2, seed=9, epoch_length=60)
     items = [ds[i] for i in range(60)]
     assert {i["source"] for i in items} == {"region", "coco", "web"}
     for it in items:
@@ -336,8 +353,9 @@ def test_mix_end_to_end_with_real_sources_is_deterministic_except_web(tmp_path):
             assert all(PROMPT.match(t) for t in it["text_input"])
         else:
             assert it["text_input"] == ["", ""]
-    again = MixedCaptionDataset(region, coco, web, p_region=0.4, p_coco=0.5, samples_per_image=2, seed=9,
-                                epoch_length=60)
+    again = MixedCaptionDataset(
+        region, coco, web, p_region=0.4, p_coco=0.5, samples_per_image=2, seed=9, epoch_length=60
+    )
     for a, b in zip(items, (again[i] for i in range(60))):
         assert a["source"] == b["source"]
         if a["source"] != "web":
@@ -345,7 +363,8 @@ def test_mix_end_to_end_with_real_sources_is_deterministic_except_web(tmp_path):
     batch = collate_caption_batch(items[:4])
     assert batch["image_index"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     import pickle
-    pickle.loads(pickle.dumps(ds))                                          # workers get a copy without the stream
+
+    pickle.loads(pickle.dumps(ds))  # workers get a copy without the stream
 
 
 # --------------------------------------------------------------------------- builders
@@ -355,24 +374,44 @@ def test_builders_from_yaml_sections(tmp_path):
     proc = {"vis_processor": {"train": {"name": "region_image_train", "image_size": 16}}}
     mix = registry.get_class_or_raise("builder", "regionvlm_mix")
     assert mix.default_config_path("default") is None
-    ds = mix({"region_ann": [str(region_ann)], "image_root": str(tmp_path), "coco_ann": str(coco_ann),
-              "coco_image_root": str(tmp_path / "coco"), "web_shards": str(tmp_path / "web"),
-              "samples_per_image": 2, "seed": 4, **proc}).build_datasets()["train"]
+    ds = mix(
+        {
+            "region_ann": [str(region_ann)],
+            "image_root": str(tmp_path),
+            "coco_ann": str(coco_ann),
+            "coco_image_root": str(tmp_path / "coco"),
+            "web_shards": str(tmp_path / "web"),
+            "samples_per_image": 2,
+            "seed": 4,
+            **proc,
+        }
+    ).build_datasets()["train"]
     assert isinstance(ds, MixedCaptionDataset) and len(ds) == 6 and ds.p_coco == 0.1
     assert ds.current_region_prob() == 0.6 and ds.web is not None and ds.seed == 4
     assert collate_caption_batch([ds[i] for i in range(3)])["image"].shape == (3, 3, 16, 16)
-    curriculum = mix({"region_ann": str(region_ann), "image_root": str(tmp_path), "p_region": 0.6, "p_coco": 1.0,
-                      "coco_ann": str(coco_ann), "coco_image_root": str(tmp_path / "coco"),
-                      "region_prob_by_epoch": {0: 1.0, 3: 0.6}, **proc}).build_datasets()["train"]
+    curriculum = mix(
+        {
+            "region_ann": str(region_ann),
+            "image_root": str(tmp_path),
+            "p_region": 0.6,
+            "p_coco": 1.0,
+            "coco_ann": str(coco_ann),
+            "coco_image_root": str(tmp_path / "coco"),
+            "region_prob_by_epoch": {0: 1.0, 3: 0.6},
+            **proc,
+        }
+    ).build_datasets()["train"]
     assert curriculum.current_region_prob() == 1.0 and curriculum.web is None
     ln = registry.get_class_or_raise("builder", "localized_narratives")
     region = ln({"ann_paths": [str(region_ann)], "image_root": str(tmp_path), **proc}).build_datasets()["train"]
     assert PROMPT.match(region[0]["text_input"]) and region.seed == 42
     coco = registry.get_class_or_raise("builder", "coco_karpathy_caption")(
-        {"ann_paths": str(coco_ann), "image_root": str(tmp_path / "coco"), **proc}).build_datasets()["train"]
+        {"ann_paths": str(coco_ann), "image_root": str(tmp_path / "coco"), **proc}
+    ).build_datasets()["train"]
     assert coco[0]["text_output"] == "caption 0 of coco 0"
     web = registry.get_class_or_raise("builder", "webdataset_caption")(
-        {"shards": str(tmp_path / "web"), **proc}).build_datasets()["train"]
+        {"shards": str(tmp_path / "web"), **proc}
+    ).build_datasets()["train"]
     assert len(list(web)) == 6
     vg = registry.get_class_or_raise("builder", "visual_genome_regions")
     with pytest.raises(MissingFileError, match=r"datasets\.visual_genome_regions\.ann_paths"):
@@ -380,5 +419,12 @@ def test_builders_from_yaml_sections(tmp_path):
     with pytest.raises(MissingFileError, match=r"absent\.json.*Expected layout"):
         mix({"region_ann": str(tmp_path / "absent.json"), **proc}).build_datasets()
     with pytest.raises(ConfigError, match="web_shards"):
-        mix({"region_ann": str(region_ann), "image_root": str(tmp_path), "coco_ann": str(coco_ann),
-             "coco_image_root": str(tmp_path / "coco"), **proc}).build_datasets()
+        mix(
+            {
+                "region_ann": str(region_ann),
+                "image_root": str(tmp_path),
+                "coco_ann": str(coco_ann),
+                "coco_image_root": str(tmp_path / "coco"),
+                **proc,
+            }
+        ).build_datasets()

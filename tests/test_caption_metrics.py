@@ -5,6 +5,7 @@ that reason, only where no ``java`` is on PATH. METEOR's Java process takes ~15 
 start: one is shared by the two computations that need it, every other scoring test skips
 METEOR and takes a second or two.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ from regionvlm.tasks.caption_metrics import score_captions, spice_unavailable_re
 
 requires_java = pytest.mark.skipif(
     shutil.which("java") is None,
-    reason="pycocoevalcap's PTB tokenizer and METEOR need Java (apt-get install default-jre-headless)")
+    reason="pycocoevalcap's PTB tokenizer and METEOR need Java (apt-get install default-jre-headless)",
+)
 
 # COCO-format ground truth as in coco_karpathy_test_gt.json (real Karpathy test images and captions).
 GT = {
@@ -36,11 +38,17 @@ GT = {
         {"image_id": 522418, "caption": "A woman wearing a hair net cutting a large sheet cake.", "id": 688839},
         {"image_id": 184613, "caption": "A child holding a flowered umbrella and petting a yak.", "id": 444409},
         {"image_id": 184613, "caption": "A young man holding an umbrella next to a herd of cattle.", "id": 445028},
-        {"image_id": 184613, "caption": "a young boy barefoot holding an umbrella touching the horn of a cow",
-         "id": 449349},
+        {
+            "image_id": 184613,
+            "caption": "a young boy barefoot holding an umbrella touching the horn of a cow",
+            "id": 449349,
+        },
         {"image_id": 318219, "caption": "A young boy standing in front of a computer keyboard.", "id": 10612},
-        {"image_id": 318219, "caption": "a little boy wearing headphones and looking at a computer monitor",
-         "id": 13114},
+        {
+            "image_id": 318219,
+            "caption": "a little boy wearing headphones and looking at a computer monitor",
+            "id": 13114,
+        },
         {"image_id": 318219, "caption": "He is listening intently to the computer at school.", "id": 14030},
     ],
 }
@@ -60,8 +68,13 @@ def write(path: Path, obj) -> Path:
 
 
 def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "regionvlm.tasks.caption_metrics", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "regionvlm.tasks.caption_metrics", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +144,8 @@ def test_module_command_reports_spice_as_skipped_offline(files):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
     assert set(metrics) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "skipped"} | (
-        {"SPICE"} if spice_unavailable_reason() is None else set())
+        {"SPICE"} if spice_unavailable_reason() is None else set()
+    )
     assert metrics["skipped"]["METEOR"] == "skipped on request"
     if spice_unavailable_reason() is None:  # the CoreNLP jars were installed by hand: SPICE is computed
         assert isinstance(metrics["SPICE"], float) and "SPICE" not in metrics["skipped"]
@@ -235,28 +249,34 @@ def test_a_failing_spice_run_is_reported_not_raised(spice_models_present):
 
 
 # ------------------------------------------------------------- one prediction per image
-@pytest.mark.parametrize("results, message", [
-    (RESULTS[:3], r"missing: 1 \(first: \[318219\]\)"),
-    (RESULTS + [{"image_id": 5, "caption": "a dog"}], r"not in the ground truth: 1 \(first: \[5\]\)"),
-    (RESULTS + [RESULTS[0]], r"predicted more than once: 1 \(first: \[391895\]\)"),
-    (RESULTS[1:] + [{"image_id": 5, "caption": "a"}], r"missing: 1 \(first: \[391895\]\); not in the ground truth"),
-])
+@pytest.mark.parametrize(
+    "results, message",
+    [
+        (RESULTS[:3], r"missing: 1 \(first: \[318219\]\)"),
+        (RESULTS + [{"image_id": 5, "caption": "a dog"}], r"not in the ground truth: 1 \(first: \[5\]\)"),
+        (RESULTS + [RESULTS[0]], r"predicted more than once: 1 \(first: \[391895\]\)"),
+        (RESULTS[1:] + [{"image_id": 5, "caption": "a"}], r"missing: 1 \(first: \[391895\]\); not in the ground truth"),
+    ],
+)
 def test_results_must_give_one_caption_per_image(results, message):
     with pytest.raises(InputError, match="exactly one caption for each of the 4 images") as err:
         score_captions(GT, results)
     assert err.match(message)
 
 
-@pytest.mark.parametrize("results, message", [
-    ({"391895": "a man"}, "must be a list"),
-    (["a man"], "entry 0 must be an object"),
-    ([{"image_id": 391895}], "entry 0 has no 'caption'"),
-    ([{"caption": "a man"}], "entry 0 has no 'image_id'"),
-    ([{"image_id": "391895", "caption": "a man"}], "'image_id' must be an integer"),
-    ([{"image_id": True, "caption": "a man"}], "'image_id' must be an integer"),
-    ([{"image_id": 391895, "caption": ["a man"]}], r"entry 0 \(image 391895\): 'caption' must be a string"),
-    ([{"image_id": 391895, "caption": "a man\u2028on a bike"}], "reads as a new line"),
-])
+@pytest.mark.parametrize(
+    "results, message",
+    [
+        ({"391895": "a man"}, "must be a list"),
+        (["a man"], "entry 0 must be an object"),
+        ([{"image_id": 391895}], "entry 0 has no 'caption'"),
+        ([{"caption": "a man"}], "entry 0 has no 'image_id'"),
+        ([{"image_id": "391895", "caption": "a man"}], "'image_id' must be an integer"),
+        ([{"image_id": True, "caption": "a man"}], "'image_id' must be an integer"),
+        ([{"image_id": 391895, "caption": ["a man"]}], r"entry 0 \(image 391895\): 'caption' must be a string"),
+        ([{"image_id": 391895, "caption": "a man\u2028on a bike"}], "reads as a new line"),
+    ],
+)
 def test_malformed_predictions_are_refused(results, message):
     with pytest.raises(InputError, match=message):
         score_captions(GT, results)
@@ -291,8 +311,11 @@ def test_cli_user_errors_exit_2_with_one_line(files, tmp_path):
     assert_user_error(run_cli("--gt", str(gt), "--results", str(dup)), "predicted more than once: 1", "184613")
     broken = write(tmp_path / "broken.json", '[{"image_id": 391895, "caption": "a man"')
     assert_user_error(run_cli("--gt", str(gt), "--results", str(broken)), str(broken), "not valid JSON")
-    assert_user_error(run_cli("--gt", str(tmp_path / "nope.json"), "--results", str(results)),
-                      "caption ground truth not found", "nope.json")
+    assert_user_error(
+        run_cli("--gt", str(tmp_path / "nope.json"), "--results", str(results)),
+        "caption ground truth not found",
+        "nope.json",
+    )
     bad_gt = write(tmp_path / "gt.json", {"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "a"}]})
     assert_user_error(run_cli("--gt", str(bad_gt), "--results", str(results)), "annotations[0] has no 'id'")
 
@@ -300,8 +323,9 @@ def test_cli_user_errors_exit_2_with_one_line(files, tmp_path):
 def test_cli_without_java(files, tmp_path):
     gt, results = files
     env = dict(os.environ, PATH=str(tmp_path))  # no java on this PATH
-    assert_user_error(run_cli("--gt", str(gt), "--results", str(results), env=env),
-                      "Java is not installed", "default-jre-headless")
+    assert_user_error(
+        run_cli("--gt", str(gt), "--results", str(results), env=env), "Java is not installed", "default-jre-headless"
+    )
 
 
 def test_cli_rejects_unknown_skip(files):

@@ -1,4 +1,5 @@
 """Terminal chat: region commands, the REPL, and the real command driven through a pipe."""
+
 from __future__ import annotations
 
 import os
@@ -40,22 +41,25 @@ def test_region_commands_parse_pixels(files):
     assert mask.kind == "mask" and mask.data.shape == (48, 64) and mask.data.sum() == 200
 
 
-@pytest.mark.parametrize("line, message", [
-    ("box 1 2 3", r"box: usage `box x0 y0 x1 y1` \(4 pixel coordinates\), got 3 numbers"),
-    ("box 30 2 10 20", r"x0 < x1 and y0 < y1"),
-    ("box 1 2 3 x", r"box: 'x' is not a number"),
-    ("box 1 2 3 nan", r"box: 'nan' is not a finite number"),
-    ("box 0 0 65 10", r"inside the 64x48 image"),
-    ("points 1 2 3", r"points: usage `points x y \[x y \.\.\.\]`.*got 3 numbers"),
-    ("points", r"got 0 numbers"),
-    ("scribble -1 2 3 4", r"inside the 64x48 image"),
-    ("mask", r"mask: usage `mask PATH.png`"),
-    ("mask {d}/missing.png", r"mask: file '.*missing.png' not found"),
-    ("mask {d}/small_mask.png", r"is 64x10 but the image is 64x48"),
-    ("mask {d}/empty_mask.png", r"no non-zero pixel"),
-    ("mask {d}/not_an_image.png", r"mask '.*not_an_image.png' is not an image that PIL can read"),
-    ("circle 1 2 3", r"not a region command"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("box 1 2 3", r"box: usage `box x0 y0 x1 y1` \(4 pixel coordinates\), got 3 numbers"),
+        ("box 30 2 10 20", r"x0 < x1 and y0 < y1"),
+        ("box 1 2 3 x", r"box: 'x' is not a number"),
+        ("box 1 2 3 nan", r"box: 'nan' is not a finite number"),
+        ("box 0 0 65 10", r"inside the 64x48 image"),
+        ("points 1 2 3", r"points: usage `points x y \[x y \.\.\.\]`.*got 3 numbers"),
+        ("points", r"got 0 numbers"),
+        ("scribble -1 2 3 4", r"inside the 64x48 image"),
+        ("mask", r"mask: usage `mask PATH.png`"),
+        ("mask {d}/missing.png", r"mask: file '.*missing.png' not found"),
+        ("mask {d}/small_mask.png", r"is 64x10 but the image is 64x48"),
+        ("mask {d}/empty_mask.png", r"no non-zero pixel"),
+        ("mask {d}/not_an_image.png", r"mask '.*not_an_image.png' is not an image that PIL can read"),
+        ("circle 1 2 3", r"not a region command"),
+    ],
+)
 def test_bad_region_input_is_one_clear_error(files, line, message):
     with pytest.raises(InputError, match=message):
         parse_region_command(line.format(d=files), SIZE)
@@ -99,22 +103,44 @@ def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
     """`python -m regionvlm.chat` with the tiny model, stdin a pipe; answers equal the API's.
 
     The shared fixture model is the same model: the tiny preset built after torch.manual_seed(0)."""
-    script = "\n".join([
-        "box 8 12 32 24",
-        "points 1 2 3",
-        f"mask {files / 'mask.png'}",
-        "scribble 40 5 50 10 60 20",
-        "regions",
-        "describe 1",
-        "Is [1] above [2]?",
-        "what about [9]?",
-        "quit",
-        "describe 1",  # after quit: never read
-    ]) + "\n"
+    script = (
+        "\n".join(
+            [
+                "box 8 12 32 24",
+                "points 1 2 3",
+                f"mask {files / 'mask.png'}",
+                "scribble 40 5 50 10 60 20",
+                "regions",
+                "describe 1",
+                "Is [1] above [2]?",
+                "what about [9]?",
+                "quit",
+                "describe 1",  # after quit: never read
+            ]
+        )
+        + "\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "regionvlm.chat", "--image", str(files / "scene.png"),
-                           "--model-type", "tiny", "--seed", "0", "--max-length", "6"],
-                          input=script, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regionvlm.chat",
+            "--image",
+            str(files / "scene.png"),
+            "--model-type",
+            "tiny",
+            "--seed",
+            "0",
+            "--max-length",
+            "6",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stdout.splitlines()
@@ -141,13 +167,22 @@ def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
 
 
 def test_chat_startup_errors_are_one_line(tmp_path, files):
-    proc = subprocess.run([sys.executable, "-m", "regionvlm.chat", "--image", str(tmp_path / "nope.jpg")],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regionvlm.chat", "--image", str(tmp_path / "nope.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: image '{tmp_path / 'nope.jpg'}' not found (check --image)."
-    proc = subprocess.run([sys.executable, "-m", "regionvlm.chat", "--image", str(files / "scene.png"),
-                           "--options", "model.max_txt_len"],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regionvlm.chat", "--image", str(files / "scene.png"), "--options", "model.max_txt_len"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: --options expects key=value")
     assert "Traceback" not in proc.stderr
 
@@ -158,8 +193,9 @@ def test_load_dialogue_model_checkpoint_and_options(tmp_path, tiny_model):
 
     state = {"t5_proj.bias": torch.full_like(tiny_model.t5_proj.bias, 0.25)}
     torch.save({"model": state}, tmp_path / "ckpt.pth")
-    model, vis, txt = load_dialogue_model("tiny", checkpoint=str(tmp_path / "ckpt.pth"),
-                                          options=["model.max_txt_len=40"], device="cpu", seed=0)
+    model, vis, txt = load_dialogue_model(
+        "tiny", checkpoint=str(tmp_path / "ckpt.pth"), options=["model.max_txt_len=40"], device="cpu", seed=0
+    )
     assert torch.equal(model.t5_proj.bias, state["t5_proj.bias"])
     assert model.max_txt_len == 40 and not model.training
     assert vis.image_size == model.image_size == 64 and txt("[12 34] [5 6]") == "[12 34] [5 6]"

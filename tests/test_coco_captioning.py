@@ -1,6 +1,7 @@
 """Zero-shot COCO captioning through the registered task, on a fixture in the LAVIS layout:
 empty region text, the paper's decoding settings, LAVIS's result file, the caption metrics
 and agg_metrics = CIDEr + BLEU-4; a killed run resumes."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "blip2" / "eval" / "caption_coco_flant5xl_eval.yaml"
 IDS = (42, 73, 391895)
-pytestmark = pytest.mark.skipif(shutil.which("java") is None,
-                                reason="the caption metrics' PTB tokenizer needs Java (apt-get install default-jre-headless)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None,
+    reason="the caption metrics' PTB tokenizer needs Java (apt-get install default-jre-headless)",
+)
 
 
 @pytest.fixture
@@ -34,8 +37,9 @@ def data(tmp_path):
         captions = [f"a photo of thing {n}", f"something number {n} in a room"]
         split.append({"image": name, "caption": captions})
         gt["images"].append({"id": image_id})
-        gt["annotations"] += [{"image_id": image_id, "caption": c, "id": 10 * image_id + k}
-                              for k, c in enumerate(captions)]
+        gt["annotations"] += [
+            {"image_id": image_id, "caption": c, "id": 10 * image_id + k} for k, c in enumerate(captions)
+        ]
     (root / "coco" / "annotations").mkdir(parents=True)
     (root / "coco" / "annotations" / "coco_karpathy_test.json").write_text(json.dumps(split))
     (root / "coco_gt").mkdir()
@@ -44,12 +48,21 @@ def data(tmp_path):
 
 
 def options(data: Path, out: Path, *extra: str):
-    return ["--cfg-path", str(CONFIG), "--options", "model.model_type=tiny", "run.device=cpu",
-            "datasets.coco_caption.vis_processor.eval.image_size=64", f"run.output_dir={out}",
-            f"datasets.coco_caption.build_info.annotations.test.storage={data}/coco/annotations/coco_karpathy_test.json",
-            f"datasets.coco_caption.build_info.annotations.test.gt={data}/coco_gt/coco_karpathy_test_gt.json",
-            f"datasets.coco_caption.build_info.images.storage={data}/coco/images", "run.batch_size_eval=2",
-            "run.skip_metrics=[METEOR]", *extra]
+    return [
+        "--cfg-path",
+        str(CONFIG),
+        "--options",
+        "model.model_type=tiny",
+        "run.device=cpu",
+        "datasets.coco_caption.vis_processor.eval.image_size=64",
+        f"run.output_dir={out}",
+        f"datasets.coco_caption.build_info.annotations.test.storage={data}/coco/annotations/coco_karpathy_test.json",
+        f"datasets.coco_caption.build_info.annotations.test.gt={data}/coco_gt/coco_karpathy_test_gt.json",
+        f"datasets.coco_caption.build_info.images.storage={data}/coco/images",
+        "run.batch_size_eval=2",
+        "run.skip_metrics=[METEOR]",
+        *extra,
+    ]
 
 
 def test_captions_every_image_with_empty_region_text_and_scores_them(data, tmp_path, monkeypatch):
@@ -77,8 +90,9 @@ def test_captions_every_image_with_empty_region_text_and_scores_them(data, tmp_p
     assert sorted(r["image_id"] for r in results) == sorted(IDS) and all(isinstance(r["caption"], str) for r in results)
     for key in ("Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"):
         assert f"coco_caption_test/{key}" in metrics
-    assert metrics["agg_metrics"] == pytest.approx(metrics["coco_caption_test/CIDEr"]
-                                                   + metrics["coco_caption_test/Bleu_4"])
+    assert metrics["agg_metrics"] == pytest.approx(
+        metrics["coco_caption_test/CIDEr"] + metrics["coco_caption_test/Bleu_4"]
+    )
     written = json.loads((out / "coco_caption_test_metrics.json").read_text())
     assert written["skipped"]["METEOR"] == "skipped on request" and "SPICE" in written["skipped"]
     assert not list(out.glob("*.partial.*"))
@@ -104,8 +118,9 @@ def test_killed_run_resumes_to_the_same_captions(data, tmp_path, monkeypatch):
     assert calls["n"] == -99  # only the unfinished batch ran again
     monkeypatch.setattr(RegionVLMT5, "generate_from_embeds", generate)
     train.main(options(data, tmp_path / "full"))
-    assert (tmp_path / "k" / "coco_caption_test_captions.json").read_bytes() == \
-        (tmp_path / "full" / "coco_caption_test_captions.json").read_bytes()
+    assert (tmp_path / "k" / "coco_caption_test_captions.json").read_bytes() == (
+        tmp_path / "full" / "coco_caption_test_captions.json"
+    ).read_bytes()
 
 
 def test_bad_inputs_stop_before_captioning(data, tmp_path):

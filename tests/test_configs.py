@@ -1,6 +1,7 @@
 """Configuration at the boundary: the registry finds built-ins on its own, every shipped config
 loads with strict key checking, its data paths follow the documented layout, and misspelt or
 mistyped settings stop with the key and what is allowed."""
+
 from __future__ import annotations
 
 import importlib
@@ -22,19 +23,31 @@ SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
 # The data layout the README documents (relative to $REGIONVLM_DATA); every path of a
 # shipped config lies under one of these.
 DOCUMENTED_LAYOUT = (
-    "refer", "coco/images/train2014", "coco/images", "coco/annotations", "coco_gt", "sam_proposals", "vcr",
-    "okvqa/annotations", "gqa/annotations", "gqa/images", "localized_narratives/ann", "visual_genome/ann",
+    "refer",
+    "coco/images/train2014",
+    "coco/images",
+    "coco/annotations",
+    "coco_gt",
+    "sam_proposals",
+    "vcr",
+    "okvqa/annotations",
+    "gqa/annotations",
+    "gqa/images",
+    "localized_narratives/ann",
+    "visual_genome/ann",
     "laion115m",
 )
 
 
 @pytest.mark.slow
 def test_registry_lookup_needs_no_other_import():
-    code = ("from regionvlm import registry; import sys; "
-            "assert registry.get_model_class('regionvlm_t5').__name__ == 'RegionVLMT5'; "
-            "assert 'regionvlm.tasks.ris' not in sys.modules; "
-            "assert registry.get_task_class('ris').__name__ == 'RISTask'; "
-            "print(len(registry.list_builders()))")
+    code = (
+        "from regionvlm import registry; import sys; "
+        "assert registry.get_model_class('regionvlm_t5').__name__ == 'RegionVLMT5'; "
+        "assert 'regionvlm.tasks.ris' not in sys.modules; "
+        "assert registry.get_task_class('ris').__name__ == 'RISTask'; "
+        "print(len(registry.list_builders()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(BUILTINS["builder"])
@@ -91,27 +104,30 @@ RIS_CFG = REPO / "configs" / "blip2" / "eval" / "ris_refcoco_val.yaml"
 TRAIN_CFG = REPO / "configs" / "blip2" / "train" / "LN_ft.yaml"
 
 
-@pytest.mark.parametrize("cfg_path, option, message", [
-    (RIS_CFG, "run.thresold=0.1", r"`run.thresold` \(did you mean `threshold`\?\)"),
-    (TRAIN_CFG, "run.max_epochs=3", r"`run.max_epochs` \(did you mean `max_epoch`\?\)"),
-    (TRAIN_CFG, "run.treshold=0.5", r"unknown setting\(s\) `run.treshold`"),
-    (RIS_CFG, "model.max_txt_lenn=40", r"`model.max_txt_lenn` \(did you mean `max_txt_len`\?\)"),
-    (RIS_CFG, "model.vit.dept=3", r"`model.vit.dept` \(did you mean `depth`\?\)"),
-    (RIS_CFG, "datasets.refcoco.splitby=unc", r"`datasets.refcoco.splitby` \(did you mean `splitBy`\?\)"),
-    (TRAIN_CFG, "run.max_epoch=abc", r"`run.max_epoch` must be an integer, got 'abc'"),
-    (TRAIN_CFG, "run.batch_size_train=0", r"`run.batch_size_train` must be >= 1, got 0"),
-    (TRAIN_CFG, "run.accum_grad_iters=-2", r"`run.accum_grad_iters` must be >= 1"),
-    (TRAIN_CFG, "run.init_lr=fast", r"`run.init_lr` must be a number"),
-    (TRAIN_CFG, "run.betas=[0.9]", r"`run.betas` must have 2 entries"),
-    (TRAIN_CFG, "run.save_format=npz", r"`run.save_format` must be one of \['pth', 'safetensors'\]"),
-    (TRAIN_CFG, "run.resume_ckpt_path=''", r"`run.resume_ckpt_path` is empty"),
-    (TRAIN_CFG, "model.precision=fp8", r"precision must be one of"),
-    (TRAIN_CFG, "model.num_query_token=0", r"`model.num_query_token` must be a positive integer"),
-    (TRAIN_CFG, "datasets.regionvlm_mix.num_points=ten", r"`datasets.regionvlm_mix.num_points` must be an integer"),
-    (RIS_CFG, "run.protocol=quick", r"`run.protocol` must be one of \['fast', 'official'\]"),
-    (RIS_CFG, "run.task=riss", r"no task named 'riss'"),
-    (RIS_CFG, "datasets.refcocoo.split=val", r"no builder named 'refcocoo'"),
-])
+@pytest.mark.parametrize(
+    "cfg_path, option, message",
+    [
+        (RIS_CFG, "run.thresold=0.1", r"`run.thresold` \(did you mean `threshold`\?\)"),
+        (TRAIN_CFG, "run.max_epochs=3", r"`run.max_epochs` \(did you mean `max_epoch`\?\)"),
+        (TRAIN_CFG, "run.treshold=0.5", r"unknown setting\(s\) `run.treshold`"),
+        (RIS_CFG, "model.max_txt_lenn=40", r"`model.max_txt_lenn` \(did you mean `max_txt_len`\?\)"),
+        (RIS_CFG, "model.vit.dept=3", r"`model.vit.dept` \(did you mean `depth`\?\)"),
+        (RIS_CFG, "datasets.refcoco.splitby=unc", r"`datasets.refcoco.splitby` \(did you mean `splitBy`\?\)"),
+        (TRAIN_CFG, "run.max_epoch=abc", r"`run.max_epoch` must be an integer, got 'abc'"),
+        (TRAIN_CFG, "run.batch_size_train=0", r"`run.batch_size_train` must be >= 1, got 0"),
+        (TRAIN_CFG, "run.accum_grad_iters=-2", r"`run.accum_grad_iters` must be >= 1"),
+        (TRAIN_CFG, "run.init_lr=fast", r"`run.init_lr` must be a number"),
+        (TRAIN_CFG, "run.betas=[0.9]", r"`run.betas` must have 2 entries"),
+        (TRAIN_CFG, "run.save_format=npz", r"`run.save_format` must be one of \['pth', 'safetensors'\]"),
+        (TRAIN_CFG, "run.resume_ckpt_path=''", r"`run.resume_ckpt_path` is empty"),
+        (TRAIN_CFG, "model.precision=fp8", r"precision must be one of"),
+        (TRAIN_CFG, "model.num_query_token=0", r"`model.num_query_token` must be a positive integer"),
+        (TRAIN_CFG, "datasets.regionvlm_mix.num_points=ten", r"`datasets.regionvlm_mix.num_points` must be an integer"),
+        (RIS_CFG, "run.protocol=quick", r"`run.protocol` must be one of \['fast', 'official'\]"),
+        (RIS_CFG, "run.task=riss", r"no task named 'riss'"),
+        (RIS_CFG, "datasets.refcocoo.split=val", r"no builder named 'refcocoo'"),
+    ],
+)
 def test_bad_settings_stop_before_any_work(cfg_path, option, message):
     with pytest.raises(ConfigError, match=message):
         Config(cfg_path, [option])

@@ -10,15 +10,16 @@ python -m pytest tests/test_demo_browser.py`` (the checkpoint gives real answers
 Skipped only where no browser is installed (``apt-get install -y chromium`` and
 ``pip install playwright``).
 """
+
 from __future__ import annotations
 
 import os
-import tempfile
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,17 +29,25 @@ import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # README screenshots: REGIONVLM_SCREENSHOT_DIR=docs/images (a test run never rewrites tracked files).
 SHOTS = Path(os.environ.get("REGIONVLM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="regionvlm-shots-"))
 CHECKPOINT = os.environ.get("REGIONVLM_DEMO_CHECKPOINT") or None
 
 if not Path(CHROMIUM).exists():
-    pytest.skip("no browser installed: apt-get install -y chromium (Debian's /usr/bin/chromium)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="no browser driver installed: pip install playwright")
+    pytest.skip(
+        "no browser installed: apt-get install -y chromium (Debian's /usr/bin/chromium)", allow_module_level=True
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="no browser driver installed: pip install playwright")
 
 
 def free_port() -> int:
@@ -90,8 +99,7 @@ def page(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                          user_agent="regionvlm-test")
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, user_agent="regionvlm-test")
             pg = context.new_page()
             pg.set_default_timeout(30_000)
             pg.goto(server)
@@ -110,12 +118,14 @@ def click_canvas(page, fx: float, fy: float) -> None:
     x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
     page.wait_for_function(
         "([x, y]) => { const i = document.querySelector('#canvas img');"
-        " return i && i.complete && document.elementFromPoint(x, y) === i; }", arg=[x, y])
+        " return i && i.complete && document.elementFromPoint(x, y) === i; }",
+        arg=[x, y],
+    )
     old = img.get_attribute("src")
     page.mouse.click(x, y)
     page.wait_for_function(
-        "old => { const i = document.querySelector('#canvas img'); return i && i.src !== old && i.complete; }",
-        arg=old)
+        "old => { const i = document.querySelector('#canvas img'); return i && i.src !== old && i.complete; }", arg=old
+    )
 
 
 def regions_on_page(page):
@@ -157,8 +167,9 @@ def test_upload_draw_ask_and_read_the_answer(page, tmp_path):
     assert list(regions) == ["1"] and len(re.findall(r"\[\d+ \d+\]", regions["1"])) == 10
     listing = page.locator("#regions textarea").input_value()
     corners = re.match(r"\[1\] box \((\d+), (\d+)\)-\((\d+), (\d+)\): ", listing)
-    assert corners and np.allclose([int(v) for v in corners.groups()], [0.15 * 64, 0.62 * 64, 0.62 * 64, 0.95 * 64],
-                                   atol=1.0)
+    assert corners and np.allclose(
+        [int(v) for v in corners.groups()], [0.15 * 64, 0.62 * 64, 0.62 * 64, 0.95 * 64], atol=1.0
+    )
 
     # a point region: two clicks, then "Add region"
     page.get_by_label("points", exact=True).check()

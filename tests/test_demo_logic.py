@@ -1,4 +1,5 @@
 """The web demo's handlers and drawing, without a browser (and without gradio)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -120,7 +121,12 @@ def test_missing_gradio_says_how_to_install(monkeypatch):
 
 
 def test_demo_command_rejects_bad_examples_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "regionvlm.demo", "--examples", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regionvlm.demo", "--examples", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: --examples: '{tmp_path / 'nope'}' is not a directory of images."

@@ -1,4 +1,5 @@
 """The dialogue API: which embeddings go where, multi-turn context, errors, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_inline_layout_puts_each_region_where_it_is_written(conv, tiny_model, se
     assert mask.shape == expected.shape[:2] and bool(mask.all())
     # the soft tokens sit exactly after the tokens of "Is" (2 tokens: "▁I", "s")
     n = len(tiny_model.t5_tokenizer("Is ", add_special_tokens=False).input_ids)
-    torch.testing.assert_close(embeds[0, n:n + q1.shape[0]], q1)
+    torch.testing.assert_close(embeds[0, n : n + q1.shape[0]], q1)
 
 
 def test_let_layout_is_the_vcr_prefix(tiny_model_and_processors, rgb_image, sent):
@@ -103,9 +104,10 @@ def test_describe_is_the_trained_captioning_path(conv, tiny_model_and_processors
     answer = conv.describe(1, num_beams=3, max_len=6)
     with torch.inference_mode():
         queries = model.region_queries(model.encode_image(vis["eval"](rgb_image)[None]), [conv.region_text(1)])
-        embeds, mask = model.t5_inputs(queries)  # [soft ; empty prompt] = soft + </s>
-        reference = model.generate({"image": vis["eval"](rgb_image)[None], "text_input": [conv.region_text(1)]},
-                                   num_beams=3, max_length=6)
+        embeds, _mask = model.t5_inputs(queries)  # [soft ; empty prompt] = soft + </s>
+        reference = model.generate(
+            {"image": vis["eval"](rgb_image)[None], "text_input": [conv.region_text(1)]}, num_beams=3, max_length=6
+        )
     torch.testing.assert_close(sent[-1][0], embeds)
     assert answer == reference[0].strip()
     assert conv.turns[-1].kind == "describe" and conv.turns[-1].region_ids == (1,)
@@ -117,10 +119,10 @@ def test_official_multiturn_context(conv, tiny_model, sent):
     eos = tiny_model.t5_tokenizer.eos_token
     assert tiny_model.t5_tokenizer(eos, add_special_tokens=False).input_ids == [tiny_model.t5_tokenizer.eos_token_id]
     script = [
-        ("hello", ["hello"]),                                       # before any region: no context
-        ("[1] what is this?", [q1, " what is this?"]),               # first region turn: alone
-        ("what color?", [q1, "what color?"]),                        # context = region 1's soft tokens
-        ("and [2]?", [q1, "what color?", eos, "and ", q2, "?"]),     # context = previous input
+        ("hello", ["hello"]),  # before any region: no context
+        ("[1] what is this?", [q1, " what is this?"]),  # first region turn: alone
+        ("what color?", [q1, "what color?"]),  # context = region 1's soft tokens
+        ("and [2]?", [q1, "what color?", eos, "and ", q2, "?"]),  # context = previous input
         ("which is bigger?", [q1, "what color?", eos, "which is bigger?"]),
         # a region turn takes the whole previous input as its context (the "and [2]?" turn is gone)
         ("[1] or [2]?", [q1, "what color?", eos, "which is bigger?", eos, q1, " or ", q2, "?"]),

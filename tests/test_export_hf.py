@@ -1,5 +1,6 @@
 """Hugging Face transformers export/import (``regionvlm.export``): the exported
 InstructBLIP, driven only by transformers, computes what RegionVLM computes."""
+
 from __future__ import annotations
 
 import ast
@@ -26,10 +27,22 @@ from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "huggingface.md"
 BUNDLED = Path(__file__).resolve().parents[1] / "regionvlm" / "checkpoints" / "tiny_synthetic.pth"
-REGIONS = ["[10 10] [12 15] [20 20] [15 11] [11 19] [18 14] [13 13] [16 17] [19 12] [14 18]", "[80 80] [82 85]",
-           "", "[50 5]", " ".join(f"[{i * 7} {99 - i * 8}]" for i in range(12)), "[0 100] [100 0] [33 66]"]
-TARGETS = ["a red circle", "two blue squares on the left of a big green triangle", "the whole picture", "x",
-           "a small star", "three shapes"]
+REGIONS = [
+    "[10 10] [12 15] [20 20] [15 11] [11 19] [18 14] [13 13] [16 17] [19 12] [14 18]",
+    "[80 80] [82 85]",
+    "",
+    "[50 5]",
+    " ".join(f"[{i * 7} {99 - i * 8}]" for i in range(12)),
+    "[0 100] [100 0] [33 66]",
+]
+TARGETS = [
+    "a red circle",
+    "two blue squares on the left of a big green triangle",
+    "the whole picture",
+    "x",
+    "a small star",
+    "three shapes",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +60,10 @@ def hf_model(export_dir):
 @pytest.fixture(scope="module")
 def pil_images():
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8))
-            for h, w in ((48, 80), (64, 64), (200, 120), (31, 45), (90, 300), (70, 71))]
+    return [
+        Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8))
+        for h, w in ((48, 80), (64, 64), (200, 120), (31, 45), (90, 300), (70, 71))
+    ]
 
 
 def per_sample_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,8 +74,9 @@ def per_sample_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(1) / valid.sum(1)
 
 
-def test_exported_model_gives_the_projects_losses_and_greedy_ids(tiny_model, tiny_model_and_processors,
-                                                                  export_dir, hf_model, pil_images):
+def test_exported_model_gives_the_projects_losses_and_greedy_ids(
+    tiny_model, tiny_model_and_processors, export_dir, hf_model, pil_images
+):
     from transformers import InstructBlipProcessor
 
     vis = tiny_model_and_processors[1]["eval"]
@@ -68,8 +84,9 @@ def test_exported_model_gives_the_projects_losses_and_greedy_ids(tiny_model, tin
     pixels = torch.stack([vis(im) for im in pil_images])
     q = processor(images=pil_images, text=REGIONS, truncation=True, padding=True, return_tensors="pt")
     lm = processor(images=pil_images, text=[""] * len(REGIONS), return_tensors="pt")
-    targets = processor.tokenizer(TARGETS, padding=True, truncation=True, max_length=tiny_model.max_output_txt_len,
-                                  return_tensors="pt")
+    targets = processor.tokenizer(
+        TARGETS, padding=True, truncation=True, max_length=tiny_model.max_output_txt_len, return_tensors="pt"
+    )
     labels = targets.input_ids.masked_fill(targets.attention_mask == 0, -100)
 
     # same inputs: pixels, Q-Former ids (the 12-point region is cut at max_txt_len), [placeholders ; </s>]
@@ -82,9 +99,14 @@ def test_exported_model_gives_the_projects_losses_and_greedy_ids(tiny_model, tin
 
     with torch.no_grad():
         ref = tiny_model({"image": pixels, "text_input": REGIONS, "text_output": TARGETS}, reduction="none")["loss"]
-        out = hf_model(pixel_values=q.pixel_values, qformer_input_ids=q.qformer_input_ids,
-                       qformer_attention_mask=q.qformer_attention_mask, input_ids=lm.input_ids,
-                       attention_mask=lm.attention_mask, labels=labels)
+        out = hf_model(
+            pixel_values=q.pixel_values,
+            qformer_input_ids=q.qformer_input_ids,
+            qformer_attention_mask=q.qformer_attention_mask,
+            input_ids=lm.input_ids,
+            attention_mask=lm.attention_mask,
+            labels=labels,
+        )
     losses = per_sample_nll(out.logits, labels)
     assert torch.allclose(losses, ref, rtol=1e-4, atol=0), (losses, ref)
 
@@ -93,15 +115,18 @@ def test_exported_model_gives_the_projects_losses_and_greedy_ids(tiny_model, tin
     with torch.no_grad():
         embeds, mask = tiny_model.t5_inputs(tiny_model.region_queries(tiny_model.encode_image(pixels), REGIONS))
         ids_ref = tiny_model.t5_model.generate(inputs_embeds=embeds, attention_mask=mask, **gen)
-        ids_hf = hf_model.generate(pixel_values=q.pixel_values, qformer_input_ids=q.qformer_input_ids,
-                                   qformer_attention_mask=q.qformer_attention_mask, **gen)
+        ids_hf = hf_model.generate(
+            pixel_values=q.pixel_values,
+            qformer_input_ids=q.qformer_input_ids,
+            qformer_attention_mask=q.qformer_attention_mask,
+            **gen,
+        )
         texts = tiny_model.generate({"image": pixels, "text_input": REGIONS}, num_beams=1, max_length=20)
     assert torch.equal(ids_hf, ids_ref)
     assert processor.batch_decode(ids_hf, skip_special_tokens=True) == texts
 
 
-def test_ln_vision_epsilon_is_the_one_inexact_setting(tiny_model, hf_model, pil_images,
-                                                      tiny_model_and_processors):
+def test_ln_vision_epsilon_is_the_one_inexact_setting(tiny_model, hf_model, pil_images, tiny_model_and_processors):
     """transformers' vision tower has one layer_norm_eps: the ViT's 1e-6 is kept, so ln_vision
     (1e-5) runs with 1e-6. That is the whole difference, and its effect is tiny."""
     assert hf_model.config.vision_config.layer_norm_eps == tiny_model.visual_encoder.blocks[0].norm1.eps == 1e-6
@@ -120,13 +145,16 @@ def test_ln_vision_epsilon_is_the_one_inexact_setting(tiny_model, hf_model, pil_
 
 
 @pytest.mark.slow
-def test_plain_transformers_loads_it_offline_and_the_doc_snippet_captions(tiny_model, tiny_model_and_processors,
-                                                                          export_dir, tmp_path):
+def test_plain_transformers_loads_it_offline_and_the_doc_snippet_captions(
+    tiny_model, tiny_model_and_processors, export_dir, tmp_path
+):
     """A fresh process without regionvlm runs the three lines of docs/huggingface.md."""
     snippet = re.search(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S).group(1)
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, size=(90, 120, 3), dtype=np.uint8))
     image.save(export_dir.parent / "street.jpg")
-    script = snippet + """
+    script = (
+        snippet
+        + """
 import json, sys
 assert "regionvlm" not in sys.modules
 lm = model.language_model
@@ -143,17 +171,26 @@ print(json.dumps({
         return_tensors="pt").pixel_values - x.pixel_values).abs().max() < 0.04),  # torchvision resize: ~2/255
 }))
 """
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=export_dir.parent, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=export_dir.parent, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     caption, facts = ast.literal_eval(lines[-2]), json.loads(lines[-1])
-    assert facts == {"untied_head": True, "scale_decoder_outputs": False, "t5_act": "GELUActivation",
-                     "qformer_vocab": 30523, "dec": ["[DEC]", 30522], "qformer_max_length": tiny_model.max_txt_len,
-                     "image_token": ["<image>", 32100], "image_processor": "BlipImageProcessorPil",
-                     "default_backend_pixels_close": True}
+    assert facts == {
+        "untied_head": True,
+        "scale_decoder_outputs": False,
+        "t5_act": "GELUActivation",
+        "qformer_vocab": 30523,
+        "dec": ["[DEC]", 30522],
+        "qformer_max_length": tiny_model.max_txt_len,
+        "image_token": ["<image>", 32100],
+        "image_processor": "BlipImageProcessorPil",
+        "default_backend_pixels_close": True,
+    }
     region = re.search(r'text="([^"]*)"', snippet).group(1)
     pixels = tiny_model_and_processors[1]["eval"](Image.open(export_dir.parent / "street.jpg")).unsqueeze(0)
     assert caption == tiny_model.generate({"image": pixels, "text_input": [region]}, num_beams=5, max_length=30)
@@ -221,7 +258,7 @@ def test_nonzero_key_bias_is_dropped_without_changing_outputs(export_dir, tiny_m
     weights = load_file(changed / "model.safetensors")
     name = "vision_model.encoder.layers.1.self_attn.qkv.bias"
     width = weights[name].shape[0] // 3
-    weights[name][width:2 * width] = torch.randn(width, generator=torch.Generator().manual_seed(0))
+    weights[name][width : 2 * width] = torch.randn(width, generator=torch.Generator().manual_seed(0))
     save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
     path, _ = import_hf(changed, tmp_path / "k.pth")
     assert "nonzero key bias" in caplog.text
@@ -230,11 +267,13 @@ def test_nonzero_key_bias_is_dropped_without_changing_outputs(export_dir, tiny_m
         key = f"visual_encoder.blocks.1.attn.{part}"
         assert torch.equal(state[key], tiny_model.state_dict()[key])
     vit = copy.deepcopy(tiny_model.visual_encoder)
-    vit.load_state_dict({k[len("visual_encoder."):]: v for k, v in state.items() if k.startswith("visual_encoder.")})
+    vit.load_state_dict({k[len("visual_encoder.") :]: v for k, v in state.items() if k.startswith("visual_encoder.")})
     hf = InstructBlipForConditionalGeneration.from_pretrained(changed).eval()
     x = torch.randn(2, 3, tiny_model.image_size, tiny_model.image_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        hf_out = hf.vision_model.post_layernorm(hf.vision_model.encoder(hf.vision_model.embeddings(x)).last_hidden_state)
+        hf_out = hf.vision_model.post_layernorm(
+            hf.vision_model.encoder(hf.vision_model.embeddings(x)).last_hidden_state
+        )
         ours = F.layer_norm(vit(x), (vit.num_features,), tiny_model.ln_vision.weight, tiny_model.ln_vision.bias, 1e-6)
     assert torch.allclose(hf_out, ours, rtol=0, atol=1e-5)
 
@@ -248,8 +287,9 @@ def test_paper_preset_maps_name_for_name_onto_instructblip():
     cfg = OmegaConf.load(RegionVLMT5.default_config_path("flant5xl")).model
     keep = ("image_size", "vit", "qformer", "t5", "num_query_token", "max_txt_len")
     with torch.device("meta"):
-        model = RegionVLMT5(**{k: OmegaConf.to_container(cfg[k]) if k in ("vit", "qformer", "t5") else cfg[k]
-                               for k in keep})
+        model = RegionVLMT5(
+            **{k: OmegaConf.to_container(cfg[k]) if k in ("vit", "qformer", "t5") else cfg[k] for k in keep}
+        )
     config, state, processor = hf_layout(model)  # raises on any name or shape mismatch
     assert config.vision_config.num_hidden_layers == 39 and config.qformer_config.cross_attention_frequency == 2
     assert config.num_query_tokens == 32 and config.vision_config.image_size == 364
@@ -269,9 +309,21 @@ def not_an_export(tmp_path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("case", ["missing checkpoint", "empty folder", "bert folder", "no weights",
-                                  "unwritable export", "unwritable import", "existing out", "random weights",
-                                  "unknown preset", "missing folder"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing checkpoint",
+        "empty folder",
+        "bert folder",
+        "no weights",
+        "unwritable export",
+        "unwritable import",
+        "existing out",
+        "random weights",
+        "unknown preset",
+        "missing folder",
+    ],
+)
 def test_bad_inputs_give_one_line_errors(case, tmp_path, export_dir, not_an_export, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
@@ -281,8 +333,10 @@ def test_bad_inputs_give_one_line_errors(case, tmp_path, export_dir, not_an_expo
     (tmp_path / "exists.pth").write_text("")
     ckpt = ["--checkpoint", str(BUNDLED), "--model-type", "tiny"]
     argv, expected = {
-        "missing checkpoint": (["--checkpoint", str(tmp_path / "nope.pth"), "--model-type", "tiny",
-                                "--out", str(tmp_path / "o")], "not found"),
+        "missing checkpoint": (
+            ["--checkpoint", str(tmp_path / "nope.pth"), "--model-type", "tiny", "--out", str(tmp_path / "o")],
+            "not found",
+        ),
         "empty folder": (["--from-hf", str(tmp_path), "--out", str(tmp_path / "x.pth")], "no config.json"),
         "bert folder": (["--from-hf", str(not_an_export), "--out", str(tmp_path / "x.pth")], "not an InstructBLIP"),
         "no weights": (["--from-hf", str(no_weights), "--out", str(tmp_path / "x.pth")], "no model.safetensors"),
@@ -290,10 +344,14 @@ def test_bad_inputs_give_one_line_errors(case, tmp_path, export_dir, not_an_expo
         "unwritable import": (["--from-hf", str(export_dir), "--out", str(a_file / "x.pth")], "is a file"),
         "existing out": (["--from-hf", str(export_dir), "--out", str(tmp_path / "exists.pth")], "--overwrite"),
         "random weights": (["--model-type", "tiny", "--out", str(tmp_path / "o")], "pass --checkpoint"),
-        "unknown preset": (["--checkpoint", str(BUNDLED), "--model-type", "huge", "--out", str(tmp_path / "o")],
-                           "unknown model_type"),
-        "missing folder": (["--from-hf", str(tmp_path / "none"), "--out", str(tmp_path / "x.pth")],
-                           "is not a directory"),
+        "unknown preset": (
+            ["--checkpoint", str(BUNDLED), "--model-type", "huge", "--out", str(tmp_path / "o")],
+            "unknown model_type",
+        ),
+        "missing folder": (
+            ["--from-hf", str(tmp_path / "none"), "--out", str(tmp_path / "x.pth")],
+            "is not a directory",
+        ),
     }[case]
     with pytest.raises(SystemExit) as exit_info:
         run(main, ["hf", *argv])

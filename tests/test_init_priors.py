@@ -1,4 +1,5 @@
 """The tiny preset's from-scratch priors: factorized ViT positions and smooth numerals."""
+
 import math
 
 import pytest

@@ -1,5 +1,6 @@
 """Files that survive faults: atomic writes under a full disk or a read-only folder leave the
 previous output intact and no temporary file; progress logs recover from torn rows anywhere."""
+
 from __future__ import annotations
 
 import errno
@@ -32,7 +33,7 @@ def test_full_disk_keeps_the_previous_output_and_leaves_no_temporary(tmp_path, m
         """A file whose disk fills up after the first bytes."""
 
         def __init__(self, *args, **kwargs):
-            self._f = open(*args, **kwargs)
+            self._f = open(*args, **kwargs)  # noqa: SIM115 (a wrapper that owns the file)
 
         def write(self, data):
             self._f.write(data[:10])

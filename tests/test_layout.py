@@ -1,6 +1,7 @@
 """The package layout shows the architecture: imports run one way (file formats ->
 processors -> model -> datasets -> tasks -> runner -> command lines), with no cycle, lazy
 or not — every import statement counts, including the ones inside functions."""
+
 from __future__ import annotations
 
 import ast
@@ -18,9 +19,19 @@ LAYERS = [
     ("datasets", ("regionvlm.datasets",)),
     ("tasks", ("regionvlm.tasks",)),
     ("runner", ("regionvlm.runners",)),
-    ("applications", ("regionvlm.dialogue", "regionvlm.train", "regionvlm.chat", "regionvlm.demo",
-                      "regionvlm.proposals", "regionvlm.quickstart", "regionvlm.export",
-                      "regionvlm.integrations")),
+    (
+        "applications",
+        (
+            "regionvlm.dialogue",
+            "regionvlm.train",
+            "regionvlm.chat",
+            "regionvlm.demo",
+            "regionvlm.proposals",
+            "regionvlm.quickstart",
+            "regionvlm.export",
+            "regionvlm.integrations",
+        ),
+    ),
 ]
 
 
@@ -61,8 +72,9 @@ def test_imports_run_one_way():
             continue
         for target in targets:
             if target != "regionvlm" and layer_of(target) > layer_of(module):
-                wrong.append(f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} "
-                             f"({LAYERS[layer_of(target)][0]})")
+                wrong.append(
+                    f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                )
     assert not wrong, "\n".join(sorted(wrong))
 
 
@@ -76,7 +88,7 @@ def test_no_import_cycle():
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         path.pop()

@@ -1,4 +1,5 @@
 """Localized Narratives and Visual Genome preprocessing on hand-written official-format lines."""
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,23 @@ def _even(n: int, k: int = 20) -> List[int]:
     return [int((n - 1) / (k - 1) * j) for j in range(k)]
 
 
-def word_narrative(caption: str, image_id: str = "42", dataset_id: str = "mscoco_train2017",
-                   skip_words: tuple = ()) -> Dict:
+def word_narrative(
+    caption: str, image_id: str = "42", dataset_id: str = "mscoco_train2017", skip_words: tuple = ()
+) -> Dict:
     """A narrative whose utterances are the caption's words (joined by spaces = the caption);
     word i is spoken during [i, i + 0.9] and the mouse is at x = i / 100 at time i + 0.5
     (no point during the words in ``skip_words``)."""
     words = caption.split(" ")
     timed = [{"utterance": w, "start_time": float(i), "end_time": i + 0.9} for i, w in enumerate(words)]
     trace = [{"x": i / 100, "y": 0.5, "t": i + 0.5} for i in range(len(words)) if i not in skip_words]
-    return {"dataset_id": dataset_id, "image_id": image_id, "annotator_id": 7, "caption": caption,
-            "timed_caption": timed, "traces": [trace[:3], trace[3:]]}
+    return {
+        "dataset_id": dataset_id,
+        "image_id": image_id,
+        "annotator_id": 7,
+        "caption": caption,
+        "timed_caption": timed,
+        "traces": [trace[:3], trace[3:]],
+    }
 
 
 def _image(path: Path, size=(40, 30)) -> None:
@@ -52,10 +60,19 @@ def image_root(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- chunking
 def test_split_chunks_follows_the_official_separators():
     caption = "A man is riding a bike. There is a dog and a cat, and a tree."
-    assert ln.split_chunks(caption) == [("A man is riding a bike", 0, 22), ("There is a dog", 24, 38),
-                                        ("a cat", 43, 48), ("a tree", 54, 60)]
-    assert [c for c, _, _ in ln.split_chunks("red.blue. green and yellow,pink")] == \
-        ["red", "blue", "green", "yellow", "pink"]
+    assert ln.split_chunks(caption) == [
+        ("A man is riding a bike", 0, 22),
+        ("There is a dog", 24, 38),
+        ("a cat", 43, 48),
+        ("a tree", 54, 60),
+    ]
+    assert [c for c, _, _ in ln.split_chunks("red.blue. green and yellow,pink")] == [
+        "red",
+        "blue",
+        "green",
+        "yellow",
+        "pink",
+    ]
     assert [c for c, _, _ in ln.split_chunks("a band plays near sand and sea")] == ["a band plays near sand", "sea"]
     assert ln.split_chunks("") == [] and ln.split_chunks(" . , and ") == []
 
@@ -75,9 +92,9 @@ def test_split_chunks_equals_official_re_split_on_random_captions():
 def test_points_per_utterance_uses_inclusive_times_and_keeps_trace_order():
     times = np.array([0.5, 2.0, 1.0, 3.5, 1.0])
     idx = ln.points_per_utterance(times, np.array([0.0, 1.0, 5.0]), np.array([1.0, 2.0, 6.0]))
-    assert idx[0].tolist() == [0, 2, 4]          # t = 1.0 is on the shared boundary: both utterances
+    assert idx[0].tolist() == [0, 2, 4]  # t = 1.0 is on the shared boundary: both utterances
     assert idx[1].tolist() == [1, 2, 4]
-    assert idx[2].tolist() == []                 # an utterance outside every trace time
+    assert idx[2].tolist() == []  # an utterance outside every trace time
 
 
 def test_narrative_chunks_maps_words_to_chunks_and_resamples_to_20():
@@ -86,8 +103,12 @@ def test_narrative_chunks_maps_words_to_chunks_and_resamples_to_20():
     stats = ln.ChunkStats()
     chunks = ln.narrative_chunks(n, 20, stats)
     # word indices per chunk: the separators' words ("and") fall in no chunk
-    expected_words = {"A man is riding a bike": [0, 1, 2, 3, 4, 5], "There is a dog": [6, 7, 8, 9],
-                      "a cat": [11, 12], "a tree": [14, 15]}
+    expected_words = {
+        "A man is riding a bike": [0, 1, 2, 3, 4, 5],
+        "There is a dog": [6, 7, 8, 9],
+        "a cat": [11, 12],
+        "a tree": [14, 15],
+    }
     assert list(chunks) == list(expected_words)
     for text, words in expected_words.items():
         xs = [words[i] / 100 for i in _even(len(words))]
@@ -108,7 +129,7 @@ def test_repeated_chunk_text_keeps_the_last_occurrence_like_the_official_dict():
     n = ln.parse_narrative(word_narrative("a dog. a cat. a dog.", skip_words=(4, 5)))
     stats = ln.ChunkStats()
     chunks = ln.narrative_chunks(n, 20, stats)
-    assert list(chunks) == ["a cat"]             # the last "a dog" has no points: the key goes
+    assert list(chunks) == ["a cat"]  # the last "a dog" has no points: the key goes
     assert stats.duplicate_text == 1 and stats.no_points == 1
     n = ln.parse_narrative(word_narrative("a dog. a cat. a dog."))
     chunks = ln.narrative_chunks(n, 20)
@@ -144,19 +165,21 @@ def _official_lines() -> List[str]:
     reversed_time = json.loads(json.dumps(good))
     reversed_time["timed_caption"][0]["end_time"] = -1.0
     missing_image = word_narrative("a tree", image_id="0000b86e2fd18333", dataset_id="open_images_train_v6")
-    return [json.dumps(good),                       # 1 ok, 4 chunks
-            "{\"dataset_id\": \"mscoco_train2017\", ",  # 2 bad JSON
-            json.dumps(no_traces),                  # 3 missing field
-            json.dumps(outside),                    # 4 utterances outside the trace times -> no chunk
-            "",                                     # 5 blank
-            json.dumps(empty_traces),               # 6 empty traces -> no chunk
-            json.dumps(bad_utt),                    # 7 utterance without end_time
-            json.dumps([1, 2, 3]),                  # 8 not an object
-            json.dumps(bad_point),                  # 9 non-numeric trace coordinate
-            json.dumps(val_image),                  # 10 ok (val2014 file), 2 chunks
-            json.dumps(reversed_time),              # 11 utterance ends before it starts
-            json.dumps(missing_image),              # 12 image file absent
-            json.dumps(flickr)]                     # 13 ok, 1 chunk
+    return [
+        json.dumps(good),  # 1 ok, 4 chunks
+        '{"dataset_id": "mscoco_train2017", ',  # 2 bad JSON
+        json.dumps(no_traces),  # 3 missing field
+        json.dumps(outside),  # 4 utterances outside the trace times -> no chunk
+        "",  # 5 blank
+        json.dumps(empty_traces),  # 6 empty traces -> no chunk
+        json.dumps(bad_utt),  # 7 utterance without end_time
+        json.dumps([1, 2, 3]),  # 8 not an object
+        json.dumps(bad_point),  # 9 non-numeric trace coordinate
+        json.dumps(val_image),  # 10 ok (val2014 file), 2 chunks
+        json.dumps(reversed_time),  # 11 utterance ends before it starts
+        json.dumps(missing_image),  # 12 image file absent
+        json.dumps(flickr),
+    ]  # 13 ok, 1 chunk
 
 
 def test_preprocess_file_reports_every_drop_and_malformed_line(tmp_path, image_root):
@@ -197,7 +220,7 @@ def test_parallel_files_give_the_same_output_in_input_order(tmp_path, image_root
     assert one.read_text() == two.read_text()
     assert r1.as_dict() == r2.as_dict()
     assert [d["image_id"] for d in json.loads(one.read_text())] == ["42", "43", "1000092795"]
-    assert r1.malformed[-1].startswith(f"{b}:4:")                # line numbers are per file
+    assert r1.malformed[-1].startswith(f"{b}:4:")  # line numbers are per file
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -205,9 +228,22 @@ def test_cli_prints_report_and_accepts_patterns(tmp_path, image_root, capsys):
     src = _write_lines(tmp_path / "ln.jsonl", [json.dumps(word_narrative("a dog", image_id="5", dataset_id="toy"))])
     _image(image_root / "toy" / "img5.png")
     out = tmp_path / "ann.json"
-    report = ln.main(["--input", str(src), "--out", str(out), "--image-root", str(image_root), "--quiet",
-                      "--image-pattern", "toy=missing/{image_id}.jpg", "--image-pattern", "toy=toy/img{image_id}.png",
-                      "--relative-paths"])
+    report = ln.main(
+        [
+            "--input",
+            str(src),
+            "--out",
+            str(out),
+            "--image-root",
+            str(image_root),
+            "--quiet",
+            "--image-pattern",
+            "toy=missing/{image_id}.jpg",
+            "--image-pattern",
+            "toy=toy/img{image_id}.png",
+            "--relative-paths",
+        ]
+    )
     assert report.images_written == 1
     assert json.loads(out.read_text())[0]["image_path"] == "toy/img5.png"
     printed = capsys.readouterr().out
@@ -228,11 +264,12 @@ def test_unknown_dataset_stops_without_leaving_a_partial_file(tmp_path, image_ro
 
 
 def test_no_check_images_writes_the_first_pattern(tmp_path):
-    src = _write_lines(tmp_path / "ln.jsonl",
-                       [json.dumps(word_narrative("a tree", image_id="0a1b", dataset_id="open_images_train_v6"))])
+    src = _write_lines(
+        tmp_path / "ln.jsonl",
+        [json.dumps(word_narrative("a tree", image_id="0a1b", dataset_id="open_images_train_v6"))],
+    )
     out = tmp_path / "ann.json"
-    ln.preprocess_localized_narratives([src], out, image_root="/nonexistent/root", check_images=False,
-                                       progress=False)
+    ln.preprocess_localized_narratives([src], out, image_root="/nonexistent/root", check_images=False, progress=False)
     assert json.loads(out.read_text())[0]["image_path"] == "/nonexistent/root/open_images/images/train_0/0a1b.jpg"
 
 
@@ -241,8 +278,15 @@ def test_no_check_images_writes_the_first_pattern(tmp_path):
 # of them: every one must land in its family, whatever the case or separators.
 SPELLINGS = {
     "coco": ["mscoco_train2017", "mscoco_val2017", "coco", "COCO", "MSCOCO_val2017", "coco_train"],
-    "open_images": ["open_images", "open_images_train_v6", "open_images_validation", "openimages",
-                    "OpenImages", "Open Images", "open-images_test"],
+    "open_images": [
+        "open_images",
+        "open_images_train_v6",
+        "open_images_validation",
+        "openimages",
+        "OpenImages",
+        "Open Images",
+        "open-images_test",
+    ],
     "flickr30k": ["Flick30k", "flick30k", "Flickr30k", "flickr30k", "FLICKR30K", "flickr30k_train"],
     "ade20k": ["ADE20k", "ade20k", "ADE20K", "ade20k_train", "ADE"],
 }
@@ -263,14 +307,19 @@ def test_every_released_dataset_id_spelling_finds_its_family(tmp_path):
 def test_preprocessing_resolves_images_of_every_spelling(tmp_path):
     root = tmp_path / "images"
     ids = {"coco": "42", "open_images": "0a1b2c3d4e5f6a7b", "flickr30k": "1000092795", "ade20k": "ADE_train_00000001"}
-    files = {"coco": "coco/images/train2014/COCO_train2014_000000000042.jpg",
-             "open_images": "open_images/images/train_0/0a1b2c3d4e5f6a7b.jpg",
-             "flickr30k": "flickr30k/images/1000092795.jpg",
-             "ade20k": "ade20k/images/training/ADE_train_00000001.jpg"}
+    files = {
+        "coco": "coco/images/train2014/COCO_train2014_000000000042.jpg",
+        "open_images": "open_images/images/train_0/0a1b2c3d4e5f6a7b.jpg",
+        "flickr30k": "flickr30k/images/1000092795.jpg",
+        "ade20k": "ade20k/images/training/ADE_train_00000001.jpg",
+    }
     for rel in files.values():
         _image(root / rel)
-    lines = [json.dumps(word_narrative("a dog", image_id=ids[fam], dataset_id=spelling))
-             for fam, spellings in SPELLINGS.items() for spelling in spellings]
+    lines = [
+        json.dumps(word_narrative("a dog", image_id=ids[fam], dataset_id=spelling))
+        for fam, spellings in SPELLINGS.items()
+        for spelling in spellings
+    ]
     src = _write_lines(tmp_path / "ln.jsonl", lines)
     out = tmp_path / "ann.json"
     report = ln.preprocess_localized_narratives([src], out, image_root=root, progress=False, relative_paths=True)
@@ -287,19 +336,31 @@ def _vg_files(tmp_path: Path):
     _image(root / "VG_100K" / "1.jpg", (100, 50))
     _image(root / "VG_100K_2" / "2.jpg", (200, 100))
     regions = [
-        {"id": 1, "regions": [
-            {"region_id": 11, "image_id": 1, "phrase": "a white clock", "x": 10, "y": 5, "width": 20, "height": 10},
-            {"region_id": 12, "image_id": 1, "phrase": "the whole wall", "x": 0, "y": 0, "width": 90, "height": 45},
-            {"region_id": 13, "image_id": 1, "phrase": "a lamp", "x": 90, "y": 40, "width": 20, "height": 20},
-            {"region_id": 14, "image_id": 1, "phrase": " ", "x": 1, "y": 1, "width": 2, "height": 2}]},
-        {"id": 2, "regions": [
-            {"region_id": 21, "image_id": 2, "phrase": "a red car", "x": 50, "y": 50, "width": 40, "height": 20}]},
-        {"id": 3, "regions": [
-            {"region_id": 31, "image_id": 3, "phrase": "a ghost", "x": 5, "y": 5, "width": 4, "height": 4}]},
+        {
+            "id": 1,
+            "regions": [
+                {"region_id": 11, "image_id": 1, "phrase": "a white clock", "x": 10, "y": 5, "width": 20, "height": 10},
+                {"region_id": 12, "image_id": 1, "phrase": "the whole wall", "x": 0, "y": 0, "width": 90, "height": 45},
+                {"region_id": 13, "image_id": 1, "phrase": "a lamp", "x": 90, "y": 40, "width": 20, "height": 20},
+                {"region_id": 14, "image_id": 1, "phrase": " ", "x": 1, "y": 1, "width": 2, "height": 2},
+            ],
+        },
+        {
+            "id": 2,
+            "regions": [
+                {"region_id": 21, "image_id": 2, "phrase": "a red car", "x": 50, "y": 50, "width": 40, "height": 20}
+            ],
+        },
+        {
+            "id": 3,
+            "regions": [{"region_id": 31, "image_id": 3, "phrase": "a ghost", "x": 5, "y": 5, "width": 4, "height": 4}],
+        },
     ]
-    image_data = [{"image_id": 1, "width": 100, "height": 50, "url": "https://x/VG_100K/1.jpg"},
-                  {"image_id": 2, "width": 200, "height": 100, "url": "https://x/VG_100K_2/2.jpg"},
-                  {"image_id": 3, "width": 10, "height": 10, "url": "https://x/VG_100K/3.jpg"}]
+    image_data = [
+        {"image_id": 1, "width": 100, "height": 50, "url": "https://x/VG_100K/1.jpg"},
+        {"image_id": 2, "width": 200, "height": 100, "url": "https://x/VG_100K_2/2.jpg"},
+        {"image_id": 3, "width": 10, "height": 10, "url": "https://x/VG_100K/3.jpg"},
+    ]
     (tmp_path / "regions.json").write_text(json.dumps(regions))
     (tmp_path / "image_data.json").write_text(json.dumps(image_data))
     return root, tmp_path / "regions.json", tmp_path / "image_data.json"
@@ -308,24 +369,25 @@ def _vg_files(tmp_path: Path):
 def test_visual_genome_boxes_to_points(tmp_path):
     root, regions, image_data = _vg_files(tmp_path)
     out = tmp_path / "vg.json"
-    report = vg.preprocess_visual_genome(regions, out, image_root=root, image_data_file=image_data, seed=3,
-                                         progress=False)
+    report = vg.preprocess_visual_genome(
+        regions, out, image_root=root, image_data_file=image_data, seed=3, progress=False
+    )
     data = json.loads(out.read_text())
     assert [d["image_id"] for d in data] == ["1", "2"]
     assert data[1]["image_path"] == str(root / "VG_100K_2" / "2.jpg")
     first = data[0]["sent_to_points"]
-    assert set(first) == {"a white clock", "a lamp"}          # the wall covers 81% of the image: skipped
+    assert set(first) == {"a white clock", "a lamp"}  # the wall covers 81% of the image: skipped
     clock = np.array(first["a white clock"])
     assert clock.shape == (20, 2)
     assert np.all((clock[:, 0] >= 0.1) & (clock[:, 0] <= 0.3) & (clock[:, 1] >= 0.1) & (clock[:, 1] <= 0.3))
     assert np.all(np.round(clock, 4) == clock)
-    lamp = np.array(first["a lamp"])                           # box runs off the image: clipped
+    lamp = np.array(first["a lamp"])  # box runs off the image: clipped
     assert lamp[:, 0].max() <= 1.0 and lamp[:, 1].max() <= 1.0 and lamp[:, 0].min() >= 0.9
     assert report.skipped["too_large"] == 1 and report.skipped["empty_phrase"] == 1
     assert report.clipped == 1 and report.images_dropped["missing_image"] == 1
     again = tmp_path / "vg2.json"
     vg.preprocess_visual_genome(regions, again, image_root=root, image_data_file=image_data, seed=3, progress=False)
-    assert json.loads(again.read_text()) == data               # seeded per (seed, image_id)
+    assert json.loads(again.read_text()) == data  # seeded per (seed, image_id)
     other = tmp_path / "vg3.json"
     vg.preprocess_visual_genome(regions, other, image_root=root, image_data_file=image_data, seed=4, progress=False)
     assert json.loads(other.read_text()) != data
@@ -334,10 +396,14 @@ def test_visual_genome_boxes_to_points(tmp_path):
 def test_visual_genome_coco_style_input_and_sizes_from_files(tmp_path):
     root = tmp_path / "vg"
     _image(root / "VG_100K" / "7.jpg", (100, 100))
-    coco_style = {"images": [{"id": 7}],
-                  "annotations": [{"image_id": 7, "bbox": [0, 0, 50, 50], "caption": "a cat"},
-                                  {"image_id": 7, "bbox": [0, 0, 80, 80], "caption": "a big thing"},
-                                  {"image_id": 99, "bbox": [0, 0, 1, 1], "caption": "orphan"}]}
+    coco_style = {
+        "images": [{"id": 7}],
+        "annotations": [
+            {"image_id": 7, "bbox": [0, 0, 50, 50], "caption": "a cat"},
+            {"image_id": 7, "bbox": [0, 0, 80, 80], "caption": "a big thing"},
+            {"image_id": 99, "bbox": [0, 0, 1, 1], "caption": "orphan"},
+        ],
+    }
     src = tmp_path / "train.json"
     src.write_text(json.dumps(coco_style))
     out = tmp_path / "vg.json"

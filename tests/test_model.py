@@ -1,5 +1,4 @@
 """The tiny RegionVLM: training signal, scoring, generation, checkpoints and weight loading."""
-import copy
 
 import pytest
 import torch
@@ -29,8 +28,13 @@ def test_forward_backward_reaches_every_trainable_group(images):
     out = model({"image": images, "text_input": [REGION_A, ""], "text_output": ["a red circle", "two shapes"]})
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
-    for name in ("visual_encoder.patch_embed.proj.weight", "Qformer.bert.embeddings.word_embeddings.weight",
-                 "query_tokens", "t5_proj.weight", "t5_model.lm_head.weight"):
+    for name in (
+        "visual_encoder.patch_embed.proj.weight",
+        "Qformer.bert.embeddings.word_embeddings.weight",
+        "query_tokens",
+        "t5_proj.weight",
+        "t5_model.lm_head.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -57,8 +61,11 @@ def test_overfits_two_images_and_uses_the_region(images):
     plain = {"vit_pos_embed_layout": "random", "numeral_anchor_every": None}
     model = RegionVLMT5.from_config(tiny_cfg(init=plain)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    samples = {"image": images[[0, 0, 1, 1]], "text_input": [REGION_A, REGION_B, REGION_A, REGION_B],
-               "text_output": ["a red circle", "a blue star", "a green square", "a white triangle"]}
+    samples = {
+        "image": images[[0, 0, 1, 1]],
+        "text_input": [REGION_A, REGION_B, REGION_A, REGION_B],
+        "text_output": ["a red circle", "a blue star", "a green square", "a white triangle"],
+    }
     losses = []
     for _ in range(150):
         loss = model(samples)["loss"]
@@ -76,16 +83,20 @@ def test_score_equals_per_sample_forward_losses(tiny_model, images):
     texts, targets = [REGION_A, REGION_B, ""], ["a red circle", "a much longer blue star caption", "x"]
     scores = tiny_model.score(images[:1], texts, targets)
     with torch.no_grad():
-        forward = tiny_model({"image": images[:1].expand(3, -1, -1, -1), "text_input": texts,
-                              "text_output": targets}, reduction="none")["loss"]
-        shared = tiny_model({"image": images[:1], "image_index": [0, 0, 0], "text_input": texts,
-                             "text_output": targets}, reduction="none")["loss"]
+        forward = tiny_model(
+            {"image": images[:1].expand(3, -1, -1, -1), "text_input": texts, "text_output": targets}, reduction="none"
+        )["loss"]
+        shared = tiny_model(
+            {"image": images[:1], "image_index": [0, 0, 0], "text_input": texts, "text_output": targets},
+            reduction="none",
+        )["loss"]
     assert torch.allclose(scores, forward, atol=1e-5)
     assert torch.allclose(scores, shared, atol=1e-5)
     # The batch loss is the token mean (as Hugging Face's T5), not the mean of sample means.
     with torch.no_grad():
-        batch = tiny_model({"image": images[:1].expand(3, -1, -1, -1), "text_input": texts,
-                            "text_output": targets})["loss"]
+        batch = tiny_model({"image": images[:1].expand(3, -1, -1, -1), "text_input": texts, "text_output": targets})[
+            "loss"
+        ]
     lengths = torch.tensor([len(tiny_model.t5_tokenizer(t).input_ids) for t in targets], dtype=torch.float)
     assert torch.allclose(batch, (forward * lengths).sum() / lengths.sum(), atol=1e-5)
 
@@ -106,8 +117,9 @@ def test_loss_matches_hugging_face_labels_loss(images, tied):
         embeds, mask = model.t5_inputs(queries)
         tok = model.tokenize_targets(targets)
         labels = tok.input_ids.masked_fill(tok.input_ids == model.t5_tokenizer.pad_token_id, -100)
-        reference = model.t5_model(inputs_embeds=embeds, attention_mask=mask, labels=labels,
-                                   decoder_attention_mask=tok.attention_mask).loss
+        reference = model.t5_model(
+            inputs_embeds=embeds, attention_mask=mask, labels=labels, decoder_attention_mask=tok.attention_mask
+        ).loss
     assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
 
 
@@ -146,21 +158,23 @@ def test_predict_answers_uses_no_region_text(tiny_model, images, monkeypatch):
     monkeypatch.setattr(type(tiny_model.Qformer), "forward", spy_qformer)
     monkeypatch.setattr(type(tiny_model), "generate_from_embeds", spy_generate)
     questions = ["what is it?", "how many?"]
-    answers = tiny_model.predict_answers({"image": images, "text_input": questions},
-                                         prompt="Question: {} Short answer:", num_beams=2, max_len=4)
+    answers = tiny_model.predict_answers(
+        {"image": images, "text_input": questions}, prompt="Question: {} Short answer:", num_beams=2, max_len=4
+    )
     assert len(answers) == 2 and seen["qformer"] == [None]
     embeds, mask, generation = seen["t5"][0]
     assert (generation.num_beams, generation.max_len, generation.length_penalty) == (2, 4, -1)
     with torch.no_grad():
         queries = tiny_model.region_queries(tiny_model.encode_image(images), None)
         expected, expected_mask = tiny_model.t5_inputs(
-            queries, [f"Question: {q} Short answer:" for q in questions], truncate=False)
+            queries, [f"Question: {q} Short answer:" for q in questions], truncate=False
+        )
     torch.testing.assert_close(embeds, expected)
     assert torch.equal(mask, expected_mask)
     n = queries.shape[1]
     ids = tiny_model.t5_tokenizer("Question: what is it? Short answer:").input_ids
     table = tiny_model.t5_model.get_input_embeddings().weight
-    torch.testing.assert_close(embeds[0, n:n + len(ids)], table[ids])
+    torch.testing.assert_close(embeds[0, n : n + len(ids)], table[ids])
 
 
 def test_save_and_load_trainable_checkpoint_round_trip(tmp_path, images):
@@ -195,7 +209,7 @@ def test_partial_lavis_checkpoint_loads_and_bad_ones_fail(tmp_path):
 def _official_files(tmp_path, src: RegionVLMT5):
     """Write the partial official files (in their own key layouts) from a source model."""
     sd = {k: v.clone() for k, v in src.state_dict().items()}
-    eva = {k[len("visual_encoder."):]: v for k, v in sd.items() if k.startswith("visual_encoder.")}
+    eva = {k[len("visual_encoder.") :]: v for k, v in sd.items() if k.startswith("visual_encoder.")}
     depth = len(src.visual_encoder.blocks)
     for k in [k for k in eva if k.startswith("blocks.0.")]:  # the 40th block the official model drops
         eva[k.replace("blocks.0.", f"blocks.{depth}.")] = eva[k].clone()
@@ -203,7 +217,11 @@ def _official_files(tmp_path, src: RegionVLMT5):
     bert = {}
     for k, v in sd.items():
         if k.startswith("Qformer.bert.") and "crossattention" not in k and "_query" not in k:
-            name = k[len("Qformer."):].replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+            name = (
+                k[len("Qformer.") :]
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta")
+            )
             if name.endswith("word_embeddings.weight"):
                 v = v[:30522]  # bert-base-uncased has no [DEC] row
             if not name.endswith("position_ids"):
@@ -211,19 +229,42 @@ def _official_files(tmp_path, src: RegionVLMT5):
     bert["bert.pooler.dense.weight"] = torch.zeros(64, 64)
     (tmp_path / "bert").mkdir()
     save_file(bert, str(tmp_path / "bert" / "model.safetensors"))
-    t5 = {k[len("t5_model."):]: v.contiguous() for k, v in sd.items()
-          if k.startswith("t5_model.") and "embed_tokens" not in k}
+    t5 = {
+        k[len("t5_model.") :]: v.contiguous()
+        for k, v in sd.items()
+        if k.startswith("t5_model.") and "embed_tokens" not in k
+    }
     (tmp_path / "t5").mkdir()
     save_file(t5, str(tmp_path / "t5" / "model.safetensors"))
-    blip2 = {k: v for k, v in sd.items()
-             if k.startswith(("ln_vision", "query_tokens", "t5_proj"))
-             or (k.startswith("Qformer.") and not any(s in k for s in (
-                 "word_embeddings", "position_embeddings", ".intermediate.", ".output.dense", ".output.LayerNorm"))
-                 or k.startswith("Qformer.") and ("attention.output" in k))}
+    blip2 = {
+        k: v
+        for k, v in sd.items()
+        if k.startswith(("ln_vision", "query_tokens", "t5_proj"))
+        or (
+            (
+                k.startswith("Qformer.")
+                and not any(
+                    s in k
+                    for s in (
+                        "word_embeddings",
+                        "position_embeddings",
+                        ".intermediate.",
+                        ".output.dense",
+                        ".output.LayerNorm",
+                    )
+                )
+            )
+            or (k.startswith("Qformer.") and ("attention.output" in k))
+        )
+    }
     blip2 = {k: v for k, v in blip2.items() if not k.endswith("position_ids")}
     torch.save({"model": blip2}, tmp_path / "blip2.pth")
-    return {"eva_vit": str(tmp_path / "eva_vit_g.pth"), "bert": str(tmp_path / "bert"),
-            "t5": str(tmp_path / "t5"), "blip2": str(tmp_path / "blip2.pth")}
+    return {
+        "eva_vit": str(tmp_path / "eva_vit_g.pth"),
+        "bert": str(tmp_path / "bert"),
+        "t5": str(tmp_path / "t5"),
+        "blip2": str(tmp_path / "blip2.pth"),
+    }
 
 
 def test_assembles_the_model_from_partial_official_files(tmp_path, images):
@@ -255,10 +296,14 @@ def test_weight_assembly_failures_are_explained(tmp_path):
     with pytest.raises(CheckpointError, match=r"came from no file \(groups: \['T5'\]"):
         RegionVLMT5.from_config(tiny_cfg(load_pretrained=True, weights=no_t5))
     with pytest.raises(MissingFileError, match=r"eva_vit_g.pth.*model.weights.eva_vit"):
-        RegionVLMT5.from_config(tiny_cfg(load_pretrained=True, weights={**paths, "eva_vit": str(tmp_path / "x" / "eva_vit_g.pth")}))
+        RegionVLMT5.from_config(
+            tiny_cfg(load_pretrained=True, weights={**paths, "eva_vit": str(tmp_path / "x" / "eva_vit_g.pth")})
+        )
     torch.save({"model": {"query_tokens": torch.zeros(1, 32, 768)}}, tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        RegionVLMT5.from_config(tiny_cfg(load_pretrained=True, weights={**paths, "regionvlm": str(tmp_path / "wrong.pth")}))
+        RegionVLMT5.from_config(
+            tiny_cfg(load_pretrained=True, weights={**paths, "regionvlm": str(tmp_path / "wrong.pth")})
+        )
 
 
 def test_pos_embed_of_the_224_file_is_interpolated(tmp_path):
@@ -272,12 +317,15 @@ def test_pos_embed_of_the_224_file_is_interpolated(tmp_path):
     assert torch.equal(model.visual_encoder.pos_embed[:, :1], eva["pos_embed"][:, :1])
 
 
-@pytest.mark.parametrize("samples, message", [
-    ({"image": torch.zeros(1, 3, 64, 64), "text_input": ["x"]}, "text_output"),
-    ({"image": torch.zeros(1, 3, 64, 64), "text_input": ["x", "y"], "text_output": ["a"]}, "same length"),
-    ({"image": torch.zeros(3, 64, 64), "text_input": ["x"], "text_output": ["a"]}, r"\(B, 3, H, W\)"),
-    ({"image": torch.zeros(2, 3, 64, 64), "text_input": ["x"] * 3, "text_output": ["a"] * 3}, "2 images for 3"),
-])
+@pytest.mark.parametrize(
+    "samples, message",
+    [
+        ({"image": torch.zeros(1, 3, 64, 64), "text_input": ["x"]}, "text_output"),
+        ({"image": torch.zeros(1, 3, 64, 64), "text_input": ["x", "y"], "text_output": ["a"]}, "same length"),
+        ({"image": torch.zeros(3, 64, 64), "text_input": ["x"], "text_output": ["a"]}, r"\(B, 3, H, W\)"),
+        ({"image": torch.zeros(2, 3, 64, 64), "text_input": ["x"] * 3, "text_output": ["a"] * 3}, "2 images for 3"),
+    ],
+)
 def test_bad_samples_raise_clear_errors(tiny_model, samples, message):
     with pytest.raises(InputError, match=message):
         tiny_model(samples)

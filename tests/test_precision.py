@@ -1,6 +1,7 @@
 """Precision policies: each tower's weight dtype and the autocast of each step, under every
 policy, checked on CPU through the same policy object the GPU uses; the GradScaler exactly
 under ``official`` training."""
+
 from __future__ import annotations
 
 import copy
@@ -35,13 +36,23 @@ def test_auto_is_official_on_gpu_and_fp32_on_cpu():
 
 
 # (policy, training) -> expected (ViT weights, T5 weights) of frozen towers; the Q-Former trains: fp32
-WEIGHTS = {("official", False): (F16, BF16), ("official", True): (F32, BF16),
-           ("bf16", False): (BF16, BF16), ("bf16", True): (BF16, BF16),
-           ("fp32", False): (F32, F32), ("fp32", True): (F32, F32)}
+WEIGHTS = {
+    ("official", False): (F16, BF16),
+    ("official", True): (F32, BF16),
+    ("bf16", False): (BF16, BF16),
+    ("bf16", True): (BF16, BF16),
+    ("fp32", False): (F32, F32),
+    ("fp32", True): (F32, F32),
+}
 # (policy, training) -> autocast dtype seen inside (ViT, Q-Former, T5 encoder, T5 decoder); None = off
-AUTOCAST = {("official", False): (F16, None, BF16, BF16), ("official", True): (F16, F16, BF16, BF16),
-            ("bf16", False): (BF16, BF16, BF16, BF16), ("bf16", True): (BF16, BF16, BF16, BF16),
-            ("fp32", False): (None, None, None, None), ("fp32", True): (None, None, None, None)}
+AUTOCAST = {
+    ("official", False): (F16, None, BF16, BF16),
+    ("official", True): (F16, F16, BF16, BF16),
+    ("bf16", False): (BF16, BF16, BF16, BF16),
+    ("bf16", True): (BF16, BF16, BF16, BF16),
+    ("fp32", False): (None, None, None, None),
+    ("fp32", True): (None, None, None, None),
+}
 
 
 def _record_autocast(model):
@@ -50,11 +61,18 @@ def _record_autocast(model):
     def hook(name):
         def record(module, args):
             seen[name] = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
         return record
 
-    handles = [getattr_path(model, path).register_forward_pre_hook(hook(name))
-               for name, path in (("vit", "visual_encoder"), ("qformer", "Qformer"),
-                                  ("t5_encoder", "t5_model.encoder"), ("t5_decoder", "t5_model.decoder"))]
+    handles = [
+        getattr_path(model, path).register_forward_pre_hook(hook(name))
+        for name, path in (
+            ("vit", "visual_encoder"),
+            ("qformer", "Qformer"),
+            ("t5_encoder", "t5_model.encoder"),
+            ("t5_decoder", "t5_model.decoder"),
+        )
+    ]
     return seen, handles
 
 

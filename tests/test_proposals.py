@@ -1,4 +1,5 @@
 """SAM proposals: the file format, the CLI on a real (tiny, random) SAM, the PNG import."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,13 @@ import torch
 from PIL import Image
 
 from regionvlm.common.errors import CheckpointError, ConfigError, InputError, MissingFileError
-from regionvlm.data.proposals import (ProposalSet, load_image_proposals, proposal_path, read_proposals,
-                                      save_image_proposals)
+from regionvlm.data.proposals import (
+    ProposalSet,
+    load_image_proposals,
+    proposal_path,
+    read_proposals,
+    save_image_proposals,
+)
 from regionvlm.proposals import build_sam, import_png_dir, list_images, main, natural_key
 
 
@@ -91,8 +97,21 @@ def tiny_sam_checkpoint(tmp_path_factory):
     return path
 
 
-SAM_FLAGS = ["--model-type", "tiny", "--device", "cpu", "--points-per-side", "4", "--pred-iou-thresh", "0",
-             "--stability-score-thresh", "0", "--box-nms-thresh", "0.95", "--no-progress"]
+SAM_FLAGS = [
+    "--model-type",
+    "tiny",
+    "--device",
+    "cpu",
+    "--points-per-side",
+    "4",
+    "--pred-iou-thresh",
+    "0",
+    "--stability-score-thresh",
+    "0",
+    "--box-nms-thresh",
+    "0.95",
+    "--no-progress",
+]
 
 
 def test_cli_runs_the_real_generator_and_resumes(tmp_path, tiny_sam_checkpoint):
@@ -104,14 +123,17 @@ def test_cli_runs_the_real_generator_and_resumes(tmp_path, tiny_sam_checkpoint):
     for name in ("a.jpg", "sub/b.png"):
         Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(images / name)
     out = tmp_path / "props"
-    counts = main(["--images", str(images), "--sam-checkpoint", str(tiny_sam_checkpoint), "--out", str(out), *SAM_FLAGS])
+    counts = main(
+        ["--images", str(images), "--sam-checkpoint", str(tiny_sam_checkpoint), "--out", str(out), *SAM_FLAGS]
+    )
     assert counts["written"] == 2 and counts["masks"] > 0
     assert (out / "a.json").is_file() and (out / "sub" / "b.json").is_file()
 
     # the stored proposals are exactly the generator's output, in its order
     sam = build_sam("tiny", str(tiny_sam_checkpoint))
-    gen = SamAutomaticMaskGenerator(sam, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                                    box_nms_thresh=0.95)
+    gen = SamAutomaticMaskGenerator(
+        sam, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95
+    )
     expected = gen.generate(np.asarray(Image.open(images / "a.jpg").convert("RGB")))
     masks, scores = load_image_proposals(out, "a.jpg")
     assert len(masks) == len(expected) > 0
@@ -124,7 +146,9 @@ def test_cli_runs_the_real_generator_and_resumes(tmp_path, tiny_sam_checkpoint):
     # resumable: finished images are skipped, a deleted one is redone
     mtime = (out / "a.json").stat().st_mtime_ns
     (out / "sub" / "b.json").unlink()
-    counts = main(["--images", str(images), "--sam-checkpoint", str(tiny_sam_checkpoint), "--out", str(out), *SAM_FLAGS])
+    counts = main(
+        ["--images", str(images), "--sam-checkpoint", str(tiny_sam_checkpoint), "--out", str(out), *SAM_FLAGS]
+    )
     assert counts["written"] == 1 and counts["done_before"] == 1
     assert (out / "a.json").stat().st_mtime_ns == mtime
 
@@ -148,8 +172,17 @@ def test_bad_checkpoints_and_settings(tmp_path, tiny_sam_checkpoint):
     with pytest.raises(ConfigError, match="--sam-checkpoint is required"):
         main(["--images", str(tmp_path), "--out", str(tmp_path / "o")])
     with pytest.raises(MissingFileError, match="neither a folder of images nor a list file"):
-        main(["--images", str(tmp_path / "none"), "--sam-checkpoint", str(tiny_sam_checkpoint),
-              "--out", str(tmp_path / "o"), *SAM_FLAGS])
+        main(
+            [
+                "--images",
+                str(tmp_path / "none"),
+                "--sam-checkpoint",
+                str(tiny_sam_checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                *SAM_FLAGS,
+            ]
+        )
 
 
 def test_import_png_dir_sorts_numerically_and_checks_values(tmp_path):
@@ -159,7 +192,7 @@ def test_import_png_dir_sorts_numerically_and_checks_values(tmp_path):
     masks = {}
     for i, name in enumerate(("10.png", "2.png", "1.png")):
         m = np.zeros((8, 10), np.uint8)
-        m[i:i + 3, 2 * i:2 * i + 4] = 255
+        m[i : i + 3, 2 * i : 2 * i + 4] = 255
         Image.fromarray(m).save(folder / name)
         masks[name] = m > 0
     (src / "empty_image").mkdir()
@@ -170,8 +203,11 @@ def test_import_png_dir_sorts_numerically_and_checks_values(tmp_path):
     for g, name in zip(got, ("1.png", "2.png", "10.png")):
         np.testing.assert_array_equal(g, masks[name])
     assert scores == [None, None, None]
-    assert json.loads((out / "COCO_train2014_000000000009.json").read_text())["source"]["files"] == \
-        ["1.png", "2.png", "10.png"]
+    assert json.loads((out / "COCO_train2014_000000000009.json").read_text())["source"]["files"] == [
+        "1.png",
+        "2.png",
+        "10.png",
+    ]
     assert import_png_dir(src, out, progress=False)["done_before"] == 1
     assert sorted(["b10.png", "b2.png", "a.png"], key=natural_key) == ["a.png", "b2.png", "b10.png"]
 

@@ -1,4 +1,5 @@
 """The main job end to end on a few held-out scenes (table, figure, summary, ablation)."""
+
 import json
 
 import pytest
@@ -11,8 +12,9 @@ from regionvlm import quickstart
 def test_quickstart_runs_on_a_small_world_and_writes_its_outputs(tmp_path, tiny_model, capsys):
     ckpt = tmp_path / "tiny.pth"
     torch.save({"model": tiny_model.trainable_state_dict()}, ckpt)
-    summary = quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "3", "--checkpoint", str(ckpt),
-                               "--device", "cpu"])
+    summary = quickstart.main(
+        ["--out", str(tmp_path / "qs"), "--num-test", "3", "--checkpoint", str(ckpt), "--device", "cpu"]
+    )
     out = capsys.readouterr().out
     assert "zero-shot RIS selection accuracy" in out and "EMPTY region text" in out
     assert (tmp_path / "qs" / "quickstart.png").stat().st_size > 1000
@@ -28,7 +30,10 @@ def test_quickstart_missing_checkpoint_is_explained(tmp_path, capsys):
     from regionvlm.common.cli import run
 
     with pytest.raises(SystemExit) as exc:
-        run(quickstart.main, ["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")])
+        run(
+            quickstart.main,
+            ["--out", str(tmp_path / "qs"), "--num-test", "1", "--checkpoint", str(tmp_path / "no.pth")],
+        )
     assert exc.value.code == 2
     assert "--retrain" in capsys.readouterr().err
 

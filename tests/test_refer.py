@@ -3,6 +3,7 @@
 ``write_refer_fixture`` writes a small dataset in the real file formats (pickled refs,
 COCO instances JSON with compressed RLE, uncompressed RLE and polygons, JPEG images, SAM
 proposal files); ``tests/test_ris.py`` reuses it."""
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,17 @@ from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.data.refer import decode_segmentation, load_plain_pickle, load_refer
 
 # image id -> (file name, height, width)
-IMAGES = {1: ("COCO_train2014_000000000001.jpg", 40, 56),
-          2: ("COCO_train2014_000000000002.jpg", 48, 64),
-          3: ("COCO_train2014_000000000003.jpg", 32, 32)}
+IMAGES = {
+    1: ("COCO_train2014_000000000001.jpg", 40, 56),
+    2: ("COCO_train2014_000000000002.jpg", 48, 64),
+    3: ("COCO_train2014_000000000003.jpg", 32, 32),
+}
 
 
 def rect(h: int, w: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """Bool mask with rows r0..r1 and columns c0..c1 (inclusive) set."""
     m = np.zeros((h, w), dtype=bool)
-    m[r0:r1 + 1, c0:c1 + 1] = True
+    m[r0 : r1 + 1, c0 : c1 + 1] = True
     return m
 
 
@@ -58,26 +61,38 @@ def fixture_masks() -> Dict[str, Any]:
     h2, w2 = 48, 64
     return {
         "proposals": {
-            1: [rect(h1, w1, 10, 14, 10, 14),   # 0: 25 px < 4 % -> dropped (small)
-                rect(h1, w1, 0, 9, 0, 55),      # 1: top rows full -> dropped (border)
-                rect(h1, w1, 10, 29, 5, 19),    # 2: left block
-                rect(h1, w1, 10, 29, 36, 50),   # 3: right block
-                rect(h1, w1, 5, 34, 22, 33)],   # 4: middle block
-            2: [rect(h2, w2, 8, 39, 2, 17),     # 0: left
-                rect(h2, w2, 8, 39, 44, 59)],   # 1: right
+            1: [
+                rect(h1, w1, 10, 14, 10, 14),  # 0: 25 px < 4 % -> dropped (small)
+                rect(h1, w1, 0, 9, 0, 55),  # 1: top rows full -> dropped (border)
+                rect(h1, w1, 10, 29, 5, 19),  # 2: left block
+                rect(h1, w1, 10, 29, 36, 50),  # 3: right block
+                rect(h1, w1, 5, 34, 22, 33),
+            ],  # 4: middle block
+            2: [
+                rect(h2, w2, 8, 39, 2, 17),  # 0: left
+                rect(h2, w2, 8, 39, 44, 59),
+            ],  # 1: right
             3: [rect(32, 32, 4, 27, 4, 27)],
         },
-        "gt": {101: rect(h1, w1, 12, 29, 5, 21),   # compressed RLE
-               102: rect(h1, w1, 10, 29, 36, 50),  # compressed RLE == proposal 3
-               103: rect(h2, w2, 8, 39, 40, 59)},  # uncompressed RLE
+        "gt": {
+            101: rect(h1, w1, 12, 29, 5, 21),  # compressed RLE
+            102: rect(h1, w1, 10, 29, 36, 50),  # compressed RLE == proposal 3
+            103: rect(h2, w2, 8, 39, 40, 59),
+        },  # uncompressed RLE
         # ann 104 (image 3): two overlapping polygons
         "polygons": [[4.0, 4.0, 20.0, 4.0, 20.0, 20.0, 4.0, 20.0], [12.0, 12.0, 28.0, 12.0, 28.0, 28.0, 12.0, 28.0]],
     }
 
 
-def write_refer_fixture(root: Path, dataset: str = "refcoco", split_by: str = "unc", *,
-                        image_dir: Path | None = None, proposal_dir: Path | None = None,
-                        sentences: Dict[int, str] | None = None) -> Dict[str, Path]:
+def write_refer_fixture(
+    root: Path,
+    dataset: str = "refcoco",
+    split_by: str = "unc",
+    *,
+    image_dir: Path | None = None,
+    proposal_dir: Path | None = None,
+    sentences: Dict[int, str] | None = None,
+) -> Dict[str, Path]:
     """Write refs + instances + images + proposals. Val: refs 10, 11 (image 1), 12 (image 2);
     testA: ref 13 (image 3, polygons). ``sentences`` overrides raw texts by sent_id."""
     from regionvlm.data.proposals import save_image_proposals
@@ -99,25 +114,46 @@ def write_refer_fixture(root: Path, dataset: str = "refcoco", split_by: str = "u
         {"id": 103, "image_id": 2, "category_id": 1, "iscrowd": 0, "segmentation": uncompressed_rle(masks["gt"][103])},
         {"id": 104, "image_id": 3, "category_id": 1, "iscrowd": 0, "segmentation": masks["polygons"]},
     ]
-    instances = {"images": [{"id": i, "file_name": n, "height": h, "width": w} for i, (n, h, w) in IMAGES.items()],
-                 "annotations": anns, "categories": [{"id": 1, "name": "block"}]}
+    instances = {
+        "images": [{"id": i, "file_name": n, "height": h, "width": w} for i, (n, h, w) in IMAGES.items()],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "block"}],
+    }
     (folder / "instances.json").write_text(json.dumps(instances))
-    texts = {100: "The LEFT block.", 101: "left thing", 110: "the right block", 120: "right side",
-             130: "the square"}
+    texts = {100: "The LEFT block.", 101: "left thing", 110: "the right block", 120: "right side", 130: "the square"}
     texts.update(sentences or {})
 
     def ref(ref_id: int, ann_id: int, image_id: int, split: str, sent_ids: List[int]) -> Dict[str, Any]:
-        sents = [{"raw": texts[s], "sent": texts[s].lower(), "tokens": texts[s].lower().split(), "sent_id": s}
-                 for s in sent_ids]
-        return {"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "split": split, "sentences": sents,
-                "sent_ids": sent_ids, "category_id": 1, "file_name": IMAGES[image_id][0]}
+        sents = [
+            {"raw": texts[s], "sent": texts[s].lower(), "tokens": texts[s].lower().split(), "sent_id": s}
+            for s in sent_ids
+        ]
+        return {
+            "ref_id": ref_id,
+            "ann_id": ann_id,
+            "image_id": image_id,
+            "split": split,
+            "sentences": sents,
+            "sent_ids": sent_ids,
+            "category_id": 1,
+            "file_name": IMAGES[image_id][0],
+        }
 
-    refs = [ref(10, 101, 1, "val", [100, 101]), ref(11, 102, 1, "val", [110]), ref(12, 103, 2, "val", [120]),
-            ref(13, 104, 3, "testA", [130])]
+    refs = [
+        ref(10, 101, 1, "val", [100, 101]),
+        ref(11, 102, 1, "val", [110]),
+        ref(12, 103, 2, "val", [120]),
+        ref(13, 104, 3, "testA", [130]),
+    ]
     with open(folder / f"refs({split_by}).p", "wb") as f:
         pickle.dump(refs, f, protocol=2)  # the official files are Python 2 pickles
-    return {"data_root": root, "image_root": image_dir, "proposals": proposal_dir, "refs": folder / f"refs({split_by}).p",
-            "instances": folder / "instances.json"}
+    return {
+        "data_root": root,
+        "image_root": image_dir,
+        "proposals": proposal_dir,
+        "refs": folder / f"refs({split_by}).p",
+        "instances": folder / "instances.json",
+    }
 
 
 @pytest.fixture
@@ -261,8 +297,12 @@ def test_builders_are_registered_and_build_split_datasets(refer_root, tmp_path):
 
     for name in ("refcoco", "refcoco+", "refcocog", "ris_synthetic"):
         assert registry.get_builder_class(name) is not None
-    cfg = {"data_root": str(refer_root["data_root"]), "image_root": str(refer_root["image_root"]),
-           "proposals": str(refer_root["proposals"]), "split": ["val", "testA"]}
+    cfg = {
+        "data_root": str(refer_root["data_root"]),
+        "image_root": str(refer_root["image_root"]),
+        "proposals": str(refer_root["proposals"]),
+        "split": ["val", "testA"],
+    }
     built = registry.get_builder_class("refcoco")(cfg, image_size=64).build_datasets()
     assert sorted(built) == ["testA", "val"] and isinstance(built["val"], RISDataset)
     val = built["val"]
@@ -278,13 +318,16 @@ def test_builders_are_registered_and_build_split_datasets(refer_root, tmp_path):
     with pytest.raises(ConfigError, match="own builder name"):
         builder({**cfg, "dataset_name": "refcocog"}, image_size=64).build_datasets()
     with pytest.raises(ConfigError, match="model takes 64x64"):
-        builder({**cfg, "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": 224}}},
-                image_size=64).build_datasets()
+        builder(
+            {**cfg, "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": 224}}}, image_size=64
+        ).build_datasets()
     world = tmp_path / "world"
-    write_refer_fixture(world / "refer", dataset="synthetic", image_dir=world / "images",
-                        proposal_dir=world / "proposals")
-    syn = registry.get_builder_class("ris_synthetic")({"world": str(world), "split": "val"},
-                                                  image_size=64).build_datasets()["val"]
+    write_refer_fixture(
+        world / "refer", dataset="synthetic", image_dir=world / "images", proposal_dir=world / "proposals"
+    )
+    syn = registry.get_builder_class("ris_synthetic")(
+        {"world": str(world), "split": "val"}, image_size=64
+    ).build_datasets()["val"]
     assert syn.dataset_name == "synthetic" and syn.missing_files() == [] and len(syn) == 4
 
 

@@ -1,11 +1,12 @@
 """Region prompts (docs/method.md): text format, seeded sampling per kind, clear errors."""
+
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from test_refer import uncompressed_rle
 
 from regionvlm.common.errors import InputError
 from regionvlm.region import Region, format_points, sample_mask_points, select_in_order
-from test_refer import uncompressed_rle
 
 
 def test_text_format_is_official():
@@ -77,20 +78,23 @@ def test_mask_from_coco_rle_compressed_and_uncompressed():
     assert np.array_equal(Region.from_mask(uncompressed_rle(mask)).data, mask.astype(bool))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: Region.from_mask(np.zeros((4, 4))), "empty"),
-    (lambda: Region.from_mask(np.zeros((4, 4, 3))), "2-D"),
-    (lambda: Region.from_points([[0.5, 1.5]]), "[0, 1]"),
-    (lambda: Region.from_points([[10, 60]], image_size=(50, 50)), "inside"),
-    (lambda: Region.from_points([[np.nan, 0.2]]), "NaN"),
-    (lambda: Region.from_points([[0.1, 0.2, 0.3]]), "(x, y) pairs"),
-    (lambda: Region.from_points([]), "(x, y) pairs"),
-    (lambda: Region.from_box([0.5, 0.5, 0.2, 0.9]), "x0 < x1"),
-    (lambda: Region.from_box([0.1, 0.2, 0.3]), "4 numbers"),
-    (lambda: Region.from_mask({"counts": "x"}), "size"),
-    (lambda: Region.from_box([0, 0, 1, 1]).sample_points(10, None), "rng"),
-    (lambda: Region.from_trace([[0.1, 0.1]]).sample_points(0), "positive"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Region.from_mask(np.zeros((4, 4))), "empty"),
+        (lambda: Region.from_mask(np.zeros((4, 4, 3))), "2-D"),
+        (lambda: Region.from_points([[0.5, 1.5]]), "[0, 1]"),
+        (lambda: Region.from_points([[10, 60]], image_size=(50, 50)), "inside"),
+        (lambda: Region.from_points([[np.nan, 0.2]]), "NaN"),
+        (lambda: Region.from_points([[0.1, 0.2, 0.3]]), "(x, y) pairs"),
+        (lambda: Region.from_points([]), "(x, y) pairs"),
+        (lambda: Region.from_box([0.5, 0.5, 0.2, 0.9]), "x0 < x1"),
+        (lambda: Region.from_box([0.1, 0.2, 0.3]), "4 numbers"),
+        (lambda: Region.from_mask({"counts": "x"}), "size"),
+        (lambda: Region.from_box([0, 0, 1, 1]).sample_points(10, None), "rng"),
+        (lambda: Region.from_trace([[0.1, 0.1]]).sample_points(0), "positive"),
+    ],
+)
 def test_bad_regions_raise_clear_errors(make, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         make()

@@ -7,6 +7,7 @@ Training under the paper's settings — dropout on (Q-Former and T5), two data-l
 gradient accumulation — ends with weights bit-identical to an uninterrupted run, killed once
 in the middle of an accumulation and once at an epoch boundary region. Every run uses the
 same thread count (one), as float reductions differ between thread counts."""
+
 from __future__ import annotations
 
 import json
@@ -40,22 +41,40 @@ def world(tmp_path_factory):
     write_world(root, num_train=12, num_val=0, num_test=0, seed=0)
     preprocess_localized_narratives(
         [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json", image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]}, progress=False)
+        root / "annotations" / "ln_synthetic_train.json",
+        image_root=root / "images",
+        patterns={"synthetic": ["{image_id}.png"]},
+        progress=False,
+    )
     return root
 
 
 def train_args(world: Path, out: Path, *extra: str) -> List[str]:
     """The tiny recipe with the paper's stochastic settings switched on."""
-    return [sys.executable, str(REPO / "train.py"), "--cfg-path", str(CFG), "--options",
-            f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-            f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-            f"datasets.regionvlm_mix.coco_image_root={world}/images",
-            "datasets.regionvlm_mix.epoch_length=16", "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-            "model.qformer.hidden_dropout_prob=0.1", "model.qformer.attention_probs_dropout_prob=0.1",
-            "model.t5.dropout_rate=0.1",
-            "run.batch_size_train=2", "run.accum_grad_iters=2", "run.num_workers=2", "run.max_epoch=2",
-            "run.warmup_steps=2", "run.save_every_steps=1", "run.device=cpu", f"run.output_dir={out}", *extra]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--cfg-path",
+        str(CFG),
+        "--options",
+        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
+        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
+        f"datasets.regionvlm_mix.coco_image_root={world}/images",
+        "datasets.regionvlm_mix.epoch_length=16",
+        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
+        "model.qformer.hidden_dropout_prob=0.1",
+        "model.qformer.attention_probs_dropout_prob=0.1",
+        "model.t5.dropout_rate=0.1",
+        "run.batch_size_train=2",
+        "run.accum_grad_iters=2",
+        "run.num_workers=2",
+        "run.max_epoch=2",
+        "run.warmup_steps=2",
+        "run.save_every_steps=1",
+        "run.device=cpu",
+        f"run.output_dir={out}",
+        *extra,
+    ]
 
 
 def run_to_end(args: List[str]) -> None:
@@ -78,8 +97,9 @@ def run_in_process(args: List[str]) -> None:
 
 def kill_after(args: List[str], log: Path, iterations: int) -> None:
     """Start a run and SIGKILL it once ``iterations`` rows are in its log."""
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
@@ -110,8 +130,9 @@ def test_killed_training_with_dropout_workers_and_accumulation_resumes_bit_ident
     # the resumed log holds each iteration once, with the same losses as the uninterrupted run
     rows = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["iter"], r["loss"], r["lr"]) for r in rows] == \
-        [(r["epoch"], r["iter"], r["loss"], r["lr"]) for r in reference]
+    assert [(r["epoch"], r["iter"], r["loss"], r["lr"]) for r in rows] == [
+        (r["epoch"], r["iter"], r["loss"], r["lr"]) for r in reference
+    ]
     assert not list(killed.glob(".*.tmp"))  # no temporary file of a killed checkpoint write survives
 
 
@@ -140,8 +161,10 @@ def eval_config(task: str, world: Path, checkpoint: Path, tmp_path: Path) -> Pat
         datasets = f"datasets: {{ris_synthetic: {{world: '{world}', split: test}}}}\n"
         text = run.format(task="ris", extra=", small_threshold: 0.0, prefetch: 0")
     elif task == "vqa":
-        datasets = ("datasets: {coco_vqa: {build_info: {annotations: {test: {storage: ["
-                    f"'{world}/vqa/synthetic_vqa_test.json']}}}}, images: {{storage: '{world}/images'}}}}}}}}\n")
+        datasets = (
+            "datasets: {coco_vqa: {build_info: {annotations: {test: {storage: ["
+            f"'{world}/vqa/synthetic_vqa_test.json']}}}}, images: {{storage: '{world}/images'}}}}}}}}\n"
+        )
         text = run.format(task="vqa", extra=", batch_size_eval: 2, num_workers: 0")
     elif task == "vcr":
         from test_vcr import _items, write_vcr
@@ -165,17 +188,24 @@ def eval_config(task: str, world: Path, checkpoint: Path, tmp_path: Path) -> Pat
             gt["annotations"].append({"image_id": image_id, "caption": f"caption {n}", "id": image_id})
         (data / "split.json").write_text(json.dumps(split))
         (data / "gt.json").write_text(json.dumps(gt))
-        datasets = (f"datasets: {{coco_caption: {{build_info: {{annotations: {{test: {{storage: '{data}/split.json', "
-                    f"gt: '{data}/gt.json'}}}}, images: {{storage: '{data}'}}}}}}}}\n")
-        text = run.format(task="captioning", extra=", batch_size_eval: 1, num_workers: 0, max_len: 6, "
-                                                   "skip_metrics: [METEOR, SPICE]")
+        datasets = (
+            f"datasets: {{coco_caption: {{build_info: {{annotations: {{test: {{storage: '{data}/split.json', "
+            f"gt: '{data}/gt.json'}}}}, images: {{storage: '{data}'}}}}}}}}\n"
+        )
+        text = run.format(
+            task="captioning", extra=", batch_size_eval: 1, num_workers: 0, max_len: 6, skip_metrics: [METEOR, SPICE]"
+        )
     path = tmp_path / f"{task}.yaml"
     path.write_text(model + datasets + text)
     return path
 
 
-RESULTS = {"ris": "ris_synthetic_unc_test.json", "vqa": "coco_vqa_test_predictions.json",
-           "vcr": "vcr_val_generate.json", "captioning": "coco_caption_test_captions.json"}
+RESULTS = {
+    "ris": "ris_synthetic_unc_test.json",
+    "vqa": "coco_vqa_test_predictions.json",
+    "vcr": "vcr_val_generate.json",
+    "captioning": "coco_caption_test_captions.json",
+}
 
 
 @pytest.mark.parametrize("task", list(RESULTS))
@@ -189,8 +219,9 @@ def test_killed_evaluation_resumes_to_identical_results(task, eval_world, checkp
 
     run_in_process(args(tmp_path / "full"))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(args(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and not any(p.stat().st_size for p in killed.glob("*.partial.rank0.jsonl")):

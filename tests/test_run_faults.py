@@ -1,6 +1,7 @@
 """Training and evaluation runs under bad settings and faults: each ends in one clear error
 (the command line: exit 2, one line, no traceback), leaves earlier outputs intact and no
 temporary file, and never continues silently with something other than what was asked."""
+
 from __future__ import annotations
 
 import errno
@@ -26,17 +27,29 @@ def world(tmp_path_factory):
     write_world(root, num_train=8, num_val=0, num_test=0, seed=0)
     preprocess_localized_narratives(
         [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json", image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]}, progress=False)
+        root / "annotations" / "ln_synthetic_train.json",
+        image_root=root / "images",
+        patterns={"synthetic": ["{image_id}.png"]},
+        progress=False,
+    )
     return root
 
 
 def options(world: Path, out: Path, *extra: str):
-    return ["--cfg-path", str(CFG), "--options",
-            f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-            f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-            f"datasets.regionvlm_mix.coco_image_root={world}/images", "datasets.regionvlm_mix.epoch_length=4",
-            "run.batch_size_train=2", "run.max_epoch=1", "run.device=cpu", f"run.output_dir={out}", *extra]
+    return [
+        "--cfg-path",
+        str(CFG),
+        "--options",
+        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
+        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
+        f"datasets.regionvlm_mix.coco_image_root={world}/images",
+        "datasets.regionvlm_mix.epoch_length=4",
+        "run.batch_size_train=2",
+        "run.max_epoch=1",
+        "run.device=cpu",
+        f"run.output_dir={out}",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +62,14 @@ def finished(world, tmp_path_factory):
 
 def test_resume_of_another_model_is_refused(world, finished, tmp_path):
     with pytest.raises(CheckpointError, match=r"does not match this model's trainable parameters"):
-        train.main(options(world, finished, "run.max_epoch=2", "run.resume_ckpt_path=latest",
-                           "model.num_query_token=4"))
+        train.main(
+            options(world, finished, "run.max_epoch=2", "run.resume_ckpt_path=latest", "model.num_query_token=4")
+        )
 
 
 def test_resume_with_other_settings_is_refused(world, finished):
     with pytest.raises(ConfigError, match=r"written with other settings \(batch_size_train: 2 -> 1"):
-        train.main(options(world, finished, "run.max_epoch=2", "run.resume_ckpt_path=latest",
-                           "run.batch_size_train=1"))
+        train.main(options(world, finished, "run.max_epoch=2", "run.resume_ckpt_path=latest", "run.batch_size_train=1"))
 
 
 def test_resume_from_a_weights_only_file_is_refused(world, finished, tmp_path):

@@ -1,5 +1,6 @@
 """The shared trainer: a run on the synthetic world through the real pipeline, stop-and-resume
 equality, bad settings (DDP and real kills: test_training_semantics.py, test_resume.py)."""
+
 import json
 import sys
 from pathlib import Path
@@ -22,19 +23,32 @@ def world(tmp_path_factory):
     write_world(root, num_train=12, num_val=2, num_test=2, seed=0)
     preprocess_localized_narratives(
         [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json", image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]}, progress=False)
+        root / "annotations" / "ln_synthetic_train.json",
+        image_root=root / "images",
+        patterns={"synthetic": ["{image_id}.png"]},
+        progress=False,
+    )
     return root
 
 
 def options(world: Path, out: Path, *extra: str):
-    return ["--cfg-path", str(CFG), "--options",
-            f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-            f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-            f"datasets.regionvlm_mix.coco_image_root={world}/images",
-            "datasets.regionvlm_mix.epoch_length=8", "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-            "run.batch_size_train=2", "run.max_epoch=2", "run.warmup_steps=2", "run.save_every_steps=2",
-            "run.device=cpu", f"run.output_dir={out}", *extra]
+    return [
+        "--cfg-path",
+        str(CFG),
+        "--options",
+        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
+        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
+        f"datasets.regionvlm_mix.coco_image_root={world}/images",
+        "datasets.regionvlm_mix.epoch_length=8",
+        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
+        "run.batch_size_train=2",
+        "run.max_epoch=2",
+        "run.warmup_steps=2",
+        "run.save_every_steps=2",
+        "run.device=cpu",
+        f"run.output_dir={out}",
+        *extra,
+    ]
 
 
 def final_weights(out: Path):

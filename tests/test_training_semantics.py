@@ -1,6 +1,7 @@
 """The authors' training semantics: LAVIS's per-epoch cosine schedule (exactly), the learning
 rate of every logged iteration, seed + rank, T5 dropout in training, safetensors training
 checkpoints, and DDP equal to the single-process computation it stands for."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 
 
-def lavis_reference(epoch: int, step: int, max_epoch: int, init_lr: float, min_lr: float, warmup_start_lr: float,
-                    warmup_steps: int) -> float:
+def lavis_reference(
+    epoch: int, step: int, max_epoch: int, init_lr: float, min_lr: float, warmup_start_lr: float, warmup_steps: int
+) -> float:
     """LAVIS's LinearWarmupCosineLRScheduler.step(cur_epoch, cur_step), typed from its source."""
     if epoch == 0:
         return min(init_lr, warmup_start_lr + (init_lr - warmup_start_lr) * step / max(warmup_steps, 1))
@@ -36,24 +38,26 @@ def optimizer():
 
 
 def test_lavis_schedule_exactly():
-    sched = LinearWarmupCosineLR(optimizer(), max_epoch=10, init_lr=5e-6, min_lr=0.0, warmup_lr=5e-9,
-                                 warmup_steps=1000)
+    sched = LinearWarmupCosineLR(optimizer(), max_epoch=10, init_lr=5e-6, min_lr=0.0, warmup_lr=5e-9, warmup_steps=1000)
     for epoch, it in [(0, 0), (0, 1), (0, 500), (0, 999), (0, 1000), (0, 4321), (1, 0), (1, 777), (5, 3), (9, 0)]:
         assert sched.lr_at(epoch, it, update=12345) == lavis_reference(epoch, it, 10, 5e-6, 0.0, 5e-9, 1000)
     assert sched.lr_at(0, 0, 0) == 5e-9 and sched.lr_at(0, 2000, 0) == 5e-6  # flat after warm-up in epoch 0
-    assert sched.lr_at(3, 0, 0) == sched.lr_at(3, 10_000, 0)                   # one value per epoch
+    assert sched.lr_at(3, 0, 0) == sched.lr_at(3, 10_000, 0)  # one value per epoch
     assert sched.lr_at(9, 0, 0) == pytest.approx(5e-6 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # ~1.2e-7, never 0
     assert sched.lr_at(9, 0, 0) > 0
     no_warmup = LinearWarmupCosineLR(optimizer(), max_epoch=2, init_lr=1e-4)  # warmup_lr unset = LAVIS's -1
     assert no_warmup.lr_at(0, 0, 0) == 1e-4
     opt = optimizer()
-    assert LinearWarmupCosineLR(opt, max_epoch=10, init_lr=5e-6, warmup_lr=5e-9, warmup_steps=1000).apply(0, 3, 0) \
+    assert (
+        LinearWarmupCosineLR(opt, max_epoch=10, init_lr=5e-6, warmup_lr=5e-9, warmup_steps=1000).apply(0, 3, 0)
         == opt.param_groups[0]["lr"]
+    )
 
 
 def test_step_cosine_variant():
-    sched = LinearWarmupStepCosineLR(optimizer(), max_epoch=2, init_lr=1.0, min_lr=0.1, warmup_lr=0.0,
-                                     warmup_steps=2, updates_per_epoch=5)
+    sched = LinearWarmupStepCosineLR(
+        optimizer(), max_epoch=2, init_lr=1.0, min_lr=0.1, warmup_lr=0.0, warmup_steps=2, updates_per_epoch=5
+    )
     assert [round(sched.lr_at(0, 0, u), 6) for u in (0, 1, 2)] == [0.0, 0.5, 1.0]
     assert sched.lr_at(1, 0, 10) == pytest.approx(0.1)
 
@@ -64,25 +68,47 @@ def world(tmp_path_factory):
     write_world(root, num_train=12, num_val=0, num_test=0, seed=0)
     preprocess_localized_narratives(
         [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json", image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]}, progress=False)
+        root / "annotations" / "ln_synthetic_train.json",
+        image_root=root / "images",
+        patterns={"synthetic": ["{image_id}.png"]},
+        progress=False,
+    )
     return root
 
 
 def options(world: Path, out: Path, *extra: str):
-    return ["--cfg-path", str(CFG), "--options",
-            f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-            f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-            f"datasets.regionvlm_mix.coco_image_root={world}/images",
-            "datasets.regionvlm_mix.epoch_length=8", "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-            "run.batch_size_train=2", "run.max_epoch=3", "run.device=cpu", f"run.output_dir={out}", *extra]
+    return [
+        "--cfg-path",
+        str(CFG),
+        "--options",
+        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
+        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
+        f"datasets.regionvlm_mix.coco_image_root={world}/images",
+        "datasets.regionvlm_mix.epoch_length=8",
+        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
+        "run.batch_size_train=2",
+        "run.max_epoch=3",
+        "run.device=cpu",
+        f"run.output_dir={out}",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_logged_lr_is_the_lavis_schedule_of_every_iteration(world, tmp_path):
     out = tmp_path / "run"
-    train.main(options(world, out, "run.lr_sched=linear_warmup_cosine_lr", "run.init_lr=1e-3",
-                       "run.warmup_lr=1e-5", "run.warmup_steps=3", "run.min_lr=1e-4", "run.accum_grad_iters=2"))
+    train.main(
+        options(
+            world,
+            out,
+            "run.lr_sched=linear_warmup_cosine_lr",
+            "run.init_lr=1e-3",
+            "run.warmup_lr=1e-5",
+            "run.warmup_steps=3",
+            "run.min_lr=1e-4",
+            "run.accum_grad_iters=2",
+        )
+    )
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["iter"]) for r in rows] == [(e, i) for e in range(3) for i in range(4)]
     for r in rows:
@@ -93,13 +119,19 @@ def test_logged_lr_is_the_lavis_schedule_of_every_iteration(world, tmp_path):
 @pytest.mark.slow
 def test_t5_dropout_is_active_in_training_unless_turned_off(world, tmp_path):
     """The paper's T5 is frozen but not in eval mode: its dropout changes the loss."""
-    base = ("model.freeze_t5=true", "model.t5.dropout_rate=0.5", "run.max_epoch=1", "run.init_lr=0.0",
-            "run.min_lr=0.0", "run.iters_per_epoch=2")
+    base = (
+        "model.freeze_t5=true",
+        "model.t5.dropout_rate=0.5",
+        "run.max_epoch=1",
+        "run.init_lr=0.0",
+        "run.min_lr=0.0",
+        "run.iters_per_epoch=2",
+    )
     on = train.main(options(world, tmp_path / "on", *base))
     off = train.main(options(world, tmp_path / "off", *base, "model.frozen_t5_dropout=false"))
     none = train.main(options(world, tmp_path / "none", *base[:1], "model.t5.dropout_rate=0.0", *base[2:]))
-    assert on["last_loss"] != off["last_loss"]       # the frozen T5's dropout is active by default
-    assert off["last_loss"] == none["last_loss"]     # turned off: exactly as if T5 had no dropout
+    assert on["last_loss"] != off["last_loss"]  # the frozen T5's dropout is active by default
+    assert off["last_loss"] == none["last_loss"]  # turned off: exactly as if T5 had no dropout
 
 
 @pytest.mark.slow
@@ -109,10 +141,12 @@ def test_safetensors_training_checkpoints_load_and_resume_like_pth(world, tmp_pa
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
     train.main(options(world, tmp_path / "pth", "run.max_epoch=2"))
-    train.main(options(world, tmp_path / "st", "run.max_epoch=2", "run.save_format=safetensors",
-                       "run.stop_after_steps=5"))
-    train.main(options(world, tmp_path / "st", "run.max_epoch=2", "run.save_format=safetensors",
-                       "run.resume_ckpt_path=latest"))
+    train.main(
+        options(world, tmp_path / "st", "run.max_epoch=2", "run.save_format=safetensors", "run.stop_after_steps=5")
+    )
+    train.main(
+        options(world, tmp_path / "st", "run.max_epoch=2", "run.save_format=safetensors", "run.resume_ckpt_path=latest")
+    )
     path = tmp_path / "st" / "checkpoint_latest.safetensors"
     assert not (tmp_path / "st" / "checkpoint_latest.pth").exists()
     a = load_training_checkpoint(tmp_path / "pth" / "checkpoint_latest.pth")
@@ -132,11 +166,26 @@ def test_ddp_two_processes_equal_the_single_process_computation(world, tmp_path)
     """Two gloo ranks with gradient accumulation (``no_sync`` between updates) end with the
     weights of one process that averages both ranks' gradients over the same batches."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    opts = options(world, tmp_path / "ddp", "run.max_epoch=1", "run.accum_grad_iters=2", "run.init_lr=1e-3",
-                   "run.warmup_steps=0", "run.min_lr=1e-3", "run.lr_sched=linear_warmup_cosine_lr",
-                   "datasets.regionvlm_mix.samples_per_image=1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train.py"), *opts]
+    opts = options(
+        world,
+        tmp_path / "ddp",
+        "run.max_epoch=1",
+        "run.accum_grad_iters=2",
+        "run.init_lr=1e-3",
+        "run.warmup_steps=0",
+        "run.min_lr=1e-3",
+        "run.lr_sched=linear_warmup_cosine_lr",
+        "datasets.regionvlm_mix.samples_per_image=1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "train.py"),
+        *opts,
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = load_training_checkpoint(tmp_path / "ddp" / "checkpoint_latest.pth")

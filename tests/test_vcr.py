@@ -2,6 +2,7 @@
 
 Every test writes its own VCR-format fixture (JSONL + per-image metadata JSON + images).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,21 @@ from PIL import Image
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
 from regionvlm.data.vcr import object_mask, object_references, read_vcr_jsonl, render_tokens
-from regionvlm.datasets.vcr_datasets import VCRDataset
 from regionvlm.datasets.builders.vcr_builder import VCRBuilder
+from regionvlm.datasets.vcr_datasets import VCRDataset
 from regionvlm.tasks import vcr as vcr_task
-from regionvlm.tasks.vcr import (VCREvaluator, VCRSettings, VCRTask, answer_index_for_rationale,
-                                 answer_prompt, is_correct, parse_prediction, prompt_segments,
-                                 rationale_prompt, score_item)
+from regionvlm.tasks.vcr import (
+    VCREvaluator,
+    VCRSettings,
+    VCRTask,
+    answer_index_for_rationale,
+    answer_prompt,
+    is_correct,
+    parse_prediction,
+    prompt_segments,
+    rationale_prompt,
+    score_item,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,28 +44,57 @@ def _square(x0, y0, x1, y1):
 def _items():
     """Four items: plain refs, ids >= 10 and multi-object refs, no refs, a box fallback."""
     a = [[[0], "is", "eating", "."], ["He", "sleeps", "."], [[2], "barks", "."], ["Nothing", "."]]
-    r = [["Because", [1], "watches", "."], ["It", "is", "late", "."], [[0], "is", "hungry", "."],
-         ["No", "reason", "."]]
+    r = [["Because", [1], "watches", "."], ["It", "is", "late", "."], [[0], "is", "hungry", "."], ["No", "reason", "."]]
     many = [f"obj{i}" for i in range(12)]
     return [
-        dict(annot_id="val-0", objects=["person", "person", "dog"], question=["What", "is", [0], "doing", "?"],
-             answer_choices=a, rationale_choices=r, answer_label=0, rationale_label=2,
-             img="m/a.png", size=(48, 32),
-             segms=[[_square(2, 2, 20, 20)], [_square(25, 5, 40, 25)], [_square(5, 22, 15, 30)]]),
-        dict(annot_id="val-1", objects=many, question=["Why", "is", [11], "near", [1, 10], "?"],
-             answer_choices=[[[9], "is", "tired", "."], ["Rain", "."], [[2], "left", "."], ["Nope", "."]],
-             rationale_choices=[[[8], "yawns", "."], ["Clouds", "."], [[3], "waves", "."], ["Hm", "."]],
-             answer_label=3, rationale_label=1, img="m/b.png", size=(40, 40),
-             segms=[[_square(3 * i, 3 * i, 3 * i + 4, 3 * i + 4)] for i in range(12)]),
-        dict(annot_id="val-2", objects=["car"], question=["Is", "it", "raining", "?"],
-             answer_choices=[["Yes", "."], ["No", "."], ["Maybe", "."], ["Snow", "."]],
-             rationale_choices=[["Wet", "."], ["Dry", "."], ["Grey", "."], ["Cold", "."]],
-             answer_label=1, rationale_label=0, img="m/a.png", size=(48, 32), segms=[[_square(1, 1, 9, 9)]]),
-        dict(annot_id="val-3", objects=["cup"], question=["Whose", "is", [0], "?"],
-             answer_choices=[["Mine", "."], ["His", "."], ["Hers", "."], ["Ours", "."]],
-             rationale_choices=[["Name", "."], ["Color", "."], ["Size", "."], ["Place", "."]],
-             answer_label=2, rationale_label=3, img="m/c.png", size=(30, 20),
-             segms=[[[[4, 4], [6, 6]]]]),  # a 2-point "polygon": no area -> box fallback
+        dict(
+            annot_id="val-0",
+            objects=["person", "person", "dog"],
+            question=["What", "is", [0], "doing", "?"],
+            answer_choices=a,
+            rationale_choices=r,
+            answer_label=0,
+            rationale_label=2,
+            img="m/a.png",
+            size=(48, 32),
+            segms=[[_square(2, 2, 20, 20)], [_square(25, 5, 40, 25)], [_square(5, 22, 15, 30)]],
+        ),
+        dict(
+            annot_id="val-1",
+            objects=many,
+            question=["Why", "is", [11], "near", [1, 10], "?"],
+            answer_choices=[[[9], "is", "tired", "."], ["Rain", "."], [[2], "left", "."], ["Nope", "."]],
+            rationale_choices=[[[8], "yawns", "."], ["Clouds", "."], [[3], "waves", "."], ["Hm", "."]],
+            answer_label=3,
+            rationale_label=1,
+            img="m/b.png",
+            size=(40, 40),
+            segms=[[_square(3 * i, 3 * i, 3 * i + 4, 3 * i + 4)] for i in range(12)],
+        ),
+        dict(
+            annot_id="val-2",
+            objects=["car"],
+            question=["Is", "it", "raining", "?"],
+            answer_choices=[["Yes", "."], ["No", "."], ["Maybe", "."], ["Snow", "."]],
+            rationale_choices=[["Wet", "."], ["Dry", "."], ["Grey", "."], ["Cold", "."]],
+            answer_label=1,
+            rationale_label=0,
+            img="m/a.png",
+            size=(48, 32),
+            segms=[[_square(1, 1, 9, 9)]],
+        ),
+        dict(
+            annot_id="val-3",
+            objects=["cup"],
+            question=["Whose", "is", [0], "?"],
+            answer_choices=[["Mine", "."], ["His", "."], ["Hers", "."], ["Ours", "."]],
+            rationale_choices=[["Name", "."], ["Color", "."], ["Size", "."], ["Place", "."]],
+            answer_label=2,
+            rationale_label=3,
+            img="m/c.png",
+            size=(30, 20),
+            segms=[[[[4, 4], [6, 6]]]],
+        ),  # a 2-point "polygon": no area -> box fallback
     ]
 
 
@@ -73,10 +112,22 @@ def write_vcr(root: Path, items=None, extra_lines=()) -> Path:
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(img_path)
         meta_fn = it["img"].replace(".png", f"_{it['annot_id']}.json")
         boxes = [[1, 1, w - 2, h - 2, 0.9] for _ in it["objects"]]
-        (images / meta_fn).write_text(json.dumps({"boxes": boxes, "segms": it["segms"], "width": w,
-                                                  "height": h, "names": it["objects"]}))
-        row = {k: it[k] for k in ("annot_id", "objects", "question", "answer_choices", "rationale_choices",
-                                  "answer_label", "rationale_label") if k in it}
+        (images / meta_fn).write_text(
+            json.dumps({"boxes": boxes, "segms": it["segms"], "width": w, "height": h, "names": it["objects"]})
+        )
+        row = {
+            k: it[k]
+            for k in (
+                "annot_id",
+                "objects",
+                "question",
+                "answer_choices",
+                "rationale_choices",
+                "answer_label",
+                "rationale_label",
+            )
+            if k in it
+        }
         row.update(img_fn=it["img"], metadata_fn=meta_fn)
         lines.append(json.dumps(row))
     lines += list(extra_lines)
@@ -116,12 +167,15 @@ def test_prompts_exact_strings_and_objects(vcr_root):
     items, _ = read_vcr_jsonl(vcr_root / "val.jsonl", vcr_root / "vcr1images")
     it0, it1 = items[0], items[1]
     qa = answer_prompt(it0)
-    assert qa.text == ("Question: What is [0] doing ? 1. [0] is eating . 2. He sleeps . 3. [2] barks . "
-                       "4. Nothing . Answer: ")
+    assert qa.text == (
+        "Question: What is [0] doing ? 1. [0] is eating . 2. He sleeps . 3. [2] barks . 4. Nothing . Answer: "
+    )
     assert qa.objects == (0, 2)
     qar = rationale_prompt(it0, it0.answer_label)
-    assert qar.text == ("Question: What is [0] doing ? Answer: [0] is eating . Why?  1. Because [1] watches . "
-                        "2. It is late . 3. [0] is hungry . 4. No reason .")
+    assert qar.text == (
+        "Question: What is [0] doing ? Answer: [0] is eating . Why?  1. Because [1] watches . "
+        "2. It is late . 3. [0] is hungry . 4. No reason ."
+    )
     assert qar.objects == (0, 1) and qar.choices[2] == "[0] is hungry ."
     q_ar = rationale_prompt(it0, 2, "q_ar")  # question [0], answer 3 [2], rationales [1], [0]
     assert q_ar.objects == (0, 1, 2) and list(q_ar.objects) == authors_object_parser(q_ar.text)
@@ -163,23 +217,40 @@ def test_embedding_layout_matches_official(tiny_model, vcr_root):
     assert embeds.shape == (1, official.shape[0], d) and int(mask.sum()) == official.shape[0]
     assert torch.equal(embeds[0], official)
     # soft tokens sit right after "Let" + "[0] be" (1 + 4 tokens) and after "[2] be"
-    assert torch.equal(embeds[0, 5:5 + nq], soft[0])
-    assert torch.equal(embeds[0, 5 + nq + 4:5 + 2 * nq + 4], soft[2])
+    assert torch.equal(embeds[0, 5 : 5 + nq], soft[0])
+    assert torch.equal(embeds[0, 5 + nq + 4 : 5 + 2 * nq + 4], soft[2])
 
 
 # ------------------------------------------------------------ answer parsing
-@pytest.mark.parametrize("text, pred, fallback", [
-    ("2", "2", False), ("answer: 3.", "3", False), ("none", "1", True), ("", "1", True),
-    ("10", "10", False), ("1 or 2", "1", False), ("choice 04", "04", False), ("[0] is 2", "0", False),
-])
+@pytest.mark.parametrize(
+    "text, pred, fallback",
+    [
+        ("2", "2", False),
+        ("answer: 3.", "3", False),
+        ("none", "1", True),
+        ("", "1", True),
+        ("10", "10", False),
+        ("1 or 2", "1", False),
+        ("choice 04", "04", False),
+        ("[0] is 2", "0", False),
+    ],
+)
 def test_parse_prediction(text, pred, fallback):
     assert parse_prediction(text) == (pred, fallback)
 
 
 def test_correctness_and_answer_shown_follow_the_authors():
     assert is_correct("3", 2) and not is_correct("03", 2) and not is_correct("10", 0)
-    assert [answer_index_for_rationale(p) for p in ("1", "2", "3", "4", "0", "5", "10", "02")] == \
-        [0, 1, 2, 3, 3, 0, 0, 1]
+    assert [answer_index_for_rationale(p) for p in ("1", "2", "3", "4", "0", "5", "10", "02")] == [
+        0,
+        1,
+        2,
+        3,
+        3,
+        0,
+        0,
+        1,
+    ]
 
 
 def test_q_ar_bookkeeping():
@@ -192,8 +263,7 @@ def test_q_ar_bookkeeping():
 def test_run_batch_uses_predicted_answer_for_q_ar(tiny_model, vcr_root, monkeypatch):
     dataset = build_dataset(vcr_root)
     ev = VCREvaluator(tiny_model, dataset, VCRSettings(batch_size_eval=4))
-    script = {"val-0": ("1", "3", "3"), "val-1": ("0", "2", "2"), "val-2": ("7", "1", "2"),
-              "val-3": ("3", "4", "4")}
+    script = {"val-0": ("1", "3", "3"), "val-1": ("0", "2", "2"), "val-2": ("7", "1", "2"), "val-3": ("3", "4", "4")}
     seen = []
 
     encoded = []
@@ -214,9 +284,9 @@ def test_run_batch_uses_predicted_answer_for_q_ar(tiny_model, vcr_root, monkeypa
     assert encoded == [3]
     shown = {k: p for k, p in seen if p.kind == "q_ar"}
     items = {it.key: it for it in dataset.items}
-    assert shown["val-0"] == rationale_prompt(items["val-0"], 0, "q_ar")   # "1" -> answer 1
-    assert shown["val-1"] == rationale_prompt(items["val-1"], 3, "q_ar")   # "0" -> answers[-1]
-    assert shown["val-2"] == rationale_prompt(items["val-2"], 0, "q_ar")   # "7" -> answer 1
+    assert shown["val-0"] == rationale_prompt(items["val-0"], 0, "q_ar")  # "1" -> answer 1
+    assert shown["val-1"] == rationale_prompt(items["val-1"], 3, "q_ar")  # "0" -> answers[-1]
+    assert shown["val-2"] == rationale_prompt(items["val-2"], 0, "q_ar")  # "7" -> answer 1
     assert rows["val-0"]["correct"] == {"q_a": True, "qa_r": True, "q_ar": True}
     assert rows["val-1"]["correct"] == {"q_a": False, "qa_r": True, "q_ar": False}
     assert rows["val-2"]["correct"] == {"q_a": False, "qa_r": True, "q_ar": False}
@@ -256,8 +326,11 @@ def test_bad_input_messages(tmp_path):
     bad = _items()[:2]
     bad[1]["rationale_choices"][2] = [[12], "waves"]
     root = write_vcr(tmp_path / "b", bad)
-    with pytest.raises(InputError, match=r"val\.jsonl:2 \(val-1\): rationale_choices\[2\] refers to object 12, "
-                                         r"but the item lists 12 objects \(valid indices 0\.\.11\)"):
+    with pytest.raises(
+        InputError,
+        match=r"val\.jsonl:2 \(val-1\): rationale_choices\[2\] refers to object 12, "
+        r"but the item lists 12 objects \(valid indices 0\.\.11\)",
+    ):
         read_vcr_jsonl(root / "val.jsonl", root / "vcr1images")
 
     bad = _items()[:1]
@@ -285,8 +358,9 @@ def test_bad_input_messages(tmp_path):
     with pytest.raises(InputError, match=r"val\.jsonl:1 \(val-0\): metadata .* has 0 boxes for 3 objects"):
         ds[0]
     with pytest.raises(MissingFileError, match="datasets.vcr.data_root"):
-        VCRBuilder({"data_root": str(tmp_path / "nowhere"),
-                    "vis_processor": {"eval": {"image_size": 64}}}).build_datasets()
+        VCRBuilder(
+            {"data_root": str(tmp_path / "nowhere"), "vis_processor": {"eval": {"image_size": 64}}}
+        ).build_datasets()
 
 
 # --------------------------------------------------------- model end to end
@@ -394,9 +468,26 @@ def test_cli_runs_the_trainer_path(vcr_root, tmp_path, monkeypatch, capsys):
     import eval_VCR
 
     out = tmp_path / "cli"
-    metrics = eval_VCR.main(["--data-root", str(vcr_root), "--model-type", "tiny", "--mode", "ranking",
-                             "--batch-size", "2", "--seed", "3", "--out", str(out), "--device", "cpu",
-                             "--options", "run.num_workers=2"])
+    metrics = eval_VCR.main(
+        [
+            "--data-root",
+            str(vcr_root),
+            "--model-type",
+            "tiny",
+            "--mode",
+            "ranking",
+            "--batch-size",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--options",
+            "run.num_workers=2",
+        ]
+    )
     res = json.loads((out / "vcr_val_ranking.json").read_text())
     assert res["settings"]["seed"] == 3 and res["settings"]["batch_size_eval"] == 2 and res["num_items"] == 4
     assert metrics["vcr_val/q_a"] == res["accuracy"]["q_a"]

@@ -1,4 +1,5 @@
 """The official VQA accuracy and GQA exact match on hand-made cases, one rule at a time."""
+
 from __future__ import annotations
 
 import sys
@@ -9,8 +10,15 @@ from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.data.vqa import VQAReference, reference_from_official
 from regionvlm.processors import vqa_lemmatizer
 from regionvlm.tasks.vqa_metrics import (
-    gqa_match, normalize_gqa_prediction, normalize_vqa_prediction, process_digit_article, process_human_answers,
-    process_punctuation, score_gqa, score_vqa, vqa_accuracy,
+    gqa_match,
+    normalize_gqa_prediction,
+    normalize_vqa_prediction,
+    process_digit_article,
+    process_human_answers,
+    process_punctuation,
+    score_gqa,
+    score_vqa,
+    vqa_accuracy,
 )
 
 
@@ -33,29 +41,35 @@ def test_leave_one_out_counts_positions_not_distinct_strings():
 
 
 # ------------------------------------------------------------- punctuation
-@pytest.mark.parametrize("text, expected", [
-    ("red/blue", "red blue"),          # mark not next to a space: replaced by a space
-    ("red / blue", "red  blue"),       # mark next to a space: deleted
-    ("yes!", "yes "),
-    ("(yes)", " yes "),
-    ("1,000", "1000"),                 # digit-comma-digit: every mark deleted ...
-    ("1,000-2,000", "10002000"),       # ... including the hyphen
-    ("a,b", "a b"),
-    ("don't", "don't"),                # apostrophes are not punctuation
-    ("50%", "50%"),                    # nor is %
-    ("a-b c -d", "ab c d"),            # one decision per mark, for the whole text
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("red/blue", "red blue"),  # mark not next to a space: replaced by a space
+        ("red / blue", "red  blue"),  # mark next to a space: deleted
+        ("yes!", "yes "),
+        ("(yes)", " yes "),
+        ("1,000", "1000"),  # digit-comma-digit: every mark deleted ...
+        ("1,000-2,000", "10002000"),  # ... including the hyphen
+        ("a,b", "a b"),
+        ("don't", "don't"),  # apostrophes are not punctuation
+        ("50%", "50%"),  # nor is %
+        ("a-b c -d", "ab c d"),  # one decision per mark, for the whole text
+    ],
+)
 def test_process_punctuation(text, expected):
     assert process_punctuation(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("5.", "5"),          # the "look-behind" is really a look-ahead: a period after a digit goes
-    ("3.14", "3.14"),     # a period before a digit stays
-    (".5", ".5"),
-    ("mr. t", "mr t"),
-    ("a.b", "ab"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("5.", "5"),  # the "look-behind" is really a look-ahead: a period after a digit goes
+        ("3.14", "3.14"),  # a period before a digit stays
+        (".5", ".5"),
+        ("mr. t", "mr t"),
+        ("a.b", "ab"),
+    ],
+)
 def test_period_rule(text, expected):
     assert process_punctuation(text) == expected
 
@@ -65,13 +79,26 @@ def test_at_most_32_periods_are_removed():
 
 
 # ------------------------------------------------------------- digits, articles, contractions
-@pytest.mark.parametrize("text, expected", [
-    ("Two", "2"), ("none", "0"), ("ten", "10"), ("eleven", "eleven"), ("two dogs", "2 dogs"),
-    ("a dog", "dog"), ("The Dog", "dog"), ("an apple", "apple"), ("the", ""), ("a one", "1"),
-    ("dont", "don't"), ("isnt it", "isn't it"), ("Im", "im"),  # the "Im" entry can never fire
-    ("somebody'd", "somebodyd"),                               # reversed entry, as official
-    ("  lots   of\tspace ", "lots of space"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Two", "2"),
+        ("none", "0"),
+        ("ten", "10"),
+        ("eleven", "eleven"),
+        ("two dogs", "2 dogs"),
+        ("a dog", "dog"),
+        ("The Dog", "dog"),
+        ("an apple", "apple"),
+        ("the", ""),
+        ("a one", "1"),
+        ("dont", "don't"),
+        ("isnt it", "isn't it"),
+        ("Im", "im"),  # the "Im" entry can never fire
+        ("somebody'd", "somebodyd"),  # reversed entry, as official
+        ("  lots   of\tspace ", "lots of space"),
+    ],
+)
 def test_process_digit_article(text, expected):
     assert process_digit_article(text) == expected
 
@@ -86,7 +113,7 @@ def test_prediction_normalization_chain():
 # ------------------------------------------------------------- human answers
 def test_unanimous_human_answers_are_used_verbatim():
     assert process_human_answers(["t-shirt"] * 10) == ["t-shirt"] * 10
-    assert vqa_accuracy("t-shirt", ["t-shirt"] * 10) == 0.0        # prediction becomes "t shirt"
+    assert vqa_accuracy("t-shirt", ["t-shirt"] * 10) == 0.0  # prediction becomes "t shirt"
     assert vqa_accuracy("2", ["2."] * 10) == 0.0
 
 
@@ -120,18 +147,24 @@ def test_missing_or_malformed_answers_are_errors():
 
 
 def test_reference_from_official():
-    ann = {"question_id": 5, "answer_type": "number", "question_type": "how many",
-           "answers": [{"answer": "2", "answer_id": i + 1, "answer_confidence": "yes"} for i in range(10)]}
+    ann = {
+        "question_id": 5,
+        "answer_type": "number",
+        "question_type": "how many",
+        "answers": [{"answer": "2", "answer_id": i + 1, "answer_confidence": "yes"} for i in range(10)],
+    }
     ref = reference_from_official(ann)
     assert ref == VQAReference(5, ("2",) * 10, "number", "how many")
 
 
 # ------------------------------------------------------------- aggregation
 def test_score_vqa_aggregates_like_setAccuracy():
-    refs = [VQAReference(1, tuple(ten("yes", 3)), "yes/no", "is the"),     # 0.9
-            VQAReference(2, tuple(ten("no", 10)), "yes/no", "is the"),     # 1.0
-            VQAReference(3, tuple(ten("2", 1)), "number", "how many"),     # 0.3
-            VQAReference(4, tuple(ten("red", 0)), "other", "what color")]  # 0.0
+    refs = [
+        VQAReference(1, tuple(ten("yes", 3)), "yes/no", "is the"),  # 0.9
+        VQAReference(2, tuple(ten("no", 10)), "yes/no", "is the"),  # 1.0
+        VQAReference(3, tuple(ten("2", 1)), "number", "how many"),  # 0.3
+        VQAReference(4, tuple(ten("red", 0)), "other", "what color"),
+    ]  # 0.0
     report = score_vqa(["yes", "no", "two", "blue"], refs)
     assert report["overall"] == 55.0
     assert report["perAnswerType"] == {"yes/no": 95.0, "number": 30.0, "other": 0.0}
@@ -155,7 +188,7 @@ def test_gqa_normalizes_the_prediction_only():
     assert normalize_gqa_prediction("The dog.") == "dog"
     assert gqa_match("The dog.", "dog")
     assert gqa_match("Two", "2")
-    assert not gqa_match("dog", "Dog")          # ground truth is not normalized
+    assert not gqa_match("dog", "Dog")  # ground truth is not normalized
     assert not gqa_match("t-shirt", "t-shirt")  # prediction becomes "t shirt"
     report = score_gqa(["yes", "No.", "left"], ["yes", "no", "right"], ["a", "b", "c"])
     assert report["overall"] == pytest.approx(200 / 3)  # unrounded, as LAVIS
@@ -167,10 +200,34 @@ def test_gqa_normalizes_the_prediction_only():
 # ------------------------------------------------------------- OK-VQA lemmatizer
 def test_lemmatizer_nouns_and_verbs():
     pytest.importorskip("lemminflect")
-    got = vqa_lemmatizer.lemmatize_answers(["dogs", "playing tennis", "is", "Dogs.", "feet", "went", "better",
-                                            "2 cats", "t-shirts", "", "umbrellas  on  sale"])
-    assert got == ["dog", "play tennis", "is", "dog.", "foot", "go", "better", "2 cat", "t-shirt", "",
-                   "umbrella on sale"]
+    got = vqa_lemmatizer.lemmatize_answers(
+        [
+            "dogs",
+            "playing tennis",
+            "is",
+            "Dogs.",
+            "feet",
+            "went",
+            "better",
+            "2 cats",
+            "t-shirts",
+            "",
+            "umbrellas  on  sale",
+        ]
+    )
+    assert got == [
+        "dog",
+        "play tennis",
+        "is",
+        "dog.",
+        "foot",
+        "go",
+        "better",
+        "2 cat",
+        "t-shirt",
+        "",
+        "umbrella on sale",
+    ]
 
 
 def test_lemmatizer_missing_package_is_a_clear_error(monkeypatch):

@@ -7,6 +7,7 @@ human answers match those predictions a known number of times, so the accuracy t
 reports can be checked against hand-computed values (and batched generation against
 one-question generation).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import regionvlm.datasets.builders.vqa_builder  # noqa: F401  (registers the builders)
+import regionvlm.datasets.builders.vqa_builder
 import regionvlm.tasks.vqa  # noqa: F401  (registers the tasks)
 from regionvlm.common.config import Config
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
@@ -68,48 +69,90 @@ def write_json(path: Path, obj) -> None:
 def write_vqa_layout(data: Path, folder: str, answers: Dict[int, List[str]]) -> None:
     """LAVIS's four files for VQAv2 / OK-VQA, plus COCO images."""
     ann_dir = data / folder / "annotations"
-    questions_file = "v2_OpenEnded_mscoco_val2014_questions.json" if folder == "coco" else \
-        "OpenEnded_mscoco_val2014_questions.json"
+    questions_file = (
+        "v2_OpenEnded_mscoco_val2014_questions.json" if folder == "coco" else "OpenEnded_mscoco_val2014_questions.json"
+    )
     annotations_file = "v2_mscoco_val2014_annotations.json" if folder == "coco" else "mscoco_val2014_annotations.json"
-    write_json(ann_dir / "vqa_val_eval.json", [
-        {"question_id": qid, "question": q, "image": coco_name(img), "answer": answers[qid]}
-        for qid, img, q, *_ in QUESTIONS])
+    write_json(
+        ann_dir / "vqa_val_eval.json",
+        [
+            {"question_id": qid, "question": q, "image": coco_name(img), "answer": answers[qid]}
+            for qid, img, q, *_ in QUESTIONS
+        ],
+    )
     write_json(ann_dir / "answer_list.json", ["yes", "no"])
-    write_json(ann_dir / questions_file, {
-        "info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "val2014", "license": {},
-        "questions": [{"question_id": qid, "image_id": img, "question": q} for qid, img, q, *_ in QUESTIONS]})
-    write_json(ann_dir / annotations_file, {"annotations": [
-        {"question_id": qid, "image_id": img, "question_type": qtype, "answer_type": atype,
-         "multiple_choice_answer": answers[qid][0] if answers[qid] else "",
-         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
-                     for j, a in enumerate(answers[qid])]}
-        for qid, img, _, atype, qtype, _ in QUESTIONS]})
+    write_json(
+        ann_dir / questions_file,
+        {
+            "info": {},
+            "task_type": "Open-Ended",
+            "data_type": "mscoco",
+            "data_subtype": "val2014",
+            "license": {},
+            "questions": [{"question_id": qid, "image_id": img, "question": q} for qid, img, q, *_ in QUESTIONS],
+        },
+    )
+    write_json(
+        ann_dir / annotations_file,
+        {
+            "annotations": [
+                {
+                    "question_id": qid,
+                    "image_id": img,
+                    "question_type": qtype,
+                    "answer_type": atype,
+                    "multiple_choice_answer": answers[qid][0] if answers[qid] else "",
+                    "answers": [
+                        {"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+                        for j, a in enumerate(answers[qid])
+                    ],
+                }
+                for qid, img, _, atype, qtype, _ in QUESTIONS
+            ]
+        },
+    )
     for img in {q[1] for q in QUESTIONS}:
         write_image(data / "coco" / "images" / coco_name(img), img)
 
 
 def write_gqa_layout(data: Path, answers: Dict[int, str]) -> None:
-    write_json(data / "gqa" / "annotations" / "testdev_balanced_questions.json", [
-        {"question_id": str(qid), "question": q, "image": f"n{img}.jpg", "answer": answers[qid]}
-        for qid, img, q, *_ in QUESTIONS])
+    write_json(
+        data / "gqa" / "annotations" / "testdev_balanced_questions.json",
+        [
+            {"question_id": str(qid), "question": q, "image": f"n{img}.jpg", "answer": answers[qid]}
+            for qid, img, q, *_ in QUESTIONS
+        ],
+    )
     for img in {q[1] for q in QUESTIONS}:
         write_image(data / "gqa" / "images" / f"n{img}.jpg", img)
 
 
 def options(tmp_path: Path, ds_name: str, *extra: str) -> List[str]:
-    return ["model.model_type=tiny", f"run.output_dir={tmp_path / 'out'}", "run.batch_size_eval=2",
-            "run.num_workers=2", f"datasets.{ds_name}.vis_processor.eval.image_size=64", *extra]
+    return [
+        "model.model_type=tiny",
+        f"run.output_dir={tmp_path / 'out'}",
+        "run.batch_size_eval=2",
+        "run.num_workers=2",
+        f"datasets.{ds_name}.vis_processor.eval.image_size=64",
+        *extra,
+    ]
 
 
 def write_layout(bench: str, data: Path, predictions: Dict[int, str]) -> None:
     """Human answers that contain each question's prediction the planned number of times."""
     if bench == "gqa":
-        write_gqa_layout(data, {qid: normalize_gqa_prediction(predictions[qid]) if k else "zzz"
-                                for qid, *_, k in QUESTIONS})
+        write_gqa_layout(
+            data, {qid: normalize_gqa_prediction(predictions[qid]) if k else "zzz" for qid, *_, k in QUESTIONS}
+        )
     else:
-        write_vqa_layout(data, CONFIGS[bench][3], {
-            qid: [normalize_vqa_prediction(predictions[qid])] * k + [f"filler {j}" for j in range(10 - k)]
-            for qid, *_, k in QUESTIONS})
+        write_vqa_layout(
+            data,
+            CONFIGS[bench][3],
+            {
+                qid: [normalize_vqa_prediction(predictions[qid])] * k + [f"filler {j}" for j in range(10 - k)]
+                for qid, *_, k in QUESTIONS
+            },
+        )
 
 
 @pytest.fixture
@@ -180,7 +223,7 @@ def test_benchmark_config_end_to_end(bench, tmp_path, data_root):
 
 def test_resume_after_a_kill_skips_finished_batches(tmp_path, data_root, tiny_model):
     write_gqa_layout(data_root, {q[0]: "yes" for q in QUESTIONS})
-    cfg, task, ds_name, split = setup("gqa", tmp_path, "run.num_beams=1", "run.max_len=2")
+    cfg, task, _ds_name, _split = setup("gqa", tmp_path, "run.num_beams=1", "run.max_len=2")
     datasets = task.build_datasets(cfg)
     calls = []
     kill_at = [2]  # the call that "kills" the process (None: never)
@@ -230,15 +273,18 @@ def test_missing_image_stops_unless_skipped(tmp_path, data_root, tiny_model):
         task.build_datasets(cfg)
     assert str(missing) in str(err.value)
 
-    cfg, task, ds_name, split = setup("vqav2", tmp_path, "datasets.coco_vqa.skip_missing_images=true",
-                                      "run.num_beams=1", "run.max_len=2")
+    cfg, task, ds_name, split = setup(
+        "vqav2", tmp_path, "datasets.coco_vqa.skip_missing_images=true", "run.num_beams=1", "run.max_len=2"
+    )
     datasets = task.build_datasets(cfg)
     assert len(datasets[ds_name][split]) == 3
     metrics = task.evaluate(tiny_model, datasets, cfg.run_cfg, Path(cfg.run_cfg.output_dir))
     assert metrics["coco_vqa_val/num_skipped"] == 2 and metrics["coco_vqa_val/num_questions"] == 3
     summary = json.loads((Path(cfg.run_cfg.output_dir) / "coco_vqa_val_metrics.json").read_text())
-    assert summary["skipped"] == [{"question_id": 103, "image": str(missing)},
-                                  {"question_id": 104, "image": str(missing)}]
+    assert summary["skipped"] == [
+        {"question_id": 103, "image": str(missing)},
+        {"question_id": 104, "image": str(missing)},
+    ]
 
 
 def test_missing_annotation_file_names_path_and_layout(tmp_path, data_root):
@@ -262,8 +308,10 @@ def test_question_without_answers_is_an_error(tmp_path, data_root):
     cfg, task, *_ = setup("vqav2", tmp_path, f"datasets.coco_vqa.build_info.annotations.val.storage=[{only_questions}]")
     with pytest.raises(InputError, match="no human answers"):
         task.build_datasets(cfg)  # from the LAVIS question list alone
-    write_json(data_root / "gqa" / "annotations" / "testdev_balanced_questions.json",
-               [{"question_id": "7", "question": "q?", "image": "n1.jpg"}])
+    write_json(
+        data_root / "gqa" / "annotations" / "testdev_balanced_questions.json",
+        [{"question_id": "7", "question": "q?", "image": "n1.jpg"}],
+    )
     cfg, task, *_ = setup("gqa", tmp_path)
     with pytest.raises(InputError, match="has no answer"):
         task.build_datasets(cfg)
@@ -272,8 +320,13 @@ def test_question_without_answers_is_an_error(tmp_path, data_root):
 def test_question_list_alone_scores_from_its_answers(tmp_path, data_root, tiny_model):
     write_vqa_layout(data_root, "coco", {q[0]: ["yes"] * 10 for q in QUESTIONS})
     only_questions = str(data_root / "coco" / "annotations" / "vqa_val_eval.json")
-    cfg, task, ds_name, split = setup("vqav2", tmp_path, "run.num_beams=1", "run.max_len=2",
-                                      f"datasets.coco_vqa.build_info.annotations.val.storage=[{only_questions}]")
+    cfg, task, ds_name, split = setup(
+        "vqav2",
+        tmp_path,
+        "run.num_beams=1",
+        "run.max_len=2",
+        f"datasets.coco_vqa.build_info.annotations.val.storage=[{only_questions}]",
+    )
     datasets = task.build_datasets(cfg)
     assert list(datasets[ds_name]) == ["val"]
     assert datasets[ds_name][split].items[0].answers == ("yes",) * 10
@@ -292,8 +345,10 @@ def test_mismatched_official_files_are_errors(tmp_path, data_root):
 
 def test_original_gqa_layout_is_read(tmp_path, data_root):
     write_gqa_layout(data_root, {q[0]: "yes" for q in QUESTIONS})
-    write_json(data_root / "gqa" / "annotations" / "testdev_balanced_questions.json",
-               {"201": {"imageId": "n1", "question": "Is it red?", "answer": "no", "fullAnswer": "No."}})
+    write_json(
+        data_root / "gqa" / "annotations" / "testdev_balanced_questions.json",
+        {"201": {"imageId": "n1", "question": "Is it red?", "answer": "no", "fullAnswer": "No."}},
+    )
     cfg, task, ds_name, split = setup("gqa", tmp_path)
     item = task.build_datasets(cfg)[ds_name][split].items[0]
     assert (item.question_id, item.image, item.answers) == ("201", "n1.jpg", ("no",))
@@ -308,8 +363,12 @@ def test_wrong_settings_are_config_errors(tmp_path, data_root, tiny_model):
     vqa_task = registry.get_class_or_raise("task", "vqa")()
     with pytest.raises(ConfigError, match="run.task: gqa"):
         vqa_task.evaluate(tiny_model, datasets, cfg.run_cfg, tmp_path / "x")
-    for bad in ({"inference_method": "rank"}, {"prompt": "no placeholder"}, {"num_beams": 0},
-                {"min_len": 5, "max_len": 2}):
+    for bad in (
+        {"inference_method": "rank"},
+        {"prompt": "no placeholder"},
+        {"num_beams": 0},
+        {"min_len": 5, "max_len": 2},
+    ):
         with pytest.raises(ConfigError):
             VQASettings.from_run_cfg(bad)
     with pytest.raises(ConfigError, match="test_splits"):
@@ -325,8 +384,9 @@ def run_script(bench: str, tmp_path: Path, env: Dict[str, str], *args: str) -> s
     fake.write_text(FAKE_PYTHON)
     full_env = {k: v for k, v in os.environ.items() if k not in ("NGPU", "LAUNCHER", "CUDA_VISIBLE_DEVICES")}
     full_env.update({"PYTHON": f"{sys.executable} {fake}", **env})
-    return subprocess.run(["bash", str(ROOT / SCRIPTS[bench]), *args], env=full_env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(ROOT / SCRIPTS[bench]), *args], env=full_env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("bench", ["vqav2", "okvqa", "gqa"])
@@ -337,12 +397,27 @@ def test_scripts_forward_options(bench, tmp_path):
 
     proc = run_script(bench, tmp_path, {"NGPU": "0"}, "model.model_type=tiny", "run.output_dir=a b")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(args_file.read_text()) == [train, "--cfg-path", cfg, "--options", "run.device=cpu",
-                                                 "model.model_type=tiny", "run.output_dir=a b"]
+    assert json.loads(args_file.read_text()) == [
+        train,
+        "--cfg-path",
+        cfg,
+        "--options",
+        "run.device=cpu",
+        "model.model_type=tiny",
+        "run.output_dir=a b",
+    ]
     proc = run_script(bench, tmp_path, {"NGPU": "2"}, "--options", "run.batch_size_eval=8")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(args_file.read_text()) == ["-m", "torch.distributed.run", "--nproc_per_node=2", train,
-                                                 "--cfg-path", cfg, "--options", "run.batch_size_eval=8"]
+    assert json.loads(args_file.read_text()) == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        train,
+        "--cfg-path",
+        cfg,
+        "--options",
+        "run.batch_size_eval=8",
+    ]
     proc = run_script(bench, tmp_path, {"CUDA_VISIBLE_DEVICES": "0,3,5"})
     assert json.loads(args_file.read_text())[2:6] == ["--nproc_per_node=3", train, "--cfg-path", cfg]
     proc = run_script(bench, tmp_path, {"NGPU": "0", "LAUNCHER": f"{sys.executable} {tmp_path / 'fake_python.py'} X"})
@@ -359,8 +434,9 @@ def test_script_runs_train_py_end_to_end(tmp_path, data_root):
     env = {k: v for k, v in os.environ.items() if k not in ("NGPU", "LAUNCHER", "PYTHON")}
     env.update({"NGPU": "0", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})
     args = options(out, "gqa", "run.num_beams=2", "run.max_len=3")
-    proc = subprocess.run(["bash", str(ROOT / SCRIPTS["gqa"]), *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        ["bash", str(ROOT / SCRIPTS["gqa"]), *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "out" / "metrics.json").read_text())
     assert metrics["gqa_val/num_questions"] == 5

@@ -1,6 +1,7 @@
 """The weight files of the real release, at the tiny preset's size: every layout loads, values
 land where they belong in the requested dtype, and every kind of bad file stops with a clear
 error naming the file (before any tensor is read, so no half-loaded model)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
@@ -45,8 +48,13 @@ def smoke(tmp_path_factory) -> Path:
     return out
 
 
-LAYOUT = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "bert": "bert-base-uncased",
-          "blip2": "blip2_pretrained_flant5xl.pth", "regionvlm": "ckpoint_RegionVLM.pth"}
+LAYOUT = {
+    "eva_vit": "eva_vit_g.pth",
+    "t5": "flan-t5-xl",
+    "bert": "bert-base-uncased",
+    "blip2": "blip2_pretrained_flant5xl.pth",
+    "regionvlm": "ckpoint_RegionVLM.pth",
+}
 
 
 def paths_in(folder: Path, settings=RELEASE) -> dict:
@@ -77,7 +85,7 @@ def file_tensor(path: Path, key: str) -> torch.Tensor:
         with safe_open(str(path), "pt") as f:
             return f.get_tensor(key)
     obj = torch.load(path, weights_only=True)
-    return (obj["model"] if "model" in obj else obj)[key]
+    return (obj.get("model", obj))[key]
 
 
 def t5_shard_of(folder: Path, key: str) -> Path:
@@ -86,6 +94,7 @@ def t5_shard_of(folder: Path, key: str) -> Path:
 
 
 # --- the layouts load ---------------------------------------------------------------
+
 
 def test_generator_writes_the_release_layout(smoke):
     t5 = smoke / "flan-t5-xl"
@@ -133,8 +142,9 @@ def test_release_files_assemble_the_model(smoke):
     assert report.bytes_read > 0 and set(report.dtypes.values()) == {"float32"}
     state = model.state_dict()
     eva = smoke / "eva_vit_g.pth"
-    assert torch.equal(state["visual_encoder.blocks.2.attn.qkv.weight"],
-                       file_tensor(eva, "blocks.2.attn.qkv.weight").float())
+    assert torch.equal(
+        state["visual_encoder.blocks.2.attn.qkv.weight"], file_tensor(eva, "blocks.2.attn.qkv.weight").float()
+    )
     assert torch.equal(state["visual_encoder.pos_embed"][:, :1], file_tensor(eva, "pos_embed")[:, :1].float())
     for key in ("lm_head.weight", "decoder.block.1.layer.2.DenseReluDense.wo.weight", "shared.weight"):
         assert torch.equal(state["t5_model." + key], file_tensor(t5_shard_of(smoke, key), key)), key
@@ -153,8 +163,9 @@ def test_pretrain_files_and_the_later_file_wins(smoke):
     bert = torch.load(smoke / "bert-base-uncased" / "pytorch_model.bin", weights_only=True)
     words = model.Qformer.bert.embeddings.word_embeddings.weight
     assert words.shape[0] == 30523 and torch.equal(words[:30522], bert["bert.embeddings.word_embeddings.weight"])
-    assert torch.equal(model.Qformer.bert.encoder.layer[1].output.LayerNorm.weight,
-                       bert["bert.encoder.layer.1.output.LayerNorm.gamma"])  # old names accepted
+    assert torch.equal(
+        model.Qformer.bert.encoder.layer[1].output.LayerNorm.weight, bert["bert.encoder.layer.1.output.LayerNorm.gamma"]
+    )  # old names accepted
     both = load(paths_in(smoke, PRETRAIN + ("regionvlm",)))  # RegionVLM on top of its training start
     assert both.load_report.sources["Q-Former"] == ["regionvlm"]
     assert both.load_report.overridden["Q-Former"] == ["blip2"]
@@ -166,8 +177,11 @@ def test_bin_layout_of_t5_loads(tmp_path):
     gen.write_all(tmp_path, smoke=True, t5_layout="bin", only=["t5"])
     folder = tmp_path / "flan-t5-xl"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
-        "pytorch_model.bin.index.json"]
+        "config.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+    ]
     gen.write_all(tmp_path, smoke=True, only=["eva_vit", "regionvlm"])
     model = load(paths_in(tmp_path))
     shard = torch.load(folder / "pytorch_model-00001-of-00002.bin", weights_only=True)
@@ -183,8 +197,9 @@ def test_per_group_dtypes(smoke):
     assert dtypes["Q-Former"] == ["float16"] and dtypes["Q-Former text path"] == ["float32"]
     assert model.Qformer.bert.embeddings.position_ids.dtype == torch.int64
     key = "decoder.block.1.layer.2.DenseReluDense.wo.weight"
-    assert torch.equal(model.state_dict()["t5_model." + key],
-                       file_tensor(t5_shard_of(smoke, key), key).to(torch.bfloat16))
+    assert torch.equal(
+        model.state_dict()["t5_model." + key], file_tensor(t5_shard_of(smoke, key), key).to(torch.bfloat16)
+    )
     assert model.load_report.dtypes["T5"] == "bfloat16"
     with pytest.raises(ConfigError, match="unknown parameter group 'vit'"):
         W.resolve_dtypes({"vit": "bf16"})
@@ -207,9 +222,15 @@ def test_conversion_crosses_chunk_boundaries(tmp_path, monkeypatch):
 
 # --- the file readers agree with the libraries ------------------------------------------
 
+
 def test_safetensors_reader_matches_the_library(tmp_path):
-    tensors = {"f32": torch.randn(3, 5), "f16": torch.randn(7).half(), "bf16": torch.randn(2, 2, 2).bfloat16(),
-               "i64": torch.arange(6).reshape(1, 6), "empty": torch.zeros(0, 3)}
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "f16": torch.randn(7).half(),
+        "bf16": torch.randn(2, 2, 2).bfloat16(),
+        "i64": torch.arange(6).reshape(1, 6),
+        "empty": torch.zeros(0, 3),
+    }
     save_file(tensors, str(tmp_path / "t.safetensors"), metadata={"format": "pt"})
     assert W.sniff_format(tmp_path / "t.safetensors") == "safetensors"
     got = W.read_state_dict(tmp_path / "t.safetensors")
@@ -221,9 +242,11 @@ def test_safetensors_reader_matches_the_library(tmp_path):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_torch_reader_handles_views_and_shared_storage(tmp_path, legacy):
     base = torch.randn(6, 4)
-    obj = {"model": {"a": base, "tied": base, "rows": base[2:5], "t": base.t(), "every2": base[::2]},
-           "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
-           "epoch": 3}
+    obj = {
+        "model": {"a": base, "tied": base, "rows": base[2:5], "t": base.t(), "every2": base[::2]},
+        "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "epoch": 3,
+    }
     torch.save(obj, tmp_path / "c.pth", _use_new_zipfile_serialization=not legacy)
     got = W.read_state_dict(tmp_path / "c.pth")
     assert set(got) == {"a", "tied", "rows", "t", "every2"}  # the LAVIS "model" entry, nothing else
@@ -235,11 +258,11 @@ def test_older_pytorch_without_storage_offsets_still_loads(smoke, monkeypatch):
     monkeypatch.setattr(W, "_storage_file_offset", lambda t: None)  # memory-mapped fallback
     model = load(paths_in(smoke))
     key = "blocks.2.mlp.fc1.weight"
-    assert torch.equal(model.state_dict()["visual_encoder." + key],
-                       file_tensor(smoke / "eva_vit_g.pth", key).float())
+    assert torch.equal(model.state_dict()["visual_encoder." + key], file_tensor(smoke / "eva_vit_g.pth", key).float())
 
 
 # --- accepted supersets ------------------------------------------------------------------
+
 
 def test_accepted_supersets_of_the_published_files(smoke, tmp_path):
     w = copy_of(smoke, tmp_path)
@@ -254,8 +277,13 @@ def test_accepted_supersets_of_the_published_files(smoke, tmp_path):
     torch.save(blip2, w / "blip2_pretrained_flant5xl.pth")
     bert_dir = w / "bert-base-uncased"  # a newer-style bert directory: safetensors, new names, no prefix
     old = torch.load(bert_dir / "pytorch_model.bin", weights_only=True)
-    new = {k.replace("bert.", "", 1).replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
-           for k, v in old.items() if not k.startswith("cls.")}
+    new = {
+        k.replace("bert.", "", 1)
+        .replace("LayerNorm.gamma", "LayerNorm.weight")
+        .replace("LayerNorm.beta", "LayerNorm.bias"): v
+        for k, v in old.items()
+        if not k.startswith("cls.")
+    }
     new["embeddings.position_ids"] = torch.arange(64)[None]
     save_file({k: v.contiguous() for k, v in new.items()}, str(bert_dir / "model.safetensors"))
     model = load(paths_in(w, PRETRAIN + ("regionvlm",)))
@@ -268,6 +296,7 @@ def test_accepted_supersets_of_the_published_files(smoke, tmp_path):
 
 
 # --- bad files ----------------------------------------------------------------------------
+
 
 def expect_failure(paths: dict, error, *patterns: str):
     model = meta_tiny()
@@ -307,8 +336,12 @@ def test_truncated_checkpoint_and_empty_file(smoke, tmp_path):
 def test_shard_named_in_the_index_is_missing(smoke, tmp_path):
     w = copy_of(smoke, tmp_path)
     (w / "flan-t5-xl" / "model-00001-of-00002.safetensors").unlink()
-    expect_failure(paths_in(w), MissingFileError, "model-00001-of-00002.safetensors",
-                   str(w / "flan-t5-xl" / "model.safetensors.index.json"))
+    expect_failure(
+        paths_in(w),
+        MissingFileError,
+        "model-00001-of-00002.safetensors",
+        str(w / "flan-t5-xl" / "model.safetensors.index.json"),
+    )
 
 
 def test_index_listing_a_tensor_its_shard_lacks(smoke, tmp_path):
@@ -335,14 +368,19 @@ def test_files_of_another_model_size(smoke, tmp_path):
     gen.write_all(xxl, smoke=True, only=["t5"])
     shutil.rmtree(xxl / "flan-t5-xl")
     gen.write_t5(xxl, replace(dims, t5_d_model=128, t5_heads=8, t5_d_ff=256), gen.np.random.default_rng(0))
-    message = expect_failure({**paths_in(smoke), "t5": str(xxl / "flan-t5-xl")}, CheckpointError,
-                             "shape mismatch", "t5 (", "flan-t5-xl")
+    message = expect_failure(
+        {**paths_in(smoke), "t5": str(xxl / "flan-t5-xl")}, CheckpointError, "shape mismatch", "t5 (", "flan-t5-xl"
+    )
     assert "[32128, 128] vs model [32128, 64]" in message
     vit_l = tmp_path / "vitl"  # EVA ViT-L's proportions: narrower and fewer blocks
     vit_l.mkdir()
     gen.write_eva(vit_l, replace(dims, vit_width=48, vit_blocks=2), gen.np.random.default_rng(0))
-    message = expect_failure({**paths_in(smoke), "eva_vit": str(vit_l / "eva_vit_g.pth")}, CheckpointError,
-                             "shape mismatch", str(vit_l / "eva_vit_g.pth"))
+    message = expect_failure(
+        {**paths_in(smoke), "eva_vit": str(vit_l / "eva_vit_g.pth")},
+        CheckpointError,
+        "shape mismatch",
+        str(vit_l / "eva_vit_g.pth"),
+    )
     assert "cls_token: file [1, 1, 48] vs model [1, 1, 64]" in message
 
 
@@ -364,9 +402,13 @@ def test_real_size_xxl_header_is_rejected_before_reading(tmp_path):
     cfg = RegionVLMT5.check_config(OmegaConf.load(RegionVLMT5.default_config_path("flant5xl")).model)
     with torch.device("meta"):
         model = RegionVLMT5(**{k: v for k, v in cfg.items() if k in RegionVLMT5.constructor_keys()})
-    with pytest.raises(CheckpointError, match=r"flan-t5-xxl/model-00001-of-0000\d\.safetensors.*shape mismatch.*\[4096, 4096\] vs model \[2048, 2048\]"):
-        W.plan_weights(model.state_dict(), {"t5": str(folder)}, {"vit_depth": 39, "qformer_vocab": 30523,
-                                                                 "qformer_layers": 12})
+    with pytest.raises(
+        CheckpointError,
+        match=r"flan-t5-xxl/model-00001-of-0000\d\.safetensors.*shape mismatch.*\[4096, 4096\] vs model \[2048, 2048\]",
+    ):
+        W.plan_weights(
+            model.state_dict(), {"t5": str(folder)}, {"vit_depth": 39, "qformer_vocab": 30523, "qformer_layers": 12}
+        )
 
 
 def test_unknown_keys_name_the_file(smoke, tmp_path):
@@ -374,8 +416,9 @@ def test_unknown_keys_name_the_file(smoke, tmp_path):
     ckpt = torch.load(w / "ckpoint_RegionVLM.pth", weights_only=True)
     ckpt["model"]["Qformer.bert.encoder.layer.0.attention.self.rotary.weight"] = torch.zeros(3)
     torch.save(ckpt, w / "ckpoint_RegionVLM.pth")
-    expect_failure(paths_in(w), CheckpointError, "do not exist in this model", str(w / "ckpoint_RegionVLM.pth"),
-                   "rotary")
+    expect_failure(
+        paths_in(w), CheckpointError, "do not exist in this model", str(w / "ckpoint_RegionVLM.pth"), "rotary"
+    )
     bert = torch.load(w / "bert-base-uncased" / "pytorch_model.bin", weights_only=True)
     bert["bert.encoder.layer.0.adapter.weight"] = torch.zeros(2)
     torch.save(bert, w / "bert-base-uncased" / "pytorch_model.bin")
@@ -392,37 +435,49 @@ def test_pickled_code_is_refused(smoke, tmp_path):
     evil = tmp_path / "evil"
     evil.mkdir()
     torch.save({"shared.weight": torch.zeros(2), "hook": Payload()}, evil / "pytorch_model.bin")
-    expect_failure({**paths_in(smoke), "t5": str(evil)}, CheckpointError, str(evil / "pytorch_model.bin"),
-                   "pickled Python objects", "weights_only=True", "refuses to run code")
+    expect_failure(
+        {**paths_in(smoke), "t5": str(evil)},
+        CheckpointError,
+        str(evil / "pytorch_model.bin"),
+        "pickled Python objects",
+        "weights_only=True",
+        "refuses to run code",
+    )
     assert not marker.exists()
 
 
 def test_bad_paths(smoke, tmp_path):
     expect_failure({**paths_in(smoke), "t5": ""}, MissingFileError, "model.weights.t5", "empty")
     (tmp_path / "empty_dir").mkdir()
-    expect_failure({**paths_in(smoke), "t5": str(tmp_path / "empty_dir")}, CheckpointError,
-                   str(tmp_path / "empty_dir"), "has no model.safetensors")
-    expect_failure({**paths_in(smoke), "eva_vit": str(smoke / "flan-t5-xl")}, CheckpointError,
-                   "is a directory")
-    expect_failure({**paths_in(smoke), "regionvlm": str(tmp_path / "nope.pth")}, MissingFileError,
-                   "nope.pth", "model.weights.regionvlm")
+    expect_failure(
+        {**paths_in(smoke), "t5": str(tmp_path / "empty_dir")},
+        CheckpointError,
+        str(tmp_path / "empty_dir"),
+        "has no model.safetensors",
+    )
+    expect_failure({**paths_in(smoke), "eva_vit": str(smoke / "flan-t5-xl")}, CheckpointError, "is a directory")
+    expect_failure(
+        {**paths_in(smoke), "regionvlm": str(tmp_path / "nope.pth")},
+        MissingFileError,
+        "nope.pth",
+        "model.weights.regionvlm",
+    )
     lfs = tmp_path / "eva_vit_g.pth"
     lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2022452103\n")
     expect_failure({**paths_in(smoke), "eva_vit": str(lfs)}, CheckpointError, "Git LFS pointer")
     (tmp_path / "notes.txt").write_text("hello")
-    expect_failure({**paths_in(smoke), "eva_vit": str(tmp_path / "notes.txt")}, CheckpointError,
-                   "neither a PyTorch")
+    expect_failure({**paths_in(smoke), "eva_vit": str(tmp_path / "notes.txt")}, CheckpointError, "neither a PyTorch")
 
 
 def test_through_the_public_loader(smoke):
     from regionvlm import load_model_and_preprocess
 
-    model, vis, _ = load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True, load_pretrained=True,
-                                              weights=paths_in(smoke))
+    model, vis, _ = load_model_and_preprocess(
+        "regionvlm_t5", "tiny", is_eval=True, load_pretrained=True, weights=paths_in(smoke)
+    )
     assert model.load_report.sources["T5"] == ["t5"]
     with torch.no_grad():
-        out = model.generate({"image": vis["eval"](Image.new("RGB", (80, 60))).unsqueeze(0)},
-                             num_beams=1, max_length=3)
+        out = model.generate({"image": vis["eval"](Image.new("RGB", (80, 60))).unsqueeze(0)}, num_beams=1, max_length=3)
     assert len(out) == 1
 
 
@@ -439,9 +494,16 @@ def test_bf16_precision_reads_the_frozen_towers_straight_into_bf16(smoke, monkey
         return original(self, paths, dtypes=dtypes)
 
     monkeypatch.setattr(RegionVLMT5, "load_weights", spy)
-    model, _, _ = load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True, load_pretrained=True,
-                                            weights=paths_in(smoke), precision="bf16", freeze_vit=True,
-                                            freeze_t5=True)
+    model, _, _ = load_model_and_preprocess(
+        "regionvlm_t5",
+        "tiny",
+        is_eval=True,
+        load_pretrained=True,
+        weights=paths_in(smoke),
+        precision="bf16",
+        freeze_vit=True,
+        freeze_t5=True,
+    )
     assert asked == [{"vision encoder": torch.bfloat16, "T5": torch.bfloat16}]
     assert W.group_dtypes(model)["vision encoder"] == ["bfloat16"] and W.group_dtypes(model)["T5"] == ["bfloat16"]
     assert model.Qformer.bert.embeddings.word_embeddings.weight.dtype == torch.float32

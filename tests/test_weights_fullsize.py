@@ -8,6 +8,7 @@ Set ``REGIONVLM_FULLSIZE_WEIGHTS`` to a folder written by
 ``python benchmarks/make_fullsize_weights.py --out DIR`` to reuse it; otherwise the files are
 written to a temporary folder first (about 2.5 minutes here).
 """
+
 from __future__ import annotations
 
 import gc
@@ -28,8 +29,13 @@ from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 pytestmark = [pytest.mark.slow, pytest.mark.fullsize]
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUT = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "bert": "bert-base-uncased",
-          "blip2": "blip2_pretrained_flant5xl.pth", "regionvlm": "ckpoint_RegionVLM.pth"}
+LAYOUT = {
+    "eva_vit": "eva_vit_g.pth",
+    "t5": "flan-t5-xl",
+    "bert": "bert-base-uncased",
+    "blip2": "blip2_pretrained_flant5xl.pth",
+    "regionvlm": "ckpoint_RegionVLM.pth",
+}
 
 
 def _mem_available() -> int:
@@ -51,7 +57,9 @@ def fullsize(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fullsize")
     if shutil.disk_usage(out).free < 20 * 10**9:
         pytest.skip("needs 20 GB of free disk for the stand-in files")
-    spec = importlib.util.spec_from_file_location("make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py"
+    )
     gen = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = gen
     spec.loader.exec_module(gen)
@@ -68,7 +76,7 @@ def t5_file_tensor(folder: Path, key: str) -> torch.Tensor:
 
 def torch_file_tensor(path: Path, key: str) -> torch.Tensor:
     obj = torch.load(path, weights_only=True, mmap=W.sniff_format(path) == "torch-zip")
-    return (obj["model"] if "model" in obj else obj)[key].clone()
+    return (obj.get("model", obj))[key].clone()
 
 
 def test_flant5xl_loads_at_full_size(fullsize):
@@ -76,26 +84,35 @@ def test_flant5xl_loads_at_full_size(fullsize):
 
     _need_memory(18 * 2**30)
     paths = {s: str(fullsize / LAYOUT[s]) for s in ("eva_vit", "t5", "regionvlm")}
-    model, vis, txt = load_model_and_preprocess("regionvlm_t5", "flant5xl", is_eval=True, weights=paths)
+    model, _vis, _txt = load_model_and_preprocess("regionvlm_t5", "flant5xl", is_eval=True, weights=paths)
     tensors = list(model.parameters()) + list(model.buffers())
     assert not any(t.is_meta for t in tensors)
     assert sum(p.numel() for p in model.parameters()) == 4_023_505_536
     assert W.group_dtypes(model) == {g: ["float32"] for g in W.GROUPS}
     report = model.load_report
     assert report.sources["vision encoder"] == ["eva_vit"] and report.sources["T5"] == ["t5"]
-    assert all(report.sources[g] == ["regionvlm"] for g in ("Q-Former", "Q-Former text path", "query_tokens",
-                                                             "ln_vision", "t5_proj"))
+    assert all(
+        report.sources[g] == ["regionvlm"]
+        for g in ("Q-Former", "Q-Former text path", "query_tokens", "ln_vision", "t5_proj")
+    )
     assert sum(k.startswith("blocks.39.") for k in report.ignored["eva_vit"]) == 13  # the 40th block
     state = model.state_dict()
     assert state["visual_encoder.pos_embed"].shape == (1, 677, 1408)  # 224 px table interpolated to 364 px
     eva = fullsize / "eva_vit_g.pth"
     for key in ("blocks.38.mlp.fc2.weight", "blocks.0.attn.q_bias", "patch_embed.proj.weight"):
         assert torch.equal(state["visual_encoder." + key], torch_file_tensor(eva, key).float()), key
-    for key in ("shared.weight", "decoder.block.17.layer.2.DenseReluDense.wi_0.weight", "lm_head.weight",
-                "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"):
+    for key in (
+        "shared.weight",
+        "decoder.block.17.layer.2.DenseReluDense.wi_0.weight",
+        "lm_head.weight",
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    ):
         assert torch.equal(state["t5_model." + key], t5_file_tensor(fullsize, key)), key
-    for key in ("Qformer.bert.embeddings.word_embeddings.weight", "query_tokens",
-                "Qformer.bert.encoder.layer.10.crossattention.self.key.weight"):
+    for key in (
+        "Qformer.bert.embeddings.word_embeddings.weight",
+        "query_tokens",
+        "Qformer.bert.encoder.layer.10.crossattention.self.key.weight",
+    ):
         assert torch.equal(state[key], torch_file_tensor(fullsize / "ckpoint_RegionVLM.pth", key)), key
     assert model.t5_model.encoder.embed_tokens.weight is model.t5_model.shared.weight
     assert torch.equal(state["Qformer.bert.embeddings.position_ids"][0], torch.arange(512))

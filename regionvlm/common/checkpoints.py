@@ -10,6 +10,7 @@ state dict); every other tensor of the training state (optimizer moments, RNG st
 ``__train_state__/<path>``, and the non-tensor rest as JSON in the file's metadata.
 Nothing is pickled at all. Both formats are written atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,22 +91,26 @@ def load_training_checkpoint(path: str | Path) -> Dict[str, Any]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
+                tensors = {k: f.get_tensor(k) for k in f}
+        except Exception as exc:
             raise CheckpointError(f"cannot read the checkpoint '{path}': {exc}") from None
         if _METADATA_KEY not in metadata:
-            raise CheckpointError(f"'{path}' holds weights only, not a training state; to start a new run from "
-                                  "these weights set `model.checkpoint` instead of `run.resume_ckpt_path`.")
+            raise CheckpointError(
+                f"'{path}' holds weights only, not a training state; to start a new run from "
+                "these weights set `model.checkpoint` instead of `run.resume_ckpt_path`."
+            )
         state = _unpack(json.loads(metadata[_METADATA_KEY]), tensors)
         state["model"] = {k: v for k, v in tensors.items() if not k.startswith(TRAIN_STATE_PREFIX)}
         return state
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"cannot read the checkpoint '{path}': {exc}") from None
     if not isinstance(state, Mapping) or not {"model", "optimizer", "step"} <= set(state):
-        raise CheckpointError(f"'{path}' holds weights only, not a training state (no optimizer/step); to start a "
-                              "new run from these weights set `model.checkpoint` instead of `run.resume_ckpt_path`.")
+        raise CheckpointError(
+            f"'{path}' holds weights only, not a training state (no optimizer/step); to start a "
+            "new run from these weights set `model.checkpoint` instead of `run.resume_ckpt_path`."
+        )
     return dict(state)
 
 

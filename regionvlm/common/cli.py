@@ -10,6 +10,7 @@
 Entry points keep a ``main(argv) -> result`` that raises normally (tests call it directly)
 and end with ``if __name__ == "__main__": run(main)``.
 """
+
 from __future__ import annotations
 
 import logging

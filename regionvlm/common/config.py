@@ -7,6 +7,7 @@ dataset builder, the runner and the task (which share ``run:``) — so a misspel
 mistyped setting stops the run before any work, with the key and what is allowed. The
 resolved config is what gets saved next to a run's logs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -107,21 +108,27 @@ def _run_config(user: DictConfig) -> DictConfig:
 class Config:
     """The resolved, checked configuration of one run (``config.run_cfg`` etc. as in LAVIS)."""
 
-    def __init__(self, cfg_path: Optional[str | Path], options: Optional[Iterable[str]] = None,
-                 user_config: Optional[DictConfig] = None) -> None:
+    def __init__(
+        self,
+        cfg_path: Optional[str | Path],
+        options: Optional[Iterable[str]] = None,
+        user_config: Optional[DictConfig] = None,
+    ) -> None:
         if user_config is None and cfg_path is None:
             raise ConfigError("give a config file (--cfg-path) or a config mapping.")
         user = user_config if user_config is not None else load_yaml(cfg_path)
         user = OmegaConf.merge(user, parse_options(list(options or [])))
-        unknown = [k for k in user.keys() if k not in SECTIONS]
+        unknown = [k for k in user if k not in SECTIONS]
         if unknown:
             raise ConfigError(f"unknown top-level section(s) {unknown}; allowed: {list(SECTIONS)}.")
         self.cfg_path = str(cfg_path) if cfg_path else None
-        self.config = OmegaConf.create({
-            "model": _model_config(user),
-            "datasets": _datasets_config(user),
-            "run": _run_config(user),
-        })
+        self.config = OmegaConf.create(
+            {
+                "model": _model_config(user),
+                "datasets": _datasets_config(user),
+                "run": _run_config(user),
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: dict, options: Optional[Iterable[str]] = None) -> "Config":

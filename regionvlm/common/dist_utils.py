@@ -1,4 +1,5 @@
 """Distributed helpers that also work in a single process (CPU or one GPU, no launcher)."""
+
 from __future__ import annotations
 
 import os

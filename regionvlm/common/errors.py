@@ -5,6 +5,7 @@ problem (a bad setting, a missing or malformed file, a full disk): the command l
 its message as one line and exit with code 2. Every other exception is a bug and keeps its
 traceback.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,12 +46,8 @@ def require_file(path: Optional[str], what: str, setting: str, published: str = 
     An empty string counts as "not configured" (never as the current directory)."""
     where = f" It is published at {published}." if published else ""
     if path is None or not str(path).strip():
-        raise MissingFileError(
-            f"{what}: no path configured. Set `{setting}` to the local file.{where}"
-        )
+        raise MissingFileError(f"{what}: no path configured. Set `{setting}` to the local file.{where}")
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise MissingFileError(
-            f"{what} not found at '{p}'. Put the file there or point `{setting}` to it.{where}"
-        )
+        raise MissingFileError(f"{what} not found at '{p}'. Put the file there or point `{setting}` to it.{where}")
     return p

@@ -7,6 +7,7 @@ training step page-faults its largest tensors — the vocabulary logits — back
 thresholds makes malloc reuse that memory: tiny training steps 1.4-1.8x faster on CPU,
 ``python benchmarks/bench_train_step.py``. No effect, and no error, off glibc.
 """
+
 from __future__ import annotations
 
 import ctypes

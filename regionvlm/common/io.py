@@ -9,6 +9,7 @@ target left. Write failures that are the environment's fault (full disk, read-on
 no permission) become :class:`~regionvlm.common.errors.OutputError` with the path and the
 reason; anything else keeps its traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,10 +23,15 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 from regionvlm.common.errors import InputError, MissingFileError, OutputError
 
 _TMP_SUFFIX = ".tmp"
-_ENV_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-               errno.EPERM: "permission denied", errno.EISDIR: "a folder of that name exists",
-               errno.ENOTDIR: "a file stands where a folder is expected"}
+_ENV_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "a folder of that name exists",
+    errno.ENOTDIR: "a file stands where a folder is expected",
+}
 
 
 def output_error(exc: OSError, path: str | Path, action: str = "write") -> Exception:
@@ -34,8 +40,11 @@ def output_error(exc: OSError, path: str | Path, action: str = "write") -> Excep
     reason = _ENV_ERRNOS.get(exc.errno or -1)
     if reason is None:
         return exc
-    hint = ("free some space or choose an output folder on another disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose an output folder you can write to")
+    hint = (
+        "free some space or choose an output folder on another disk"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "choose an output folder you can write to"
+    )
     return OutputError(f"cannot {action} '{path}': {reason} ({hint}).")
 
 
@@ -94,7 +103,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: Optional[str] = "ut
         raise ValueError(f"atomic_open writes whole files ('w' or 'wb'), not mode {mode!r}.")
     with atomic_path(path) as tmp:
         try:
-            f = open(tmp, mode, encoding=encoding if mode == "w" else None)
+            f = open(tmp, mode, encoding=encoding if mode == "w" else None)  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise output_error(exc, path) from None
         with f:
@@ -143,8 +152,9 @@ def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout
         with open(path, "rb") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{what} '{path}'{via} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                         f"column {exc.colno}).{expected}") from None
+        raise InputError(
+            f"{what} '{path}'{via} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).{expected}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{what} '{path}'{via} is not UTF-8 text ({exc.reason}).{expected}") from None
     except RecursionError:
@@ -164,7 +174,7 @@ class JsonlAppender:
         self.path = Path(path)
         ensure_dir(self.path.parent)
         try:
-            self._f = open(self.path, "ab")
+            self._f = open(self.path, "ab")  # noqa: SIM115 (open for the log's life)
             if self._f.tell() > 0 and not _ends_with_newline(self.path):
                 self._f.write(b"\n")
         except OSError as exc:
@@ -222,4 +232,3 @@ def read_jsonl_rows(path: str | Path) -> Tuple[List[Dict[str, Any]], int]:
 def read_jsonl(path: str | Path) -> List[Dict[str, Any]]:
     """The readable rows of a JSONL log (torn rows of killed writers are skipped)."""
     return read_jsonl_rows(path)[0]
-

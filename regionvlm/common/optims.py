@@ -4,6 +4,7 @@ A schedule is a pure function of where training is — ``(epoch, iteration in th
 optimizer updates so far)`` — that the runner applies before every iteration, so a resumed
 run needs no scheduler state to continue exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, 
 
 def build_optimizer(model: torch.nn.Module, settings: Any) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters (``settings``: the run settings)."""
-    return torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.init_lr,
-                             betas=tuple(settings.betas))
+    return torch.optim.AdamW(
+        param_groups(model, settings.weight_decay), lr=settings.init_lr, betas=tuple(settings.betas)
+    )
 
 
 class Schedule(ABC):
@@ -63,8 +65,16 @@ class LinearWarmupCosineLR(Schedule):
     the whole epoch — a staircase that never reaches ``min_lr``. ``warmup_lr`` unset means no
     warm-up (LAVIS's -1)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_epoch: int, init_lr: float, min_lr: float = 0.0,
-                 warmup_lr: float | None = None, warmup_steps: int = 0, **_unused: Any) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_epoch: int,
+        init_lr: float,
+        min_lr: float = 0.0,
+        warmup_lr: float | None = None,
+        warmup_steps: int = 0,
+        **_unused: Any,
+    ) -> None:
         super().__init__(optimizer)
         self.max_epoch, self.init_lr, self.min_lr = int(max_epoch), float(init_lr), float(min_lr)
         self.warmup_lr = self.init_lr if warmup_lr is None else float(warmup_lr)
@@ -84,9 +94,17 @@ class LinearWarmupStepCosineLR(Schedule):
     optimizer *updates*, then a per-update cosine from ``init_lr`` to ``min_lr`` at the last
     update. The tiny preset's training uses it."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_epoch: int, init_lr: float, min_lr: float = 0.0,
-                 warmup_lr: float | None = None, warmup_steps: int = 0, updates_per_epoch: int = 1,
-                 **_unused: Any) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_epoch: int,
+        init_lr: float,
+        min_lr: float = 0.0,
+        warmup_lr: float | None = None,
+        warmup_steps: int = 0,
+        updates_per_epoch: int = 1,
+        **_unused: Any,
+    ) -> None:
         super().__init__(optimizer)
         self.total_updates = max(1, int(max_epoch) * int(updates_per_epoch))
         self.init_lr, self.min_lr = float(init_lr), float(min_lr)
@@ -104,6 +122,12 @@ class LinearWarmupStepCosineLR(Schedule):
 def build_schedule(optimizer: torch.optim.Optimizer, settings: Any, updates_per_epoch: int) -> Schedule:
     """The registered schedule ``settings.lr_sched`` for this run."""
     cls = registry.get_lr_scheduler_class(settings.lr_sched)
-    return cls(optimizer, max_epoch=settings.max_epoch, init_lr=settings.init_lr, min_lr=settings.min_lr,
-               warmup_lr=settings.warmup_lr, warmup_steps=settings.warmup_steps,
-               updates_per_epoch=updates_per_epoch)
+    return cls(
+        optimizer,
+        max_epoch=settings.max_epoch,
+        init_lr=settings.init_lr,
+        min_lr=settings.min_lr,
+        warmup_lr=settings.warmup_lr,
+        warmup_steps=settings.warmup_steps,
+        updates_per_epoch=updates_per_epoch,
+    )

@@ -9,6 +9,7 @@ listing) imports that module on demand — only the modules it needs, so asking 
 processor does not import the model. A test keeps the table equal to what the modules
 register. A name that nobody registers raises :class:`ConfigError` with what exists.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -11,6 +11,7 @@ mapping from YAML or ``--options`` into an instance, before any work starts:
 - ``choices``/``min``/``max`` in the field metadata are checked; :meth:`Settings.validate`
   adds checks that involve several fields.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -26,8 +27,14 @@ S = TypeVar("S", bound="Settings")
 _MISSING = dataclasses.MISSING
 
 
-def setting(default: Any = _MISSING, *, choices: Optional[Sequence[Any]] = None, min: Optional[float] = None,
-            max: Optional[float] = None, help: str = "") -> Any:  # noqa: A002 (names read as the YAML reads)
+def setting(
+    default: Any = _MISSING,
+    *,
+    choices: Optional[Sequence[Any]] = None,
+    min: Optional[float] = None,
+    max: Optional[float] = None,
+    help: str = "",
+) -> Any:
     """A dataclass field with the checks :meth:`Settings.parse` applies."""
     metadata = {"choices": tuple(choices) if choices is not None else None, "min": min, "max": max, "help": help}
     if isinstance(default, (dict, list)):
@@ -80,8 +87,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"`{key}`: {_describe(value)} matches none of "
-                          f"{[getattr(o, '__name__', str(o)) for o in options]}.")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"`{key}`: {_describe(value)} matches none of {[getattr(o, '__name__', str(o)) for o in options]}."
+        )
     if value is None:
         raise ConfigError(f"`{key}` must be set (got null).")
     if annotation is bool:
@@ -162,8 +172,9 @@ class Settings:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def parse(cls: Type[S], values: Optional[Mapping[str, Any]], section: str = "run",
-              also_known: Iterable[str] = ()) -> S:
+    def parse(
+        cls: Type[S], values: Optional[Mapping[str, Any]], section: str = "run", also_known: Iterable[str] = ()
+    ) -> S:
         """Read ``values`` (a ``run:`` section, say). Keys in ``also_known`` belong to another
         reader of the same section (the runner and the task share ``run:``) and are skipped."""
         values = to_plain(values) or {}

@@ -30,6 +30,7 @@ Different names can therefore give the same id; an evaluation split that does is
 (every image must be scored exactly once). The official files contain only
 ``COCO_val2014_<12 digits>.jpg`` names, for which the rule is simply "the number".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,8 +86,11 @@ def load_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file (:func:`regionvlm.common.io.read_json`), naming where the official
     file of that name is published when it is missing."""
     p = Path(path).expanduser()
-    published = (f"the official {p.name} is published at {PUBLISHED_AT}{p.name}"
-                 if p.name in ANNOTATION_FILES.values() or p.name in GT_FILES.values() else None)
+    published = (
+        f"the official {p.name} is published at {PUBLISHED_AT}{p.name}"
+        if p.name in ANNOTATION_FILES.values() or p.name in GT_FILES.values()
+        else None
+    )
     return read_json(p, what, layout=published)
 
 
@@ -124,8 +128,9 @@ def read_karpathy_split(path: str | Path) -> List[KarpathyImage]:
     src = str(path)
     data = load_json(path, "Karpathy annotation file")
     if not isinstance(data, list):
-        raise InputError(f"'{src}' must hold a JSON list of {{\"image\", \"caption\"}} entries, "
-                         f"got {type(data).__name__}.")
+        raise InputError(
+            f'\'{src}\' must hold a JSON list of {{"image", "caption"}} entries, got {type(data).__name__}.'
+        )
     out: List[KarpathyImage] = []
     seen: Dict[int, Tuple[int, str]] = {}
     for i, entry in enumerate(data):
@@ -182,11 +187,13 @@ def _gt_from_dataset(data: Any, src: str) -> CaptionGroundTruth:
             if key not in ann:
                 raise InputError(f"{where} has no '{key}' (keys: {sorted(ann)}).")
         if not is_int(ann["image_id"]) or not is_int(ann["id"]):
-            raise InputError(f"{where}: 'image_id' and 'id' must be integers, "
-                             f"got {ann['image_id']!r} and {ann['id']!r}.")
+            raise InputError(
+                f"{where}: 'image_id' and 'id' must be integers, got {ann['image_id']!r} and {ann['id']!r}."
+            )
         if not isinstance(ann["caption"], str):
-            raise InputError(f"{where} (id {ann['id']}): 'caption' must be a string, "
-                             f"got {type(ann['caption']).__name__}.")
+            raise InputError(
+                f"{where} (id {ann['id']}): 'caption' must be a string, got {type(ann['caption']).__name__}."
+            )
         if ann["image_id"] not in captions:
             raise InputError(f"{where} (id {ann['id']}) refers to image {ann['image_id']}, which is not in 'images'.")
         if ann["id"] in ann_ids:
@@ -196,10 +203,13 @@ def _gt_from_dataset(data: Any, src: str) -> CaptionGroundTruth:
         captions[ann["image_id"]].append(ann["caption"])
     empty = [i for i in image_ids if not captions[i]]
     if empty:
-        raise InputError(f"'{src}': {len(empty)} image(s) have no reference caption (first: {empty[:5]}); "
-                         "every ground-truth image needs at least one.")
-    return CaptionGroundTruth(path=src, image_ids=tuple(image_ids),
-                              captions={k: tuple(v) for k, v in captions.items()}, dataset=dict(data))
+        raise InputError(
+            f"'{src}': {len(empty)} image(s) have no reference caption (first: {empty[:5]}); "
+            "every ground-truth image needs at least one."
+        )
+    return CaptionGroundTruth(
+        path=src, image_ids=tuple(image_ids), captions={k: tuple(v) for k, v in captions.items()}, dataset=dict(data)
+    )
 
 
 def read_caption_gt(path: str | Path) -> CaptionGroundTruth:
@@ -217,8 +227,10 @@ def build_caption_gt(images: Sequence[KarpathyImage]) -> Dict[str, Any]:
     data that ships without one (e.g. synthetic captions). Published numbers use the
     official file."""
     anns = [{"image_id": im.image_id, "caption": c} for im in images for c in im.captions]
-    return {"images": [{"id": im.image_id} for im in images],
-            "annotations": [dict(a, id=k + 1) for k, a in enumerate(anns)]}
+    return {
+        "images": [{"id": im.image_id} for im in images],
+        "annotations": [dict(a, id=k + 1) for k, a in enumerate(anns)],
+    }
 
 
 def check_split_matches_gt(images: Sequence[KarpathyImage], gt: CaptionGroundTruth, split_source: str) -> None:

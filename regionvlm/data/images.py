@@ -33,6 +33,7 @@ may be black for a non-zero index), ``RGB`` by the largest channel. Modes with a
 channel or a colour model (``LA``, ``RGBA``, ``CMYK``, ...) have no single meaning of
 "inside" and are refused with the fix (save a one-channel PNG).
 """
+
 from __future__ import annotations
 
 import errno
@@ -53,8 +54,12 @@ logger = logging.getLogger(__name__)
 
 PIL_CONVERTIBLE = ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA")
 MASK_MODES = ("1", "L", "P", "I", "F", "RGB")  # plus every I;16 variant
-_OS_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-               errno.ELOOP: "a symbolic link loop", errno.EISDIR: "it is a folder, not a file"}
+_OS_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "a symbolic link loop",
+    errno.EISDIR: "it is a folder, not a file",
+}
 
 Source = Union[str, os.PathLike, bytes]
 
@@ -77,20 +82,26 @@ def to_rgb(image: Image.Image, what: str = "image") -> Image.Image:
         values = np.asarray(image)
         low, high = int(values.min()), int(values.max())
         if low < 0 or high > 255:
-            raise InputError(f"{what} has 32-bit integer pixels ranging {low}..{high}; their brightness scale is "
-                             "not defined. Save it as an 8-bit (or 16-bit) image.")
+            raise InputError(
+                f"{what} has 32-bit integer pixels ranging {low}..{high}; their brightness scale is "
+                "not defined. Save it as an 8-bit (or 16-bit) image."
+            )
         return Image.fromarray(values.astype(np.uint8), "L").convert("RGB")
     if mode == "F":
-        raise InputError(f"{what} has floating-point pixels (PIL mode F), whose brightness scale is not defined. "
-                         "Convert it to 8 bits first, e.g. Image.fromarray((a * 255).clip(0, 255).astype('uint8')).")
+        raise InputError(
+            f"{what} has floating-point pixels (PIL mode F), whose brightness scale is not defined. "
+            "Convert it to 8 bits first, e.g. Image.fromarray((a * 255).clip(0, 255).astype('uint8'))."
+        )
     if mode == "P" and "transparency" in image.info:
         return image.convert("RGBA").convert("RGB")  # same colours as convert("RGB"), without PIL's warning
     if mode in ("RGBa", "La"):  # premultiplied alpha: undo it, then drop alpha like every alpha mode
         return image.convert("RGBA" if mode == "RGBa" else "LA").convert("RGB")
     if mode in PIL_CONVERTIBLE:
         return image.convert("RGB")
-    raise InputError(f"{what} has the PIL mode '{mode}', which has no defined conversion to RGB; "
-                     "save it as an ordinary 8-bit RGB or greyscale image.")
+    raise InputError(
+        f"{what} has the PIL mode '{mode}', which has no defined conversion to RGB; "
+        "save it as an ordinary 8-bit RGB or greyscale image."
+    )
 
 
 def _first_frame_note(image: Image.Image, what: str) -> None:
@@ -128,9 +139,11 @@ def _load(source: Source, what: str, exif: bool) -> Tuple[Image.Image, str]:
         raise MissingFileError(f"{name} not found.") from None
     except Image.DecompressionBombError:
         limit = max_image_pixels()
-        raise InputError(f"{name} has more than twice the {limit:,} pixels allowed (a guard against decompression "
-                         "bombs: small files that expand to gigabytes). Downscale the image, or, if you trust it, "
-                         f"raise the limit with the environment variable {MAX_PIXELS_ENV}=N (0: no limit).") from None
+        raise InputError(
+            f"{name} has more than twice the {limit:,} pixels allowed (a guard against decompression "
+            "bombs: small files that expand to gigabytes). Downscale the image, or, if you trust it, "
+            f"raise the limit with the environment variable {MAX_PIXELS_ENV}=N (0: no limit)."
+        ) from None
     except UnidentifiedImageError:
         raise InputError(f"{name} is not an image that PIL can read (unknown format or damaged header).") from None
     except OSError as exc:
@@ -140,7 +153,7 @@ def _load(source: Source, what: str, exif: bool) -> Tuple[Image.Image, str]:
         raise InputError(f"{name} cannot be decoded; the file is damaged or truncated ({exc}).") from None
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on malformed files
+    except Exception as exc:
         raise InputError(f"{name} cannot be decoded; the file is damaged ({type(exc).__name__}: {exc}).") from None
 
 
@@ -163,8 +176,10 @@ def read_image_size(source: Source, what: str = "image") -> Tuple[int, int]:
     except FileNotFoundError:
         raise MissingFileError(f"{name} not found.") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{name} has more than twice the {max_image_pixels():,} pixels allowed (a guard against "
-                         f"decompression bombs); set {MAX_PIXELS_ENV}=N (0: no limit) if you trust it.") from None
+        raise InputError(
+            f"{name} has more than twice the {max_image_pixels():,} pixels allowed (a guard against "
+            f"decompression bombs); set {MAX_PIXELS_ENV}=N (0: no limit) if you trust it."
+        ) from None
     except UnidentifiedImageError:
         raise InputError(f"{name} is not an image that PIL can read (unknown format or damaged header).") from None
     except OSError as exc:
@@ -185,6 +200,8 @@ def read_mask_image(source: Source, what: str = "mask", exif: bool = False) -> n
         if mode == "F" and not np.all(np.isfinite(values)):
             raise InputError(f"{name} holds NaN or infinite values.")
         return values
-    raise InputError(f"{name} has the PIL mode '{mode}' (an alpha channel or a colour model), which has no single "
-                     "meaning of 'inside'. Save the mask as a one-channel PNG (mode L or 1) whose non-zero "
-                     "pixels are the region.")
+    raise InputError(
+        f"{name} has the PIL mode '{mode}' (an alpha channel or a colour model), which has no single "
+        "meaning of 'inside'. Save the mask as a one-channel PNG (mode L or 1) whose non-zero "
+        "pixels are the region."
+    )

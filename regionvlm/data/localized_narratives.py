@@ -70,6 +70,7 @@ non-finite numbers, an utterance ending before it starts) are counted and listed
 printed and written next to the output as ``<out stem>.report.json``. A run that yields no
 usable narrative at all stops with an error (the report is still written, the output is not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,14 +99,17 @@ REQUIRED_FIELDS = ("dataset_id", "image_id", "caption", "timed_caption", "traces
 MAX_LISTED = 20
 
 DEFAULT_IMAGE_PATTERNS: Dict[str, List[str]] = {
-    "coco": ["coco/images/train2014/COCO_train2014_{image_id:0>12}.jpg",
-             "coco/images/val2014/COCO_val2014_{image_id:0>12}.jpg"],
-    "open_images": ["open_images/images/train_{image_id[0]}/{image_id}.jpg",
-                    "open_images/images/validation/{image_id}.jpg",
-                    "open_images/images/test/{image_id}.jpg"],
+    "coco": [
+        "coco/images/train2014/COCO_train2014_{image_id:0>12}.jpg",
+        "coco/images/val2014/COCO_val2014_{image_id:0>12}.jpg",
+    ],
+    "open_images": [
+        "open_images/images/train_{image_id[0]}/{image_id}.jpg",
+        "open_images/images/validation/{image_id}.jpg",
+        "open_images/images/test/{image_id}.jpg",
+    ],
     "flickr30k": ["flickr30k/images/{image_id}.jpg"],
-    "ade20k": ["ade20k/images/training/{image_id}.jpg",
-               "ade20k/images/validation/{image_id}.jpg"],
+    "ade20k": ["ade20k/images/training/{image_id}.jpg", "ade20k/images/validation/{image_id}.jpg"],
 }
 # Family by a loose name match. The released files spell COCO mscoco_train2017 / mscoco_val2017
 # and Open Images open_images; Google's own loader tells Flickr30k by 'Flic' and ADE20k by 'ADE'
@@ -130,7 +134,7 @@ def split_chunks(caption: str) -> List[Tuple[str, int, int]]:
     chunks: List[Tuple[str, int, int]] = []
     start = 0
     for sep in CHUNK_PATTERN.finditer(caption):
-        chunks.append((caption[start:sep.start()], start, sep.start()))
+        chunks.append((caption[start : sep.start()], start, sep.start()))
         start = sep.end()
     chunks.append((caption[start:], start, len(caption)))
     return [(text.strip(), s, e) for text, s, e in chunks if text.strip()]
@@ -145,8 +149,7 @@ def utterance_starts(utterances: Sequence[str]) -> List[int]:
     return starts
 
 
-def points_per_utterance(times: np.ndarray, start_times: np.ndarray,
-                         end_times: np.ndarray) -> List[np.ndarray]:
+def points_per_utterance(times: np.ndarray, start_times: np.ndarray, end_times: np.ndarray) -> List[np.ndarray]:
     """Indices (in trace order) of the points with ``start <= t <= end``, per utterance."""
     order = np.argsort(times, kind="stable")
     sorted_t = times[order]
@@ -214,15 +217,28 @@ def parse_narrative(obj: Any) -> Narrative:
     try:
         xyt = np.array([(p["x"], p["y"], p["t"]) for p in flat], dtype=np.float64).reshape(-1, 3)
     except (KeyError, TypeError, ValueError):
-        bad = next((j for j, p in enumerate(flat)
-                    if not isinstance(p, dict) or not all(isinstance(p.get(k), (int, float))
-                                                          for k in "xyt")), None)
+        bad = next(
+            (
+                j
+                for j, p in enumerate(flat)
+                if not isinstance(p, dict) or not all(isinstance(p.get(k), (int, float)) for k in "xyt")
+            ),
+            None,
+        )
         raise MalformedRecord(f"trace point #{bad} (traces concatenated) needs numeric x, y, t") from None
     if not np.all(np.isfinite(xyt)):
         raise MalformedRecord("trace points contain NaN or infinity")
-    return Narrative(str(obj["dataset_id"]), str(obj["image_id"]), obj.get("annotator_id"),
-                     obj["caption"], utterances, np.asarray(starts, dtype=np.float64),
-                     np.asarray(ends, dtype=np.float64), xyt[:, :2], xyt[:, 2])
+    return Narrative(
+        str(obj["dataset_id"]),
+        str(obj["image_id"]),
+        obj.get("annotator_id"),
+        obj["caption"],
+        utterances,
+        np.asarray(starts, dtype=np.float64),
+        np.asarray(ends, dtype=np.float64),
+        xyt[:, :2],
+        xyt[:, 2],
+    )
 
 
 @dataclass
@@ -234,8 +250,9 @@ class ChunkStats:
     utterances_without_points: int = 0
 
 
-def narrative_chunks(n: Narrative, num_points: int = DEFAULT_NUM_POINTS,
-                     stats: Optional[ChunkStats] = None) -> Dict[str, List[List[float]]]:
+def narrative_chunks(
+    n: Narrative, num_points: int = DEFAULT_NUM_POINTS, stats: Optional[ChunkStats] = None
+) -> Dict[str, List[List[float]]]:
     """``{chunk text: num_points [x, y]}`` for one narrative (may be empty)."""
     stats = stats if stats is not None else ChunkStats()
     per_utt = points_per_utterance(n.times, n.start_times, n.end_times)
@@ -267,8 +284,10 @@ def parse_patterns(items: Iterable[str]) -> Dict[str, List[str]]:
     for item in items:
         key, sep, pattern = item.partition("=")
         if not sep or not key.strip() or not pattern.strip():
-            raise ConfigError(f"--image-pattern expects KEY=PATTERN (e.g. "
-                              f"coco=coco/images/train2014/COCO_train2014_{{image_id:0>12}}.jpg), got '{item}'.")
+            raise ConfigError(
+                f"--image-pattern expects KEY=PATTERN (e.g. "
+                f"coco=coco/images/train2014/COCO_train2014_{{image_id:0>12}}.jpg), got '{item}'."
+            )
         out.setdefault(key.strip(), []).append(pattern.strip())
     return out
 
@@ -279,17 +298,24 @@ class ImagePathResolver:
     ``patterns`` replaces the default pattern list of the keys it names; a key matches a
     ``dataset_id`` exactly or, for the four Localized Narratives families, by name."""
 
-    def __init__(self, image_root: str | Path, patterns: Optional[Mapping[str, Sequence[str]]] = None,
-                 check_exists: bool = True, relative: bool = False,
-                 defaults: Optional[Mapping[str, Sequence[str]]] = None):
+    def __init__(
+        self,
+        image_root: str | Path,
+        patterns: Optional[Mapping[str, Sequence[str]]] = None,
+        check_exists: bool = True,
+        relative: bool = False,
+        defaults: Optional[Mapping[str, Sequence[str]]] = None,
+    ):
         self.root = Path(image_root).expanduser()
         self.patterns = {k: list(v) for k, v in (DEFAULT_IMAGE_PATTERNS if defaults is None else defaults).items()}
         self.patterns.update({k: list(v) for k, v in (patterns or {}).items()})
         self.check_exists = check_exists
         self.relative = relative
         if check_exists and not self.root.is_dir():
-            raise MissingFileError(f"image root '{self.root}' is not a directory (set --image-root, "
-                                   f"or pass --no-check-images to write paths without checking).")
+            raise MissingFileError(
+                f"image root '{self.root}' is not a directory (set --image-root, "
+                f"or pass --no-check-images to write paths without checking)."
+            )
 
     def family(self, dataset_id: str) -> str:
         """The pattern key of ``dataset_id``: itself when given exactly, else the first family
@@ -304,7 +330,8 @@ class ImagePathResolver:
         raise ConfigError(
             f"no image path pattern for dataset_id '{dataset_id}'. Pass --image-pattern "
             f"{dataset_id}=PATTERN (relative to the image root, e.g. '{dataset_id}/{{image_id}}.jpg'); "
-            f"known keys: {sorted(self.patterns)}.")
+            f"known keys: {sorted(self.patterns)}."
+        )
 
     def candidates(self, dataset_id: str, image_id: str) -> List[str]:
         out = []
@@ -312,8 +339,10 @@ class ImagePathResolver:
             try:
                 out.append(pattern.format(image_id=image_id))
             except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                raise ConfigError(f"image pattern '{pattern}' cannot be formatted with "
-                                  f"image_id='{image_id}' ({exc}); only {{image_id}} is available.") from None
+                raise ConfigError(
+                    f"image pattern '{pattern}' cannot be formatted with "
+                    f"image_id='{image_id}' ({exc}); only {{image_id}} is available."
+                ) from None
         return out
 
     def resolve(self, dataset_id: str, image_id: str) -> Optional[str]:
@@ -397,8 +426,10 @@ def check_readable(path: Path, what: str) -> None:
 def nothing_usable(what: str, inputs: Sequence[Any], details: str, out: Path) -> InputError:
     """The error for a run that would write an empty annotation file (nothing to train on)."""
     names = ", ".join(f"'{p}'" for p in list(inputs)[:3]) + (" ..." if len(inputs) > 3 else "")
-    return InputError(f"{names} gave no usable {what} ({details}); nothing was written to '{out}'. "
-                      f"The report '{report_path(out)}' lists every problem.")
+    return InputError(
+        f"{names} gave no usable {what} ({details}); nothing was written to '{out}'. "
+        f"The report '{report_path(out)}' lists every problem."
+    )
 
 
 # --------------------------------------------------------------------------- the job
@@ -434,14 +465,21 @@ class PreprocessReport:
     def as_dict(self) -> Dict[str, Any]:
         c = self.chunks
         return {
-            "lines": self.lines, "blank_lines": self.blank_lines, "narratives": self.narratives,
-            "images_written": self.images_written, "images_dropped": dict(self.images_dropped),
+            "lines": self.lines,
+            "blank_lines": self.blank_lines,
+            "narratives": self.narratives,
+            "images_written": self.images_written,
+            "images_dropped": dict(self.images_dropped),
             "chunks_kept": c.kept,
-            "chunks_dropped": {"no_points": c.no_points, "duplicate_text": c.duplicate_text,
-                               "image_missing": c.image_missing},
+            "chunks_dropped": {
+                "no_points": c.no_points,
+                "duplicate_text": c.duplicate_text,
+                "image_missing": c.image_missing,
+            },
             "utterances_without_points": c.utterances_without_points,
             "caption_mismatch": self.caption_mismatch,
-            "malformed_count": len(self.malformed), "malformed": list(self.malformed),
+            "malformed_count": len(self.malformed),
+            "malformed": list(self.malformed),
             "missing_images": list(self.missing_images),
         }
 
@@ -459,7 +497,9 @@ class PreprocessReport:
         ]
         for title, items in (("malformed lines", self.malformed), ("missing images", self.missing_images)):
             if items:
-                more = f" (first {MAX_LISTED} of {len(items)}; all in the report file)" if len(items) > MAX_LISTED else ""
+                more = (
+                    f" (first {MAX_LISTED} of {len(items)}; all in the report file)" if len(items) > MAX_LISTED else ""
+                )
                 lines.append(f"{title}{more}:")
                 lines.extend(f"  {m}" for m in items[:MAX_LISTED])
         return "\n".join(lines)
@@ -472,15 +512,18 @@ def report_path(out: str | Path) -> Path:
 
 def _iter_lines(path: Path, progress: bool) -> Iterable[Tuple[int, bytes]]:
     size = path.stat().st_size
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=path.name,
-                                     disable=not progress, dynamic_ncols=True) as bar:
+    with (
+        open(path, "rb") as f,
+        tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, dynamic_ncols=True) as bar,
+    ):
         for lineno, line in enumerate(f, start=1):
             bar.update(len(line))
             yield lineno, line
 
 
-def _process_file(path: Path, part: Path, resolver: ImagePathResolver, num_points: int,
-                  progress: bool) -> PreprocessReport:
+def _process_file(
+    path: Path, part: Path, resolver: ImagePathResolver, num_points: int, progress: bool
+) -> PreprocessReport:
     """One JSONL file -> ``part`` (one output item per line) and its report."""
     report = PreprocessReport()
     with open(part, "w", encoding="utf-8") as sink:
@@ -517,12 +560,23 @@ def _process_file(path: Path, part: Path, resolver: ImagePathResolver, num_point
                 report.chunks.kept -= len(chunks)
                 report.chunks.image_missing += len(chunks)
                 tried = ", ".join(resolver.candidates(narrative.dataset_id, narrative.image_id))
-                report.missing_images.append(f"{where}: {narrative.dataset_id}/{narrative.image_id} "
-                                             f"(tried {tried} under {resolver.root})")
+                report.missing_images.append(
+                    f"{where}: {narrative.dataset_id}/{narrative.image_id} (tried {tried} under {resolver.root})"
+                )
                 continue
-            sink.write(json.dumps({"image_path": image_path, "image_id": narrative.image_id,
-                                   "dataset_id": narrative.dataset_id, "annotator_id": narrative.annotator_id,
-                                   "sent_to_points": chunks}, separators=(",", ":")) + "\n")
+            sink.write(
+                json.dumps(
+                    {
+                        "image_path": image_path,
+                        "image_id": narrative.image_id,
+                        "dataset_id": narrative.dataset_id,
+                        "annotator_id": narrative.annotator_id,
+                        "sent_to_points": chunks,
+                    },
+                    separators=(",", ":"),
+                )
+                + "\n"
+            )
             report.images_written += 1
     return report
 
@@ -531,13 +585,19 @@ def _process_file_star(args: Tuple[Any, ...]) -> PreprocessReport:
     return _process_file(*args)
 
 
-def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Path,
-                                    image_root: str | Path = ".",
-                                    num_points: int = DEFAULT_NUM_POINTS,
-                                    patterns: Optional[Mapping[str, Sequence[str]]] = None,
-                                    check_images: bool = True, relative_paths: bool = False,
-                                    progress: bool = True, write_report: bool = True,
-                                    workers: int = 1, allow_empty: bool = False) -> PreprocessReport:
+def preprocess_localized_narratives(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    image_root: str | Path = ".",
+    num_points: int = DEFAULT_NUM_POINTS,
+    patterns: Optional[Mapping[str, Sequence[str]]] = None,
+    check_images: bool = True,
+    relative_paths: bool = False,
+    progress: bool = True,
+    write_report: bool = True,
+    workers: int = 1,
+    allow_empty: bool = False,
+) -> PreprocessReport:
     """Stream the JSONL ``inputs`` into the annotation file ``out`` (see the module doc). No
     usable narrative at all is an InputError unless ``allow_empty`` (then ``out`` is ``[]``).
 
@@ -550,9 +610,11 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
         raise ConfigError("no Localized Narratives file given (--input).")
     for p in paths:
         if not p.is_file():
-            raise MissingFileError(f"Localized Narratives file '{p}' not found. Expected the official JSONL "
-                                   f"(one narrative per line, e.g. coco_train_localized_narratives-00000-of-00004.jsonl "
-                                   f"from https://google.github.io/localized-narratives/).")
+            raise MissingFileError(
+                f"Localized Narratives file '{p}' not found. Expected the official JSONL "
+                f"(one narrative per line, e.g. coco_train_localized_narratives-00000-of-00004.jsonl "
+                f"from https://google.github.io/localized-narratives/)."
+            )
         check_readable(p, "the Localized Narratives file")
     resolver = ImagePathResolver(image_root, patterns, check_exists=check_images, relative=relative_paths)
     out = Path(out)
@@ -564,14 +626,23 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
     except OSError as exc:
         raise output_error(exc, out) from None
     try:
-        jobs = [(p, parts_dir / f"{i:05d}.jsonl", resolver, num_points, progress and workers <= 1)
-                for i, p in enumerate(paths)]
+        jobs = [
+            (p, parts_dir / f"{i:05d}.jsonl", resolver, num_points, progress and workers <= 1)
+            for i, p in enumerate(paths)
+        ]
         if workers > 1 and len(jobs) > 1:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                reports = list(tqdm(pool.imap(_process_file_star, jobs), total=len(jobs), desc="files",
-                                    disable=not progress, dynamic_ncols=True))
+                reports = list(
+                    tqdm(
+                        pool.imap(_process_file_star, jobs),
+                        total=len(jobs),
+                        desc="files",
+                        disable=not progress,
+                        dynamic_ncols=True,
+                    )
+                )
         else:
             reports = [_process_file(*job) for job in jobs]
         report = PreprocessReport.merge(reports)
@@ -579,12 +650,16 @@ def preprocess_localized_narratives(inputs: Sequence[str | Path], out: str | Pat
             if write_report:
                 atomic_write_json(report_path(out), report.as_dict())
             raise nothing_usable(
-                "narrative", paths, f"{report.lines} lines: {len(report.malformed)} malformed, "
+                "narrative",
+                paths,
+                f"{report.lines} lines: {len(report.malformed)} malformed, "
                 f"{report.images_dropped['no_chunks']} without a chunk with trace points, "
-                f"{report.images_dropped['missing_image']} without an image file", out)
+                f"{report.images_dropped['missing_image']} without an image file",
+                out,
+            )
         with JsonListWriter(out) as writer:
             for _, part, *_ in jobs:
-                with open(part, "r", encoding="utf-8") as f:
+                with open(part, encoding="utf-8") as f:
                     for line in f:
                         writer.write_raw(line.rstrip("\n"))
     finally:
@@ -599,26 +674,45 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
         prog="python -m regionvlm.data.localized_narratives",
         description="Localized Narratives JSONL -> {chunk: 20 points} region-caption annotations.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Default image patterns (relative to --image-root):\n" + "\n".join(
-            f"  {k}: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_PATTERNS.items()))
+        epilog="Default image patterns (relative to --image-root):\n"
+        + "\n".join(f"  {k}: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_PATTERNS.items()),
+    )
     parser.add_argument("--input", nargs="+", required=True, help="official LN JSONL file(s)")
     parser.add_argument("--out", required=True, help="output annotation JSON")
     parser.add_argument("--image-root", default=".", help="folder the image patterns are relative to")
     parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS, help="points per chunk (20)")
-    parser.add_argument("--image-pattern", action="append", default=[], metavar="KEY=PATTERN",
-                        help="image path pattern for a dataset family or exact dataset_id; repeat for "
-                             "fallbacks (replaces that key's defaults)")
-    parser.add_argument("--no-check-images", action="store_true",
-                        help="do not check that image files exist; write the first pattern's path")
-    parser.add_argument("--relative-paths", action="store_true",
-                        help="write image paths relative to --image-root (set the dataset's image_root)")
+    parser.add_argument(
+        "--image-pattern",
+        action="append",
+        default=[],
+        metavar="KEY=PATTERN",
+        help="image path pattern for a dataset family or exact dataset_id; repeat for "
+        "fallbacks (replaces that key's defaults)",
+    )
+    parser.add_argument(
+        "--no-check-images",
+        action="store_true",
+        help="do not check that image files exist; write the first pattern's path",
+    )
+    parser.add_argument(
+        "--relative-paths",
+        action="store_true",
+        help="write image paths relative to --image-root (set the dataset's image_root)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="input files processed in parallel")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     report = preprocess_localized_narratives(
-        args.input, args.out, image_root=args.image_root, num_points=args.points,
-        patterns=parse_patterns(args.image_pattern), check_images=not args.no_check_images,
-        relative_paths=args.relative_paths, progress=not args.quiet, workers=args.workers)
+        args.input,
+        args.out,
+        image_root=args.image_root,
+        num_points=args.points,
+        patterns=parse_patterns(args.image_pattern),
+        check_images=not args.no_check_images,
+        relative_paths=args.relative_paths,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
     return report

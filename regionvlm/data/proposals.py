@@ -10,6 +10,7 @@ size whose runs cover exactly its pixels, a finite or null score) and names the 
 mask when something is wrong; writing refuses masks that are not binary and scores that are
 not finite (JSON has no NaN).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,27 +45,47 @@ def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(binary_mask(mask, "proposal mask").astype(np.uint8)))
-    return {"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
+    return {
+        "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        "area": int(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+    }
 
 
-def write_proposal_file(path: Path, image_name: str, height: int, width: int,
-                        records: Sequence[Mapping[str, Any]], source: Mapping[str, Any]) -> Path:
+def write_proposal_file(
+    path: Path,
+    image_name: str,
+    height: int,
+    width: int,
+    records: Sequence[Mapping[str, Any]],
+    source: Mapping[str, Any],
+) -> Path:
     """Write one image's records atomically (a killed run never leaves half a file)."""
     for i, rec in enumerate(records):
         size = list(rec["segmentation"]["size"])
         if size != [height, width]:
             raise InputError(f"{image_name}: mask {i} has size {size}, the image is {[height, width]}.")
-    doc = {"format": FORMAT, "version": VERSION, "image": str(image_name), "height": int(height),
-           "width": int(width), "source": dict(source), "masks": [dict(r) for r in records]}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "image": str(image_name),
+        "height": int(height),
+        "width": int(width),
+        "source": dict(source),
+        "masks": [dict(r) for r in records],
+    }
     atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
     return path
 
 
-def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[np.ndarray],
-                         scores: Sequence[Optional[float]],
-                         image_size: Optional[Tuple[int, int]] = None,
-                         source: Optional[Mapping[str, Any]] = None) -> Path:
+def save_image_proposals(
+    out_dir: str | Path,
+    image_name: str,
+    masks: Sequence[np.ndarray],
+    scores: Sequence[Optional[float]],
+    image_size: Optional[Tuple[int, int]] = None,
+    source: Optional[Mapping[str, Any]] = None,
+) -> Path:
     """Store ``masks`` (bool H x W, in proposal order) and their ``scores`` for one image.
 
     ``image_size=(height, width)`` is needed only when ``masks`` is empty. Returns the file."""
@@ -90,16 +111,29 @@ def save_image_proposals(out_dir: str | Path, image_name: str, masks: Sequence[n
         rec = encode_mask(a)
         rec["score"] = None if score is None else float(score)
         records.append(rec)
-    return write_proposal_file(proposal_path(out_dir, image_name), image_name, height, width, records,
-                               source or {"writer": "save_image_proposals"})
+    return write_proposal_file(
+        proposal_path(out_dir, image_name),
+        image_name,
+        height,
+        width,
+        records,
+        source or {"writer": "save_image_proposals"},
+    )
 
 
 class ProposalSet:
     """One image's proposals; masks are decoded on first use (C-ordered bool arrays), areas
     come straight from the RLE, so filtering by area decodes nothing."""
 
-    def __init__(self, rles: List[Dict[str, Any]], scores: List[Optional[float]], height: int, width: int,
-                 path: Optional[Path] = None, masks: Optional[List[np.ndarray]] = None):
+    def __init__(
+        self,
+        rles: List[Dict[str, Any]],
+        scores: List[Optional[float]],
+        height: int,
+        width: int,
+        path: Optional[Path] = None,
+        masks: Optional[List[np.ndarray]] = None,
+    ):
         self.rles, self.scores = rles, scores
         self.height, self.width, self.path = int(height), int(width), path
         self._masks: Dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
@@ -108,11 +142,14 @@ class ProposalSet:
         else:
             from pycocotools import mask as mask_utils
 
-            self.areas = np.asarray(mask_utils.area(rles), dtype=np.int64).reshape(-1) if rles else np.zeros(0, np.int64)
+            self.areas = (
+                np.asarray(mask_utils.area(rles), dtype=np.int64).reshape(-1) if rles else np.zeros(0, np.int64)
+            )
 
     @classmethod
-    def from_masks(cls, masks: Sequence[np.ndarray], scores: Optional[Sequence[Optional[float]]] = None
-                   ) -> "ProposalSet":
+    def from_masks(
+        cls, masks: Sequence[np.ndarray], scores: Optional[Sequence[Optional[float]]] = None
+    ) -> "ProposalSet":
         """In-memory proposals (tests, interactive use)."""
         arrays = [np.ascontiguousarray(binary_mask(m, f"proposal mask {i}")) for i, m in enumerate(masks)]
         if not arrays:
@@ -161,8 +198,10 @@ def read_proposals(path: str | Path, image_name: Optional[str] = None) -> Propos
         raise InputError(f"'{path}' has format version {version}; this code reads <= {VERSION}.")
     height, width = doc.get("height"), doc.get("width")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (height, width)):
-        raise InputError(f"'{path}': 'height' and 'width' must be positive whole numbers, got {height!r} and "
-                         f"{width!r}. Delete it and regenerate.")
+        raise InputError(
+            f"'{path}': 'height' and 'width' must be positive whole numbers, got {height!r} and "
+            f"{width!r}. Delete it and regenerate."
+        )
     if not isinstance(doc["masks"], list):
         raise InputError(f"'{path}': 'masks' must be a list of records, got {type(doc['masks']).__name__}.")
     rles, scores = [], []
@@ -177,8 +216,11 @@ def read_proposals(path: str | Path, image_name: Optional[str] = None) -> Propos
 
 
 def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
         and bool(np.isfinite(value))
+    )
 
 
 def load_image_proposals(out_dir: str | Path, image_name: str) -> Tuple[List[np.ndarray], List[Optional[float]]]:

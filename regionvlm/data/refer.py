@@ -31,6 +31,7 @@ Command line (list the images of a split, e.g. to compute only their proposals):
 
     python -m regionvlm.data.refer --data-root DIR --dataset refcoco --splitBy unc --split val --out val_images.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,10 @@ DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", SYNT
 GT_MASK_RULES = ("official", "union")
 
 _SAFE_GLOBALS = {
-    ("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"), ("__builtin__", "frozenset"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("__builtin__", "set"),
+    ("__builtin__", "frozenset"),
 }
 
 
@@ -93,8 +97,10 @@ def load_plain_pickle(path: str | Path) -> Any:
     except InputError:
         raise
     except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"cannot read the pickle '{path}': {type(exc).__name__}: {exc}. "
-                         "Expected the refer toolkit's refs(<splitBy>).p file.") from None
+        raise InputError(
+            f"cannot read the pickle '{path}': {type(exc).__name__}: {exc}. "
+            "Expected the refer toolkit's refs(<splitBy>).p file."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -136,8 +142,13 @@ class ReferSplit:
         """The annotation's mask (bool, image height x width) under ``gt_mask_rule``."""
         ann = self.annotations[ann_id]
         image = self.images[ann["image_id"]]
-        return decode_segmentation(ann["segmentation"], image.height, image.width, self.gt_mask_rule,
-                                   f"annotation {ann_id} in '{self.instances_path}'")
+        return decode_segmentation(
+            ann["segmentation"],
+            image.height,
+            image.width,
+            self.gt_mask_rule,
+            f"annotation {ann_id} in '{self.instances_path}'",
+        )
 
     def queries_by_image(self) -> List[Tuple[int, List[ReferQuery]]]:
         """Queries grouped by image, images in order of first appearance."""
@@ -147,8 +158,9 @@ class ReferSplit:
         return list(groups.items())
 
 
-def decode_segmentation(segm: Any, height: int, width: int, rule: str = "official",
-                        what: str = "segmentation") -> np.ndarray:
+def decode_segmentation(
+    segm: Any, height: int, width: int, rule: str = "official", what: str = "segmentation"
+) -> np.ndarray:
     """COCO polygons, uncompressed RLE or compressed RLE -> bool mask (height, width).
 
     ``rule="official"``: pixels covered by exactly one part (the official RIS ground truth);
@@ -219,20 +231,27 @@ def _read_instances(path: Path) -> Tuple[Dict[int, ReferImage], Dict[int, Mappin
     from regionvlm.common.io import read_json
 
     data = read_json(path, "COCO instances file", "data_root", "COCO instances JSON with 'images' and 'annotations'")
-    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
+    if (
+        not isinstance(data, Mapping)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
         raise InputError(f"'{path}' must be COCO instances JSON with lists 'images' and 'annotations'.")
     images: Dict[int, ReferImage] = {}
     for i, img in enumerate(data["images"]):
         fields = [_int_field(img.get(k)) if isinstance(img, Mapping) else None for k in ("id", "height", "width")]
         name = img.get("file_name") if isinstance(img, Mapping) else None
         if any(f is None for f in fields) or not isinstance(name, str) or not name:
-            raise InputError(f"'{path}': images[{i}] needs an integer id, a file_name, and integer height and "
-                             f"width, got {str(img)[:120]}.")
+            raise InputError(
+                f"'{path}': images[{i}] needs an integer id, a file_name, and integer height and "
+                f"width, got {str(img)[:120]}."
+            )
         image_id, height, width = fields
         if height <= 0 or width <= 0:
-            raise InputError(f"'{path}': images[{i}] (id {image_id}) has the size {width}x{height}; "
-                             "height and width must be positive.")
+            raise InputError(
+                f"'{path}': images[{i}] (id {image_id}) has the size {width}x{height}; "
+                "height and width must be positive."
+            )
         images[image_id] = ReferImage(image_id, name, height, width)
     anns: Dict[int, Mapping[str, Any]] = {}
     for i, ann in enumerate(data["annotations"]):
@@ -240,8 +259,9 @@ def _read_instances(path: Path) -> Tuple[Dict[int, ReferImage], Dict[int, Mappin
             raise InputError(f"'{path}': annotations[{i}] needs id, image_id and segmentation.")
         ann_id, image_id = _int_field(ann["id"]), _int_field(ann["image_id"])
         if ann_id is None or image_id is None:
-            raise InputError(f"'{path}': annotations[{i}] needs integer id and image_id, got "
-                             f"{ann['id']!r} and {ann['image_id']!r}.")
+            raise InputError(
+                f"'{path}': annotations[{i}] needs integer id and image_id, got {ann['id']!r} and {ann['image_id']!r}."
+            )
         anns[ann_id] = {**ann, "id": ann_id, "image_id": image_id}
     return images, anns
 
@@ -249,8 +269,14 @@ def _read_instances(path: Path) -> Tuple[Dict[int, ReferImage], Dict[int, Mappin
 _REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
-def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: str,
-               gt_mask: str = "official", skip_missing: bool = False) -> ReferSplit:
+def load_refer(
+    data_root: str | Path,
+    dataset_name: str,
+    split_by: str,
+    split: str,
+    gt_mask: str = "official",
+    skip_missing: bool = False,
+) -> ReferSplit:
     """Read one split. Missing files stop with their path; a ref whose annotation or image
     is absent from ``instances.json``, or an empty sentence, stops too unless
     ``skip_missing`` (then it is listed in ``ReferSplit.skipped``)."""
@@ -260,8 +286,10 @@ def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: s
     folder = Path(data_root).expanduser() / dataset_name
     refs_path = folder / f"refs({split_by}).p"
     instances_path = folder / "instances.json"
-    for p, what in ((refs_path, f"the {dataset_name} refs file (refs({split_by}).p)"),
-                    (instances_path, f"the {dataset_name} COCO instances file")):
+    for p, what in (
+        (refs_path, f"the {dataset_name} refs file (refs({split_by}).p)"),
+        (instances_path, f"the {dataset_name} COCO instances file"),
+    ):
         if not p.is_file():
             raise MissingFileError(
                 f"{what} not found at '{p}'. Put the refer toolkit's '{dataset_name}' folder under "
@@ -284,8 +312,10 @@ def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: s
             continue
         ref_id, ann_id, image_id = (_int_field(ref[k]) for k in ("ref_id", "ann_id", "image_id"))
         if ref_id is None or ann_id is None or image_id is None:
-            raise InputError(f"'{refs_path}': ref #{i} needs integer ref_id, ann_id and image_id, got "
-                             f"{ref['ref_id']!r}, {ref['ann_id']!r} and {ref['image_id']!r}.")
+            raise InputError(
+                f"'{refs_path}': ref #{i} needs integer ref_id, ann_id and image_id, got "
+                f"{ref['ref_id']!r}, {ref['ann_id']!r} and {ref['image_id']!r}."
+            )
         sentences = ref["sentences"]
         if not isinstance(sentences, list):
             raise InputError(f"'{refs_path}': ref {ref_id} 'sentences' must be a list.")
@@ -300,10 +330,20 @@ def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: s
             problem = f"image {image_id} is not in '{instances_path}'"
         if problem:
             if not skip_missing:
-                raise InputError(f"ref {ref_id} of '{refs_path}': {problem}. Use the instances.json that "
-                                 "belongs to this refs file, or set skip_missing to skip such refs.")
-            skipped.extend({"ref_id": ref_id, "sent_id": int(s), "image_id": image_id, "reason": problem,
-                            "path": str(instances_path)} for s in sent_ids)
+                raise InputError(
+                    f"ref {ref_id} of '{refs_path}': {problem}. Use the instances.json that "
+                    "belongs to this refs file, or set skip_missing to skip such refs."
+                )
+            skipped.extend(
+                {
+                    "ref_id": ref_id,
+                    "sent_id": int(s),
+                    "image_id": image_id,
+                    "reason": problem,
+                    "path": str(instances_path),
+                }
+                for s in sent_ids
+            )
             continue
         for sent, sent_id in zip(sentences, sent_ids):
             if not isinstance(sent, Mapping) or not isinstance(sent.get("raw"), str):
@@ -311,18 +351,37 @@ def load_refer(data_root: str | Path, dataset_name: str, split_by: str, split: s
             if not sent["raw"].strip():
                 reason = f"sentence {sent_id} of ref {ref_id} is empty"
                 if not skip_missing:
-                    raise InputError(f"'{refs_path}': {reason}; an empty expression cannot be scored. Fix the "
-                                     "file or set skip_missing to skip it.")
-                skipped.append({"ref_id": ref_id, "sent_id": int(sent_id), "image_id": image_id,
-                                "reason": reason, "path": str(refs_path)})
+                    raise InputError(
+                        f"'{refs_path}': {reason}; an empty expression cannot be scored. Fix the "
+                        "file or set skip_missing to skip it."
+                    )
+                skipped.append(
+                    {
+                        "ref_id": ref_id,
+                        "sent_id": int(sent_id),
+                        "image_id": image_id,
+                        "reason": reason,
+                        "path": str(refs_path),
+                    }
+                )
                 continue
             queries.append(ReferQuery(len(queries), ref_id, int(sent_id), ann_id, image_id, sent["raw"]))
         needed_anns[ann_id] = anns[ann_id]
     if not queries and not skipped:
         raise InputError(f"'{refs_path}' has no refs in split '{split}'; splits present: {sorted(splits_seen)}.")
     used_images = {q.image_id for q in queries}
-    return ReferSplit(dataset_name, split_by, split, refs_path, instances_path, queries,
-                      {i: images[i] for i in sorted(used_images)}, needed_anns, gt_mask, skipped)
+    return ReferSplit(
+        dataset_name,
+        split_by,
+        split,
+        refs_path,
+        instances_path,
+        queries,
+        {i: images[i] for i in sorted(used_images)},
+        needed_anns,
+        gt_mask,
+        skipped,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -33,6 +33,7 @@ Bad input stops with ``file:line``, the item id and what was expected. With
 outside the object list, unreadable metadata) is skipped instead; every skipped item is
 listed with its reason, never dropped silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,7 @@ Tokens = Tuple[Token, ...]
 # ----------------------------------------------------------------- rendering
 def render_tokens(tokens: Iterable[Token]) -> str:
     """Tokens joined by single spaces; a reference prints as ``str(list)``: ``[2]``, ``[0, 3]``."""
-    return " ".join(tok if isinstance(tok, str) else "[" + ", ".join(str(i) for i in tok) + "]"
-                    for tok in tokens)
+    return " ".join(tok if isinstance(tok, str) else "[" + ", ".join(str(i) for i in tok) + "]" for tok in tokens)
 
 
 def object_references(*token_lists: Iterable[Token]) -> List[int]:
@@ -107,14 +107,16 @@ def _parse_tokens(value: Any, what: str, num_objects: int, where: str) -> Tokens
         if isinstance(tok, str):
             out.append(tok)
             continue
-        if (not isinstance(tok, list) or not tok
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in tok)):
-            raise InputError(f"{where}: token {pos} of {what} is {tok!r}; expected a word or a "
-                             "non-empty list of object indices.")
+        if not isinstance(tok, list) or not tok or not all(isinstance(i, int) and not isinstance(i, bool) for i in tok):
+            raise InputError(
+                f"{where}: token {pos} of {what} is {tok!r}; expected a word or a non-empty list of object indices."
+            )
         bad = [i for i in tok if not 0 <= i < num_objects]
         if bad:
-            raise InputError(f"{where}: {what} refers to object {bad[0]}, but the item lists {num_objects} "
-                             f"objects (valid indices 0..{num_objects - 1}).")
+            raise InputError(
+                f"{where}: {what} refers to object {bad[0]}, but the item lists {num_objects} "
+                f"objects (valid indices 0..{num_objects - 1})."
+            )
         out.append(tuple(tok))
     return tuple(out)
 
@@ -152,19 +154,26 @@ def parse_item(row: Any, where: str, default_key: str) -> VCRItem:
             raise InputError(f"{where}: '{name}' must be a relative file path, got {row[name]!r}.")
     n = len(objects)
     return VCRItem(
-        key=key, where=where, objects=tuple(objects),
+        key=key,
+        where=where,
+        objects=tuple(objects),
         question=_parse_tokens(row["question"], "question", n, where),
         answer_choices=_parse_choices(row["answer_choices"], "answer_choices", n, where),
         rationale_choices=_parse_choices(row["rationale_choices"], "rationale_choices", n, where),
         answer_label=_parse_label(row, "answer_label", where),
         rationale_label=_parse_label(row, "rationale_label", where),
-        img_fn=row["img_fn"], metadata_fn=row["metadata_fn"],
+        img_fn=row["img_fn"],
+        metadata_fn=row["metadata_fn"],
     )
 
 
-def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
-                   metadata_root: Optional[Union[str, Path]] = None, skip_missing: bool = False,
-                   check_files: bool = True) -> Tuple[List[VCRItem], List[Skipped]]:
+def read_vcr_jsonl(
+    path: Union[str, Path],
+    image_root: Union[str, Path],
+    metadata_root: Optional[Union[str, Path]] = None,
+    skip_missing: bool = False,
+    check_files: bool = True,
+) -> Tuple[List[VCRItem], List[Skipped]]:
     """Read and validate a VCR JSONL file.
 
     ``check_files`` verifies that every image and metadata file exists (relative to
@@ -172,16 +181,18 @@ def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
     not hours in. Returns the items and, under ``skip_missing``, the skipped ones."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"VCR annotation file '{path}' not found. Download the VCR annotations "
-                               "(https://visualcommonsense.com) and set datasets.vcr.data_root "
-                               "(folder with train/val/test.jsonl) or datasets.vcr.annotation.")
+        raise MissingFileError(
+            f"VCR annotation file '{path}' not found. Download the VCR annotations "
+            "(https://visualcommonsense.com) and set datasets.vcr.data_root "
+            "(folder with train/val/test.jsonl) or datasets.vcr.annotation."
+        )
     image_root = Path(image_root)
     metadata_root = Path(metadata_root) if metadata_root is not None else image_root
     items: List[VCRItem] = []
     skipped: List[Skipped] = []
     seen: Dict[str, str] = {}
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
         raise InputError(f"cannot read the VCR annotation file '{path}': {exc.strerror or exc}.") from None
     with f:
@@ -202,12 +213,13 @@ def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
                 item = parse_item(row, where, key)
                 key = item.key
                 if item.key in seen:
-                    raise InputError(f"{item.where}: annot_id '{item.key}' already used at {seen[item.key]}; "
-                                     "item ids must be unique.")
+                    raise InputError(
+                        f"{item.where}: annot_id '{item.key}' already used at {seen[item.key]}; "
+                        "item ids must be unique."
+                    )
                 if check_files:
                     _require(image_root / item.img_fn, "image", item.where, "datasets.vcr.image_root")
-                    _require(metadata_root / item.metadata_fn, "metadata", item.where,
-                             "datasets.vcr.metadata_root")
+                    _require(metadata_root / item.metadata_fn, "metadata", item.where, "datasets.vcr.metadata_root")
             except RegionVLMError as exc:
                 if not skip_missing:
                     raise
@@ -222,8 +234,10 @@ def read_vcr_jsonl(path: Union[str, Path], image_root: Union[str, Path],
 
 def _require(path: Path, what: str, where: str, setting: str) -> None:
     if not path.is_file():
-        raise MissingFileError(f"{where}: {what} file '{path}' not found; put the VCR images "
-                               f"(vcr1images) there or point `{setting}` to the right folder.")
+        raise MissingFileError(
+            f"{where}: {what} file '{path}' not found; put the VCR images "
+            f"(vcr1images) there or point `{setting}` to the right folder."
+        )
 
 
 # ------------------------------------------------------------------- metadata
@@ -268,8 +282,9 @@ def object_mask(meta: Mapping[str, Any], index: int, where: str) -> Tuple[np.nda
         except (TypeError, ValueError):
             points = np.zeros((1, 3))  # not numbers: reported below
         if points.size and (points.ndim != 2 or points.shape[1] != 2):
-            raise InputError(f"{where}: segms[{index}] holds a polygon that is not a list of [x, y] "
-                             f"points: {str(poly)[:80]}.")
+            raise InputError(
+                f"{where}: segms[{index}] holds a polygon that is not a list of [x, y] points: {str(poly)[:80]}."
+            )
         flat = points.reshape(-1)
         if not np.all(np.isfinite(flat)):
             raise InputError(f"{where}: segms[{index}] holds a polygon with a non-finite coordinate.")
@@ -294,6 +309,8 @@ def _box_mask(box: Any, height: int, width: int, index: int, where: str) -> np.n
     mask = np.zeros((height, width), dtype=bool)
     mask[r0:r1, c0:c1] = True
     if not mask.any():
-        raise InputError(f"{where}: object {index} has neither a polygon nor a box with any pixel "
-                         f"(box {box!r}, image {width}x{height}).")
+        raise InputError(
+            f"{where}: object {index} has neither a polygon nor a box with any pixel "
+            f"(box {box!r}, image {width}x{height})."
+        )
     return mask

@@ -69,6 +69,7 @@ the report is printed and written next to the output as ``<out stem>.report.json
 that yields no record at all stops with an error (the report is still written, the output
 is not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,14 @@ from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
-from regionvlm.data.localized_narratives import (MAX_LISTED, JsonListWriter, MalformedRecord, check_readable,
-                                                 nothing_usable, report_path)
+from regionvlm.data.localized_narratives import (
+    MAX_LISTED,
+    JsonListWriter,
+    MalformedRecord,
+    check_readable,
+    nothing_usable,
+    report_path,
+)
 from regionvlm.region import select_in_order
 
 DEFAULT_NUM_POINTS = 20
@@ -151,14 +158,21 @@ def _parse_alignment(items: Any, where: str) -> Tuple[List[str], np.ndarray, np.
     try:
         rows = [(t["referenced_word"], t["start_ms"], t["end_ms"]) for t in items]
     except (KeyError, TypeError):
-        i = _first_bad(items, lambda t: isinstance(t, dict) and all(
-            k in t for k in ("referenced_word", "start_ms", "end_ms")))
+        i = _first_bad(
+            items, lambda t: isinstance(t, dict) and all(k in t for k in ("referenced_word", "start_ms", "end_ms"))
+        )
         raise MalformedRecord(f"{where}.time_alignment[{i}] needs referenced_word, start_ms and end_ms") from None
     for i, (word, s, e) in enumerate(rows):
-        if not isinstance(word, str) or not _is_number(s) or not _is_number(e) \
-                or not (math.isfinite(s) and math.isfinite(e)):
-            raise MalformedRecord(f"{where}.time_alignment[{i}] needs a string referenced_word and "
-                                  f"finite numbers start_ms, end_ms (got {word!r}, {s!r}, {e!r})")
+        if (
+            not isinstance(word, str)
+            or not _is_number(s)
+            or not _is_number(e)
+            or not (math.isfinite(s) and math.isfinite(e))
+        ):
+            raise MalformedRecord(
+                f"{where}.time_alignment[{i}] needs a string referenced_word and "
+                f"finite numbers start_ms, end_ms (got {word!r}, {s!r}, {e!r})"
+            )
     starts = np.array([r[1] for r in rows], dtype=np.float64)
     ends = np.array([r[2] for r in rows], dtype=np.float64)
     return [r[0] for r in rows], starts, ends
@@ -173,8 +187,9 @@ def _parse_traces(traces: Any, where: str) -> Tuple[np.ndarray, np.ndarray, np.n
         rows = [(p["x"], p["y"], p["time_ms_since_epoch"], p["kf_idx"]) for p in flat]
     except (KeyError, TypeError):
         j = _first_bad(flat, lambda p: isinstance(p, dict) and all(k in p for k in keys))
-        raise MalformedRecord(f"{where}.traces point #{j} (segments concatenated) needs "
-                              f"x, y, time_ms_since_epoch and kf_idx") from None
+        raise MalformedRecord(
+            f"{where}.traces point #{j} (segments concatenated) needs x, y, time_ms_since_epoch and kf_idx"
+        ) from None
     cols = list(zip(*rows)) or [(), (), (), ()]  # columns at C speed: millions of points per file
     if set().union(*(map(type, c) for c in cols[:3])) - {int, float}:
         j = _first_bad(rows, lambda r: all(_is_number(v) for v in r[:3]))
@@ -208,14 +223,15 @@ def parse_actor_narrative(obj: Any, where: str, need_recording_start: bool = Fal
         first = segments[0]
         if not isinstance(first, list) or len(first) != 2 or not all(type(v) is int for v in first):
             raise MalformedRecord(f"{where}.noun_segments[0] must be [start, end] integers, got {first!r}")
-        subject = caption[first[0]:first[1]]
+        subject = caption[first[0] : first[1]]
     words, starts, ends = _parse_alignment(obj["time_alignment"], where)
     xy, times, kf, first_time = _parse_traces(obj["traces"], where)
     start = obj.get("recording_start_time_ms_since_epoch")
     recording_start = float(start) if _is_number(start) and math.isfinite(start) else None
     if need_recording_start and recording_start is None:
-        raise MalformedRecord(f"{where}.recording_start_time_ms_since_epoch must be a number "
-                              f"(read by --fix time-origin), got {start!r}")
+        raise MalformedRecord(
+            f"{where}.recording_start_time_ms_since_epoch must be a number (read by --fix time-origin), got {start!r}"
+        )
     return ActorNarrative(caption, subject, words, starts, ends, xy, times, kf, first_time, recording_start)
 
 
@@ -233,16 +249,16 @@ def parse_video(obj: Any, need_recording_start: bool = False) -> Video:
         raise MalformedRecord("keyframe_names must be a list of strings")
     if not isinstance(actors, list):
         raise MalformedRecord("actor_narratives must be a list")
-    used = [parse_actor_narrative(a, f"actor_narratives[{i}]", need_recording_start)
-            for i, a in enumerate(actors[:-1])]
+    used = [parse_actor_narrative(a, f"actor_narratives[{i}]", need_recording_start) for i, a in enumerate(actors[:-1])]
     last = actors[-1] if actors else None
     last_name = last.get("actor_name") if isinstance(last, dict) and isinstance(last.get("actor_name"), str) else None
     return Video(video_id, names, used, len(actors), last_name)
 
 
 # --------------------------------------------------------------------------- the logic
-def selected_words(words: Sequence[str], caption: str, subject: str,
-                   final_word_once: bool = False) -> Tuple[List[int], str, bool]:
+def selected_words(
+    words: Sequence[str], caption: str, subject: str, final_word_once: bool = False
+) -> Tuple[List[int], str, bool]:
     """``(alignment indices, branch, stop word found)``: the words whose trace is the region.
 
     Branch ``"is"`` (the caption contains ``" is "``) stops at the first word ``is``, branch
@@ -259,8 +275,9 @@ def selected_words(words: Sequence[str], caption: str, subject: str,
     return list(range(len(words))), branch, False
 
 
-def points_in_windows(times: np.ndarray, starts: np.ndarray, ends: np.ndarray, chosen: Sequence[int],
-                      origin: float) -> np.ndarray:
+def points_in_windows(
+    times: np.ndarray, starts: np.ndarray, ends: np.ndarray, chosen: Sequence[int], origin: float
+) -> np.ndarray:
     """Indices of the points inside each chosen word's ``[origin + start, origin + end]``,
     word after word (a point in two windows, or in a word listed twice, appears twice)."""
     parts = [np.flatnonzero((times >= starts[w] + origin) & (times <= ends[w] + origin)) for w in chosen]
@@ -304,14 +321,20 @@ def frame_relpath(source: str, video_id: str, keyframe: str, style: str) -> str:
         return f"{video_id}/{keyframe}"  # the extension comes with the folder
     if style == "number":
         return f"{video_id}/{int(keyframe)}"
-    return authors_frame_name(video_id, keyframe)[:-len(".png")]
+    return authors_frame_name(video_id, keyframe)[: -len(".png")]
 
 
 class FrameLocator:
     """Finds keyframe images: per source, folders tried in order (each with its extension)."""
 
-    def __init__(self, root: str | Path, image_dirs: Optional[Mapping[str, Sequence[str]]] = None,
-                 frame_names: str = "authors", check_exists: bool = True, relative: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        image_dirs: Optional[Mapping[str, Sequence[str]]] = None,
+        frame_names: str = "authors",
+        check_exists: bool = True,
+        relative: bool = False,
+    ):
         if frame_names not in FRAME_NAME_STYLES:
             raise ConfigError(f"--frame-names must be one of {list(FRAME_NAME_STYLES)}, got '{frame_names}'.")
         self.root = os.path.expanduser(str(root))
@@ -333,8 +356,10 @@ class FrameLocator:
         root = os.path.abspath(self.root)
         full = os.path.abspath(folder)
         if os.path.commonpath([root, full]) != root:
-            raise ConfigError(f"--{key}-image-dir '{folder}' is not inside --root '{self.root}'; with "
-                              f"--relative-paths every frame folder must lie under the root.")
+            raise ConfigError(
+                f"--{key}-image-dir '{folder}' is not inside --root '{self.root}'; with "
+                f"--relative-paths every frame folder must lie under the root."
+            )
         return os.path.relpath(full, root)
 
     def folders(self, source: str) -> List[Tuple[str, str, str]]:
@@ -381,15 +406,23 @@ class VideoReport:
     videos: int = 0
     videos_without_frame_folder: int = 0
     narratives: int = 0
-    narratives_skipped: Dict[str, int] = field(default_factory=lambda: {
-        "last_of_video": 0, "no_time_origin": 0, "no_noun_segments": 0, "subject_group": 0, "no_points": 0})
+    narratives_skipped: Dict[str, int] = field(
+        default_factory=lambda: {
+            "last_of_video": 0,
+            "no_time_origin": 0,
+            "no_noun_segments": 0,
+            "subject_group": 0,
+            "no_points": 0,
+        }
+    )
     last_not_background: int = 0
     branch: Dict[str, int] = field(default_factory=lambda: {"is": 0, "subject": 0})
     stop_word_not_found: Dict[str, int] = field(default_factory=lambda: {"is": 0, "subject": 0})
     records: int = 0
-    records_by_source: Dict[str, int] = field(default_factory=lambda: {s: 0 for s in SOURCES})
-    keyframes_dropped: Dict[str, int] = field(default_factory=lambda: {
-        "missing_image": 0, "kf_idx_out_of_range": 0, "frame_name_not_a_number": 0})
+    records_by_source: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCES, 0))
+    keyframes_dropped: Dict[str, int] = field(
+        default_factory=lambda: {"missing_image": 0, "kf_idx_out_of_range": 0, "frame_name_not_a_number": 0}
+    )
     malformed_count: int = 0
     malformed: List[str] = field(default_factory=list)
     missing_images: List[str] = field(default_factory=list)
@@ -403,16 +436,25 @@ class VideoReport:
 
     def as_dict(self) -> Dict[str, Any]:
         return {
-            "files": list(self.files), "fixes": list(self.fixes), "frame_names": self.frame_names,
-            "lines": self.lines, "blank_lines": self.blank_lines, "videos": self.videos,
+            "files": list(self.files),
+            "fixes": list(self.fixes),
+            "frame_names": self.frame_names,
+            "lines": self.lines,
+            "blank_lines": self.blank_lines,
+            "videos": self.videos,
             "videos_without_frame_folder": self.videos_without_frame_folder,
-            "narratives": self.narratives, "narratives_skipped": dict(self.narratives_skipped),
+            "narratives": self.narratives,
+            "narratives_skipped": dict(self.narratives_skipped),
             "last_narrative_not_background": self.last_not_background,
-            "branch": dict(self.branch), "stop_word_not_found": dict(self.stop_word_not_found),
-            "records": self.records, "records_by_source": dict(self.records_by_source),
+            "branch": dict(self.branch),
+            "stop_word_not_found": dict(self.stop_word_not_found),
+            "records": self.records,
+            "records_by_source": dict(self.records_by_source),
             "keyframes_dropped": dict(self.keyframes_dropped),
-            "malformed_count": self.malformed_count, "malformed": list(self.malformed),
-            "missing_images": list(self.missing_images), "videos_skipped": list(self.videos_skipped),
+            "malformed_count": self.malformed_count,
+            "malformed": list(self.malformed),
+            "missing_images": list(self.missing_images),
+            "videos_skipped": list(self.videos_skipped),
             "lists_capped_at": MAX_LISTED_IN_REPORT,
         }
 
@@ -435,22 +477,32 @@ class VideoReport:
             f"kf_idx outside keyframe_names, {k['frame_name_not_a_number']} with a frame name that is not a number",
             f"fixes: {fixes}; frame names: {self.frame_names}",
         ]
-        for title, items, total in (("malformed lines", self.malformed, self.malformed_count),
-                                    ("missing images", self.missing_images, k["missing_image"]),
-                                    ("videos without a frame folder", self.videos_skipped,
-                                     self.videos_without_frame_folder)):
+        for title, items, total in (
+            ("malformed lines", self.malformed, self.malformed_count),
+            ("missing images", self.missing_images, k["missing_image"]),
+            ("videos without a frame folder", self.videos_skipped, self.videos_without_frame_folder),
+        ):
             if items:
-                more = f" (first {MAX_LISTED} of {total}; the report file lists up to " \
-                       f"{MAX_LISTED_IN_REPORT})" if total > MAX_LISTED else ""
+                more = (
+                    f" (first {MAX_LISTED} of {total}; the report file lists up to {MAX_LISTED_IN_REPORT})"
+                    if total > MAX_LISTED
+                    else ""
+                )
                 out.append(f"{title}{more}:")
                 out.extend(f"  {m}" for m in items[:MAX_LISTED])
         return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- the job
-def video_records(video: Video, source: str, locator: FrameLocator, report: VideoReport,
-                  fixes: Iterable[str] = (), num_points: int = DEFAULT_NUM_POINTS,
-                  where: str = "") -> Iterator[Dict[str, Any]]:
+def video_records(
+    video: Video,
+    source: str,
+    locator: FrameLocator,
+    report: VideoReport,
+    fixes: Iterable[str] = (),
+    num_points: int = DEFAULT_NUM_POINTS,
+    where: str = "",
+) -> Iterator[Dict[str, Any]]:
     """The records of one video (counting every skip in ``report``)."""
     fixes = set(fixes)
     report.narratives += video.num_narratives
@@ -494,14 +546,30 @@ def video_records(video: Video, source: str, locator: FrameLocator, report: Vide
             pts = n.xy[idx[pick_indices(len(idx), num_points, "last-point" in fixes)]].tolist()
             report.records += 1
             report.records_by_source[source] += 1
-            yield {"caption": n.caption, "sent_to_points": {n.caption: pts}, "chunk_to_points": None,
-                   "image_path": path, "image_id": f"{video.video_id}/{name}", "video_id": video.video_id,
-                   "keyframe_name": name, "source": source}
+            yield {
+                "caption": n.caption,
+                "sent_to_points": {n.caption: pts},
+                "chunk_to_points": None,
+                "image_path": path,
+                "image_id": f"{video.video_id}/{name}",
+                "video_id": video.video_id,
+                "keyframe_name": name,
+                "source": source,
+            }
 
 
 def _iter_lines(path: Path, progress: bool) -> Iterator[Tuple[int, bytes]]:
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name,
-                                     disable=not progress, dynamic_ncols=True) as bar:
+    with (
+        open(path, "rb") as f,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=path.name,
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for lineno, line in enumerate(f, start=1):
             bar.update(len(line))
             yield lineno, line
@@ -514,14 +582,17 @@ def parse_inputs(items: Iterable[str]) -> Dict[str, List[str]]:
         key, sep, path = item.partition("=")
         key = key.strip()
         if not sep or not path.strip() or key not in SOURCES:
-            raise ConfigError(f"--input expects SOURCE=FILE with SOURCE one of {list(SOURCES)} "
-                              f"(e.g. oops=vidlns/oops_train.jsonl), got '{item}'.")
+            raise ConfigError(
+                f"--input expects SOURCE=FILE with SOURCE one of {list(SOURCES)} "
+                f"(e.g. oops=vidlns/oops_train.jsonl), got '{item}'."
+            )
         out.setdefault(key, []).append(path.strip())
     return out
 
 
-def input_files(root: str | Path, sources: Sequence[str],
-                inputs: Optional[Mapping[str, Sequence[str]]] = None) -> List[Tuple[str, Path]]:
+def input_files(
+    root: str | Path, sources: Sequence[str], inputs: Optional[Mapping[str, Sequence[str]]] = None
+) -> List[Tuple[str, Path]]:
     """``(source, file)`` in the authors' order; every file must exist."""
     unknown = [s for s in list(sources) + list(inputs or {}) if s not in SOURCES]
     if unknown:
@@ -533,8 +604,11 @@ def input_files(root: str | Path, sources: Sequence[str],
         if source not in sources:
             continue
         given = (inputs or {}).get(source)
-        paths = [Path(p).expanduser() for p in given] if given else \
-            [Path(root).expanduser() / p for p in DEFAULT_INPUTS[source]]
+        paths = (
+            [Path(p).expanduser() for p in given]
+            if given
+            else [Path(root).expanduser() / p for p in DEFAULT_INPUTS[source]]
+        )
         for p in paths:
             if p.is_dir():
                 raise InputError(f"Video Localized Narratives file '{p}' ({source}) is a folder; give the JSONL file.")
@@ -543,18 +617,27 @@ def input_files(root: str | Path, sources: Sequence[str],
                 raise MissingFileError(
                     f"Video Localized Narratives file '{p}' ({source}) not found. Download it from "
                     f"{DOWNLOAD_HINT} to that place, {how}, or leave the source out with "
-                    f"--sources {' '.join(s for s in SOURCES if s in sources and s != source) or '...'}.")
+                    f"--sources {' '.join(s for s in SOURCES if s in sources and s != source) or '...'}."
+                )
             files.append((source, p))
     return files
 
 
 def preprocess_video_localized_narratives(
-        root: str | Path, out: str | Path, sources: Sequence[str] = SOURCES,
-        inputs: Optional[Mapping[str, Sequence[str]]] = None,
-        image_dirs: Optional[Mapping[str, Sequence[str]]] = None, frame_names: str = "authors",
-        fixes: Iterable[str] = (), num_points: int = DEFAULT_NUM_POINTS, relative_paths: bool = False,
-        check_images: bool = True, progress: bool = True, write_report: bool = True,
-        allow_empty: bool = False) -> VideoReport:
+    root: str | Path,
+    out: str | Path,
+    sources: Sequence[str] = SOURCES,
+    inputs: Optional[Mapping[str, Sequence[str]]] = None,
+    image_dirs: Optional[Mapping[str, Sequence[str]]] = None,
+    frame_names: str = "authors",
+    fixes: Iterable[str] = (),
+    num_points: int = DEFAULT_NUM_POINTS,
+    relative_paths: bool = False,
+    check_images: bool = True,
+    progress: bool = True,
+    write_report: bool = True,
+    allow_empty: bool = False,
+) -> VideoReport:
     """Stream the sources' JSONL files into the annotation file ``out`` (see the module doc).
     No record at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     fixes = list(dict.fromkeys(FIXES if "all" in fixes else fixes))
@@ -601,9 +684,14 @@ def preprocess_video_localized_narratives(
         if write_report:
             atomic_write_json(report_path(out), report.as_dict())
         if report.records == 0 and not allow_empty:  # inside the writer: the empty output is discarded
-            raise nothing_usable("record", [p for _, p in files], f"{report.lines} lines: {report.malformed_count} "
-                                 f"malformed, {report.videos} videos, {report.videos_without_frame_folder} without a "
-                                 "frame folder", Path(out))
+            raise nothing_usable(
+                "record",
+                [p for _, p in files],
+                f"{report.lines} lines: {report.malformed_count} "
+                f"malformed, {report.videos} videos, {report.videos_without_frame_folder} without a "
+                "frame folder",
+                Path(out),
+            )
     return report
 
 
@@ -616,40 +704,78 @@ def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
     parser = _Parser(
         prog="python -m regionvlm.data.video_localized_narratives",
         description="Video Localized Narratives JSONL -> {caption: 20 points} region-caption records "
-                    "per narrated keyframe (the authors' video training file).",
+        "per narrated keyframe (the authors' video training file).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Default files and folders (relative to --root):\n" + "\n".join(
+        epilog="Default files and folders (relative to --root):\n"
+        + "\n".join(
             [f"  {s} input: {' | '.join(DEFAULT_INPUTS[s])}" for s in SOURCES]
-            + [f"  {k} frames: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_DIRS.items()])
-            + "\nSee docs/video_localized_narratives.md for every rule and quirk.")
+            + [f"  {k} frames: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_DIRS.items()]
+        )
+        + "\nSee docs/video_localized_narratives.md for every rule and quirk.",
+    )
     parser.add_argument("--root", required=True, help="the authors' LN folder (inputs and frames below it)")
     parser.add_argument("--out", required=True, help="output annotation JSON")
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
-                        help="sources to read (always processed in the authors' order)")
-    parser.add_argument("--input", action="append", default=[], metavar="SOURCE=FILE",
-                        help="JSONL file of a source instead of its default files; repeat for several")
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=list(SOURCES),
+        choices=SOURCES,
+        help="sources to read (always processed in the authors' order)",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SOURCE=FILE",
+        help="JSONL file of a source instead of its default files; repeat for several",
+    )
     for key in DEFAULT_IMAGE_DIRS:
-        parser.add_argument(f"--{key}-image-dir", nargs="+", default=None, metavar="DIR",
-                            help=f"{key} frame folder(s), tried in order (default: "
-                                 f"{', '.join(DEFAULT_IMAGE_DIRS[key])} under --root)")
-    parser.add_argument("--frame-names", choices=FRAME_NAME_STYLES, default="authors",
-                        help="oops/kinetics frame file names: the authors' renumbering (default), "
-                             "'number' (renumbered correctly) or 'keyframe' (as listed, Google's layout)")
-    parser.add_argument("--fix", action="append", default=[], choices=FIXES + ("all",),
-                        help="correct one of the authors' quirks (repeatable; see the docs)")
+        parser.add_argument(
+            f"--{key}-image-dir",
+            nargs="+",
+            default=None,
+            metavar="DIR",
+            help=f"{key} frame folder(s), tried in order (default: {', '.join(DEFAULT_IMAGE_DIRS[key])} under --root)",
+        )
+    parser.add_argument(
+        "--frame-names",
+        choices=FRAME_NAME_STYLES,
+        default="authors",
+        help="oops/kinetics frame file names: the authors' renumbering (default), "
+        "'number' (renumbered correctly) or 'keyframe' (as listed, Google's layout)",
+    )
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        choices=FIXES + ("all",),
+        help="correct one of the authors' quirks (repeatable; see the docs)",
+    )
     parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS, help="points per record (20)")
-    parser.add_argument("--relative-paths", action="store_true",
-                        help="write image paths relative to --root (set the dataset's image_root)")
-    parser.add_argument("--no-check-images", action="store_true",
-                        help="do not look for frame files: write the first candidate path")
+    parser.add_argument(
+        "--relative-paths",
+        action="store_true",
+        help="write image paths relative to --root (set the dataset's image_root)",
+    )
+    parser.add_argument(
+        "--no-check-images", action="store_true", help="do not look for frame files: write the first candidate path"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     dirs = {k: getattr(args, f"{k}_image_dir") for k in DEFAULT_IMAGE_DIRS if getattr(args, f"{k}_image_dir")}
     report = preprocess_video_localized_narratives(
-        args.root, args.out, sources=args.sources, inputs=parse_inputs(args.input), image_dirs=dirs,
-        frame_names=args.frame_names, fixes=args.fix, num_points=args.points,
-        relative_paths=args.relative_paths, check_images=not args.no_check_images,
-        progress=not args.quiet)
+        args.root,
+        args.out,
+        sources=args.sources,
+        inputs=parse_inputs(args.input),
+        image_dirs=dirs,
+        frame_names=args.frame_names,
+        fixes=args.fix,
+        num_points=args.points,
+        relative_paths=args.relative_paths,
+        check_images=not args.no_check_images,
+        progress=not args.quiet,
+    )
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
     return report

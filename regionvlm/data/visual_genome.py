@@ -34,6 +34,7 @@ images left without any region are dropped (the authors wrote them with an empty
 which their loader cannot sample), and a repeated phrase keeps the last box. A run that
 keeps no image at all stops with an error (the report is still written, the output is not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,14 @@ from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.io import atomic_write_json
-from regionvlm.data.localized_narratives import (MAX_LISTED, ImagePathResolver, JsonListWriter,
-                                                 nothing_usable, parse_patterns, report_path)
+from regionvlm.data.localized_narratives import (
+    MAX_LISTED,
+    ImagePathResolver,
+    JsonListWriter,
+    nothing_usable,
+    parse_patterns,
+    report_path,
+)
 
 DEFAULT_NUM_POINTS = 20
 DEFAULT_MAX_AREA = 0.5
@@ -70,23 +77,37 @@ class VGReport:
     images_written: int = 0
     regions: int = 0
     regions_kept: int = 0
-    skipped: Dict[str, int] = field(default_factory=lambda: {
-        "too_large": 0, "degenerate": 0, "empty_phrase": 0, "duplicate_phrase": 0, "malformed": 0})
+    skipped: Dict[str, int] = field(
+        default_factory=lambda: {
+            "too_large": 0,
+            "degenerate": 0,
+            "empty_phrase": 0,
+            "duplicate_phrase": 0,
+            "malformed": 0,
+        }
+    )
     clipped: int = 0
-    images_dropped: Dict[str, int] = field(default_factory=lambda: {"no_regions": 0, "missing_image": 0,
-                                                                    "no_size": 0})
+    images_dropped: Dict[str, int] = field(default_factory=lambda: {"no_regions": 0, "missing_image": 0, "no_size": 0})
     problems: List[str] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"images": self.images, "images_written": self.images_written, "regions": self.regions,
-                "regions_kept": self.regions_kept, "regions_skipped": dict(self.skipped),
-                "boxes_clipped": self.clipped, "images_dropped": dict(self.images_dropped),
-                "problems": list(self.problems)}
+        return {
+            "images": self.images,
+            "images_written": self.images_written,
+            "regions": self.regions,
+            "regions_kept": self.regions_kept,
+            "regions_skipped": dict(self.skipped),
+            "boxes_clipped": self.clipped,
+            "images_dropped": dict(self.images_dropped),
+            "problems": list(self.problems),
+        }
 
     def summary(self) -> str:
-        lines = [f"images: {self.images}, written: {self.images_written}, dropped: {self.images_dropped}",
-                 f"regions: {self.regions}, kept: {self.regions_kept}, skipped: {self.skipped}, "
-                 f"boxes clipped to the image: {self.clipped}"]
+        lines = [
+            f"images: {self.images}, written: {self.images_written}, dropped: {self.images_dropped}",
+            f"regions: {self.regions}, kept: {self.regions_kept}, skipped: {self.skipped}, "
+            f"boxes clipped to the image: {self.clipped}",
+        ]
         if self.problems:
             lines.append(f"problems (first {min(MAX_LISTED, len(self.problems))} of {len(self.problems)}):")
             lines.extend(f"  {p}" for p in self.problems[:MAX_LISTED])
@@ -112,9 +133,13 @@ def _load_json(path: str | Path, what: str) -> Any:
     p = Path(path).expanduser()
     if p.is_dir():
         raise InputError(f"{what} '{p}' is a folder; give the JSON file.")
-    return read_json(p, what, layout="the Visual Genome region descriptions (region_descriptions.json + "
-                     "image_data.json from https://homes.cs.washington.edu/~ranjay/visualgenome/api.html) "
-                     "or a COCO-style file with images/annotations")
+    return read_json(
+        p,
+        what,
+        layout="the Visual Genome region descriptions (region_descriptions.json + "
+        "image_data.json from https://homes.cs.washington.edu/~ranjay/visualgenome/api.html) "
+        "or a COCO-style file with images/annotations",
+    )
 
 
 def _image_data(path: Optional[str | Path]) -> Dict[str, Dict[str, Any]]:
@@ -129,13 +154,16 @@ def _image_data(path: Optional[str | Path]) -> Dict[str, Dict[str, Any]]:
             url = str(item.get("url") or "")
             parts = url.rstrip("/").split("/")
             out[str(item.get("image_id", item.get("id")))] = {
-                "width": _size(item.get("width")), "height": _size(item.get("height")),
-                "folder": parts[-2] if len(parts) >= 2 and parts[-2].startswith("VG_100K") else None}
+                "width": _size(item.get("width")),
+                "height": _size(item.get("height")),
+                "folder": parts[-2] if len(parts) >= 2 and parts[-2].startswith("VG_100K") else None,
+            }
     return out
 
 
-def iter_vg_images(data: Any, regions_file: str | Path, image_data_file: Optional[str | Path],
-                   report: VGReport) -> Iterator[VGImage]:
+def iter_vg_images(
+    data: Any, regions_file: str | Path, image_data_file: Optional[str | Path], report: VGReport
+) -> Iterator[VGImage]:
     """Either input format (``data``, decoded from ``regions_file``) as :class:`VGImage` records."""
     if isinstance(data, dict) and "annotations" in data and "images" in data:
         if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
@@ -156,13 +184,17 @@ def iter_vg_images(data: Any, regions_file: str | Path, image_data_file: Optiona
                 by_image[str(ann["image_id"])].regions.append((str(ann["caption"]), x, y, w, h))
             except (KeyError, TypeError, ValueError):
                 report.skipped["malformed"] += 1
-                report.problems.append(f"{regions_file}: annotations[{k}] needs image_id (of a listed image), "
-                                       f"a finite bbox [x, y, w, h] and caption")
+                report.problems.append(
+                    f"{regions_file}: annotations[{k}] needs image_id (of a listed image), "
+                    f"a finite bbox [x, y, w, h] and caption"
+                )
         yield from by_image.values()
         return
     if not isinstance(data, list):
-        raise InputError(f"VG regions file '{regions_file}' is neither region_descriptions.json (a list) nor a "
-                         f"COCO-style dict with 'images' and 'annotations'.")
+        raise InputError(
+            f"VG regions file '{regions_file}' is neither region_descriptions.json (a list) nor a "
+            f"COCO-style dict with 'images' and 'annotations'."
+        )
     meta = _image_data(image_data_file)
     for k, entry in enumerate(data):
         regions = entry.get("regions") if isinstance(entry, dict) else None
@@ -182,13 +214,15 @@ def iter_vg_images(data: Any, regions_file: str | Path, image_data_file: Optiona
                 img.regions.append((str(r["phrase"]), *box))
             except (KeyError, TypeError, ValueError):
                 report.skipped["malformed"] += 1
-                report.problems.append(f"{regions_file}: entry [{k}] region [{j}] needs phrase and finite x, y, "
-                                       "width, height")
+                report.problems.append(
+                    f"{regions_file}: entry [{k}] region [{j}] needs phrase and finite x, y, width, height"
+                )
         yield img
 
 
-def image_sent_to_points(img: VGImage, width: float, height: float, num_points: int, seed: int,
-                         max_area: float, report: VGReport) -> Dict[str, List[List[float]]]:
+def image_sent_to_points(
+    img: VGImage, width: float, height: float, num_points: int, seed: int, max_area: float, report: VGReport
+) -> Dict[str, List[List[float]]]:
     rng = image_rng(seed, img.image_id)
     out: Dict[str, List[List[float]]] = {}
     for phrase, x, y, w, h in img.regions:
@@ -231,12 +265,21 @@ def _size_from_file(path: Path) -> Optional[Tuple[int, int]]:
         return None
 
 
-def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_root: str | Path = ".",
-                             image_data_file: Optional[str | Path] = None,
-                             num_points: int = DEFAULT_NUM_POINTS, seed: int = 0,
-                             max_area: float = DEFAULT_MAX_AREA, patterns: Optional[Dict[str, List[str]]] = None,
-                             check_images: bool = True, relative_paths: bool = False,
-                             progress: bool = True, write_report: bool = True, allow_empty: bool = False) -> VGReport:
+def preprocess_visual_genome(
+    regions_file: str | Path,
+    out: str | Path,
+    image_root: str | Path = ".",
+    image_data_file: Optional[str | Path] = None,
+    num_points: int = DEFAULT_NUM_POINTS,
+    seed: int = 0,
+    max_area: float = DEFAULT_MAX_AREA,
+    patterns: Optional[Dict[str, List[str]]] = None,
+    check_images: bool = True,
+    relative_paths: bool = False,
+    progress: bool = True,
+    write_report: bool = True,
+    allow_empty: bool = False,
+) -> VGReport:
     """Convert VG region descriptions into the region-caption annotation file ``out``. No
     image kept at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     if num_points < 1:
@@ -244,13 +287,14 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
     if not 0.0 < max_area <= 1.0:
         raise ConfigError(f"--max-area must be in (0, 1], got {max_area}.")
     pats = {DATASET_ID: list((patterns or {}).get(DATASET_ID, DEFAULT_VG_PATTERNS[DATASET_ID]))}
-    resolver = ImagePathResolver(image_root, pats, check_exists=check_images, relative=relative_paths,
-                                 defaults={})
+    resolver = ImagePathResolver(image_root, pats, check_exists=check_images, relative=relative_paths, defaults={})
     report = VGReport()
     data = _load_json(regions_file, "VG regions file")
     if not isinstance(data, (list, dict)):
-        raise InputError(f"VG regions file '{regions_file}' is neither region_descriptions.json (a list) nor a "
-                         f"COCO-style dict with 'images' and 'annotations'.")
+        raise InputError(
+            f"VG regions file '{regions_file}' is neither region_descriptions.json (a list) nor a "
+            f"COCO-style dict with 'images' and 'annotations'."
+        )
     images = iter_vg_images(data, regions_file, image_data_file, report)
     total = len(data) if isinstance(data, list) else len(data.get("images", [])) if isinstance(data, dict) else None
     with JsonListWriter(out) as writer:
@@ -267,8 +311,10 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
             path = path or resolver.resolve(DATASET_ID, img.image_id)
             if path is None:
                 report.images_dropped["missing_image"] += 1
-                report.problems.append(f"image {img.image_id}: no file among "
-                                       f"{resolver.candidates(DATASET_ID, img.image_id)} under {resolver.root}")
+                report.problems.append(
+                    f"image {img.image_id}: no file among "
+                    f"{resolver.candidates(DATASET_ID, img.image_id)} under {resolver.root}"
+                )
                 continue
             width, height = img.width, img.height
             if not width or not height:
@@ -276,39 +322,57 @@ def preprocess_visual_genome(regions_file: str | Path, out: str | Path, image_ro
                 size = _size_from_file(full)
                 if size is None:
                     report.images_dropped["no_size"] += 1
-                    report.problems.append(f"image {img.image_id}: size unknown (pass --image-data) and "
-                                           f"'{full}' is not readable")
+                    report.problems.append(
+                        f"image {img.image_id}: size unknown (pass --image-data) and '{full}' is not readable"
+                    )
                     continue
                 width, height = size
             sent = image_sent_to_points(img, float(width), float(height), num_points, seed, max_area, report)
             if not sent:
                 report.images_dropped["no_regions"] += 1
                 continue
-            writer.write({"image_path": path, "image_id": img.image_id, "dataset_id": DATASET_ID,
-                          "sent_to_points": sent})
+            writer.write(
+                {"image_path": path, "image_id": img.image_id, "dataset_id": DATASET_ID, "sent_to_points": sent}
+            )
             report.images_written += 1
         if write_report:
             atomic_write_json(report_path(out), report.as_dict())
         if report.images_written == 0 and not allow_empty:  # inside the writer: the empty output is discarded
-            raise nothing_usable("image region", [regions_file], f"{report.images} images: "
-                                 f"{report.images_dropped}, regions skipped {report.skipped}", Path(out))
+            raise nothing_usable(
+                "image region",
+                [regions_file],
+                f"{report.images} images: {report.images_dropped}, regions skipped {report.skipped}",
+                Path(out),
+            )
     return report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> VGReport:
-    parser = argparse.ArgumentParser(prog="python -m regionvlm.data.visual_genome",
-                                     description="VG region descriptions -> {phrase: 20 points} annotations.")
-    parser.add_argument("--regions", required=True,
-                        help="region_descriptions.json (official) or a COCO-style images/annotations file")
+    parser = argparse.ArgumentParser(
+        prog="python -m regionvlm.data.visual_genome",
+        description="VG region descriptions -> {phrase: 20 points} annotations.",
+    )
+    parser.add_argument(
+        "--regions", required=True, help="region_descriptions.json (official) or a COCO-style images/annotations file"
+    )
     parser.add_argument("--image-data", default=None, help="official image_data.json (sizes and folders)")
     parser.add_argument("--image-root", default=".", help="folder holding VG_100K/ and VG_100K_2/")
     parser.add_argument("--out", required=True)
     parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-area", type=float, default=DEFAULT_MAX_AREA,
-                        help="skip boxes covering more than this fraction of the image (0.5)")
-    parser.add_argument("--image-pattern", action="append", default=[], metavar=f"{DATASET_ID}=PATTERN",
-                        help="image path pattern(s) relative to --image-root, with {image_id}")
+    parser.add_argument(
+        "--max-area",
+        type=float,
+        default=DEFAULT_MAX_AREA,
+        help="skip boxes covering more than this fraction of the image (0.5)",
+    )
+    parser.add_argument(
+        "--image-pattern",
+        action="append",
+        default=[],
+        metavar=f"{DATASET_ID}=PATTERN",
+        help="image path pattern(s) relative to --image-root, with {image_id}",
+    )
     parser.add_argument("--no-check-images", action="store_true")
     parser.add_argument("--relative-paths", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -318,10 +382,18 @@ def main(argv: Optional[Sequence[str]] = None) -> VGReport:
     if unknown:
         raise ConfigError(f"--image-pattern keys must be '{DATASET_ID}', got {sorted(unknown)}.")
     report = preprocess_visual_genome(
-        args.regions, args.out, image_root=args.image_root, image_data_file=args.image_data,
-        num_points=args.points, seed=args.seed, max_area=args.max_area, patterns=patterns,
-        check_images=not args.no_check_images, relative_paths=args.relative_paths,
-        progress=not args.quiet)
+        args.regions,
+        args.out,
+        image_root=args.image_root,
+        image_data_file=args.image_data,
+        num_points=args.points,
+        seed=args.seed,
+        max_area=args.max_area,
+        patterns=patterns,
+        check_images=not args.no_check_images,
+        relative_paths=args.relative_paths,
+        progress=not args.quiet,
+    )
     print(report.summary())
     print(f"wrote {args.out} and {report_path(args.out)}")
     return report

@@ -13,6 +13,7 @@ checked (the error names the file, the entry and the expected layout).
   "image": "n161313.jpg", "answer"}``) or the original GQA file of the same name (a dict
   ``{question_id: {"imageId", "question", "answer", ...}}``; images are ``<imageId>.jpg``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,27 +25,38 @@ from regionvlm.common.io import read_json
 
 QuestionId = Union[int, str]
 
-LAVIS_VQA_LAYOUT = ('a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
-                    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
-                    "(LAVIS's vqa_val_eval.json)")
-OFFICIAL_QUESTIONS_LAYOUT = ('{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
-                             "(official OpenEnded_mscoco_val2014_questions.json)")
-OFFICIAL_ANNOTATIONS_LAYOUT = ('{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
-                               '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
-                               "(official mscoco_val2014_annotations.json)")
-GQA_LAYOUT = ('a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
-              "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
-              '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}')
+LAVIS_VQA_LAYOUT = (
+    'a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
+    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
+    "(LAVIS's vqa_val_eval.json)"
+)
+OFFICIAL_QUESTIONS_LAYOUT = (
+    '{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
+    "(official OpenEnded_mscoco_val2014_questions.json)"
+)
+OFFICIAL_ANNOTATIONS_LAYOUT = (
+    '{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
+    '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
+    "(official mscoco_val2014_annotations.json)"
+)
+GQA_LAYOUT = (
+    'a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
+    "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
+    '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}'
+)
 
 
 def check_answers(answers: Sequence[str], question_id: Any) -> List[str]:
     if isinstance(answers, str):
-        raise InputError(f"question {question_id!r}: human answers must be a list of strings, "
-                         f"got the string {answers!r}.")
+        raise InputError(
+            f"question {question_id!r}: human answers must be a list of strings, got the string {answers!r}."
+        )
     answers = list(answers)
     if not answers:
-        raise InputError(f"question {question_id!r} has no human answers; VQA accuracy needs them "
-                         "(an annotated split must give every question its answers).")
+        raise InputError(
+            f"question {question_id!r} has no human answers; VQA accuracy needs them "
+            "(an annotated split must give every question its answers)."
+        )
     bad = [a for a in answers if not isinstance(a, str)]
     if bad:
         raise InputError(f"question {question_id!r}: human answers must be strings, got {bad[:3]!r}.")
@@ -70,24 +82,32 @@ def reference_from_official(annotation: Mapping[str, Any]) -> VQAReference:
     texts = []
     for a in answers:
         if not isinstance(a, Mapping) or not isinstance(a.get("answer"), str):
-            raise InputError(f"annotation of question {qid!r}: each answer must be "
-                             f"{{'answer': str, ...}}, got {a!r}.")
+            raise InputError(f"annotation of question {qid!r}: each answer must be {{'answer': str, ...}}, got {a!r}.")
         texts.append(a["answer"])
-    return VQAReference(qid, tuple(check_answers(texts, qid)),
-                        annotation.get("answer_type"), annotation.get("question_type"))
+    return VQAReference(
+        qid, tuple(check_answers(texts, qid)), annotation.get("answer_type"), annotation.get("question_type")
+    )
 
 
-LAVIS_VQA_LAYOUT = ('a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
-                    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
-                    "(LAVIS's vqa_val_eval.json)")
-OFFICIAL_QUESTIONS_LAYOUT = ('{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
-                             "(official OpenEnded_mscoco_val2014_questions.json)")
-OFFICIAL_ANNOTATIONS_LAYOUT = ('{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
-                               '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
-                               "(official mscoco_val2014_annotations.json)")
-GQA_LAYOUT = ('a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
-              "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
-              '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}')
+LAVIS_VQA_LAYOUT = (
+    'a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
+    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
+    "(LAVIS's vqa_val_eval.json)"
+)
+OFFICIAL_QUESTIONS_LAYOUT = (
+    '{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
+    "(official OpenEnded_mscoco_val2014_questions.json)"
+)
+OFFICIAL_ANNOTATIONS_LAYOUT = (
+    '{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
+    '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
+    "(official mscoco_val2014_annotations.json)"
+)
+GQA_LAYOUT = (
+    'a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
+    "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
+    '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}'
+)
 
 
 @dataclass(frozen=True)
@@ -136,25 +156,35 @@ def read_lavis_vqa_questions(path: Union[str, Path], need_answers: bool, setting
             if isinstance(raw, str):
                 raw = [raw]
             if not isinstance(raw, list) or not raw or not all(isinstance(a, str) for a in raw):
-                raise InputError(f"{where} has no human answers (`answer` must be a non-empty list of "
-                                 f"strings, got {raw!r}); every question of an annotated split needs them.")
+                raise InputError(
+                    f"{where} has no human answers (`answer` must be a non-empty list of "
+                    f"strings, got {raw!r}); every question of an annotated split needs them."
+                )
             answers = tuple(raw)
-        items.append(VQAItem(qid, _field(entry, "question", str, where, LAVIS_VQA_LAYOUT),
-                             _field(entry, "image", str, where, LAVIS_VQA_LAYOUT), answers))
+        items.append(
+            VQAItem(
+                qid,
+                _field(entry, "question", str, where, LAVIS_VQA_LAYOUT),
+                _field(entry, "image", str, where, LAVIS_VQA_LAYOUT),
+                answers,
+            )
+        )
     _unique_ids(items, Path(path))
     return items
 
 
-def read_official_references(questions_path: Union[str, Path], annotations_path: Union[str, Path],
-                             setting: str) -> Tuple[set, Dict[QuestionId, VQAReference]]:
+def read_official_references(
+    questions_path: Union[str, Path], annotations_path: Union[str, Path], setting: str
+) -> Tuple[set, Dict[QuestionId, VQAReference]]:
     """Question ids of the official question file, and the scoring reference of each annotation."""
     questions = read_json(questions_path, "official VQA question file", setting, OFFICIAL_QUESTIONS_LAYOUT)
     if not isinstance(questions, Mapping) or not isinstance(questions.get("questions"), list):
         raise InputError(f"'{questions_path}' has no `questions` list; expected {OFFICIAL_QUESTIONS_LAYOUT}.")
     question_ids = set()
     for i, q in enumerate(questions["questions"]):
-        question_ids.add(_field(q, "question_id", (int, str), f"'{questions_path}' question {i}",
-                                OFFICIAL_QUESTIONS_LAYOUT))
+        question_ids.add(
+            _field(q, "question_id", (int, str), f"'{questions_path}' question {i}", OFFICIAL_QUESTIONS_LAYOUT)
+        )
     annotations = read_json(annotations_path, "official VQA annotation file", setting, OFFICIAL_ANNOTATIONS_LAYOUT)
     if not isinstance(annotations, Mapping) or not isinstance(annotations.get("annotations"), list):
         raise InputError(f"'{annotations_path}' has no `annotations` list; expected {OFFICIAL_ANNOTATIONS_LAYOUT}.")
@@ -169,21 +199,26 @@ def read_official_references(questions_path: Union[str, Path], annotations_path:
     return question_ids, refs
 
 
-def attach_official_references(items: Sequence[VQAItem], question_ids: set,
-                               refs: Mapping[QuestionId, VQAReference], source: str) -> List[VQAItem]:
+def attach_official_references(
+    items: Sequence[VQAItem], question_ids: set, refs: Mapping[QuestionId, VQAReference], source: str
+) -> List[VQAItem]:
     """Give each question its official answers and types; a question the official files do not
     know is an error, and so is an annotated question missing from the question list (the
     official script refuses results that do not cover the annotation file)."""
     missing = [it.question_id for it in items if it.question_id not in refs or it.question_id not in question_ids]
     if missing:
-        raise InputError(f"{len(missing)} question(s) of {source} are not in the official question/annotation "
-                         f"files (e.g. {missing[:5]}); the files of one split must belong together.")
+        raise InputError(
+            f"{len(missing)} question(s) of {source} are not in the official question/annotation "
+            f"files (e.g. {missing[:5]}); the files of one split must belong together."
+        )
     ours = {it.question_id for it in items}
     extra = [qid for qid in refs if qid not in ours]
     if extra:
-        raise InputError(f"the official annotation file has {len(extra)} question(s) that {source} lacks "
-                         f"(e.g. {extra[:5]}); the official script scores only complete result sets, "
-                         "so use the question list that belongs to this annotation file.")
+        raise InputError(
+            f"the official annotation file has {len(extra)} question(s) that {source} lacks "
+            f"(e.g. {extra[:5]}); the official script scores only complete result sets, "
+            "so use the question list that belongs to this annotation file."
+        )
     out = []
     for it in items:
         ref = refs[it.question_id]
@@ -209,22 +244,33 @@ def read_gqa_questions(path: Union[str, Path], setting: str) -> List[VQAItem]:
         where = f"'{path}' entry {i} (question_id {qid!r})"
         answer = entry.get("answer") if isinstance(entry, Mapping) else None
         if not isinstance(answer, str):
-            raise InputError(f"{where} has no answer (`answer` must be a string, got {answer!r}); every "
-                             "question of an annotated split needs one.")
-        items.append(VQAItem(qid, _field(entry, "question", str, where, GQA_LAYOUT),
-                             _field(entry, "image", str, where, GQA_LAYOUT), (answer,)))
+            raise InputError(
+                f"{where} has no answer (`answer` must be a string, got {answer!r}); every "
+                "question of an annotated split needs one."
+            )
+        items.append(
+            VQAItem(
+                qid,
+                _field(entry, "question", str, where, GQA_LAYOUT),
+                _field(entry, "image", str, where, GQA_LAYOUT),
+                (answer,),
+            )
+        )
     _unique_ids(items, Path(path))
     return items
 
 
-def check_images(items: Sequence[VQAItem], vis_root: Union[str, Path], skip_missing: bool,
-                 setting: str, option: str) -> Tuple[List[VQAItem], List[Dict[str, Any]]]:
+def check_images(
+    items: Sequence[VQAItem], vis_root: Union[str, Path], skip_missing: bool, setting: str, option: str
+) -> Tuple[List[VQAItem], List[Dict[str, Any]]]:
     """Keep the questions whose image exists. Missing images stop the run unless
     ``skip_missing`` is set; then the skipped questions are returned (never dropped silently)."""
     root = Path(str(vis_root)).expanduser()
     if not root.is_dir():
-        raise MissingFileError(f"image folder '{root}' does not exist. Point `{setting}` to the folder the "
-                               "`image` paths of the question file are relative to.")
+        raise MissingFileError(
+            f"image folder '{root}' does not exist. Point `{setting}` to the folder the "
+            "`image` paths of the question file are relative to."
+        )
     exists: Dict[str, bool] = {}
     for item in items:
         if item.image not in exists:

@@ -25,6 +25,7 @@ otherwise), one crop that keeps all their points inside; global items carry m ca
 probabilities hold for samples as well as for items. The collater stacks the images and
 gives ``image_index`` (sample i uses image ``image_index[i]``), the model's input.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -39,15 +40,17 @@ from PIL import Image
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.data.images import open_image
 from regionvlm.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
-from regionvlm.datasets.web_captions import WebCaptionStream
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, region_text, sample_crop
+from regionvlm.datasets.web_captions import WebCaptionStream
 
 Processor = Callable[[Any], Any]
 OFFICIAL_P_REGION = 0.6
 OFFICIAL_P_COCO = 0.1
 DEFAULT_NUM_POINTS = 10
-COCO_LAYOUT = ('a JSON list [{"image": "train2014/COCO_train2014_000000000009.jpg", "caption": "...", '
-               '"image_id": "coco_9"}] (LAVIS coco_karpathy_train.json), images under `coco_image_root`')
+COCO_LAYOUT = (
+    'a JSON list [{"image": "train2014/COCO_train2014_000000000009.jpg", "caption": "...", '
+    '"image_id": "coco_9"}] (LAVIS coco_karpathy_train.json), images under `coco_image_root`'
+)
 
 
 def sample_rng(seed: int, epoch: int, index: int, *salt: int) -> np.random.Generator:
@@ -55,8 +58,9 @@ def sample_rng(seed: int, epoch: int, index: int, *salt: int) -> np.random.Gener
     for name, v in (("seed", seed), ("epoch", epoch), ("index", index)):
         if int(v) < 0:
             raise ConfigError(f"{name} must be non-negative for seeding, got {v}.")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(index),
-                                                                       *map(int, salt)])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(index), *map(int, salt)]))
+    )
 
 
 def load_image(path: Path, what: str, setting: str) -> Image.Image:
@@ -64,8 +68,10 @@ def load_image(path: Path, what: str, setting: str) -> Image.Image:
     try:
         return open_image(path, f"image ({what})")
     except MissingFileError:
-        raise MissingFileError(f"image '{path}' ({what}) not found. Put it there or set `{setting}` to the "
-                               f"folder the annotation paths are relative to.") from None
+        raise MissingFileError(
+            f"image '{path}' ({what}) not found. Put it there or set `{setting}` to the "
+            f"folder the annotation paths are relative to."
+        ) from None
 
 
 def _identity(x: Any) -> Any:
@@ -98,8 +104,13 @@ def collate_caption_batch(items: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         text_in.extend(ins)
         text_out.extend(outs)
         sources.extend([item.get("source", "")] * len(ins))
-    return {"image": torch.stack(images), "image_index": torch.tensor(index, dtype=torch.long),
-            "text_input": text_in, "text_output": text_out, "source": sources}
+    return {
+        "image": torch.stack(images),
+        "image_index": torch.tensor(index, dtype=torch.long),
+        "text_input": text_in,
+        "text_output": text_out,
+        "source": sources,
+    }
 
 
 class _CaptionDataset(torch.utils.data.Dataset, ABC):
@@ -107,8 +118,13 @@ class _CaptionDataset(torch.utils.data.Dataset, ABC):
 
     collater = staticmethod(collate_caption_batch)
 
-    def __init__(self, vis_processor: Optional[Processor], text_processor: Optional[Processor],
-                 samples_per_image: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        vis_processor: Optional[Processor],
+        text_processor: Optional[Processor],
+        samples_per_image: int = 1,
+        seed: int = 0,
+    ):
         if int(samples_per_image) < 1:
             raise ConfigError(f"samples_per_image must be at least 1, got {samples_per_image}.")
         self.vis_processor = vis_processor or _identity
@@ -124,8 +140,13 @@ class _CaptionDataset(torch.utils.data.Dataset, ABC):
         ins = [self.text_processor(t) for t in ins]
         outs = [self.text_processor(t) for t in outs]
         one = len(ins) == 1
-        return {"image": self.vis_processor(image), "text_input": ins[0] if one else ins,
-                "text_output": outs[0] if one else outs, "source": source, **extra}
+        return {
+            "image": self.vis_processor(image),
+            "text_input": ins[0] if one else ins,
+            "text_output": outs[0] if one else outs,
+            "source": source,
+            **extra,
+        }
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         if not 0 <= index < len(self):
@@ -140,15 +161,26 @@ class _CaptionDataset(torch.utils.data.Dataset, ABC):
 class RegionCaptionDataset(_CaptionDataset):
     """Region captions: item ``i`` is image ``i``; a random chunk, K of its points, the crop."""
 
-    def __init__(self, annotations: Union[RegionAnnotations, Sequence[str]], vis_processor: Optional[Processor] = None,
-                 text_processor: Optional[Processor] = None, num_points: int = DEFAULT_NUM_POINTS,
-                 crop_max_fraction: float = DEFAULT_CROP_FRACTION, samples_per_image: int = 1, seed: int = 0,
-                 image_root: Optional[str] = None, setting: str = "region_ann",
-                 image_root_setting: str = "image_root"):
+    def __init__(
+        self,
+        annotations: Union[RegionAnnotations, Sequence[str]],
+        vis_processor: Optional[Processor] = None,
+        text_processor: Optional[Processor] = None,
+        num_points: int = DEFAULT_NUM_POINTS,
+        crop_max_fraction: float = DEFAULT_CROP_FRACTION,
+        samples_per_image: int = 1,
+        seed: int = 0,
+        image_root: Optional[str] = None,
+        setting: str = "region_ann",
+        image_root_setting: str = "image_root",
+    ):
         super().__init__(vis_processor, text_processor, samples_per_image, seed)
         self.image_root_setting = image_root_setting
-        self.ann = annotations if isinstance(annotations, RegionAnnotations) else \
-            RegionAnnotations(annotations, image_root=image_root, setting=setting)
+        self.ann = (
+            annotations
+            if isinstance(annotations, RegionAnnotations)
+            else RegionAnnotations(annotations, image_root=image_root, setting=setting)
+        )
         if int(num_points) < 1:
             raise ConfigError(f"num_points must be at least 1, got {num_points}.")
         if not 0.0 <= float(crop_max_fraction) < 0.5:
@@ -178,10 +210,17 @@ class RegionCaptionDataset(_CaptionDataset):
 class CocoCaptionDataset(_CaptionDataset):
     """Global captions from LAVIS's ``coco_karpathy_train.json``; item ``i`` is entry ``i``."""
 
-    def __init__(self, ann_paths: Union[str, Sequence[str]], image_root: Optional[str] = None,
-                 vis_processor: Optional[Processor] = None, text_processor: Optional[Processor] = None,
-                 samples_per_image: int = 1, seed: int = 0, setting: str = "coco_ann",
-                 image_root_setting: str = "coco_image_root"):
+    def __init__(
+        self,
+        ann_paths: Union[str, Sequence[str]],
+        image_root: Optional[str] = None,
+        vis_processor: Optional[Processor] = None,
+        text_processor: Optional[Processor] = None,
+        samples_per_image: int = 1,
+        seed: int = 0,
+        setting: str = "coco_ann",
+        image_root_setting: str = "coco_image_root",
+    ):
         super().__init__(vis_processor, text_processor, samples_per_image, seed)
         if isinstance(ann_paths, (str, Path)):
             ann_paths = [ann_paths]
@@ -195,8 +234,11 @@ class CocoCaptionDataset(_CaptionDataset):
         for path in ann_paths:
             p, data = load_json_list(path, "COCO caption file", setting, COCO_LAYOUT)
             for k, entry in enumerate(data):
-                if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) \
-                        or not isinstance(entry.get("caption"), str):
+                if (
+                    not isinstance(entry, dict)
+                    or not isinstance(entry.get("image"), str)
+                    or not isinstance(entry.get("caption"), str)
+                ):
                     raise InputError(f"{p} entry [{k}]: needs string 'image' and 'caption'; expected {COCO_LAYOUT}.")
                 entry_image.append(images.setdefault(entry["image"], len(images)))
                 captions.append(entry["caption"])
@@ -218,7 +260,7 @@ class CocoCaptionDataset(_CaptionDataset):
         img = int(self.entry_image[entry])
         entries = [entry]
         if m > 1:
-            others = [int(e) for e in self.by_image[self.image_start[img]:self.image_start[img + 1]] if e != entry]
+            others = [int(e) for e in self.by_image[self.image_start[img] : self.image_start[img + 1]] if e != entry]
             if others:
                 entries += [others[j] for j in _pick_distinct(len(others), m - 1, rng)]
             else:
@@ -234,11 +276,18 @@ class WebCaptionDataset(torch.utils.data.IterableDataset):
 
     collater = staticmethod(collate_caption_batch)
 
-    def __init__(self, shards: Union[str, Sequence[str]], vis_processor: Optional[Processor] = None,
-                 text_processor: Optional[Processor] = None, samples_per_image: int = 1, seed: int = 0,
-                 shuffle_buffer: int = 0, repeat: bool = False, setting: str = "web_shards"):
-        self.stream = WebCaptionStream(shards, seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat,
-                                       setting=setting)
+    def __init__(
+        self,
+        shards: Union[str, Sequence[str]],
+        vis_processor: Optional[Processor] = None,
+        text_processor: Optional[Processor] = None,
+        samples_per_image: int = 1,
+        seed: int = 0,
+        shuffle_buffer: int = 0,
+        repeat: bool = False,
+        setting: str = "web_shards",
+    ):
+        self.stream = WebCaptionStream(shards, seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat, setting=setting)
         self.vis_processor = vis_processor or _identity
         self.text_processor = text_processor or _identity
         self.samples_per_image = int(samples_per_image)
@@ -250,8 +299,12 @@ class WebCaptionDataset(torch.utils.data.IterableDataset):
         ins = [self.text_processor("")] * m
         outs = [self.text_processor(caption)] * m
         one = m == 1
-        return {"image": self.vis_processor(image), "text_input": ins[0] if one else ins,
-                "text_output": outs[0] if one else outs, "source": "web"}
+        return {
+            "image": self.vis_processor(image),
+            "text_input": ins[0] if one else ins,
+            "text_output": outs[0] if one else outs,
+            "source": "web",
+        }
 
     def __iter__(self):
         for image, caption, _ in self.stream:
@@ -268,8 +321,10 @@ class RegionProbSchedule:
         try:
             self.table = sorted((int(k), float(v)) for k, v in dict(by_epoch or {}).items())
         except (TypeError, ValueError):
-            raise ConfigError(f"region_prob_by_epoch must map epochs to probabilities, got {by_epoch!r} "
-                              f"(on the command line write it with spaces: {{0: 1.0, 4: 0.6}}).") from None
+            raise ConfigError(
+                f"region_prob_by_epoch must map epochs to probabilities, got {by_epoch!r} "
+                f"(on the command line write it with spaces: {{0: 1.0, 4: 0.6}})."
+            ) from None
         for e, v in self.table:
             if e < 0:
                 raise ConfigError(f"region_prob_by_epoch: epochs must be >= 0, got {e}.")
@@ -304,10 +359,18 @@ class MixedCaptionDataset(_CaptionDataset):
     images) sets the items per epoch. ``region_prob_by_epoch`` overrides ``p_region`` from
     the given epochs on (a curriculum)."""
 
-    def __init__(self, region: Optional[RegionCaptionDataset], coco: Optional[CocoCaptionDataset] = None,
-                 web: Optional[WebCaptionDataset] = None, p_region: float = OFFICIAL_P_REGION,
-                 p_coco: float = OFFICIAL_P_COCO, region_prob_by_epoch: Optional[Mapping[Any, float]] = None,
-                 samples_per_image: int = 1, seed: int = 0, epoch_length: Optional[int] = None):
+    def __init__(
+        self,
+        region: Optional[RegionCaptionDataset],
+        coco: Optional[CocoCaptionDataset] = None,
+        web: Optional[WebCaptionDataset] = None,
+        p_region: float = OFFICIAL_P_REGION,
+        p_coco: float = OFFICIAL_P_COCO,
+        region_prob_by_epoch: Optional[Mapping[Any, float]] = None,
+        samples_per_image: int = 1,
+        seed: int = 0,
+        epoch_length: Optional[int] = None,
+    ):
         super().__init__(None, None, samples_per_image, seed)
         _check_prob("p_coco", p_coco)
         self.region, self.coco, self.web = region, coco, web
@@ -315,16 +378,22 @@ class MixedCaptionDataset(_CaptionDataset):
         self.region_prob = region_prob_schedule(p_region, region_prob_by_epoch)
         probs = self.region_prob.values()
         if region is None and any(p > 0 for p in probs):
-            raise ConfigError("the mix draws region samples (p_region > 0) but no region annotations are "
-                              "configured (set `region_ann`).")
+            raise ConfigError(
+                "the mix draws region samples (p_region > 0) but no region annotations are "
+                "configured (set `region_ann`)."
+            )
         if any(p < 1 for p in probs):
             if self.p_coco > 0 and coco is None:
-                raise ConfigError(f"p_coco = {self.p_coco} but no COCO captions are configured (set `coco_ann` "
-                                  f"and `coco_image_root`, or p_coco: 0).")
+                raise ConfigError(
+                    f"p_coco = {self.p_coco} but no COCO captions are configured (set `coco_ann` "
+                    f"and `coco_image_root`, or p_coco: 0)."
+                )
             if self.p_coco < 1 and web is None:
-                raise ConfigError(f"global samples come from web shards with probability {1 - self.p_coco:g} "
-                                  f"but `web_shards` is not set; set it, or p_coco: 1.0 for COCO-only "
-                                  f"global captions (a deviation from the official 0.1).")
+                raise ConfigError(
+                    f"global samples come from web shards with probability {1 - self.p_coco:g} "
+                    f"but `web_shards` is not set; set it, or p_coco: 1.0 for COCO-only "
+                    f"global captions (a deviation from the official 0.1)."
+                )
         if epoch_length is None:
             if region is None:
                 raise ConfigError("set `epoch_length` when the mix has no region annotations.")

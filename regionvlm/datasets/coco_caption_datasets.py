@@ -1,6 +1,7 @@
 """The evaluation dataset of zero-shot COCO captioning: the images of a Karpathy split with
 the COCO-format caption ground truth they are scored against (formats:
 :mod:`regionvlm.data.coco_karpathy`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,15 +10,23 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from regionvlm.data.images import open_image
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, KarpathyImage
+from regionvlm.data.images import open_image
 
 
 class CocoCaptionEvalDataset:
     """One image per item (in the split file's order); ``gt`` is what the metrics read."""
 
-    def __init__(self, images: Sequence[KarpathyImage], image_root: str | Path, vis_processor: Any,
-                 gt: CaptionGroundTruth, name: str, split: str, annotation_path: str) -> None:
+    def __init__(
+        self,
+        images: Sequence[KarpathyImage],
+        image_root: str | Path,
+        vis_processor: Any,
+        gt: CaptionGroundTruth,
+        name: str,
+        split: str,
+        annotation_path: str,
+    ) -> None:
         self.images = list(images)
         self.image_root = Path(image_root).expanduser()
         self.vis_processor = vis_processor
@@ -36,8 +45,15 @@ class CocoCaptionEvalDataset:
     def identity(self) -> Dict[str, Any]:
         """What results depend on besides the model and the settings."""
         ids = hashlib.sha256(",".join(str(im.image_id) for im in self.images).encode()).hexdigest()[:16]
-        return {"dataset": self.name, "split": self.split, "annotation": self.annotation_path,
-                "gt": self.gt.path, "image_root": str(self.image_root), "images": len(self.images), "ids": ids}
+        return {
+            "dataset": self.name,
+            "split": self.split,
+            "annotation": self.annotation_path,
+            "gt": self.gt.path,
+            "image_root": str(self.image_root),
+            "images": len(self.images),
+            "ids": ids,
+        }
 
     def missing_images(self) -> List[str]:
         return [str(self.image_root / im.image) for im in self.images if not (self.image_root / im.image).is_file()]
@@ -48,5 +64,7 @@ class CocoCaptionEvalDataset:
 
     def load_batch(self, indices: Sequence[int]) -> Dict[str, Any]:
         """``{"image": (B, 3, S, S), "image_id": [...]}`` for some items."""
-        return {"image": torch.stack([self.load_image(self.images[i]) for i in indices]),
-                "image_id": [self.images[i].image_id for i in indices]}
+        return {
+            "image": torch.stack([self.load_image(self.images[i]) for i in indices]),
+            "image_id": [self.images[i].image_id for i in indices],
+        }

@@ -7,6 +7,7 @@ points live in one float64 array, all strings in one UTF-8 byte array with offse
 workers share them copy-on-write. Points keep float64 because the official code
 quantizes Python floats (``int(100 * v)``).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,8 @@ from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.processors.text_processors import check_text
 
 ANN_LAYOUT = (
-    "a JSON list with one object per image: {\"image_path\": \"<file>\", \"sent_to_points\": "
-    "{\"<chunk text>\": [[x, y], ...]}} (x, y normalized to [0, 1]), as written by "
+    'a JSON list with one object per image: {"image_path": "<file>", "sent_to_points": '
+    '{"<chunk text>": [[x, y], ...]}} (x, y normalized to [0, 1]), as written by '
     "`python -m regionvlm.data.localized_narratives` or `python -m regionvlm.data.visual_genome`"
 )
 
@@ -40,7 +41,7 @@ class StringTable:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        return self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8")
+        return self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
 
 
 def load_json_list(path: str | Path, what: str, setting: str, layout: str) -> Tuple[Path, List[Any]]:
@@ -63,21 +64,20 @@ def load_json_list(path: str | Path, what: str, setting: str, layout: str) -> Tu
     except OSError as exc:
         raise InputError(f"cannot read {what} '{p}' (set `{setting}`): {exc.strerror or exc}.") from None
     if not isinstance(data, list):
-        raise InputError(f"{what} '{p}' must hold a JSON list, got {type(data).__name__}. "
-                         f"Expected layout: {layout}.")
+        raise InputError(f"{what} '{p}' must hold a JSON list, got {type(data).__name__}. Expected layout: {layout}.")
     return p, data
 
 
 class RegionAnnotations:
     """All images and chunks of one or more annotation files."""
 
-    def __init__(self, ann_paths: Sequence[str | Path], image_root: Optional[str | Path] = None,
-                 setting: str = "region_ann"):
+    def __init__(
+        self, ann_paths: Sequence[str | Path], image_root: Optional[str | Path] = None, setting: str = "region_ann"
+    ):
         if isinstance(ann_paths, (str, Path)):
             ann_paths = [ann_paths]
         if not ann_paths:
-            raise MissingFileError(f"no region annotation file configured (set `{setting}`); "
-                                   f"expected {ANN_LAYOUT}.")
+            raise MissingFileError(f"no region annotation file configured (set `{setting}`); expected {ANN_LAYOUT}.")
         self.image_root = Path(str(image_root)).expanduser() if image_root else None
         self.files = [str(p) for p in ann_paths]
         paths: List[str] = []
@@ -92,10 +92,16 @@ class RegionAnnotations:
             p, data = load_json_list(path, "region annotation file", setting, ANN_LAYOUT)
             for k, entry in enumerate(data):
                 where = f"{p} entry [{k}]"
-                if not isinstance(entry, dict) or not isinstance(entry.get("image_path"), str) \
-                        or not entry["image_path"].strip() or not isinstance(entry.get("sent_to_points"), dict):
-                    raise InputError(f"{where}: needs a non-empty string 'image_path' and a dict 'sent_to_points'. "
-                                     f"Expected layout: {ANN_LAYOUT}.")
+                if (
+                    not isinstance(entry, dict)
+                    or not isinstance(entry.get("image_path"), str)
+                    or not entry["image_path"].strip()
+                    or not isinstance(entry.get("sent_to_points"), dict)
+                ):
+                    raise InputError(
+                        f"{where}: needs a non-empty string 'image_path' and a dict 'sent_to_points'. "
+                        f"Expected layout: {ANN_LAYOUT}."
+                    )
                 stp = entry["sent_to_points"]
                 if not stp:
                     self.skipped_empty += 1  # the authors' VG file has such entries
@@ -109,8 +115,9 @@ class RegionAnnotations:
                         buf.extend(chain.from_iterable(pts))
                     except (TypeError, ValueError):
                         del buf[before:]
-                        raise InputError(f"{where} chunk {text!r}: points must be a non-empty list of "
-                                         f"[x, y] number pairs.") from None
+                        raise InputError(
+                            f"{where} chunk {text!r}: points must be a non-empty list of [x, y] number pairs."
+                        ) from None
                     texts.append(text)
                     point_counts.append(len(pts))
                 paths.append(entry["image_path"])
@@ -118,8 +125,9 @@ class RegionAnnotations:
                 file_of_image.append(file_idx)
                 chunk_counts.append(len(stp))
         if not paths:
-            raise InputError(f"region annotation files {self.files} hold no image with a chunk. "
-                             f"Expected layout: {ANN_LAYOUT}.")
+            raise InputError(
+                f"region annotation files {self.files} hold no image with a chunk. Expected layout: {ANN_LAYOUT}."
+            )
         self.points = np.frombuffer(buf, dtype=np.float64).reshape(-1, 2) if len(buf) else np.zeros((0, 2))
         self.point_offsets = np.zeros(len(point_counts) + 1, dtype=np.int64)
         np.cumsum(point_counts, out=self.point_offsets[1:])
@@ -139,9 +147,11 @@ class RegionAnnotations:
         chunk_min = np.minimum.reduceat(self.points.min(axis=1), starts)
         far = (chunk_max > 2.0) | (chunk_min < -1.0)
         if far.mean() > 0.5:
-            raise InputError(f"region annotations {self.files}: {int(far.sum())} of {far.size} chunks have "
-                             f"coordinates far outside [0, 1] (e.g. {self.points[starts[np.argmax(far)]].tolist()}); "
-                             f"points must be normalized (x / width, y / height), not pixels.")
+            raise InputError(
+                f"region annotations {self.files}: {int(far.sum())} of {far.size} chunks have "
+                f"coordinates far outside [0, 1] (e.g. {self.points[starts[np.argmax(far)]].tolist()}); "
+                f"points must be normalized (x / width, y / height), not pixels."
+            )
         self.chunks_outside_unit = int(((chunk_max > 1.0) | (chunk_min < 0.0)).sum())
 
     # ------------------------------------------------------------------ access
@@ -163,7 +173,7 @@ class RegionAnnotations:
         return self.texts[chunk]
 
     def chunk_points(self, chunk: int) -> np.ndarray:
-        return self.points[self.point_offsets[chunk]:self.point_offsets[chunk + 1]]
+        return self.points[self.point_offsets[chunk] : self.point_offsets[chunk + 1]]
 
     def image_path(self, image: int) -> Path:
         p = Path(self.image_paths[image])
@@ -173,6 +183,8 @@ class RegionAnnotations:
         return self.files[int(self.file_of_image[image])]
 
     def summary(self) -> str:
-        return (f"region annotations: {self.num_images} images, {self.num_chunks} chunks from "
-                f"{len(self.files)} file(s); {self.skipped_empty} entries without chunks skipped; "
-                f"{self.chunks_outside_unit} chunks with points outside [0, 1] (clipped by the crop)")
+        return (
+            f"region annotations: {self.num_images} images, {self.num_chunks} chunks from "
+            f"{len(self.files)} file(s); {self.skipped_empty} entries without chunks skipped; "
+            f"{self.chunks_outside_unit} chunks with points outside [0, 1] (clipped by the crop)"
+        )

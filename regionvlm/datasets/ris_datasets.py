@@ -1,4 +1,5 @@
 """The query dataset of zero-shot RIS: one refer split plus where its images and proposals live."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,15 @@ class RISDataset:
     ``vis_processor``/``text_processor`` may be None; the task then uses the evaluation
     processors that match the model (bicubic resize to its image size, BLIP caption cleaning)."""
 
-    def __init__(self, refer: ReferSplit, image_root: str | Path, proposals: str | Path,
-                 skip_missing: bool = False, vis_processor: Any = None, text_processor: Any = None):
+    def __init__(
+        self,
+        refer: ReferSplit,
+        image_root: str | Path,
+        proposals: str | Path,
+        skip_missing: bool = False,
+        vis_processor: Any = None,
+        text_processor: Any = None,
+    ):
         self.refer = refer
         self.image_root = Path(image_root).expanduser()
         self.proposals = Path(proposals).expanduser()
@@ -50,9 +58,16 @@ class RISDataset:
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         q = self.refer.queries[index]
-        return {"index": q.index, "ref_id": q.ref_id, "sent_id": q.sent_id, "ann_id": q.ann_id,
-                "image_id": q.image_id, "sentence": q.sentence, "image_path": str(self.image_path(q.image_id)),
-                "proposal_path": str(self.proposal_path(q.image_id))}
+        return {
+            "index": q.index,
+            "ref_id": q.ref_id,
+            "sent_id": q.sent_id,
+            "ann_id": q.ann_id,
+            "image_id": q.image_id,
+            "sentence": q.sentence,
+            "image_path": str(self.image_path(q.image_id)),
+            "proposal_path": str(self.proposal_path(q.image_id)),
+        }
 
     def image_path(self, image_id: int) -> Path:
         return self.image_root / self.refer.images[image_id].file_name
@@ -74,7 +89,14 @@ class RISDataset:
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the model and the protocol settings."""
-        return {"dataset_name": self.dataset_name, "splitBy": self.split_by, "split": self.split,
-                "refs": str(self.refer.refs_path), "instances": str(self.refer.instances_path),
-                "image_root": str(self.image_root), "proposals": str(self.proposals),
-                "gt_mask": self.refer.gt_mask_rule, "skip_missing": self.skip_missing}
+        return {
+            "dataset_name": self.dataset_name,
+            "splitBy": self.split_by,
+            "split": self.split,
+            "refs": str(self.refer.refs_path),
+            "instances": str(self.refer.instances_path),
+            "image_root": str(self.image_root),
+            "proposals": str(self.proposals),
+            "gt_mask": self.refer.gt_mask_rule,
+            "skip_missing": self.skip_missing,
+        }

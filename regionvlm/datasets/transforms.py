@@ -22,6 +22,7 @@ The only addition: re-normalized points are clipped to ``[0, 1]`` to absorb floa
 rounding (values like ``1.0000000000000002``); it never changes ``int(100 * v)`` except
 for such round-off.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ class CropFractions:
         return image.crop(self.pixel_box(*image.size))
 
 
-def sample_crop(points: np.ndarray, rng: np.random.Generator,
-                max_fraction: float = DEFAULT_CROP_FRACTION) -> CropFractions:
+def sample_crop(
+    points: np.ndarray, rng: np.random.Generator, max_fraction: float = DEFAULT_CROP_FRACTION
+) -> CropFractions:
     """Draw the region-preserving crop for ``points`` (all regions that must stay inside).
 
     ``max_fraction=0`` disables the augmentation (no random numbers are drawn then)."""
@@ -88,16 +90,18 @@ def sample_crop(points: np.ndarray, rng: np.random.Generator,
     if max_fraction == 0.0:
         return CropFractions(0.0, 0.0, 0.0, 0.0)
     room = (
-        min(max_fraction, float(pts[:, 0].min())), min(max_fraction, 1.0 - float(pts[:, 0].max())),
-        min(max_fraction, float(pts[:, 1].min())), min(max_fraction, 1.0 - float(pts[:, 1].max())),
+        min(max_fraction, float(pts[:, 0].min())),
+        min(max_fraction, 1.0 - float(pts[:, 0].max())),
+        min(max_fraction, float(pts[:, 1].min())),
+        min(max_fraction, 1.0 - float(pts[:, 1].max())),
     )
     left, right, top, bottom = (float(rng.uniform(0.0, r)) for r in room)
     return CropFractions(left, right, top, bottom)
 
 
-def region_preserving_crop(image: Image.Image, points: np.ndarray, rng: np.random.Generator,
-                           max_fraction: float = DEFAULT_CROP_FRACTION
-                           ) -> Tuple[Image.Image, np.ndarray]:
+def region_preserving_crop(
+    image: Image.Image, points: np.ndarray, rng: np.random.Generator, max_fraction: float = DEFAULT_CROP_FRACTION
+) -> Tuple[Image.Image, np.ndarray]:
     """Crop up to ``max_fraction`` of each side keeping every point inside; return the
     cropped image and the points re-normalized to it (the official augmentation)."""
     crop = sample_crop(points, rng, max_fraction)

@@ -1,5 +1,6 @@
 """The VCR evaluation dataset: items of the official JSONL with their images and object masks,
 loaded lazily (the file format itself is :mod:`regionvlm.data.vcr`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,11 +29,18 @@ class VCRDataset:
     ``skipped`` lists items left out while reading (under ``skip_missing``); the evaluation
     adds the ones whose image or metadata turns out unreadable when loaded."""
 
-    def __init__(self, items: Sequence[VCRItem], image_root: Union[str, Path],
-                 metadata_root: Optional[Union[str, Path]] = None,
-                 vis_processor: Optional[Callable] = None, text_processor: Optional[Callable] = None,
-                 split: str = "val", annotation_path: Optional[str] = None,
-                 skipped: Optional[Sequence[Skipped]] = None, skip_missing: bool = False):
+    def __init__(
+        self,
+        items: Sequence[VCRItem],
+        image_root: Union[str, Path],
+        metadata_root: Optional[Union[str, Path]] = None,
+        vis_processor: Optional[Callable] = None,
+        text_processor: Optional[Callable] = None,
+        split: str = "val",
+        annotation_path: Optional[str] = None,
+        skipped: Optional[Sequence[Skipped]] = None,
+        skip_missing: bool = False,
+    ):
         self.items = list(items)
         self.image_root = Path(image_root)
         self.metadata_root = Path(metadata_root) if metadata_root is not None else self.image_root
@@ -49,9 +57,14 @@ class VCRDataset:
 
     def identity(self) -> Dict[str, Any]:
         """What results depend on besides the model and the settings."""
-        return {"annotation": self.annotation_path, "split": self.split, "items": len(self.items),
-                "image_root": str(self.image_root), "metadata_root": str(self.metadata_root),
-                "skip_missing": self.skip_missing}
+        return {
+            "annotation": self.annotation_path,
+            "split": self.split,
+            "items": len(self.items),
+            "image_root": str(self.image_root),
+            "metadata_root": str(self.metadata_root),
+            "skip_missing": self.skip_missing,
+        }
 
     def __len__(self) -> int:
         return len(self.items)

@@ -18,6 +18,7 @@ Not deterministic across resumption: the stream position is not checkpointed, an
 web sample a mixed-dataset index receives depends on the worker layout. Everything else in
 the caption datasets is keyed by (seed, epoch, index).
 """
+
 from __future__ import annotations
 
 import glob
@@ -37,8 +38,10 @@ from regionvlm.data.images import open_image
 from regionvlm.processors.text_processors import check_text
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-SHARD_LAYOUT = ("tar files in the webdataset convention: per sample '<key>.jpg' (or .jpeg/.png/.webp) and "
-                "'<key>.json' with a \"caption\" field (or '<key>.txt'), e.g. as written by img2dataset")
+SHARD_LAYOUT = (
+    "tar files in the webdataset convention: per sample '<key>.jpg' (or .jpeg/.png/.webp) and "
+    "'<key>.json' with a \"caption\" field (or '<key>.txt'), e.g. as written by img2dataset"
+)
 MAX_REPORTED_SKIPS = 10
 
 
@@ -56,14 +59,16 @@ def expand_shards(spec: Union[str, Sequence[str]], setting: str = "web_shards") 
             if Path(path).is_dir():
                 found = sorted(glob.glob(str(Path(path) / "*.tar")))
                 if not found:
-                    raise MissingFileError(f"web shard folder '{path}' (from `{setting}`) holds no *.tar; "
-                                           f"expected {SHARD_LAYOUT}.")
+                    raise MissingFileError(
+                        f"web shard folder '{path}' (from `{setting}`) holds no *.tar; expected {SHARD_LAYOUT}."
+                    )
                 out.extend(found)
             elif any(c in path for c in "*?["):
                 found = sorted(glob.glob(path))
                 if not found:
-                    raise MissingFileError(f"no web shard matches '{path}' (from `{setting}`); "
-                                           f"expected {SHARD_LAYOUT}.")
+                    raise MissingFileError(
+                        f"no web shard matches '{path}' (from `{setting}`); expected {SHARD_LAYOUT}."
+                    )
                 out.extend(found)
             elif not Path(path).is_file():
                 raise MissingFileError(f"web shard '{path}' not found (set `{setting}`); expected {SHARD_LAYOUT}.")
@@ -86,7 +91,9 @@ def decode_sample(sample: Dict[str, Any]) -> Tuple[Image.Image, str]:
     ``regionvlm.data.images`` like every other image."""
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     if ext is None:
-        raise ValueError(f"no image file ({', '.join(IMAGE_EXTS)}) among {sorted(k for k in sample if not k.startswith('__'))}")
+        raise ValueError(
+            f"no image file ({', '.join(IMAGE_EXTS)}) among {sorted(k for k in sample if not k.startswith('__'))}"
+        )
     caption = None
     if "json" in sample:
         try:
@@ -97,7 +104,7 @@ def decode_sample(sample: Dict[str, Any]) -> Tuple[Image.Image, str]:
     if caption is None and "txt" in sample:
         caption = sample["txt"].decode("utf-8")
     if not isinstance(caption, str):
-        raise ValueError("no caption (.json with \"caption\" or .txt)")
+        raise ValueError('no caption (.json with "caption" or .txt)')
     try:
         check_text(caption, "the caption")
         image = open_image(bytes(sample[ext]), f"the .{ext} image")  # every PIL mode, bombs refused
@@ -109,8 +116,14 @@ def decode_sample(sample: Dict[str, Any]) -> Tuple[Image.Image, str]:
 class WebCaptionStream:
     """Iterator factory over ``(image, caption, key)`` of the shards this consumer owns."""
 
-    def __init__(self, shards: Union[str, Sequence[str]], seed: int = 0, shuffle_buffer: int = 0,
-                 repeat: bool = True, setting: str = "web_shards"):
+    def __init__(
+        self,
+        shards: Union[str, Sequence[str]],
+        seed: int = 0,
+        shuffle_buffer: int = 0,
+        repeat: bool = True,
+        setting: str = "web_shards",
+    ):
         self.shards = expand_shards(shards, setting)
         self.seed = int(seed)
         self.shuffle_buffer = int(shuffle_buffer)
@@ -124,8 +137,11 @@ class WebCaptionStream:
     def _my_shards(self, consumer: int, consumers: int) -> List[str]:
         if len(self.shards) >= consumers:
             return self.shards[consumer::consumers]
-        warnings.warn(f"{len(self.shards)} web shard(s) for {consumers} consumers (ranks x workers): every "
-                      f"consumer reads all shards, so web samples repeat across consumers.")
+        warnings.warn(
+            f"{len(self.shards)} web shard(s) for {consumers} consumers (ranks x workers): every "
+            f"consumer reads all shards, so web samples repeat across consumers.",
+            stacklevel=2,
+        )
         return list(self.shards)
 
     def _skip(self, exc: Exception) -> bool:
@@ -152,8 +168,10 @@ class WebCaptionStream:
                 produced += 1
                 yield image, caption, f"{sample.get('__url__')}:{sample.get('__key__')}"
             if produced == 0:
-                raise MissingFileError(f"web shards {shards[:3]}{'...' if len(shards) > 3 else ''} yielded no "
-                                       f"usable sample ({self.skipped} skipped); expected {SHARD_LAYOUT}.")
+                raise MissingFileError(
+                    f"web shards {shards[:3]}{'...' if len(shards) > 3 else ''} yielded no "
+                    f"usable sample ({self.skipped} skipped); expected {SHARD_LAYOUT}."
+                )
             rounds += 1
             if not self.repeat:
                 return

@@ -3,6 +3,7 @@
 ``python -m regionvlm.demo [--model-type tiny] [--checkpoint PATH] [--port 7860] [--examples DIR]``.
 gradio is imported only when the demo is built, so the package works without it.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional

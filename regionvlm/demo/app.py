@@ -9,6 +9,7 @@ conversation per browser session: the image is encoded once when it is loaded; e
 drawn gets the next id ``[1]``, ``[2]``, ... and the text box under the image shows the
 exact region text sent to the Q-Former. Needs ``gradio`` (``pip install -e .[demo]``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,9 @@ def example_images(directory: Optional[str]) -> List[str]:
 class DemoLogic:
     """The event handlers, independent of the widgets (each returns plain values)."""
 
-    def __init__(self, model, vis_processor, text_processor, seed: int = 0,
-                 generation: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self, model, vis_processor, text_processor, seed: int = 0, generation: Optional[Dict[str, Any]] = None
+    ) -> None:
         self.model = model
         self.vis_processor = vis_processor
         self.text_processor = text_processor
@@ -93,22 +95,35 @@ class DemoLogic:
         """Start a conversation on ``image``: a PIL image, or the path of the uploaded file (the
         upload widget hands over the file untouched, so every image goes through
         ``regionvlm.data.images``: EXIF orientation, all PIL modes, the pixel limit)."""
-        from regionvlm.dialogue import Conversation
         from regionvlm.data.images import open_image
+        from regionvlm.dialogue import Conversation
 
         if image is None:
             return None, None, "", [], "Upload an image or pick an example."
         try:
             if isinstance(image, (str, Path)):
                 image = open_image(image, "the uploaded image", exif=True)
-            conv = Conversation(self.model, image, self.vis_processor, self.text_processor,
-                                num_points=int(num_points), seed=self.seed, layout=layout, history=history)
+            conv = Conversation(
+                self.model,
+                image,
+                self.vis_processor,
+                self.text_processor,
+                num_points=int(num_points),
+                seed=self.seed,
+                layout=layout,
+                history=history,
+            )
         except RegionVLMError as exc:  # e.g. a float (mode F) image: say so, keep the page usable
             return None, None, "", [], f"error: {exc}"
         session = DemoSession(conv)
         width, height = conv.image_size
-        return (session, self.render(session, "box"), "", [],
-                f"Image loaded ({width}x{height}, encoded once). Draw a region.")
+        return (
+            session,
+            self.render(session, "box"),
+            "",
+            [],
+            f"Image loaded ({width}x{height}, encoded once). Draw a region.",
+        )
 
     def render(self, session: Optional[DemoSession], mode: str):
         if session is None:
@@ -139,8 +154,7 @@ class DemoLogic:
         if session is None:
             return session, None, "", "Upload an image first."
         if not session.pending:
-            return session, self.render(session, mode), self.regions_text(session), \
-                f"No clicks to add. {HOW_TO[mode]}"
+            return session, self.render(session, mode), self.regions_text(session), f"No clicks to add. {HOW_TO[mode]}"
         clicks, size = list(session.pending), session.conv.image_size
         session.pending.clear()
         if mode == "scribble":
@@ -178,8 +192,15 @@ class DemoLogic:
         session.conv.layout = layout
         session.conv.history = history
 
-    def ask(self, session: Optional[DemoSession], text: str, chat: List[Dict[str, str]], layout: str,
-            history: str, **generation):
+    def ask(
+        self,
+        session: Optional[DemoSession],
+        text: str,
+        chat: List[Dict[str, str]],
+        layout: str,
+        history: str,
+        **generation,
+    ):
         chat = list(chat or [])
         if session is None:
             return session, chat, text, "Upload an image first."
@@ -193,8 +214,15 @@ class DemoLogic:
         chat += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         return session, chat, "", "Answered."
 
-    def describe(self, session: Optional[DemoSession], region_id, chat: List[Dict[str, str]], layout: str,
-                 history: str, **generation):
+    def describe(
+        self,
+        session: Optional[DemoSession],
+        region_id,
+        chat: List[Dict[str, str]],
+        layout: str,
+        history: str,
+        **generation,
+    ):
         chat = list(chat or [])
         if session is None:
             return session, chat, "Upload an image first."
@@ -208,41 +236,66 @@ class DemoLogic:
         return session, chat, f"Described region [{rid}]."
 
 
-def build_app(model, vis_processor, text_processor, examples: Sequence[str] = (), seed: int = 0,
-              generation: Optional[Dict[str, Any]] = None, num_points: int = 10, layout: str = "inline",
-              history: str = "official"):
+def build_app(
+    model,
+    vis_processor,
+    text_processor,
+    examples: Sequence[str] = (),
+    seed: int = 0,
+    generation: Optional[Dict[str, Any]] = None,
+    num_points: int = 10,
+    layout: str = "inline",
+    history: str = "official",
+):
     """The Gradio Blocks app (not launched)."""
     gr = require_gradio()
     logic = DemoLogic(model, vis_processor, text_processor, seed, generation)
     gen = dict(logic.generation)
     with gr.Blocks(title="RegionVLM demo", analytics_enabled=False) as app:
-        gr.Markdown("# RegionVLM: talk about regions of an image\n"
-                    "Load an image, draw regions (they become **[1]**, **[2]**, ...), then ask about them, "
-                    "e.g. *What is [1]?* or *Is [1] left of [2]?*. **Describe** captions a region without text.")
+        gr.Markdown(
+            "# RegionVLM: talk about regions of an image\n"
+            "Load an image, draw regions (they become **[1]**, **[2]**, ...), then ask about them, "
+            "e.g. *What is [1]?* or *Is [1] left of [2]?*. **Describe** captions a region without text."
+        )
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=3):
-                board = gr.Image(label="Click here to draw regions", interactive=False, elem_id="canvas",
-                                 height=512, show_label=True)
+                board = gr.Image(
+                    label="Click here to draw regions", interactive=False, elem_id="canvas", height=512, show_label=True
+                )
                 with gr.Row():
                     mode = gr.Radio(list(MODES), value="box", label="Draw", elem_id="mode", scale=2)
                     add_btn = gr.Button("Add region", elem_id="add-region", scale=1)
                     undo_btn = gr.Button("Clear clicks", elem_id="clear-clicks", scale=1)
                     clear_btn = gr.Button("Clear regions", elem_id="clear-regions", scale=1)
-                regions = gr.Textbox(label="Regions as sent to the model (points as [x y], 0-100)", lines=3,
-                                     interactive=False, elem_id="regions")
+                regions = gr.Textbox(
+                    label="Regions as sent to the model (points as [x y], 0-100)",
+                    lines=3,
+                    interactive=False,
+                    elem_id="regions",
+                )
             with gr.Column(scale=2):
-                upload = gr.Image(type="filepath", image_mode=None, label="Image (upload or pick an example)",
-                                  sources=["upload"], height=160, elem_id="upload")
+                upload = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    label="Image (upload or pick an example)",
+                    sources=["upload"],
+                    height=160,
+                    elem_id="upload",
+                )
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[upload], label="Examples")
                 try:
-                    chat = gr.Chatbot(label="Conversation", height=300, render_markdown=False,
-                                      type="messages", elem_id="chat")
+                    chat = gr.Chatbot(
+                        label="Conversation", height=300, render_markdown=False, type="messages", elem_id="chat"
+                    )
                 except TypeError:  # gradio 6: messages are the only format
                     chat = gr.Chatbot(label="Conversation", height=300, render_markdown=False, elem_id="chat")
-                question = gr.Textbox(label="Question ([1], [2], ... refer to the regions)", elem_id="question",
-                                      placeholder="What is [1]?")
+                question = gr.Textbox(
+                    label="Question ([1], [2], ... refer to the regions)",
+                    elem_id="question",
+                    placeholder="What is [1]?",
+                )
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     reset = gr.Button("Reset chat", elem_id="reset-chat")
@@ -261,13 +314,17 @@ def build_app(model, vis_processor, text_processor, examples: Sequence[str] = ()
                     temp = gr.Slider(0.1, 2.0, value=gen.get("temperature", 1.0), step=0.05, label="Temperature")
 
         def gen_opts(b, m, s, p, t):
-            return dict(num_beams=int(b), max_len=int(m), use_nucleus_sampling=bool(s), top_p=float(p),
-                        temperature=float(t))
+            return dict(
+                num_beams=int(b), max_len=int(m), use_nucleus_sampling=bool(s), top_p=float(p), temperature=float(t)
+            )
 
         model_event = dict(concurrency_id="model", concurrency_limit=1)  # one model: one call at a time
-        upload.change(lambda img, n, lay, his: logic.load_image(img, n, lay, his),
-                      [upload, num_points, layout_in, history_in], [state, board, regions, chat, status],
-                      **model_event)
+        upload.change(
+            lambda img, n, lay, his: logic.load_image(img, n, lay, his),
+            [upload, num_points, layout_in, history_in],
+            [state, board, regions, chat, status],
+            **model_event,
+        )
 
         def on_click(session, m, n, evt):
             return logic.click(session, evt.index, m, n)
@@ -299,8 +356,15 @@ def launch(app, host: str, port: int, allowed_paths: Sequence[str] = ()) -> None
     """Start the server (blocking), with only the launch options this gradio version knows."""
     import inspect
 
-    options = dict(server_name=host, server_port=port, share=False, show_error=True, ssr_mode=False,
-                   allowed_paths=list(allowed_paths), inbrowser=False)
+    options = dict(
+        server_name=host,
+        server_port=port,
+        share=False,
+        show_error=True,
+        ssr_mode=False,
+        allowed_paths=list(allowed_paths),
+        inbrowser=False,
+    )
     known = inspect.signature(app.launch).parameters
     app.queue(default_concurrency_limit=1).launch(**{k: v for k, v in options.items() if k in known})
 
@@ -308,8 +372,9 @@ def launch(app, host: str, port: int, allowed_paths: Sequence[str] = ()) -> None
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from regionvlm.chat import add_generation_arguments, add_model_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m regionvlm.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m regionvlm.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_arguments(parser)
     add_generation_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: localhost only)")
@@ -330,10 +395,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     from regionvlm.chat import generation_options, load_dialogue_model
 
     GenerationSettings.create("generation", **generation_options(args))  # bad flags stop before the model loads
-    model, vis, txt = load_dialogue_model(args.model_type, args.checkpoint, args.cfg_path, args.options,
-                                          args.device, args.seed)
-    app = build_app(model, vis, txt, examples, args.seed, generation_options(args), args.num_points,
-                    args.layout, args.history)
+    model, vis, txt = load_dialogue_model(
+        args.model_type, args.checkpoint, args.cfg_path, args.options, args.device, args.seed
+    )
+    app = build_app(
+        model, vis, txt, examples, args.seed, generation_options(args), args.num_points, args.layout, args.history
+    )
     try:
         launch(app, args.host, args.port, allowed_paths=[str(Path(p).parent) for p in examples])
     except OSError as exc:

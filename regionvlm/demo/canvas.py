@@ -1,6 +1,7 @@
 """What the web demo draws: the image, enlarged for clicking, with every region, the points
 sent to the model for it and the clicks of the region being drawn. Pure PIL (no gradio),
 so it is testable on its own."""
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -8,8 +9,16 @@ from typing import Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60)]
+COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+]
 DISPLAY_SIDE = 512  # small images are enlarged to this longer side, so clicks are precise
 
 
@@ -30,8 +39,9 @@ def colour(region_id: int) -> Tuple[int, int, int]:
     return COLOURS[(region_id - 1) % len(COLOURS)]
 
 
-def render(image: Image.Image, regions: Sequence, pending: Sequence[Tuple[float, float]] = (),
-           pending_kind: str = "box") -> Image.Image:
+def render(
+    image: Image.Image, regions: Sequence, pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "box"
+) -> Image.Image:
     """The canvas: ``regions`` are ``RegionEntry`` objects (in id order), ``pending`` the
     clicks (image pixels) of the region being drawn."""
     scale = display_scale(image.size)

@@ -32,6 +32,7 @@ A name LAVIS already uses for something of its own (processor ``blip_caption``, 
 ``python -m regionvlm.integrations.lavis --cfg-path X.yaml`` runs a LAVIS-format config the
 way LAVIS's ``train.py`` (``run.evaluate: false``) and ``evaluate.py`` (``true``) do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,11 +132,15 @@ def _model_adapter(name: str, model_cls: type, registered_as: str) -> type:
             raise ConfigError(f"unknown model_type '{model_type}' for {registered_as}; available: {sorted(presets)}.")
         return presets[model_type]
 
-    return type(_identifier("model", registered_as), (model_cls, LavisBaseModel), {
-        "__doc__": f"The project's model '{name}' as a LAVIS model (every method is the project's).",
-        "PRETRAINED_MODEL_CONFIG_DICT": presets,
-        "default_config_path": classmethod(default_config_path),
-    })
+    return type(
+        _identifier("model", registered_as),
+        (model_cls, LavisBaseModel),
+        {
+            "__doc__": f"The project's model '{name}' as a LAVIS model (every method is the project's).",
+            "PRETRAINED_MODEL_CONFIG_DICT": presets,
+            "default_config_path": classmethod(default_config_path),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------ builders
@@ -189,7 +194,8 @@ class ProjectConfig:
         datasets = lavis_cfg.datasets_cfg or {}
         self.model_cfg: DictConfig = model
         self.datasets_cfg: DictConfig = OmegaConf.create(
-            {project_name("builder", str(k)): v for k, v in datasets.items()})
+            {project_name("builder", str(k)): v for k, v in datasets.items()}
+        )
         self.run_cfg: DictConfig = OmegaConf.create(project_run_settings(lavis_cfg.run_cfg, task_cls))
         self.lavis_run_cfg = lavis_cfg.run_cfg
         self.config = OmegaConf.create({"model": self.model_cfg, "datasets": self.datasets_cfg, "run": self.run_cfg})
@@ -243,8 +249,9 @@ class ProjectTask(LavisBaseTask):
         model_cfg = cfg.model_cfg
         model_cls = lavis_registry.get_model_class(model_cfg.arch)
         if model_cls is None:
-            raise ConfigError(f"model.arch '{model_cfg.arch}' is not registered in LAVIS; "
-                              f"registered: {lavis_registry.list_models()}.")
+            raise ConfigError(
+                f"model.arch '{model_cfg.arch}' is not registered in LAVIS; registered: {lavis_registry.list_models()}."
+            )
         model = model_cls.from_config(model_cfg)
         run = cfg.run_cfg
         return place_model(model, is_eval=bool(run.get("evaluate", False)), device=str(run.get("device", "cpu")))
@@ -273,8 +280,9 @@ class ProjectTask(LavisBaseTask):
         run_cfg = self.project_cfg.run_cfg if self.project_cfg is not None else OmegaConf.create()
         return self.project.evaluate(model, {name: {split: dataset}}, run_cfg, self._result_dir())
 
-    def after_evaluation(self, val_result: Mapping[str, Any], split_name: str = "", epoch: Any = None,
-                         **kwargs: Any) -> Dict[str, Any]:
+    def after_evaluation(
+        self, val_result: Mapping[str, Any], split_name: str = "", epoch: Any = None, **kwargs: Any
+    ) -> Dict[str, Any]:
         return dict(val_result)
 
     def _locate(self, dataset: Any) -> Tuple[str, str]:
@@ -285,14 +293,17 @@ class ProjectTask(LavisBaseTask):
         raise ConfigError(
             f"task '{self.registered_as}' was asked to evaluate a {type(dataset).__name__} that its "
             "build_datasets(cfg) did not build; build the datasets with this task (as LAVIS's "
-            "train.py/evaluate.py do) before creating the runner.")
+            "train.py/evaluate.py do) before creating the runner."
+        )
 
     @staticmethod
     def _result_dir() -> Path:
         registered = lavis_registry.get_path("result_dir")
         if registered is None:
-            raise ConfigError("the evaluation writes its results to LAVIS's result_dir, which a LAVIS runner "
-                              "registers: evaluate through a runner (runner.evaluate()).")
+            raise ConfigError(
+                "the evaluation writes its results to LAVIS's result_dir, which a LAVIS runner "
+                "registers: evaluate through a runner (runner.evaluate())."
+            )
         return Path(registered)
 
 
@@ -373,18 +384,33 @@ class RunnerBaseCPU(LavisRunnerBase):
 # ------------------------------------------------------------------------------ registration
 def _adapter(kind: str, name: str, project_cls: type, registered_as: str) -> type:
     if kind == "processor":
-        cls = type(_identifier(kind, registered_as), (project_cls, LavisBaseProcessor), {
-            "__doc__": f"The project's processor '{name}' as a LAVIS processor."})
+        cls = type(
+            _identifier(kind, registered_as),
+            (project_cls, LavisBaseProcessor),
+            {"__doc__": f"The project's processor '{name}' as a LAVIS processor."},
+        )
     elif kind == "model":
         cls = _model_adapter(name, project_cls, registered_as)
     elif kind == "builder":
-        cls = type(_identifier(kind, registered_as), (ProjectBuilder,), {
-            "__doc__": f"LAVIS builder of the project's dataset builder '{name}'.",
-            "project_builder": project_cls, "registered_as": registered_as})
+        cls = type(
+            _identifier(kind, registered_as),
+            (ProjectBuilder,),
+            {
+                "__doc__": f"LAVIS builder of the project's dataset builder '{name}'.",
+                "project_builder": project_cls,
+                "registered_as": registered_as,
+            },
+        )
     else:
-        cls = type(_identifier(kind, registered_as), (ProjectTask,), {
-            "__doc__": f"LAVIS task running the project's task '{name}'.",
-            "project_task": project_cls, "registered_as": registered_as})
+        cls = type(
+            _identifier(kind, registered_as),
+            (ProjectTask,),
+            {
+                "__doc__": f"LAVIS task running the project's task '{name}'.",
+                "project_task": project_cls,
+                "registered_as": registered_as,
+            },
+        )
     cls.__module__ = __name__
     cls.regionvlm_component = (kind, name)
     globals()[cls.__name__] = cls
@@ -403,22 +429,33 @@ def _register(kind: str, name: str, make: Callable[[str], type]) -> str:
             return candidate
         if getattr(existing, "regionvlm_component", None) == (kind, name):
             return candidate
-    raise ConfigError(f"LAVIS already has {kind}s named {list(candidates)} that are not the project's; "
-                      f"the project's {kind} '{name}' cannot be registered.")
+    raise ConfigError(
+        f"LAVIS already has {kind}s named {list(candidates)} that are not the project's; "
+        f"the project's {kind} '{name}' cannot be registered."
+    )
 
 
 def register() -> Dict[str, Dict[str, str]]:
     """Register every project processor, model, dataset builder and task, and the CPU runner,
     into LAVIS's registry (once per process); returns ``{kind: {project name: LAVIS name}}``."""
-    listing = {"processor": project_registry.list_processors, "model": project_registry.list_models,
-               "builder": project_registry.list_builders, "task": project_registry.list_tasks}
-    getter = {"processor": project_registry.get_processor_class, "model": project_registry.get_model_class,
-              "builder": project_registry.get_builder_class, "task": project_registry.get_task_class}
+    listing = {
+        "processor": project_registry.list_processors,
+        "model": project_registry.list_models,
+        "builder": project_registry.list_builders,
+        "task": project_registry.list_tasks,
+    }
+    getter = {
+        "processor": project_registry.get_processor_class,
+        "model": project_registry.get_model_class,
+        "builder": project_registry.get_builder_class,
+        "task": project_registry.get_task_class,
+    }
     for kind in KINDS:  # processors first: the model presets name them
         for name in listing[kind]():
             project_cls = getter[kind](name)
             _NAMES[kind][name] = _register(
-                kind, name, lambda as_name, k=kind, n=name, c=project_cls: _adapter(k, n, c, as_name))
+                kind, name, lambda as_name, k=kind, n=name, c=project_cls: _adapter(k, n, c, as_name)
+            )
     _register("runner", CPU_RUNNER, lambda as_name: RunnerBaseCPU)
     return {kind: dict(names) for kind, names in _NAMES.items()}
 
@@ -428,12 +465,18 @@ NAMES = register()
 
 # ------------------------------------------------------------------------------ command line
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run a LAVIS-format config (model, datasets, task and runner from "
-                                                 "LAVIS's registry, RegionVLM registered) as LAVIS's train.py "
-                                                 "(run.evaluate: false) or evaluate.py (true) does.")
+    parser = argparse.ArgumentParser(
+        description="Run a LAVIS-format config (model, datasets, task and runner from "
+        "LAVIS's registry, RegionVLM registered) as LAVIS's train.py "
+        "(run.evaluate: false) or evaluate.py (true) does."
+    )
     parser.add_argument("--cfg-path", required=True, help="path to the LAVIS-format YAML config")
-    parser.add_argument("--options", nargs="+", default=None,
-                        help="override config entries, e.g. run.init_lr=1e-5 (LAVIS's key=value syntax)")
+    parser.add_argument(
+        "--options",
+        nargs="+",
+        default=None,
+        help="override config entries, e.g. run.init_lr=1e-5 (LAVIS's key=value syntax)",
+    )
     return parser.parse_args(argv)
 
 
@@ -451,13 +494,17 @@ def _runner_class(run_cfg: Any) -> type:
     name = str(run_cfg.get("runner", "runner_base"))
     runner_cls = lavis_registry.get_runner_class(name)
     if runner_cls is None:
-        raise ConfigError(f"run.runner '{name}' is not registered in LAVIS; registered: {lavis_registry.list_runners()}.")
+        raise ConfigError(
+            f"run.runner '{name}' is not registered in LAVIS; registered: {lavis_registry.list_runners()}."
+        )
     if run_cfg.get("device", None) is None:
         raise ConfigError("run.device is not set (LAVIS's runner reads it): use cuda or cpu.")
     on_cpu = torch.device(str(run_cfg.device)).type == "cpu"
     if on_cpu and issubclass(runner_cls, LavisRunnerBase) and not issubclass(runner_cls, RunnerBaseCPU):
-        raise ConfigError(f"run.device is cpu but LAVIS's runner '{name}' needs CUDA (it copies batches on a "
-                          f"CUDA stream); set run.runner: {CPU_RUNNER}.")
+        raise ConfigError(
+            f"run.device is cpu but LAVIS's runner '{name}' needs CUDA (it copies batches on a "
+            f"CUDA stream); set run.runner: {CPU_RUNNER}."
+        )
     return runner_cls
 
 

@@ -1,4 +1,5 @@
 """Model loading in LAVIS's words: ``load_model`` and ``load_model_and_preprocess``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
@@ -13,8 +14,9 @@ from regionvlm.models.regionvlm_t5 import RegionVLMT5
 __all__ = ["RegionVLMT5", "load_model", "load_model_and_preprocess", "load_preprocess", "place_model"]
 
 
-def place_model(model: torch.nn.Module, is_eval: bool, device: str | torch.device,
-                precision: Optional[str] = None) -> torch.nn.Module:
+def place_model(
+    model: torch.nn.Module, is_eval: bool, device: str | torch.device, precision: Optional[str] = None
+) -> torch.nn.Module:
     """Move to ``device`` under a precision policy (default: the model's ``precision`` setting,
     ``auto`` = the official numerics on GPU, fp32 on CPU); frozen towers get the policy's
     weight dtype (see :mod:`regionvlm.models.precision`)."""
@@ -26,8 +28,14 @@ def place_model(model: torch.nn.Module, is_eval: bool, device: str | torch.devic
     return model.eval() if is_eval else model.train()
 
 
-def load_model(name: str, model_type: str, is_eval: bool = False, device: str | torch.device = "cpu",
-               checkpoint: Optional[str] = None, **overrides: Any) -> torch.nn.Module:
+def load_model(
+    name: str,
+    model_type: str,
+    is_eval: bool = False,
+    device: str | torch.device = "cpu",
+    checkpoint: Optional[str] = None,
+    **overrides: Any,
+) -> torch.nn.Module:
     """Build a registered model preset; ``overrides`` replace keys of its ``model:`` config."""
     cls = registry.get_model_class(name)
     if checkpoint is not None:
@@ -48,8 +56,9 @@ def load_preprocess(config: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return build(config.get("vis_processor")), build(config.get("text_processor"))
 
 
-def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
-                              device: str | torch.device = "cpu", **overrides: Any):
+def load_model_and_preprocess(
+    name: str, model_type: str, is_eval: bool = False, device: str | torch.device = "cpu", **overrides: Any
+):
     """``model, vis_processors, txt_processors`` exactly as LAVIS returns them."""
     cls = registry.get_model_class(name)
     cfg = OmegaConf.load(cls.default_config_path(model_type))

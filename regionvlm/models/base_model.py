@@ -5,6 +5,7 @@ A model's ``model:`` config keys are its constructor's parameters plus the loade
 classes named in ``CONFIG_SECTIONS``. :meth:`BaseModel.check_config` derives the accepted
 keys from those, so a new constructor argument is a new config key with no list to update.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -22,8 +23,13 @@ from regionvlm.common.settings import Settings, check_keys, coerce, to_plain
 
 # Keys of a ``model:`` section read by the loading code rather than the constructor.
 LOADER_KEYS = ("arch", "model_type", "load_pretrained", "weights", "checkpoint", "use_grad_checkpoint")
-_LOADER_TYPES = {"arch": str, "model_type": str, "load_pretrained": bool, "checkpoint": typing.Optional[str],
-                 "use_grad_checkpoint": bool}
+_LOADER_TYPES = {
+    "arch": str,
+    "model_type": str,
+    "load_pretrained": bool,
+    "checkpoint": typing.Optional[str],
+    "use_grad_checkpoint": bool,
+}
 
 
 class BaseModel(nn.Module):

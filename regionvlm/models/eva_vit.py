@@ -4,6 +4,7 @@ Parameter names equal the official ``eva_vit_g.pth`` / LAVIS ``visual_encoder.*`
 (``blocks.N.attn.qkv.weight`` with separate ``q_bias``/``v_bias``, ...), so official
 state dicts load without renaming. No final norm: BLIP-2 applies ``ln_vision`` outside.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class VisionConfig(Settings):
         from regionvlm.common.errors import ConfigError
 
         if self.width % self.num_heads:
-            raise ConfigError(f"`{section}.width` ({self.width}) must be divisible by `{section}.num_heads` "
-                              f"({self.num_heads}).")
+            raise ConfigError(
+                f"`{section}.width` ({self.width}) must be divisible by `{section}.num_heads` ({self.num_heads})."
+            )
 
 
 class PatchEmbed(nn.Module):
@@ -106,9 +108,17 @@ class Block(nn.Module):
 class EvaViT(nn.Module):
     """Image (B, 3, S, S) -> token features (B, 1 + (S/patch)^2, width)."""
 
-    def __init__(self, img_size: int = 364, patch_size: int = 14, width: int = 1408, depth: int = 39,
-                 num_heads: int = 16, mlp_hidden: int = 6144, eps: float = 1e-6,
-                 use_grad_checkpoint: bool = False):
+    def __init__(
+        self,
+        img_size: int = 364,
+        patch_size: int = 14,
+        width: int = 1408,
+        depth: int = 39,
+        num_heads: int = 16,
+        mlp_hidden: int = 6144,
+        eps: float = 1e-6,
+        use_grad_checkpoint: bool = False,
+    ):
         super().__init__()
         self.num_features = width
         self.patch_embed = PatchEmbed(img_size, patch_size, 3, width)

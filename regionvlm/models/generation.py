@@ -6,6 +6,7 @@ place that translates them. ``max_len`` counts new tokens (LAVIS passes it as
 ``max_new_tokens``); ``min_len`` is Hugging Face's ``min_length`` as LAVIS passes it (for
 T5 it counts the decoder start token, so ``min_len: 5`` means at least 4 generated tokens).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,11 +33,15 @@ class GenerationSettings(Settings):
         if self.min_len > self.max_len:
             raise ConfigError(f"`{section}.min_len` ({self.min_len}) exceeds `{section}.max_len` ({self.max_len}).")
         if self.use_nucleus_sampling and (self.top_p <= 0 or self.temperature <= 0):
-            raise ConfigError(f"sampling needs `{section}.top_p` > 0 and `{section}.temperature` > 0, got "
-                              f"{self.top_p} and {self.temperature}.")
+            raise ConfigError(
+                f"sampling needs `{section}.top_p` > 0 and `{section}.temperature` > 0, got "
+                f"{self.top_p} and {self.temperature}."
+            )
         if not self.use_nucleus_sampling and self.num_captions > self.num_beams:
-            raise ConfigError(f"`{section}.num_captions` ({self.num_captions}) cannot exceed `{section}.num_beams` "
-                              f"({self.num_beams}) in beam search.")
+            raise ConfigError(
+                f"`{section}.num_captions` ({self.num_captions}) cannot exceed `{section}.num_beams` "
+                f"({self.num_beams}) in beam search."
+            )
         if self.repetition_penalty <= 0:
             raise ConfigError(f"`{section}.repetition_penalty` must be > 0, got {self.repetition_penalty}.")
 
@@ -47,11 +52,15 @@ class GenerationSettings(Settings):
 
     def hf_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``transformers`` ``generate`` (sampling knobs only when sampling)."""
-        kwargs: Dict[str, Any] = dict(do_sample=self.use_nucleus_sampling, num_beams=self.num_beams,
-                                      max_new_tokens=self.max_len, min_length=self.min_len,
-                                      repetition_penalty=self.repetition_penalty,
-                                      length_penalty=self.length_penalty,
-                                      num_return_sequences=self.num_captions)
+        kwargs: Dict[str, Any] = dict(
+            do_sample=self.use_nucleus_sampling,
+            num_beams=self.num_beams,
+            max_new_tokens=self.max_len,
+            min_length=self.min_len,
+            repetition_penalty=self.repetition_penalty,
+            length_penalty=self.length_penalty,
+            num_return_sequences=self.num_captions,
+        )
         if self.use_nucleus_sampling:
             kwargs.update(top_p=self.top_p, temperature=self.temperature)
         return kwargs

@@ -11,6 +11,7 @@ the numeral ``34`` in ``[12 34]`` names a row of image patches. Two priors make 
   random anchors, so numerals close in value start close and what is learnt for ``34``
   transfers to ``35``.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def factorized_position_table(grid: int, dim: int, std: float, generator: torch.
     return (rows + cols).reshape(grid * grid, dim)
 
 
-def smooth_numeral_embeddings(count: int, dim: int, std: float, anchor_every: int,
-                              generator: torch.Generator) -> torch.Tensor:
+def smooth_numeral_embeddings(
+    count: int, dim: int, std: float, anchor_every: int, generator: torch.Generator
+) -> torch.Tensor:
     """(count, dim) embeddings for the numerals ``0 .. count - 1``.
 
     Anchors every ``anchor_every`` values are N(0, std); values in between interpolate linearly
@@ -39,5 +41,5 @@ def smooth_numeral_embeddings(count: int, dim: int, std: float, anchor_every: in
         i, rem = divmod(value, anchor_every)
         f = rem / anchor_every
         mixed = anchors[i] * (1 - f) + anchors[i + 1] * f
-        rows.append(mixed / math.sqrt((1 - f) ** 2 + f ** 2))
+        rows.append(mixed / math.sqrt((1 - f) ** 2 + f**2))
     return torch.stack(rows)

@@ -20,6 +20,7 @@ step's autocast. ``auto`` resolves to ``official`` on CUDA and ``fp32`` on CPU; 
 a policy on CPU applies it there too (CPU autocast supports fp16 and bf16), which is how
 the tests check every policy and how ``bf16`` lets the full model fit in 16 GB of RAM.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -10,6 +10,7 @@ layer) and query/text positions have separate feed-forward weights
 Module and parameter names equal LAVIS's ``Qformer.bert.*`` so official checkpoints load
 with no renaming. Attention is ``scaled_dot_product_attention``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,10 @@ class QFormerConfig(Settings):
         from regionvlm.common.errors import ConfigError
 
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"`{section}.hidden_size` ({self.hidden_size}) must be divisible by "
-                              f"`{section}.num_attention_heads` ({self.num_attention_heads}).")
+            raise ConfigError(
+                f"`{section}.hidden_size` ({self.hidden_size}) must be divisible by "
+                f"`{section}.num_attention_heads` ({self.num_attention_heads})."
+            )
 
 
 class BertEmbeddings(nn.Module):
@@ -87,8 +90,7 @@ class BertSelfAttention(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, hidden: torch.Tensor, context: torch.Tensor,
-                mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         q = self._heads(self.query(hidden))
         k = self._heads(self.key(context))
         v = self._heads(self.value(context))
@@ -119,8 +121,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg, kv_width or cfg.hidden_size)
         self.output = BertSelfOutput(cfg)
 
-    def forward(self, hidden: torch.Tensor, context: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, context: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         ctx = hidden if context is None else context
         return self.output(self.self(hidden, ctx, mask), hidden)
 
@@ -157,8 +160,9 @@ class BertLayer(nn.Module):
         self.intermediate_query = BertIntermediate(cfg)
         self.output_query = BertOutput(cfg)
 
-    def forward(self, hidden: torch.Tensor, mask: Optional[torch.Tensor], image: torch.Tensor,
-                num_queries: int) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, mask: Optional[torch.Tensor], image: torch.Tensor, num_queries: int
+    ) -> torch.Tensor:
         hidden = self.attention(hidden, mask=mask)
         queries, text = hidden[:, :num_queries], hidden[:, num_queries:]
         if self.has_cross_attention:
@@ -200,9 +204,13 @@ class QFormer(nn.Module):
         self.config = cfg
         self.bert = BertModel(cfg)
 
-    def forward(self, query_tokens: torch.Tensor, image_embeds: torch.Tensor,
-                input_ids: Optional[torch.Tensor] = None,
-                attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        query_tokens: torch.Tensor,
+        image_embeds: torch.Tensor,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Return the query outputs (B, num_queries, hidden).
 
         ``image_embeds`` may have batch 1 for a batch of prompts over the same image: its
@@ -214,10 +222,15 @@ class QFormer(nn.Module):
         num_queries = queries.shape[1]
         hidden = self.bert.embeddings(input_ids, queries)
         mask = None
-        if input_ids is not None and input_ids.shape[1] > 0 and attention_mask is not None \
-                and not bool(attention_mask.all()):
-            keep = torch.cat([torch.ones(batch, num_queries, dtype=torch.bool, device=hidden.device),
-                              attention_mask.bool()], dim=1)
+        if (
+            input_ids is not None
+            and input_ids.shape[1] > 0
+            and attention_mask is not None
+            and not bool(attention_mask.all())
+        ):
+            keep = torch.cat(
+                [torch.ones(batch, num_queries, dtype=torch.bool, device=hidden.device), attention_mask.bool()], dim=1
+            )
             mask = keep[:, None, None, :]
         hidden = self.bert.encoder(hidden, mask, image_embeds, num_queries)
         return hidden[:, :num_queries]

@@ -11,6 +11,7 @@ Data path, top to bottom::
 Each step is a method so evaluation can cache what it shares: RIS encodes an image once,
 runs the Q-Former and T5 encoder once per (mask, draw) and only the decoder per sentence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,13 +27,14 @@ from torch import nn
 from regionvlm.common.checkpoints import split_weights
 from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.registry import registry
-from regionvlm.models.base_model import BaseModel
 from regionvlm.common.settings import Settings, setting
-from regionvlm.models.eva_vit import EvaViT, VisionConfig
-from regionvlm.models.qformer import QFormer, QFormerConfig
-from regionvlm.models import init_priors, tokenizers, weights as weight_io
+from regionvlm.models import init_priors, tokenizers
 from regionvlm.models import precision as precision_policy
+from regionvlm.models import weights as weight_io
+from regionvlm.models.base_model import BaseModel
+from regionvlm.models.eva_vit import EvaViT, VisionConfig
 from regionvlm.models.generation import GenerationSettings
+from regionvlm.models.qformer import QFormer, QFormerConfig
 from regionvlm.processors.text_processors import check_text
 
 logger = logging.getLogger(__name__)
@@ -118,8 +120,13 @@ def _build_t5(cfg: T5Settings):
 class RegionVLMT5(BaseModel):
     """RegionVLM with FlanT5. Presets: ``flant5xl`` (the paper's model), ``tiny`` (CPU)."""
 
-    CONFIG_SECTIONS = {"vit": VisionConfig, "qformer": QFormerConfig, "t5": T5Settings, "init": InitSettings,
-                       "weights": WeightPaths}
+    CONFIG_SECTIONS = {
+        "vit": VisionConfig,
+        "qformer": QFormerConfig,
+        "t5": T5Settings,
+        "init": InitSettings,
+        "weights": WeightPaths,
+    }
     PRETRAINED_MODEL_CONFIG_DICT = {
         "flant5xl": "configs/models/regionvlm_t5/flant5xl.yaml",
         "pretrain_flant5xl": "configs/models/regionvlm_t5/pretrain_flant5xl.yaml",
@@ -127,25 +134,47 @@ class RegionVLMT5(BaseModel):
     }
     DEFAULT_MODEL_TYPE = "flant5xl"
 
-    def __init__(self, image_size: int = 364, vit: Optional[Mapping] = None,
-                 qformer: Optional[Mapping] = None, t5: Optional[Mapping] = None,
-                 num_query_token: int = 32, max_txt_len: int = 32, max_output_txt_len: int = 32,
-                 num_points: int = 10, freeze_vit: bool = True, freeze_t5: bool = True,
-                 init: Optional[Mapping] = None, qformer_tokenizer: Optional[str] = None,
-                 t5_tokenizer: Optional[str] = None, apply_lemmatizer: bool = False,
-                 precision: str = "auto", frozen_t5_dropout: bool = True):
+    def __init__(
+        self,
+        image_size: int = 364,
+        vit: Optional[Mapping] = None,
+        qformer: Optional[Mapping] = None,
+        t5: Optional[Mapping] = None,
+        num_query_token: int = 32,
+        max_txt_len: int = 32,
+        max_output_txt_len: int = 32,
+        num_points: int = 10,
+        freeze_vit: bool = True,
+        freeze_t5: bool = True,
+        init: Optional[Mapping] = None,
+        qformer_tokenizer: Optional[str] = None,
+        t5_tokenizer: Optional[str] = None,
+        apply_lemmatizer: bool = False,
+        precision: str = "auto",
+        frozen_t5_dropout: bool = True,
+    ):
         """Sizes come from the preset YAML (``vit``/``qformer``/``t5`` sections); ``init`` is the
         random initialization (:meth:`init_weights`); ``precision`` names the policy applied when
         the model is placed on a device (:mod:`regionvlm.models.precision`); with
         ``frozen_t5_dropout`` a frozen T5 still runs its dropout while the model trains, as the
         authors' runner does (it puts the whole model in train mode)."""
         super().__init__()
-        _check_scalars(dict(image_size=image_size, num_query_token=num_query_token, max_txt_len=max_txt_len,
-                            max_output_txt_len=max_output_txt_len, num_points=num_points, precision=precision))
+        _check_scalars(
+            dict(
+                image_size=image_size,
+                num_query_token=num_query_token,
+                max_txt_len=max_txt_len,
+                max_output_txt_len=max_output_txt_len,
+                num_points=num_points,
+                precision=precision,
+            )
+        )
         vit_cfg = VisionConfig.parse(vit, "model.vit")
         if image_size % vit_cfg.patch_size:
-            raise ConfigError(f"`model.image_size` ({image_size}) must be a multiple of `model.vit.patch_size` "
-                              f"({vit_cfg.patch_size}).")
+            raise ConfigError(
+                f"`model.image_size` ({image_size}) must be a multiple of `model.vit.patch_size` "
+                f"({vit_cfg.patch_size})."
+            )
         init_cfg = InitSettings.parse(init, "model.init")
         self.visual_encoder = EvaViT(img_size=image_size, **vit_cfg.as_dict())
         width = self.visual_encoder.num_features
@@ -200,15 +229,23 @@ class RegionVLMT5(BaseModel):
     def set_precision(self, policy: precision_policy.PrecisionPolicy, training: bool) -> None:
         """Store each frozen tower's weights in the policy's dtype and use its autocast."""
         self.precision = policy
-        for tower, module, frozen in (("vit", self.visual_encoder, self.freeze_vit),
-                                      ("t5", self.t5_model, self.freeze_t5)):
+        for tower, module, frozen in (
+            ("vit", self.visual_encoder, self.freeze_vit),
+            ("t5", self.t5_model, self.freeze_t5),
+        ):
             module.to(policy.weight_dtype(tower, frozen, training))
 
     @torch.no_grad()
-    def init_weights(self, scheme: str = "blip2", vit_pos_embed_std: float = 0.02,
-                     query_std: float = 0.02, lm_head_std: Optional[float] = None, seed: int = 0,
-                     vit_pos_embed_layout: str = "random", numeral_anchor_every: Optional[int] = None,
-                     ) -> None:
+    def init_weights(
+        self,
+        scheme: str = "blip2",
+        vit_pos_embed_std: float = 0.02,
+        query_std: float = 0.02,
+        lm_head_std: Optional[float] = None,
+        seed: int = 0,
+        vit_pos_embed_layout: str = "random",
+        numeral_anchor_every: Optional[int] = None,
+    ) -> None:
         """Random initialization.
 
         ``blip2``: the official scheme (truncated-normal 0.02 in the ViT, BERT's N(0, 0.02)
@@ -222,11 +259,14 @@ class RegionVLMT5(BaseModel):
         if scheme not in ("blip2", "from_scratch"):
             raise ConfigError(f"model.init.scheme must be 'blip2' or 'from_scratch', got '{scheme}'.")
         if vit_pos_embed_layout not in ("random", "factorized"):
-            raise ConfigError("model.init.vit_pos_embed_layout must be 'random' or 'factorized', "
-                              f"got '{vit_pos_embed_layout}'.")
+            raise ConfigError(
+                f"model.init.vit_pos_embed_layout must be 'random' or 'factorized', got '{vit_pos_embed_layout}'."
+            )
         if numeral_anchor_every is not None and int(numeral_anchor_every) < 1:
-            raise ConfigError("model.init.numeral_anchor_every must be a positive integer (or null to "
-                              f"keep random numeral embeddings), got {numeral_anchor_every}.")
+            raise ConfigError(
+                "model.init.numeral_anchor_every must be a positive integer (or null to "
+                f"keep random numeral embeddings), got {numeral_anchor_every}."
+            )
         gen = torch.Generator().manual_seed(seed)
 
         def normal_(t: torch.Tensor, std: float) -> None:
@@ -235,8 +275,10 @@ class RegionVLMT5(BaseModel):
         def weight_std(width: int) -> float:
             return 1.0 / math.sqrt(width) if scheme == "from_scratch" else 0.02
 
-        for tower, width in ((self.visual_encoder, self.visual_encoder.num_features),
-                             (self.Qformer, self.Qformer.config.hidden_size)):
+        for tower, width in (
+            (self.visual_encoder, self.visual_encoder.num_features),
+            (self.Qformer, self.Qformer.config.hidden_size),
+        ):
             self._init_tower(tower, weight_std(width), normal_)
         for name, p in self.visual_encoder.named_parameters():
             if name.endswith(("q_bias", "v_bias")):
@@ -252,12 +294,14 @@ class RegionVLMT5(BaseModel):
         if vit_pos_embed_layout == "factorized":
             grid = math.isqrt(self.visual_encoder.patch_embed.num_patches)
             self.visual_encoder.pos_embed[0, 1:] = init_priors.factorized_position_table(
-                grid, self.visual_encoder.num_features, vit_pos_embed_std, gen)
+                grid, self.visual_encoder.num_features, vit_pos_embed_std, gen
+            )
         if numeral_anchor_every is not None:
             words = self.Qformer.bert.embeddings.word_embeddings.weight
             ids = self.tokenizer.convert_tokens_to_ids([str(n) for n in range(101)])
             words[ids] = init_priors.smooth_numeral_embeddings(
-                len(ids), words.shape[1], weight_std(words.shape[1]), int(numeral_anchor_every), gen)
+                len(ids), words.shape[1], weight_std(words.shape[1]), int(numeral_anchor_every), gen
+            )
         normal_(self.visual_encoder.cls_token, 0.02)
         normal_(self.query_tokens, query_std)
         if lm_head_std is not None:
@@ -290,8 +334,9 @@ class RegionVLMT5(BaseModel):
         if cfg.get("load_pretrained", False):
             with torch.device("meta"):
                 model = cls(**kwargs)
-            model.load_weights(WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict(),
-                               dtypes=model.frozen_tower_dtypes())
+            model.load_weights(
+                WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict(), dtypes=model.frozen_tower_dtypes()
+            )
         else:
             model = cls(**kwargs)
         checkpoint = cfg.get("checkpoint", None)
@@ -306,15 +351,18 @@ class RegionVLMT5(BaseModel):
         this machine would use). Training converts the ViT back to fp32 when it is placed."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
         policy = precision_policy.PrecisionPolicy.create(self.precision_name, device)
-        return {"vision encoder": policy.weight_dtype("vit", self.freeze_vit, training=False),
-                "T5": policy.weight_dtype("t5", self.freeze_t5, training=False)}
+        return {
+            "vision encoder": policy.weight_dtype("vit", self.freeze_vit, training=False),
+            "T5": policy.weight_dtype("t5", self.freeze_t5, training=False),
+        }
 
     def use_grad_checkpoint(self, enabled: bool) -> None:
         self.visual_encoder.use_grad_checkpoint = enabled
         self.Qformer.bert.encoder.gradient_checkpointing = enabled
 
-    def load_weights(self, paths: Mapping[str, Optional[str]],
-                     dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None) -> weight_io.LoadReport:
+    def load_weights(
+        self, paths: Mapping[str, Optional[str]], dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None
+    ) -> weight_io.LoadReport:
         """Assemble all weights from the official partial files (see ``models/weights.py``).
 
         Every file is checked before any tensor is read (a bad file leaves the model as it
@@ -322,9 +370,11 @@ class RegionVLMT5(BaseModel):
         parameter group (``weight_io.GROUPS``: "vision encoder", "T5", ...) to a dtype, fp32
         for groups not named. Build the model on the meta device first to need no more memory
         than the loaded model."""
-        info = {"vit_depth": len(self.visual_encoder.blocks),
-                "qformer_vocab": self.Qformer.config.vocab_size,
-                "qformer_layers": self.Qformer.config.num_hidden_layers}
+        info = {
+            "vit_depth": len(self.visual_encoder.blocks),
+            "qformer_vocab": self.Qformer.config.vocab_size,
+            "qformer_layers": self.Qformer.config.num_hidden_layers,
+        }
         merged, report = weight_io.gather_weights(self.state_dict(), paths, info, dtypes=dtypes)
         self.load_state_dict(merged, strict=True, assign=True)
         del merged
@@ -365,11 +415,11 @@ class RegionVLMT5(BaseModel):
     def tokenize_region_text(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
         """Q-Former tokens of region texts, right-truncated to ``max_txt_len`` (official 32)."""
         texts = [check_text(t, "region text") for t in texts]
-        return self.tokenizer(texts, padding="longest", truncation=True,
-                              max_length=self.max_txt_len, return_tensors="pt").to(self.device)
+        return self.tokenizer(
+            texts, padding="longest", truncation=True, max_length=self.max_txt_len, return_tensors="pt"
+        ).to(self.device)
 
-    def region_queries(self, image_embeds: torch.Tensor,
-                       region_texts: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def region_queries(self, image_embeds: torch.Tensor, region_texts: Optional[Sequence[str]] = None) -> torch.Tensor:
         """Projected query outputs (B, num_queries, d_model) for region texts.
 
         ``region_texts=None`` runs the queries alone (the VQA path); ``""`` is the official
@@ -385,8 +435,11 @@ class RegionVLMT5(BaseModel):
             out = self.Qformer(self.query_tokens, image_embeds, tokens.input_ids, tokens.attention_mask)
             return self.t5_proj(out)
 
-    def embed_segments(self, batch: Sequence[Sequence[Segment]], add_eos: bool = True,
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def embed_segments(
+        self,
+        batch: Sequence[Sequence[Segment]],
+        add_eos: bool = True,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """T5 encoder input from interleaved text and soft tokens, one list per sample.
 
         Text pieces are tokenized without special tokens; ``</s>`` closes each sample. This
@@ -418,33 +471,42 @@ class RegionVLMT5(BaseModel):
             mask[i, : r.shape[0]] = 1
         return out, mask
 
-    def t5_inputs(self, queries: torch.Tensor, prompts: Optional[Sequence[str]] = None,
-                  truncate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    def t5_inputs(
+        self, queries: torch.Tensor, prompts: Optional[Sequence[str]] = None, truncate: bool = True
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """``[soft tokens ; T5 tokens of the prompt]`` (prompt default empty: just ``</s>``)."""
         prompts = [""] * queries.shape[0] if prompts is None else [check_text(p, "T5 prompt") for p in prompts]
-        tok = self.t5_tokenizer(prompts, padding="longest", truncation=truncate,
-                                max_length=self.max_txt_len if truncate else None,
-                                return_tensors="pt").to(self.device)
+        tok = self.t5_tokenizer(
+            prompts,
+            padding="longest",
+            truncation=truncate,
+            max_length=self.max_txt_len if truncate else None,
+            return_tensors="pt",
+        ).to(self.device)
         text = self.t5_model.get_input_embeddings()(tok.input_ids)
         dtype = _widest([queries, text])  # as autocast's ``cat`` promotes: fp32 soft tokens keep T5's residual in fp32
         embeds = torch.cat([queries.to(dtype), text.to(dtype)], dim=1)
-        mask = torch.cat([torch.ones(queries.shape[:2], dtype=torch.long, device=self.device),
-                          tok.attention_mask], dim=1)
+        mask = torch.cat(
+            [torch.ones(queries.shape[:2], dtype=torch.long, device=self.device), tok.attention_mask], dim=1
+        )
         return embeds, mask
 
     def encode_t5(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Run the T5 encoder once; its output can be reused for many targets."""
         with self._autocast("t5"):
-            return self.t5_model.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         return_dict=True).last_hidden_state
+            return self.t5_model.encoder(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, return_dict=True
+            ).last_hidden_state
 
     def tokenize_targets(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
         texts = [check_text(t, "target text") for t in texts]
-        return self.t5_tokenizer(texts, padding="longest", truncation=True,
-                                 max_length=self.max_output_txt_len, return_tensors="pt").to(self.device)
+        return self.t5_tokenizer(
+            texts, padding="longest", truncation=True, max_length=self.max_output_txt_len, return_tensors="pt"
+        ).to(self.device)
 
-    def token_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,
-                  targets: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def token_nll(
+        self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, targets: Sequence[str]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-token NLL (B, L) of the targets and their validity mask (T5 tokens incl. ``</s>``).
 
         The vocabulary projection runs on real target tokens only, never on padding: with
@@ -457,18 +519,23 @@ class RegionVLMT5(BaseModel):
         valid = labels != -100
         t5 = self.t5_model
         with self._autocast("t5"):
-            hidden = t5.decoder(input_ids=t5._shift_right(labels), attention_mask=tok.attention_mask,
-                                encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_mask,
-                                return_dict=True).last_hidden_state
+            hidden = t5.decoder(
+                input_ids=t5._shift_right(labels),
+                attention_mask=tok.attention_mask,
+                encoder_hidden_states=encoder_hidden,
+                encoder_attention_mask=encoder_mask,
+                return_dict=True,
+            ).last_hidden_state
             if _scales_decoder_outputs(t5.config):
-                hidden = hidden * (t5.config.d_model ** -0.5)
+                hidden = hidden * (t5.config.d_model**-0.5)
             logits = t5.lm_head(hidden[valid])
         nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
         nll[valid] = F.cross_entropy(logits.float(), labels[valid], reduction="none")
         return nll, valid
 
-    def target_nll(self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor,
-                   targets: Sequence[str]) -> torch.Tensor:
+    def target_nll(
+        self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, targets: Sequence[str]
+    ) -> torch.Tensor:
         """Mean token NLL of each target given its encoder output (B,)."""
         nll, valid = self.token_nll(encoder_hidden, encoder_mask, targets)
         return nll.sum(1) / valid.sum(1).clamp(min=1)
@@ -499,8 +566,13 @@ class RegionVLMT5(BaseModel):
         return {"loss": nll.sum() / valid.sum().clamp(min=1)}  # token mean, as Hugging Face's T5
 
     @torch.no_grad()
-    def score(self, image: torch.Tensor, region_texts: Sequence[str], targets: Sequence[str],
-              prompts: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def score(
+        self,
+        image: torch.Tensor,
+        region_texts: Sequence[str],
+        targets: Sequence[str],
+        prompts: Optional[Sequence[str]] = None,
+    ) -> torch.Tensor:
         """Mean token NLL of ``targets[i]`` given region ``region_texts[i]`` of one image,
         the image encoded once. Equals ``forward(..., reduction='none')``."""
         if image.ndim == 3:
@@ -514,29 +586,48 @@ class RegionVLMT5(BaseModel):
         return self.target_nll(self.encode_t5(embeds, mask), mask, targets)
 
     @torch.no_grad()
-    def generate_from_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                             generation: Optional[GenerationSettings] = None) -> List[str]:
+    def generate_from_embeds(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, generation: Optional[GenerationSettings] = None
+    ) -> List[str]:
         """Decode T5 encoder inputs built by :meth:`t5_inputs` or :meth:`embed_segments` (the
         path VCR, the dialogue and the chat share); ``generation`` defaults to beam 5, 30 tokens."""
         generation = generation or GenerationSettings()
         with self._autocast("t5"):
-            out = self.t5_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         **generation.hf_kwargs())
+            out = self.t5_model.generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generation.hf_kwargs()
+            )
         return self.t5_tokenizer.batch_decode(out, skip_special_tokens=True)
 
     @torch.no_grad()
-    def generate(self, samples: Mapping, use_nucleus_sampling: bool = False, num_beams: int = 5,
-                 max_length: int = 30, min_length: int = 1, top_p: float = 0.9,
-                 repetition_penalty: float = 1.0, length_penalty: float = 1.0, num_captions: int = 1,
-                 temperature: float = 1.0) -> List[str]:
+    def generate(
+        self,
+        samples: Mapping,
+        use_nucleus_sampling: bool = False,
+        num_beams: int = 5,
+        max_length: int = 30,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1.0,
+        num_captions: int = 1,
+        temperature: float = 1.0,
+    ) -> List[str]:
         """Caption the regions in ``samples['text_input']`` (default: the whole image).
 
         LAVIS's signature; ``max_length`` is the number of new tokens and ``min_length``
         Hugging Face's ``min_length`` (:class:`GenerationSettings` ``max_len``/``min_len``)."""
         generation = GenerationSettings.create(
-            "generate()", use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams, max_len=max_length,
-            min_len=min_length, top_p=top_p, repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty, num_captions=num_captions, temperature=temperature)
+            "generate()",
+            use_nucleus_sampling=use_nucleus_sampling,
+            num_beams=num_beams,
+            max_len=max_length,
+            min_len=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            num_captions=num_captions,
+            temperature=temperature,
+        )
         image = samples["image"]
         texts = samples.get("text_input") or [""] * image.shape[0]
         queries = self.region_queries(self._image_embeds_for(samples), texts)
@@ -544,10 +635,18 @@ class RegionVLMT5(BaseModel):
         return self.generate_from_embeds(embeds, mask, generation)
 
     @torch.no_grad()
-    def predict_answers(self, samples: Mapping, num_beams: int = 5, inference_method: str = "generate",
-                        max_len: int = 10, min_len: int = 1, num_ans_candidates: Optional[int] = None,
-                        answer_list: Optional[Sequence[str]] = None, prompt: str = "",
-                        length_penalty: float = -1) -> List[str]:
+    def predict_answers(
+        self,
+        samples: Mapping,
+        num_beams: int = 5,
+        inference_method: str = "generate",
+        max_len: int = 10,
+        min_len: int = 1,
+        num_ans_candidates: Optional[int] = None,
+        answer_list: Optional[Sequence[str]] = None,
+        prompt: str = "",
+        length_penalty: float = -1,
+    ) -> List[str]:
         """Zero-shot VQA as the official code: queries only (no region text), T5 prompt
         ``prompt.format(question)`` (untruncated), beam search.
 
@@ -556,8 +655,9 @@ class RegionVLMT5(BaseModel):
         inference zero-shot evaluation uses) does not, exactly as in LAVIS."""
         if inference_method != "generate":
             raise ConfigError(f"only inference_method='generate' is supported, got '{inference_method}'.")
-        generation = GenerationSettings.create("predict_answers()", num_beams=num_beams, max_len=max_len,
-                                               min_len=min_len, length_penalty=length_penalty)
+        generation = GenerationSettings.create(
+            "predict_answers()", num_beams=num_beams, max_len=max_len, min_len=min_len, length_penalty=length_penalty
+        )
         questions = samples["text_input"]
         questions = [questions] if isinstance(questions, str) else list(questions)
         texts = [prompt.format(q) for q in questions] if prompt else questions

@@ -12,6 +12,7 @@ the vocabulary file, ``transformers`` quietly builds a tokenizer of a few specia
 and the loaded tokenizer must have the special tokens the model uses and a plausible size;
 anything else stops with the folder, what is missing and the setting.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -33,17 +34,22 @@ def asset_dir(name: str) -> Path:
     return Path(str(resources.files("regionvlm") / "assets" / name))
 
 
-def _tokenizer_dir(path: Optional[str], what: str, setting: str, published: str, shipped: str,
-                   vocab_files: Sequence[str]) -> Path:
+def _tokenizer_dir(
+    path: Optional[str], what: str, setting: str, published: str, shipped: str, vocab_files: Sequence[str]
+) -> Path:
     directory = require_file(path or str(asset_dir(shipped)), what, setting, published)
     if not directory.is_dir():
-        raise InputError(f"{what} '{directory}' is a file; `{setting}` must name a folder in the Hugging Face "
-                         f"layout (holding {' or '.join(vocab_files)}).")
+        raise InputError(
+            f"{what} '{directory}' is a file; `{setting}` must name a folder in the Hugging Face "
+            f"layout (holding {' or '.join(vocab_files)})."
+        )
     if not any((directory / name).is_file() for name in vocab_files):
         present = sorted(p.name for p in directory.iterdir())[:8]
-        raise InputError(f"{what} folder '{directory}' has no vocabulary file ({' or '.join(vocab_files)}; it holds "
-                         f"{present or 'nothing'}). Copy the tokenizer files of {published} there or point "
-                         f"`{setting}` to such a folder.")
+        raise InputError(
+            f"{what} folder '{directory}' has no vocabulary file ({' or '.join(vocab_files)}; it holds "
+            f"{present or 'nothing'}). Copy the tokenizer files of {published} there or point "
+            f"`{setting}` to such a folder."
+        )
     return directory
 
 
@@ -51,33 +57,54 @@ def _load(loader, directory: Path, what: str, setting: str):
     try:
         return loader(str(directory), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot load the {what} from '{directory}' (`{setting}`): the files are damaged or not a "
-                         f"tokenizer ({type(exc).__name__}: {str(exc)[:200]}).") from None
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own exception type on bad JSON
+        raise InputError(
+            f"cannot load the {what} from '{directory}' (`{setting}`): the files are damaged or not a "
+            f"tokenizer ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from None
+    except Exception as exc:
         if type(exc).__module__.split(".")[0] in ("tokenizers", "sentencepiece", "builtins"):
-            raise InputError(f"cannot load the {what} from '{directory}' (`{setting}`): the files are damaged "
-                             f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+            raise InputError(
+                f"cannot load the {what} from '{directory}' (`{setting}`): the files are damaged "
+                f"({type(exc).__name__}: {str(exc)[:200]})."
+            ) from None
         raise
 
 
 def _check(tok, directory: Path, what: str, setting: str, specials: Sequence[str]) -> None:
-    missing = [name for name in specials if getattr(tok, name, None) is None
-               or tok.convert_tokens_to_ids(getattr(tok, name)) == tok.unk_token_id and name != "unk_token"]
+    missing = [
+        name
+        for name in specials
+        if getattr(tok, name, None) is None
+        or (tok.convert_tokens_to_ids(getattr(tok, name)) == tok.unk_token_id and name != "unk_token")
+    ]
     if len(tok) < MIN_VOCAB or missing:
         problem = f"only {len(tok)} entries" if len(tok) < MIN_VOCAB else f"no {', '.join(missing)}"
-        raise InputError(f"the {what} in '{directory}' (`{setting}`) is not usable: {problem}. Use the complete "
-                         "tokenizer files of the model's checkpoint.")
+        raise InputError(
+            f"the {what} in '{directory}' (`{setting}`) is not usable: {problem}. Use the complete "
+            "tokenizer files of the model's checkpoint."
+        )
 
 
 @lru_cache(maxsize=4)
 def qformer_tokenizer(path: Optional[str] = None):
     from transformers import BertTokenizer
 
-    directory = _tokenizer_dir(path, "Q-Former tokenizer", "model.qformer_tokenizer",
-                               "https://huggingface.co/bert-base-uncased", "bert-base-uncased", BERT_VOCAB_FILES)
+    directory = _tokenizer_dir(
+        path,
+        "Q-Former tokenizer",
+        "model.qformer_tokenizer",
+        "https://huggingface.co/bert-base-uncased",
+        "bert-base-uncased",
+        BERT_VOCAB_FILES,
+    )
     tok = _load(BertTokenizer.from_pretrained, directory, "Q-Former tokenizer", "model.qformer_tokenizer")
-    _check(tok, directory, "Q-Former tokenizer", "model.qformer_tokenizer",
-           ("cls_token", "sep_token", "pad_token", "unk_token"))
+    _check(
+        tok,
+        directory,
+        "Q-Former tokenizer",
+        "model.qformer_tokenizer",
+        ("cls_token", "sep_token", "pad_token", "unk_token"),
+    )
     tok.add_special_tokens({"bos_token": "[DEC]"})
     return tok
 
@@ -86,8 +113,14 @@ def qformer_tokenizer(path: Optional[str] = None):
 def t5_tokenizer(path: Optional[str] = None):
     from transformers import T5TokenizerFast
 
-    directory = _tokenizer_dir(path, "T5 tokenizer", "model.t5_tokenizer",
-                               "https://huggingface.co/google/flan-t5-xl", "flan-t5", T5_VOCAB_FILES)
+    directory = _tokenizer_dir(
+        path,
+        "T5 tokenizer",
+        "model.t5_tokenizer",
+        "https://huggingface.co/google/flan-t5-xl",
+        "flan-t5",
+        T5_VOCAB_FILES,
+    )
     tok = _load(T5TokenizerFast.from_pretrained, directory, "T5 tokenizer", "model.t5_tokenizer")
     _check(tok, directory, "T5 tokenizer", "model.t5_tokenizer", ("eos_token", "pad_token", "unk_token"))
     return tok

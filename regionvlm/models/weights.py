@@ -27,6 +27,7 @@ Loading happens in two passes so a bad file never leaves a half-loaded model:
 
 Details of every accepted file layout are in ``docs/weights.md``.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,9 +75,16 @@ _BERT_KNOWN = re.compile(
     r"^(embeddings\.((word|position|token_type)_embeddings|LayerNorm)\.|embeddings\.(position_ids|token_type_ids)$"
     r"|encoder\.layer\.\d+\.(attention|intermediate|output)\.|pooler\.|cls\.(predictions|seq_relationship)\.)"
 )
-_DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-                "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-                "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+_DTYPE_NAMES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
 _CHUNK_ELEMENTS = 1 << 23  # dtype conversion goes through a scratch buffer of at most this many elements
 
 
@@ -94,25 +102,43 @@ def param_group(name: str) -> str:
 def resolve_dtypes(dtypes: Optional[Mapping[str, Union[str, torch.dtype]]]) -> Dict[str, torch.dtype]:
     """Per-group target dtypes (``GROUPS`` names; ``fp32``/``bf16``/``fp16`` or torch dtypes),
     fp32 for every group not named."""
-    out = {g: torch.float32 for g in GROUPS}
+    out = dict.fromkeys(GROUPS, torch.float32)
     for group, value in dict(dtypes or {}).items():
         if group not in out:
             raise ConfigError(f"unknown parameter group '{group}' in the weight dtypes; known: {list(GROUPS)}.")
         dtype = _DTYPE_NAMES.get(value.lower()) if isinstance(value, str) else value
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ConfigError(f"weight dtype for '{group}' must be one of {sorted(_DTYPE_NAMES)} "
-                              f"(or a floating torch dtype), got {value!r}.")
+            raise ConfigError(
+                f"weight dtype for '{group}' must be one of {sorted(_DTYPE_NAMES)} "
+                f"(or a floating torch dtype), got {value!r}."
+            )
         out[group] = dtype
     return out
 
 
 # --- files: locate tensors without reading them ----------------------------------
 
-_ST_DTYPES = {name: getattr(torch, attr) for name, attr in (
-    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"), ("I64", "int64"),
-    ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U8", "uint8"), ("BOOL", "bool"),
-    ("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"), ("F8_E4M3", "float8_e4m3fn"),
-    ("F8_E5M2", "float8_e5m2")) if hasattr(torch, attr)}
+_ST_DTYPES = {
+    name: getattr(torch, attr)
+    for name, attr in (
+        ("F64", "float64"),
+        ("F32", "float32"),
+        ("F16", "float16"),
+        ("BF16", "bfloat16"),
+        ("I64", "int64"),
+        ("I32", "int32"),
+        ("I16", "int16"),
+        ("I8", "int8"),
+        ("U8", "uint8"),
+        ("BOOL", "bool"),
+        ("U16", "uint16"),
+        ("U32", "uint32"),
+        ("U64", "uint64"),
+        ("F8_E4M3", "float8_e4m3fn"),
+        ("F8_E5M2", "float8_e5m2"),
+    )
+    if hasattr(torch, attr)
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,15 +183,20 @@ def sniff_format(path: Path) -> str:
         n = struct.unpack("<Q", head[:8])[0]
         if n + 8 <= size:
             return "safetensors"
-        raise CheckpointError(f"'{path}' is a truncated safetensors file: its header alone claims {n} bytes, "
-                              f"the file has {size}. Fetch it again.")
+        raise CheckpointError(
+            f"'{path}' is a truncated safetensors file: its header alone claims {n} bytes, "
+            f"the file has {size}. Fetch it again."
+        )
     if head[:1] == b"\x80":  # pickle protocol marker: the pre-1.6 PyTorch format
         return "torch-legacy"
     if head.startswith(b"version https://git-lfs"):
-        raise CheckpointError(f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` "
-                              "in its repository or download the file itself.")
-    raise CheckpointError(f"'{path}' is neither a PyTorch (.pth/.bin) nor a safetensors file "
-                          f"(it starts with {head[:16]!r}).")
+        raise CheckpointError(
+            f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` "
+            "in its repository or download the file itself."
+        )
+    raise CheckpointError(
+        f"'{path}' is neither a PyTorch (.pth/.bin) nor a safetensors file (it starts with {head[:16]!r})."
+    )
 
 
 def safetensors_entries(path: Path) -> Tuple[List[TensorEntry], Dict[str, str]]:
@@ -195,29 +226,38 @@ def safetensors_entries(path: Path) -> Tuple[List[TensorEntry], Dict[str, str]]:
             raise CheckpointError(f"'{path}': corrupt header entry for '{name}': {info!r}.") from None
         entry = TensorEntry(name, dtype, shape, path, data_start + begin)
         if end - begin != entry.numel * _itemsize(dtype) or begin > end:
-            raise CheckpointError(f"'{path}': header entry '{name}' has {end - begin} bytes for shape "
-                                  f"{list(shape)} {info['dtype']}: the file is corrupt.")
+            raise CheckpointError(
+                f"'{path}': header entry '{name}' has {end - begin} bytes for shape "
+                f"{list(shape)} {info['dtype']}: the file is corrupt."
+            )
         if end > data_size:
             short.append(name)
         entries.append(entry)
     if short:
         need = max(int(header[k]["data_offsets"][1]) for k in short) + data_start
-        raise CheckpointError(f"'{path}' is truncated: it has {size} bytes but its header places tensors up "
-                              f"to byte {need} ({len(short)} tensors cut off, e.g. {short[:3]}). Fetch it again.")
+        raise CheckpointError(
+            f"'{path}' is truncated: it has {size} bytes but its header places tensors up "
+            f"to byte {need} ({len(short)} tensors cut off, e.g. {short[:3]}). Fetch it again."
+        )
     return entries, dict(meta)
 
 
 def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
-        reason = next((line.strip() for line in text.splitlines()
-                       if "Unsupported" in line or "GLOBAL" in line), text.splitlines()[0] if text else "")
+        reason = next(
+            (line.strip() for line in text.splitlines() if "Unsupported" in line or "GLOBAL" in line),
+            text.splitlines()[0] if text else "",
+        )
         return CheckpointError(
             f"'{path}' holds pickled Python objects besides tensors ({reason}). Weights are read with "
             "weights_only=True, which refuses to run code stored in a weights file. Use the published "
-            "file, or re-save it as a plain state dict (torch.save(model.state_dict())) or as safetensors.")
-    return CheckpointError(f"cannot read '{path}': it looks truncated or corrupt ({type(exc).__name__}: "
-                           f"{text.splitlines()[0] if text else ''}). Fetch the file again.")
+            "file, or re-save it as a plain state dict (torch.save(model.state_dict())) or as safetensors."
+        )
+    return CheckpointError(
+        f"cannot read '{path}': it looks truncated or corrupt ({type(exc).__name__}: "
+        f"{text.splitlines()[0] if text else ''}). Fetch the file again."
+    )
 
 
 def _flatten_tensors(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
@@ -242,7 +282,7 @@ def torch_entries(path: Path, fmt: str) -> List[TensorEntry]:
             obj = torch.load(path, map_location="meta", weights_only=True)
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
+    except Exception as exc:
         raise _torch_load_error(path, exc) from None
     state = _flatten_tensors(obj, path)
     entries, short = [], []
@@ -260,8 +300,9 @@ def torch_entries(path: Path, fmt: str) -> List[TensorEntry]:
             short.append(name)
         entries.append(entry)
     if short:
-        raise CheckpointError(f"'{path}' is truncated: {len(short)} tensors end past its {size} bytes "
-                              f"(e.g. {short[:3]}). Fetch it again.")
+        raise CheckpointError(
+            f"'{path}' is truncated: {len(short)} tensors end past its {size} bytes (e.g. {short[:3]}). Fetch it again."
+        )
     return entries
 
 
@@ -273,7 +314,7 @@ def _storage_file_offset(t: torch.Tensor) -> Optional[int]:
 def _mapped_entries(path: Path) -> List[TensorEntry]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _torch_load_error(path, exc) from None
     return [TensorEntry(k, v.dtype, tuple(v.shape), path, value=v) for k, v in _flatten_tensors(obj, path).items()]
 
@@ -299,26 +340,34 @@ class HFDirectory:
 
 def hf_directory(directory: Path) -> HFDirectory:
     """Find the weights of a Hugging Face directory (safetensors before .bin, sharded or single)."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         index = directory / index_name
         if index.is_file():
             try:
                 data = json.loads(index.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CheckpointError(f"the shard index '{index}' is not valid JSON ({exc}). "
-                                      "Fetch it again.") from None
+                raise CheckpointError(f"the shard index '{index}' is not valid JSON ({exc}). Fetch it again.") from None
             weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not weight_map or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-                raise CheckpointError(f"the shard index '{index}' has no valid \"weight_map\" "
-                                      "(a JSON object from tensor name to shard file).")
+            if (
+                not isinstance(weight_map, dict)
+                or not weight_map
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())
+            ):
+                raise CheckpointError(
+                    f"the shard index '{index}' has no valid \"weight_map\" "
+                    "(a JSON object from tensor name to shard file)."
+                )
             files = []
             for shard in sorted(set(weight_map.values())):
                 p = directory / shard
                 if not p.is_file():
-                    raise MissingFileError(f"weight shard '{p}' is named in '{index}' but absent. Download "
-                                           f"it into '{directory}' (all shards the index lists are needed).")
+                    raise MissingFileError(
+                        f"weight shard '{p}' is named in '{index}' but absent. Download "
+                        f"it into '{directory}' (all shards the index lists are needed)."
+                    )
                 files.append(p)
             return HFDirectory(files, index, dict(weight_map))
         if (directory / single).is_file():
@@ -331,6 +380,7 @@ def hf_directory(directory: Path) -> HFDirectory:
 
 # --- keys: file names -> model names ----------------------------------------------
 
+
 def _map_key(kind: str, key: str, info: Mapping[str, int]) -> Tuple[Optional[str], bool]:
     """``(model name, known)``: a name to load, ``(None, True)`` to skip a key the official
     file is known to carry, ``(None, False)`` for a key nothing explains."""
@@ -340,7 +390,7 @@ def _map_key(kind: str, key: str, info: Mapping[str, int]) -> Tuple[Optional[str
             return None, True  # the 40th block (the official model keeps 39) and the CLIP head
         return "visual_encoder." + key, True
     if kind == "bert":
-        name = key[len("bert."):] if key.startswith("bert.") else key
+        name = key[len("bert.") :] if key.startswith("bert.") else key
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         target = "Qformer.bert." + name
         m = re.match(r"^encoder\.layer\.(\d+)\.", name)
@@ -362,16 +412,22 @@ def _shape_transform(kind: str, target: str, entry: TensorEntry, want: Tuple[int
     if got == want:
         return "copy"
     if target == "visual_encoder.pos_embed" and len(got) == 3 and got[-1] == want[-1] and got[0] == 1:
-        grid = int(round((got[1] - 1) ** 0.5))
+        grid = round((got[1] - 1) ** 0.5)
         if grid * grid == got[1] - 1:
             return "interpolate"
-    if (kind == "bert" and target == "Qformer.bert.embeddings.word_embeddings.weight"
-            and len(got) == 2 and got[1] == want[1] and got[0] < want[0]):
+    if (
+        kind == "bert"
+        and target == "Qformer.bert.embeddings.word_embeddings.weight"
+        and len(got) == 2
+        and got[1] == want[1]
+        and got[0] < want[0]
+    ):
         return "extend_rows"
     return None
 
 
 # --- plan ------------------------------------------------------------------------
+
 
 @dataclass
 class LoadReport:
@@ -391,15 +447,19 @@ class LoadReport:
             self.sources[group].append(source)
 
     def __str__(self) -> str:
-        lines = [f"  {group:<20} <- {', '.join(srcs)}"
-                 + (f"  ({self.dtypes[group]})" if group in self.dtypes else "")
-                 + (f"  [replaces {', '.join(self.overridden[group])}]" if self.overridden.get(group) else "")
-                 for group, srcs in sorted(self.sources.items())]
+        lines = [
+            f"  {group:<20} <- {', '.join(srcs)}"
+            + (f"  ({self.dtypes[group]})" if group in self.dtypes else "")
+            + (f"  [replaces {', '.join(self.overridden[group])}]" if self.overridden.get(group) else "")
+            for group, srcs in sorted(self.sources.items())
+        ]
         for source, keys in self.ignored.items():
             lines.append(f"  ignored from {source}: {len(keys)} keys (e.g. {keys[:3]})")
         if self.bytes_read:
-            lines.append(f"  checked the files in {self.plan_seconds:.1f} s, read {self.bytes_read / 1e9:.2f} GB "
-                         f"in {self.seconds:.1f} s")
+            lines.append(
+                f"  checked the files in {self.plan_seconds:.1f} s, read {self.bytes_read / 1e9:.2f} GB "
+                f"in {self.seconds:.1f} s"
+            )
         return "weights:\n" + "\n".join(lines)
 
 
@@ -435,17 +495,26 @@ def _source_entries(kind: str, path: Path, info: Mapping[str, int]) -> List[Tens
         found = file_entries(p)
         by_file[p.name] = {e.name for e in found}
         entries.extend(found)
-    absent = [k for k, shard in d.weight_map.items()
-              if k not in by_file.get(shard, ()) and _map_key(kind, k, info)[0] is not None]
+    absent = [
+        k
+        for k, shard in d.weight_map.items()
+        if k not in by_file.get(shard, ()) and _map_key(kind, k, info)[0] is not None
+    ]
     if absent:
-        raise CheckpointError(f"'{d.index}' lists {len(absent)} tensors that its shards do not hold "
-                              f"(e.g. {absent[:3]} in '{d.weight_map[absent[0]]}'): a shard is "
-                              "from another download or truncated. Fetch the directory again.")
+        raise CheckpointError(
+            f"'{d.index}' lists {len(absent)} tensors that its shards do not hold "
+            f"(e.g. {absent[:3]} in '{d.weight_map[absent[0]]}'): a shard is "
+            "from another download or truncated. Fetch the directory again."
+        )
     return entries
 
 
-def plan_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optional[str]],
-                 model_info: Mapping[str, int], setting_prefix: str = "model.weights") -> LoadPlan:
+def plan_weights(
+    expected: Mapping[str, torch.Tensor],
+    paths: Mapping[str, Optional[str]],
+    model_info: Mapping[str, int],
+    setting_prefix: str = "model.weights",
+) -> LoadPlan:
     """Check every configured file against the model without reading tensor data.
 
     ``expected``: the model's state dict (meta tensors suffice); ``paths``: setting -> path
@@ -464,8 +533,10 @@ def plan_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optio
             continue
         setting = f"{setting_prefix}.{kind}"
         if not str(raw).strip():
-            raise MissingFileError(f"{WHAT[kind]}: `{setting}` is an empty string. Set it to the local "
-                                   f"path, or to null to leave this file out. It is published at {PUBLISHED[kind]}.")
+            raise MissingFileError(
+                f"{WHAT[kind]}: `{setting}` is an empty string. Set it to the local "
+                f"path, or to null to leave this file out. It is published at {PUBLISHED[kind]}."
+            )
         path = require_file(str(raw), WHAT[kind], setting, PUBLISHED[kind])
         unknown: Dict[Path, List[str]] = defaultdict(list)
         wrong: Dict[Path, List[str]] = defaultdict(list)
@@ -499,11 +570,13 @@ def plan_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optio
         for p, keys in unknown.items():
             raise CheckpointError(
                 f"{kind} ('{p}'): {len(keys)} keys do not exist in this model (e.g. {keys[:5]}). "
-                "Is the file for this architecture/preset?")
+                "Is the file for this architecture/preset?"
+            )
         for p, rows in wrong.items():
             raise CheckpointError(
                 f"{kind} ('{p}'): shape mismatch for {len(rows)} tensors, e.g. {rows[:4]}. The file is for "
-                "another model size or variant than this preset.")
+                "another model size or variant than this preset."
+            )
     missing = [k for k in expected if k not in chosen and not DERIVED.match(k)]
     if missing:
         groups = sorted({param_group(k) for k in missing})
@@ -525,12 +598,13 @@ def plan_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optio
 
 # --- read --------------------------------------------------------------------------
 
+
 class _Reader:
     """Reads tensors of one file with plain positional reads into fresh tensors."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.file = open(path, "rb", buffering=0)
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
         self.bytes_read = 0
         self._scratch: Dict[torch.dtype, torch.Tensor] = {}
         if hasattr(os, "posix_fadvise"):  # reads go forward through the file: a larger read-ahead
@@ -554,8 +628,9 @@ class _Reader:
         while done < len(view):
             n = self.file.readinto(view[done:])
             if not n:
-                raise CheckpointError(f"'{self.path}' ended early: truncated while being read "
-                                      f"(offset {offset + done}). Fetch it again.")
+                raise CheckpointError(
+                    f"'{self.path}' ended early: truncated while being read (offset {offset + done}). Fetch it again."
+                )
             done += n
         self.bytes_read += done
 
@@ -580,7 +655,7 @@ class _Reader:
         for start in range(0, entry.numel, _CHUNK_ELEMENTS):
             n = min(_CHUNK_ELEMENTS, entry.numel - start)
             self._fill(entry.offset + start * itemsize, scratch[:n])
-            flat[start:start + n].copy_(scratch[:n])
+            flat[start : start + n].copy_(scratch[:n])
         return out
 
 
@@ -589,8 +664,10 @@ def _dec_rows(n: int, width: int) -> torch.Tensor:
     return torch.empty(n, width).normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
 
 
-def materialize(plan: LoadPlan, dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
-                ) -> "OrderedDict[str, torch.Tensor]":
+def materialize(
+    plan: LoadPlan,
+    dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
+) -> "OrderedDict[str, torch.Tensor]":
     """Read the planned tensors file by file (in file order) into their group's dtype and
     complete the derived buffers; returns a full state dict for ``load_state_dict(assign=True)``."""
     targets = resolve_dtypes(dtypes)
@@ -628,16 +705,20 @@ def materialize(plan: LoadPlan, dtypes: Optional[Mapping[str, Union[str, torch.d
     return OrderedDict((k, state[k]) for k in expected)
 
 
-def gather_weights(expected: Mapping[str, torch.Tensor], paths: Mapping[str, Optional[str]],
-                   model_info: Mapping[str, int], setting_prefix: str = "model.weights",
-                   dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
-                   ) -> Tuple["OrderedDict[str, torch.Tensor]", LoadReport]:
+def gather_weights(
+    expected: Mapping[str, torch.Tensor],
+    paths: Mapping[str, Optional[str]],
+    model_info: Mapping[str, int],
+    setting_prefix: str = "model.weights",
+    dtypes: Optional[Mapping[str, Union[str, torch.dtype]]] = None,
+) -> Tuple["OrderedDict[str, torch.Tensor]", LoadReport]:
     """Plan, then read: the complete state dict (derived buffers included) and its report."""
     plan = plan_weights(expected, paths, model_info, setting_prefix)
     return materialize(plan, dtypes), plan.report
 
 
 # --- single checkpoints (``model.checkpoint``) ----------------------------------------
+
 
 def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     """Read a ``.pth``/``.bin``/``.safetensors`` file safely (``weights_only=True``, no code
@@ -658,8 +739,9 @@ def read_hf_directory(directory: Path) -> Dict[str, torch.Tensor]:
     return out
 
 
-def check_compatible(source: str, incoming: Mapping[str, torch.Tensor],
-                     expected: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def check_compatible(
+    source: str, incoming: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> Dict[str, torch.Tensor]:
     """Reject unknown keys and wrong shapes (interpolating ViT position tables)."""
     unknown = [k for k in incoming if k not in expected]
     if unknown:
@@ -716,9 +798,31 @@ def group_dtypes(module: torch.nn.Module) -> Dict[str, List[str]]:
 
 
 __all__ = [
-    "PUBLISHED", "WHAT", "LOAD_ORDER", "GROUPS", "DERIVED", "param_group", "resolve_dtypes",
-    "TensorEntry", "sniff_format", "safetensors_entries", "torch_entries", "file_entries", "hf_directory",
-    "LoadReport", "LoadPlan", "Assignment", "plan_weights", "materialize", "gather_weights",
-    "read_state_dict", "read_hf_directory", "check_compatible", "load_partial", "iter_groups",
-    "state_bytes", "group_dtypes", "require_file",
+    "DERIVED",
+    "GROUPS",
+    "LOAD_ORDER",
+    "PUBLISHED",
+    "WHAT",
+    "Assignment",
+    "LoadPlan",
+    "LoadReport",
+    "TensorEntry",
+    "check_compatible",
+    "file_entries",
+    "gather_weights",
+    "group_dtypes",
+    "hf_directory",
+    "iter_groups",
+    "load_partial",
+    "materialize",
+    "param_group",
+    "plan_weights",
+    "read_hf_directory",
+    "read_state_dict",
+    "require_file",
+    "resolve_dtypes",
+    "safetensors_entries",
+    "sniff_format",
+    "state_bytes",
+    "torch_entries",
 ]

@@ -1,14 +1,15 @@
 """Processors: inputs in (PIL images, strings), tensors/strings out, as in LAVIS."""
+
 from regionvlm.processors.image_processors import BlipImageEvalProcessor, RegionImageTrainProcessor
 from regionvlm.processors.text_processors import BlipCaptionProcessor, BlipQuestionProcessor, pre_caption
 
 __all__ = [
-    "BlipImageEvalProcessor",
-    "RegionImageTrainProcessor",
     "BlipCaptionProcessor",
+    "BlipImageEvalProcessor",
     "BlipQuestionProcessor",
-    "pre_caption",
+    "RegionImageTrainProcessor",
     "load_processor",
+    "pre_caption",
 ]
 
 

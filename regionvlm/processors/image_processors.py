@@ -7,6 +7,7 @@ the points are known (``regionvlm.datasets.transforms``).
 Every PIL mode is turned into RGB by :func:`regionvlm.data.images.to_rgb` (LAVIS's
 ``convert("RGB")`` where that is right; 16-bit images scaled, undefined ones refused).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -30,19 +31,27 @@ class BlipImageEvalProcessor:
 
     def __init__(self, image_size: int = 364, mean: Optional[tuple] = None, std: Optional[tuple] = None):
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ConfigError(f"image processor image_size must be a positive whole number of pixels, "
-                              f"got {image_size!r}.")
+            raise ConfigError(
+                f"image processor image_size must be a positive whole number of pixels, got {image_size!r}."
+            )
         for name, value in (("mean", mean), ("std", std)):
-            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)
-                                      or (name == "std" and min(value) <= 0)):
-                raise ConfigError(f"image processor {name} must be 3 numbers (one per RGB channel"
-                                  f"{', positive' if name == 'std' else ''}), got {value!r}.")
+            if value is not None and (
+                len(value) != 3
+                or not all(isinstance(v, (int, float)) for v in value)
+                or (name == "std" and min(value) <= 0)
+            ):
+                raise ConfigError(
+                    f"image processor {name} must be 3 numbers (one per RGB channel"
+                    f"{', positive' if name == 'std' else ''}), got {value!r}."
+                )
         self.image_size = image_size
-        self.transform = transforms.Compose([
-            transforms.Resize((self.image_size, self.image_size), interpolation=InterpolationMode.BICUBIC),
-            transforms.ToTensor(),
-            transforms.Normalize(mean or CLIP_MEAN, std or CLIP_STD),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((self.image_size, self.image_size), interpolation=InterpolationMode.BICUBIC),
+                transforms.ToTensor(),
+                transforms.Normalize(mean or CLIP_MEAN, std or CLIP_STD),
+            ]
+        )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.transform(to_rgb(image, "image"))

@@ -7,6 +7,7 @@ any other Unicode are accepted and left to the tokenizers' own rules, as in LAVI
 Q-Former's BERT tokenizer drops control characters, T5 reads them as ``<unk>``); very long
 text is cut to ``max_words`` words here and to the model's token limits by the tokenizers.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,10 @@ def check_text(text: Any, what: str = "text") -> str:
         raise InputError(f"{what} must be a string, got {type(text).__name__}: {text!r:.80}.")
     bad = _SURROGATE.search(text)
     if bad:
-        raise InputError(f"{what} is not valid Unicode: character {bad.start()} is the lone surrogate "
-                         f"{bad.group()!r} (a broken \\u escape or bytes that are not UTF-8) in {text[:60]!r}.")
+        raise InputError(
+            f"{what} is not valid Unicode: character {bad.start()} is the lone surrogate "
+            f"{bad.group()!r} (a broken \\u escape or bytes that are not UTF-8) in {text[:60]!r}."
+        )
     return text
 
 

@@ -17,6 +17,7 @@ Parameters are the ones the authors' release sets for these transforms:
   above (so its right/bottom edge lies one pixel past the mask), drawn inwards, no margin,
   nothing else changed — the red-circle prompt of Shtedritski et al. (2023).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -39,8 +40,10 @@ def _check(image: Image.Image, mask: np.ndarray) -> np.ndarray:
         raise InputError(f"a visual prompt needs a PIL image, got {type(image).__name__}.")
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape != (image.height, image.width):
-        raise InputError(f"the mask is {mask.shape} (rows, cols) but the image is {image.height}x{image.width}; "
-                         "a visual prompt needs the mask at the image's own resolution.")
+        raise InputError(
+            f"the mask is {mask.shape} (rows, cols) but the image is {image.height}x{image.width}; "
+            "a visual prompt needs the mask at the image's own resolution."
+        )
     mask = mask.astype(bool, copy=False)
     if not mask.any():
         raise InputError("the mask is empty (no foreground pixel); there is no region to mark.")
@@ -66,13 +69,13 @@ def crop_to_mask(image: Image.Image, mask: np.ndarray, padding: int = CROP_PADDI
     """The image cut to the mask's box, grown by ``padding`` pixels per side inside the image."""
     mask = _check(image, mask)
     x0, y0, x1, y1 = mask_box(mask)
-    box = (max(0, x0 - padding), max(0, y0 - padding), min(image.width, x1 + padding),
-           min(image.height, y1 + padding))
+    box = (max(0, x0 - padding), max(0, y0 - padding), min(image.width, x1 + padding), min(image.height, y1 + padding))
     return image.crop(box)
 
 
-def blur_outside_mask(image: Image.Image, mask: np.ndarray, radius: float = BLUR_RADIUS,
-                      blurred: Image.Image | None = None) -> Image.Image:
+def blur_outside_mask(
+    image: Image.Image, mask: np.ndarray, radius: float = BLUR_RADIUS, blurred: Image.Image | None = None
+) -> Image.Image:
     """The mask's pixels as they are, every other pixel from the Gaussian-blurred image.
     ``blurred`` lets one blur of the whole image serve all its masks."""
     mask = _check(image, mask)
@@ -83,8 +86,9 @@ def blur_outside_mask(image: Image.Image, mask: np.ndarray, radius: float = BLUR
     return Image.composite(image, blurred, Image.fromarray(mask.astype(np.uint8) * 255, mode="L"))
 
 
-def draw_ellipse_around_mask(image: Image.Image, mask: np.ndarray, colour: Tuple[int, int, int] = ELLIPSE_COLOUR,
-                             width: int = ELLIPSE_WIDTH) -> Image.Image:
+def draw_ellipse_around_mask(
+    image: Image.Image, mask: np.ndarray, colour: Tuple[int, int, int] = ELLIPSE_COLOUR, width: int = ELLIPSE_WIDTH
+) -> Image.Image:
     """A copy of the image with an ellipse outline inscribed in the mask's box."""
     mask = _check(image, mask)
     out = image.copy()
@@ -93,7 +97,10 @@ def draw_ellipse_around_mask(image: Image.Image, mask: np.ndarray, colour: Tuple
 
 
 VISUAL_PROMPTS: Dict[str, Callable[[Image.Image, np.ndarray], Image.Image]] = {
-    "crop": crop_to_mask, "blur": blur_outside_mask, "circle": draw_ellipse_around_mask}
+    "crop": crop_to_mask,
+    "blur": blur_outside_mask,
+    "circle": draw_ellipse_around_mask,
+}
 
 
 def apply_visual_prompt(mode: str, image: Image.Image, masks: Sequence[np.ndarray]) -> List[Image.Image]:

@@ -26,6 +26,7 @@ rule that approximates what spaCy does on short answers (documented deviation):
 
 Words are separated by single spaces in the output, as spaCy's ``" ".join`` does.
 """
+
 from __future__ import annotations
 
 import re

@@ -18,6 +18,7 @@ dropout uses and which the checkpoint restores). Logs go to ``run.output_dir``:
 ``log.jsonl`` (loss and learning rate of every iteration), tensorboard scalars in ``tb/``,
 the resolved ``config.yaml``, checkpoints and evaluation results.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,17 +35,29 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from regionvlm.common import checkpoints, dist_utils, host_memory
 from regionvlm.common.cli import echo
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, TrainingError
-from regionvlm.common.io import (JsonlAppender, atomic_write_json, atomic_write_text, ensure_dir, read_jsonl,
-                                 write_jsonl)
+from regionvlm.common.io import JsonlAppender, atomic_write_json, atomic_write_text, ensure_dir, read_jsonl, write_jsonl
 from regionvlm.common.optims import build_optimizer, build_schedule
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import Settings, setting
 
 LATEST = "checkpoint_latest"
 # Settings that fix the data order and the optimization path: a resume must keep them.
-RESUME_INVARIANTS = ("batch_size_train", "accum_grad_iters", "max_epoch", "iters_per_epoch", "seed", "lr_sched",
-                     "init_lr", "min_lr", "warmup_lr", "warmup_steps", "weight_decay", "betas", "max_grad_norm",
-                     "world_size")
+RESUME_INVARIANTS = (
+    "batch_size_train",
+    "accum_grad_iters",
+    "max_epoch",
+    "iters_per_epoch",
+    "seed",
+    "lr_sched",
+    "init_lr",
+    "min_lr",
+    "warmup_lr",
+    "warmup_steps",
+    "weight_decay",
+    "betas",
+    "max_grad_norm",
+    "world_size",
+)
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,17 @@ def rng_state() -> Dict[str, Any]:
     """All global RNG states in plain types and tensors (``weights_only`` / safetensors loadable)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    state = {"python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-             "torch": torch.get_rng_state(),
-             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
@@ -164,8 +184,9 @@ class RunnerBase:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = DistributedDataParallel(self.model, device_ids=ids,
-                                                find_unused_parameters=self.settings.find_unused_parameters)
+            self._ddp = DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=self.settings.find_unused_parameters
+            )
         return self._ddp if self.distributed else self.model
 
     def _train_dataset(self) -> Dataset:
@@ -198,9 +219,14 @@ class RunnerBase:
         # The loader's own generator seeds its workers: creating it must not draw from the
         # global RNG, which dropout uses and a resumed run restores.
         loader_seed = torch.Generator().manual_seed(s.seed * 1000 + epoch + 7919 * dist_utils.get_rank())
-        loader = DataLoader(dataset, batch_sampler=batches[skip:], num_workers=s.num_workers,
-                            collate_fn=getattr(dataset, "collater", None), pin_memory=self.device.type == "cuda",
-                            generator=loader_seed)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches[skip:],
+            num_workers=s.num_workers,
+            collate_fn=getattr(dataset, "collater", None),
+            pin_memory=self.device.type == "cuda",
+            generator=loader_seed,
+        )
         return iter(loader)
 
     def _epoch_length(self, dataset: Dataset) -> int:
@@ -226,8 +252,10 @@ class RunnerBase:
                 candidate = self.output_dir / f"{LATEST}{checkpoints.suffix(fmt)}"
                 if candidate.is_file():
                     return candidate
-            raise MissingFileError(f"run.resume_ckpt_path=latest but '{self.output_dir}' holds no "
-                                   f"{LATEST}.pth/.safetensors; check run.output_dir (or start without resuming).")
+            raise MissingFileError(
+                f"run.resume_ckpt_path=latest but '{self.output_dir}' holds no "
+                f"{LATEST}.pth/.safetensors; check run.output_dir (or start without resuming)."
+            )
         p = Path(path).expanduser()
         if not p.is_file():
             raise MissingFileError(f"resume checkpoint '{p}' does not exist (run.resume_ckpt_path).")
@@ -239,13 +267,14 @@ class RunnerBase:
         values["world_size"] = dist_utils.get_world_size()
         return {k: values[k] for k in RESUME_INVARIANTS}
 
-    def save_checkpoint(self, optimizer, scaler, epoch: int, step: int, step_in_epoch: int,
-                        name: str = LATEST) -> Path:
+    def save_checkpoint(self, optimizer, scaler, epoch: int, step: int, step_in_epoch: int, name: str = LATEST) -> Path:
         state = {
             "model": self.model.trainable_state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch, "step": step, "step_in_epoch": step_in_epoch,
+            "epoch": epoch,
+            "step": step,
+            "step_in_epoch": step_in_epoch,
             "rng": rng_state(),
             "invariants": self._invariants(),
             "config": self.config.to_yaml(),
@@ -264,15 +293,18 @@ class RunnerBase:
             raise CheckpointError(
                 f"'{path}' does not match this model's trainable parameters: {len(missing)} missing "
                 f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} with "
-                "other shapes. Resume with the model configuration the run was started with.")
+                "other shapes. Resume with the model configuration the run was started with."
+            )
         saved = state.get("invariants")
         if saved is not None:
             now = self._invariants()
             changed = {k: (saved.get(k), now[k]) for k in now if k in saved and saved[k] != now[k]}
             if changed:
                 listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-                raise ConfigError(f"'{path}' was written with other settings ({listing}); a resumed run must keep "
-                                  "them to continue exactly. Restore them, or start a new run.output_dir.")
+                raise ConfigError(
+                    f"'{path}' was written with other settings ({listing}); a resumed run must keep "
+                    "them to continue exactly. Restore them, or start a new run.output_dir."
+                )
         self.model.load_state_dict(weights, strict=False)
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -291,8 +323,10 @@ class RunnerBase:
         steps_per_epoch = self._epoch_length(dataset)
         accum = s.accum_grad_iters
         if steps_per_epoch < accum:
-            raise ConfigError(f"an epoch has {steps_per_epoch} batches, fewer than run.accum_grad_iters={accum} "
-                              f"(dataset of {len(dataset)} items, run.batch_size_train={s.batch_size_train}).")
+            raise ConfigError(
+                f"an epoch has {steps_per_epoch} batches, fewer than run.accum_grad_iters={accum} "
+                f"(dataset of {len(dataset)} items, run.batch_size_train={s.batch_size_train})."
+            )
         updates_per_epoch = steps_per_epoch // accum
         policy = self.model.precision
         optimizer = build_optimizer(self.model, s)
@@ -316,8 +350,14 @@ class RunnerBase:
             from tqdm import tqdm
 
             for epoch in range(start_epoch, s.max_epoch):
-                bar = tqdm(self._batches(dataset, epoch, skip), total=steps_per_epoch, initial=skip,
-                           desc=f"epoch {epoch}", disable=not dist_utils.is_main_process(), dynamic_ncols=True)
+                bar = tqdm(
+                    self._batches(dataset, epoch, skip),
+                    total=steps_per_epoch,
+                    initial=skip,
+                    desc=f"epoch {epoch}",
+                    disable=not dist_utils.is_main_process(),
+                    dynamic_ncols=True,
+                )
                 for i, samples in enumerate(bar, start=skip):
                     lr = schedule.apply(epoch, i, step)
                     steps_now = (i + 1) % accum == 0
@@ -332,18 +372,32 @@ class RunnerBase:
                         step += 1
                     last_loss = float(loss.detach())
                     if not np.isfinite(last_loss) and scaler is None:
-                        raise TrainingError(f"the training loss became {last_loss} at epoch {epoch}, iteration {i} "
-                                            "(the last checkpoint is kept); lower run.init_lr or check the data.")
+                        raise TrainingError(
+                            f"the training loss became {last_loss} at epoch {epoch}, iteration {i} "
+                            "(the last checkpoint is kept); lower run.init_lr or check the data."
+                        )
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                     if dist_utils.is_main_process():
-                        log.write({"epoch": epoch, "iter": i, "step": step, "loss": last_loss, "lr": lr,
-                                   "time": round(time.time() - t0, 3)})
+                        log.write(
+                            {
+                                "epoch": epoch,
+                                "iter": i,
+                                "step": step,
+                                "loss": last_loss,
+                                "lr": lr,
+                                "time": round(time.time() - t0, 3),
+                            }
+                        )
                         writer.add_scalar("train/loss", last_loss, step)
                         writer.add_scalar("train/lr", lr, step)
                     done_in_epoch = i + 1
                     at_update = steps_now and step > 0
-                    if (at_update and s.save_every_steps and step % s.save_every_steps == 0
-                            and dist_utils.is_main_process()):
+                    if (
+                        at_update
+                        and s.save_every_steps
+                        and step % s.save_every_steps == 0
+                        and dist_utils.is_main_process()
+                    ):
                         self.save_checkpoint(optimizer, scaler, epoch, step, done_in_epoch)
                     if at_update and s.stop_after_steps is not None and step >= s.stop_after_steps:
                         if dist_utils.is_main_process():

@@ -4,6 +4,7 @@ The embedded default world of this project: small enough to train a tiny RegionV
 laptop, structured enough that only a model that reads the region prompt can tell which
 shape a sentence refers to (colours are distinct within a scene).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,14 @@ from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 230), "yellow": (235, 220, 40),
-    "purple": (150, 60, 200), "orange": (250, 140, 20), "white": (250, 250, 250), "black": (15, 15, 15),
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 20),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
 }
 SIZES = {"small": (5.0, 7.0), "large": (9.0, 12.0)}
 BACKGROUND_CAPTION = "the background"
@@ -57,12 +64,16 @@ class Scene:
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> List[Tuple[float, float]]:
     if shape == "square":
-        corners = [(math.cos(angle + k * math.pi / 2 + math.pi / 4), math.sin(angle + k * math.pi / 2 + math.pi / 4))
-                   for k in range(4)]
+        corners = [
+            (math.cos(angle + k * math.pi / 2 + math.pi / 4), math.sin(angle + k * math.pi / 2 + math.pi / 4))
+            for k in range(4)
+        ]
         return [(cx + r * x, cy + r * y) for x, y in corners]
     if shape == "triangle":
-        return [(cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3))
-                for k in range(3)]
+        return [
+            (cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3))
+            for k in range(3)
+        ]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -80,8 +91,9 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
         draw.polygon(_polygon(shape, cx, cy, r, angle), fill=fill)
 
 
-def render_scene(rng: np.random.Generator, size: int = 64, min_objects: int = 2, max_objects: int = 4,
-                 max_tries: int = 200) -> Scene:
+def render_scene(
+    rng: np.random.Generator, size: int = 64, min_objects: int = 2, max_objects: int = 4, max_tries: int = 200
+) -> Scene:
     """One scene with 2-4 non-overlapping shapes, colours distinct within the scene."""
     noise = rng.normal(0.0, 12.0, size=(size, size, 1))
     canvas = np.clip(128 + noise + rng.normal(0, 6, size=(1, 1, 3)), 0, 255).astype(np.uint8)
@@ -126,8 +138,7 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def random_walk_in_mask(mask: np.ndarray, rng: np.random.Generator, steps: int,
-                        step_std: float = 1.5) -> np.ndarray:
+def random_walk_in_mask(mask: np.ndarray, rng: np.random.Generator, steps: int, step_std: float = 1.5) -> np.ndarray:
     """A mouse-trace-like path inside ``mask``: pixel (col, row) positions, in order."""
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
@@ -139,7 +150,7 @@ def random_walk_in_mask(mask: np.ndarray, rng: np.random.Generator, steps: int,
     for _ in range(steps - 1):
         for _ in range(8):
             cand = pos + rng.normal(0, step_std, size=2)
-            c, r = int(round(cand[0])), int(round(cand[1]))
+            c, r = round(cand[0]), round(cand[1])
             if 0 <= c < w and 0 <= r < h and mask[r, c]:
                 pos = cand
                 break

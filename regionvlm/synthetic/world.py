@@ -18,6 +18,7 @@ Narratives: each object (and, in a third of the scenes, the background) is one s
 inside the object while its words are spoken, moving between objects in the pauses.
 RIS candidates per scene: every object's mask plus 1-2 background blobs (distractors).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,26 +68,48 @@ def narrative(scene: Scene, image_id: str, rng: np.random.Generator, with_backgr
             utterance = word + "." if k == len(words) - 1 else word
             timed.append({"utterance": utterance, "start_time": round(t, 3), "end_time": round(t + WORD_SECONDS, 3)})
             t += WORD_SECONDS
-        steps = int(round((t - start) / TRACE_DT))
+        steps = round((t - start) / TRACE_DT)
         radius = max(2.0, float(np.sqrt(mask.sum() / np.pi)))
         path = random_walk_in_mask(mask, rng, steps, step_std=radius)  # a scribble over the whole object
         if last is not None:  # the hand moves to the next object during the pause
             for k in range(1, 6):
                 p = last + (path[0] - last) * k / 6
-                trace.append({"x": round(float(p[0] / w), 4), "y": round(float(p[1] / h), 4),
-                              "t": round(start - PAUSE_SECONDS + k * PAUSE_SECONDS / 7, 3)})
+                trace.append(
+                    {
+                        "x": round(float(p[0] / w), 4),
+                        "y": round(float(p[1] / h), 4),
+                        "t": round(start - PAUSE_SECONDS + k * PAUSE_SECONDS / 7, 3),
+                    }
+                )
         for k, p in enumerate(path):
-            trace.append({"x": round(float((p[0] + 0.5) / w), 4), "y": round(float((p[1] + 0.5) / h), 4),
-                          "t": round(start + (k + 0.5) * TRACE_DT, 3)})
+            trace.append(
+                {
+                    "x": round(float((p[0] + 0.5) / w), 4),
+                    "y": round(float((p[1] + 0.5) / h), 4),
+                    "t": round(start + (k + 0.5) * TRACE_DT, 3),
+                }
+            )
         last = path[-1]
         sentences.append(caption + ".")
         t += PAUSE_SECONDS
-    return {"dataset_id": "synthetic", "image_id": image_id, "annotator_id": 0,
-            "caption": " ".join(sentences), "timed_caption": timed, "traces": [trace]}
+    return {
+        "dataset_id": "synthetic",
+        "image_id": image_id,
+        "annotator_id": 0,
+        "caption": " ".join(sentences),
+        "timed_caption": timed,
+        "traces": [trace],
+    }
 
 
-def write_world(out_dir: str | Path, num_train: int = 8000, num_val: int = 100, num_test: int = 300,
-                seed: int = 0, image_size: int = 64) -> Dict[str, Any]:
+def write_world(
+    out_dir: str | Path,
+    num_train: int = 8000,
+    num_val: int = 100,
+    num_test: int = 300,
+    seed: int = 0,
+    image_size: int = 64,
+) -> Dict[str, Any]:
     """Generate every split deterministically from ``seed``; returns the summary."""
     from regionvlm.data.proposals import save_image_proposals
 
@@ -113,41 +136,78 @@ def write_world(out_dir: str | Path, num_train: int = 8000, num_val: int = 100, 
             for obj in scene.objects:
                 ann_id = base + len(annotations) - first_ann + 1
                 ys, xs = np.nonzero(obj.mask)
-                bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-                annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                    "segmentation": _rle(obj.mask), "area": float(obj.mask.sum()), "bbox": bbox})
+                bbox = [
+                    float(xs.min()),
+                    float(ys.min()),
+                    float(xs.max() - xs.min() + 1),
+                    float(ys.max() - ys.min() + 1),
+                ]
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "iscrowd": 0,
+                        "segmentation": _rle(obj.mask),
+                        "area": float(obj.mask.sum()),
+                        "bbox": bbox,
+                    }
+                )
                 ref_id = ann_id
-                refs.append({"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "split": split,
-                             "category_id": 1, "file_name": file_name, "sent_ids": [ref_id],
-                             "sentences": [{"raw": obj.caption, "sent": obj.caption,
-                                            "tokens": obj.caption.split(), "sent_id": ref_id}]})
+                refs.append(
+                    {
+                        "ref_id": ref_id,
+                        "ann_id": ann_id,
+                        "image_id": image_id,
+                        "split": split,
+                        "category_id": 1,
+                        "file_name": file_name,
+                        "sent_ids": [ref_id],
+                        "sentences": [
+                            {"raw": obj.caption, "sent": obj.caption, "tokens": obj.caption.split(), "sent_id": ref_id}
+                        ],
+                    }
+                )
             if split != "train":
                 masks = [o.mask for o in scene.objects] + distractor_masks(scene, rng, int(rng.integers(1, 3)))
                 order = rng.permutation(len(masks))
-                save_image_proposals(out / "proposals", file_name, [masks[i] for i in order],
-                                     [1.0] * len(masks))
+                save_image_proposals(out / "proposals", file_name, [masks[i] for i in order], [1.0] * len(masks))
                 for obj in scene.objects:
                     qid = image_id * 10 + len(questions) % 10
-                    questions.append({"question_id": int(qid), "image": file_name,
-                                      "question": f"what colour is the {obj.size} {obj.shape}?",
-                                      "answer": [obj.colour] * 10})
+                    questions.append(
+                        {
+                            "question_id": int(qid),
+                            "image": file_name,
+                            "question": f"what colour is the {obj.size} {obj.shape}?",
+                            "answer": [obj.colour] * 10,
+                        }
+                    )
         (out / "localized_narratives").mkdir(exist_ok=True)
-        atomic_write_text(out / "localized_narratives" / f"synthetic_{split}_localized_narratives.jsonl",
-                          "\n".join(ln_lines) + "\n")
+        atomic_write_text(
+            out / "localized_narratives" / f"synthetic_{split}_localized_narratives.jsonl", "\n".join(ln_lines) + "\n"
+        )
         atomic_write_json(out / "captions" / f"coco_karpathy_{split}.json", karpathy, indent=None)
         if questions:
             vqa[split] = questions
             atomic_write_json(out / "vqa" / f"synthetic_vqa_{split}.json", questions, indent=None)
     refer_dir = out / "refer" / "synthetic"
     refer_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(refer_dir / "instances.json",
-                      {"images": images, "annotations": annotations, "categories": categories}, indent=None)
+    atomic_write_json(
+        refer_dir / "instances.json",
+        {"images": images, "annotations": annotations, "categories": categories},
+        indent=None,
+    )
     tmp = refer_dir / ".refs(unc).p.tmp"
     with open(tmp, "wb") as f:
         pickle.dump(refs, f, protocol=2)
     tmp.replace(refer_dir / "refs(unc).p")
-    summary = {"seed": seed, "image_size": image_size, "splits": counts, "images": len(images),
-               "objects": len(annotations)}
+    summary = {
+        "seed": seed,
+        "image_size": image_size,
+        "splits": counts,
+        "images": len(images),
+        "objects": len(annotations),
+    }
     atomic_write_json(out / "world.json", summary)
     return summary
 
@@ -161,5 +221,4 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
-    print(json.dumps(write_world(args.out, args.num_train, args.num_val, args.num_test, args.seed,
-                                 args.image_size)))
+    print(json.dumps(write_world(args.out, args.num_train, args.num_val, args.num_test, args.seed, args.image_size)))

@@ -5,9 +5,9 @@ One runner (``regionvlm.runners.runner_base``) drives every task. Training tasks
 A task declares the ``run:`` keys it reads as its ``Settings`` class (checked when the
 config is loaded, together with the runner's).
 """
+
 from __future__ import annotations
 
-from abc import ABC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict
@@ -31,7 +31,7 @@ def parse_run_settings(settings_cls: Any, run_cfg: Any) -> Any:
     return settings_cls.parse(run_cfg, "run", also_known=runner.Settings.keys())
 
 
-class BaseTask(ABC):
+class BaseTask:
     Settings = NoSettings
 
     def __init__(self, cfg: Any = None):
@@ -69,6 +69,7 @@ class BaseTask(ABC):
     def train_step(self, model: torch.nn.Module, samples: Dict[str, Any]) -> torch.Tensor:
         return model(samples)["loss"]
 
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]],
-                 run_cfg: Any, output_dir: Path) -> Dict[str, Any]:
+    def evaluate(
+        self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any, output_dir: Path
+    ) -> Dict[str, Any]:
         raise ConfigError(f"task {type(self).__name__} has no evaluation; set run.evaluate: false.")

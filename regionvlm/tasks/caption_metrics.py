@@ -26,6 +26,7 @@ through ``regionvlm.common.cli.run``)::
     python -m regionvlm.tasks.caption_metrics --gt coco_karpathy_test_gt.json \\
         --results test_epochbest.json [--out metrics.json] [--skip METEOR] [--skip SPICE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,12 @@ from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Opt
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.data.coco_karpathy import (
-    CaptionGroundTruth, caption_gt_from_dataset, check_caption_text, is_int, load_json, read_caption_gt,
+    CaptionGroundTruth,
+    caption_gt_from_dataset,
+    check_caption_text,
+    is_int,
+    load_json,
+    read_caption_gt,
 )
 
 METRICS: Tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -91,17 +97,21 @@ def spice_unavailable_reason() -> Optional[str]:
     missing = [p.name for p in spice_model_jars() if not p.is_file()]
     if not missing:
         return None
-    return (f"needs Stanford CoreNLP models downloaded on first use; no network is assumed, so none was attempted "
-            f"({', '.join(missing)} not in {spice_model_jars()[0].parent}; put them there, from "
-            "stanford-corenlp-full-2015-12-09.zip, to compute SPICE)")
+    return (
+        f"needs Stanford CoreNLP models downloaded on first use; no network is assumed, so none was attempted "
+        f"({', '.join(missing)} not in {spice_model_jars()[0].parent}; put them there, from "
+        "stanford-corenlp-full-2015-12-09.zip, to compute SPICE)"
+    )
 
 
 def read_caption_results(path: str | Path) -> List[Dict[str, Any]]:
     """Read a LAVIS caption result file: a JSON list of ``{"image_id", "caption"}``."""
     data = load_json(path, "caption results")
     if not isinstance(data, list):
-        raise InputError(f"'{path}' must hold a JSON list of {{\"image_id\": int, \"caption\": str}} entries, "
-                         f"got {type(data).__name__}.")
+        raise InputError(
+            f'\'{path}\' must hold a JSON list of {{"image_id": int, "caption": str}} entries, '
+            f"got {type(data).__name__}."
+        )
     return data
 
 
@@ -109,8 +119,9 @@ def check_caption_results(results: Any, gt: CaptionGroundTruth, source: str = "<
     """Validate predictions against ``gt``: well-formed entries and exactly one per
     ground-truth image. Returns fresh ``{"image_id", "caption"}`` dicts in input order."""
     if not isinstance(results, (list, tuple)):
-        raise InputError(f"{source}: results must be a list of {{\"image_id\", \"caption\"}} entries, "
-                         f"got {type(results).__name__}.")
+        raise InputError(
+            f'{source}: results must be a list of {{"image_id", "caption"}} entries, got {type(results).__name__}.'
+        )
     clean: List[Dict[str, Any]] = []
     for i, entry in enumerate(results):
         where = f"{source} entry {i}"
@@ -120,11 +131,14 @@ def check_caption_results(results: Any, gt: CaptionGroundTruth, source: str = "<
             if key not in entry:
                 raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).")
         if not is_int(entry["image_id"]):
-            raise InputError(f"{where}: 'image_id' must be an integer (as in the ground truth), "
-                             f"got {entry['image_id']!r}.")
+            raise InputError(
+                f"{where}: 'image_id' must be an integer (as in the ground truth), got {entry['image_id']!r}."
+            )
         if not isinstance(entry["caption"], str):
-            raise InputError(f"{where} (image {entry['image_id']}): 'caption' must be a string, "
-                             f"got {type(entry['caption']).__name__}.")
+            raise InputError(
+                f"{where} (image {entry['image_id']}): 'caption' must be a string, "
+                f"got {type(entry['caption']).__name__}."
+            )
         check_caption_text(entry["caption"], f"{where} (image {entry['image_id']})")
         clean.append({"image_id": entry["image_id"], "caption": entry["caption"]})
     counts: Dict[int, int] = {}
@@ -135,9 +149,15 @@ def check_caption_results(results: Any, gt: CaptionGroundTruth, source: str = "<
     extra = sorted(counts.keys() - expected)
     duplicate = sorted(i for i, n in counts.items() if n > 1)
     if missing or extra or duplicate:
-        parts = [f"{name}: {len(ids)} (first: {ids[:_SHOWN]})" for name, ids in
-                 (("missing", missing), ("not in the ground truth", extra), ("predicted more than once", duplicate))
-                 if ids]
+        parts = [
+            f"{name}: {len(ids)} (first: {ids[:_SHOWN]})"
+            for name, ids in (
+                ("missing", missing),
+                ("not in the ground truth", extra),
+                ("predicted more than once", duplicate),
+            )
+            if ids
+        ]
         raise InputError(
             f"{source} must give exactly one caption for each of the {len(expected)} images of '{gt.path}'; "
             f"image ids {'; '.join(parts)}."
@@ -161,8 +181,13 @@ def _scorers(skip: Collection[str]) -> Iterator[Tuple[str, Any, Union[str, List[
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.spice.spice import Spice
 
-    table = [("Bleu", lambda: Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]), ("METEOR", Meteor, "METEOR"),
-             ("ROUGE_L", Rouge, "ROUGE_L"), ("CIDEr", Cider, "CIDEr"), ("SPICE", Spice, "SPICE")]
+    table = [
+        ("Bleu", lambda: Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]),
+        ("METEOR", Meteor, "METEOR"),
+        ("ROUGE_L", Rouge, "ROUGE_L"),
+        ("CIDEr", Cider, "CIDEr"),
+        ("SPICE", Spice, "SPICE"),
+    ]
     for name, make, method in table:
         if name not in skip:
             yield name, make, method
@@ -245,7 +270,8 @@ def _stdout_fd_to_stderr() -> Iterator[None]:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m regionvlm.tasks.caption_metrics",
-        description="COCO caption metrics (pycocoevalcap) of a LAVIS caption result file; prints them as JSON.")
+        description="COCO caption metrics (pycocoevalcap) of a LAVIS caption result file; prints them as JSON.",
+    )
     parser.add_argument("--gt", required=True, help="COCO-format caption ground truth, e.g. coco_karpathy_test_gt.json")
     parser.add_argument("--results", required=True, help='JSON list of {"image_id": int, "caption": str}')
     parser.add_argument("--out", help="also write the metrics JSON here")

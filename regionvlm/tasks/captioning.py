@@ -4,6 +4,7 @@ Training: T5 cross-entropy of the region (or global) caption. Evaluation: captio
 region of a region-caption split (e.g. a held-out Localized Narratives file built with
 ``split: val``) and report exact match against the reference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,15 @@ class RegionCaptioningTask(EvalTask):
     DATASET_TYPES = (RegionCaptionDataset,)
     HEADLINE = "exact_match"
 
-    def evaluate_split(self, model: torch.nn.Module, dataset: RegionCaptionDataset, name: str, split: str,
-                       settings: RegionCaptioningSettings, output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self,
+        model: torch.nn.Module,
+        dataset: RegionCaptionDataset,
+        name: str,
+        split: str,
+        settings: RegionCaptioningSettings,
+        output_dir: Path,
+    ) -> Dict[str, Any]:
         dataset.set_epoch(0)
         generation = settings.generation()
 
@@ -57,12 +65,19 @@ class RegionCaptioningTask(EvalTask):
 
         identity = {"dataset": name, "split": split, "items": len(dataset), "summary": dataset.ann.summary()}
         log_name = f"captions_{name}_{split}.{fingerprint(settings, identity, model)}"
-        rows = [row for group in run_resumable(list(range(len(dataset))), str, caption, output_dir, log_name,
-                                               desc=f"captions {name}/{split}") for row in group]
+        rows = [
+            row
+            for group in run_resumable(
+                list(range(len(dataset))), str, caption, output_dir, log_name, desc=f"captions {name}/{split}"
+            )
+            for row in group
+        ]
         exact = sum(r["prediction"].strip() == r["reference"].strip() for r in rows) / max(1, len(rows))
         metrics = {"exact_match": round(100.0 * exact, 2), "num_regions": len(rows)}
         if dist_utils.is_main_process():
-            atomic_write_json(Path(output_dir) / f"captions_{name}_{split}.json",
-                              {"metrics": metrics, "settings": settings.as_dict(), "captions": rows})
+            atomic_write_json(
+                Path(output_dir) / f"captions_{name}_{split}.json",
+                {"metrics": metrics, "settings": settings.as_dict(), "captions": rows},
+            )
         clear_partials(output_dir, log_name)
         return metrics

@@ -12,6 +12,7 @@ Outputs in ``run.output_dir`` (atomic, main process): ``<dataset>_<split>_captio
 (LAVIS's result format ``[{"image_id", "caption"}]``, scorable with
 ``python -m regionvlm.tasks.caption_metrics``) and ``<dataset>_<split>_metrics.json``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,15 @@ from regionvlm.common.settings import setting
 from regionvlm.datasets.coco_caption_datasets import CocoCaptionEvalDataset
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.tasks.caption_metrics import SKIPPABLE, score_captions
-from regionvlm.tasks.evaluation import (BatchEvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint,
-                                        pending_keys, run_resumable)
+from regionvlm.tasks.evaluation import (
+    BatchEvalSettings,
+    EvalTask,
+    Prefetcher,
+    clear_partials,
+    fingerprint,
+    pending_keys,
+    run_resumable,
+)
 
 
 @dataclass(frozen=True)
@@ -61,16 +69,28 @@ class CaptioningTask(EvalTask):
         """LAVIS's ``agg_metrics`` of captioning: CIDEr + BLEU-4."""
         return metrics["CIDEr"] + metrics["Bleu_4"]
 
-    def evaluate_split(self, model: torch.nn.Module, dataset: CocoCaptionEvalDataset, name: str, split: str,
-                       settings: CaptioningSettings, output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self,
+        model: torch.nn.Module,
+        dataset: CocoCaptionEvalDataset,
+        name: str,
+        split: str,
+        settings: CaptioningSettings,
+        output_dir: Path,
+    ) -> Dict[str, Any]:
         generation = settings.generation()
         size = settings.batch_size_eval
         batches = {f"{i}": list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)}
         keys = list(batches)
         log_name = f"{name}_{split}_captions.{fingerprint(settings, dataset.identity(), model)}"
 
-        with Prefetcher(pending_keys(keys, output_dir, log_name), lambda k: dataset.load_batch(batches[k]),
-                        depth=2, workers=settings.num_workers) as prefetch:
+        with Prefetcher(
+            pending_keys(keys, output_dir, log_name),
+            lambda k: dataset.load_batch(batches[k]),
+            depth=2,
+            workers=settings.num_workers,
+        ) as prefetch:
+
             def caption(key: str) -> List[Dict[str, Any]]:
                 samples = prefetch.get(key)
                 image = samples["image"].to(model.device)
@@ -79,17 +99,24 @@ class CaptioningTask(EvalTask):
                 captions = model.generate_from_embeds(embeds, mask, generation)
                 return [{"image_id": int(i), "caption": c} for i, c in zip(samples["image_id"], captions)]
 
-            groups = run_resumable(keys, key=lambda k: k, process=caption, out_dir=output_dir, name=log_name,
-                                   desc=f"captions {name}/{split}")
+            groups = run_resumable(
+                keys,
+                key=lambda k: k,
+                process=caption,
+                out_dir=output_dir,
+                name=log_name,
+                desc=f"captions {name}/{split}",
+            )
         results = [row for group in groups for row in group]
         metrics: Dict[str, Any] = {}
         if dist_utils.is_main_process():
             atomic_write_json(Path(output_dir) / f"{name}_{split}_captions.json", results)
             scored = score_captions(dataset.gt, results, skip=settings.skip_metrics)
             metrics = {k: v for k, v in scored.items() if k != "skipped"}
-            atomic_write_json(Path(output_dir) / f"{name}_{split}_metrics.json",
-                              {"dataset": name, "split": split, **scored, "num_images": len(results),
-                               "settings": settings.as_dict()})
+            atomic_write_json(
+                Path(output_dir) / f"{name}_{split}_metrics.json",
+                {"dataset": name, "split": split, **scored, "num_images": len(results), "settings": settings.as_dict()},
+            )
             metrics["num_images"] = len(results)
         metrics = dist_utils.all_gather_objects(metrics)[0]  # every rank returns rank 0's scores
         clear_partials(output_dir, log_name)

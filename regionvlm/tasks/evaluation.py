@@ -15,17 +15,31 @@ One of each thing, so tasks only say what is specific to them:
 - :class:`Prefetcher`: inputs of the next items loaded on threads while the model works;
 - :func:`item_rng`: randomness keyed by (seed, item), independent of sharding and order.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import (Any, Callable, ClassVar, Dict, Generic, Hashable, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple, TypeVar)
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Generic,
+    Hashable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 import numpy as np
 import torch
@@ -94,21 +108,31 @@ def model_identity(model: torch.nn.Module) -> Dict[str, Any]:
     module = getattr(model, "module", model)
     params = dict(module.named_parameters())
     probe = {}
-    for name in ("query_tokens", "t5_proj.weight", "t5_proj.bias", "ln_vision.weight",
-                 "Qformer.bert.embeddings.word_embeddings.weight"):
+    for name in (
+        "query_tokens",
+        "t5_proj.weight",
+        "t5_proj.bias",
+        "ln_vision.weight",
+        "Qformer.bert.embeddings.word_embeddings.weight",
+    ):
         if name in params:
             probe[name] = repr(float(params[name].detach().double().sum()))
     precision = getattr(module, "precision", None)
-    return {"class": type(module).__name__, "image_size": getattr(module, "image_size", None),
-            "max_txt_len": getattr(module, "max_txt_len", None),
-            "precision": getattr(precision, "name", None), "weights": probe}
+    return {
+        "class": type(module).__name__,
+        "image_size": getattr(module, "image_size", None),
+        "max_txt_len": getattr(module, "max_txt_len", None),
+        "precision": getattr(precision, "name", None),
+        "weights": probe,
+    }
 
 
 def fingerprint(settings: Any, data_identity: Mapping[str, Any], model: torch.nn.Module) -> str:
     """Short hash of (settings that change results, data identity, model identity)."""
     fields = settings.result_fields() if hasattr(settings, "result_fields") else dict(settings)
-    blob = json.dumps({"settings": fields, "data": dict(data_identity), "model": model_identity(model)},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"settings": fields, "data": dict(data_identity), "model": model_identity(model)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -130,8 +154,14 @@ def finished_items(out_dir: str | Path, name: str) -> Dict[str, Any]:
     return done
 
 
-def run_resumable(items: Sequence[T], key: Callable[[T], str], process: Callable[[T], Any],
-                  out_dir: str | Path, name: str, desc: str = "eval") -> List[Any]:
+def run_resumable(
+    items: Sequence[T],
+    key: Callable[[T], str],
+    process: Callable[[T], Any],
+    out_dir: str | Path,
+    name: str,
+    desc: str = "eval",
+) -> List[Any]:
     """Process ``items`` (each rank a strided shard), logging each result as it finishes;
     return every item's result in ``items`` order, on every rank. ``name`` should carry the
     run's :func:`fingerprint`."""
@@ -193,7 +223,7 @@ class Prefetcher(Generic[K, T]):
             return self._load(key)
         for stale in [k for k in self._futures if self._position[k] < position]:
             self._futures.pop(stale).cancel()
-        for k in self._order[position + 1:position + 1 + self._depth]:
+        for k in self._order[position + 1 : position + 1 + self._depth]:
             if k not in self._futures:
                 self._futures[k] = self._pool.submit(self._load, k)
         future = self._futures.pop(key, None)
@@ -218,12 +248,14 @@ def check_image_size(model: torch.nn.Module, dataset: Any, name: str) -> None:
     size = getattr(getattr(dataset, "vis_processor", None), "image_size", None)
     expected = getattr(model, "image_size", None)
     if size is not None and expected is not None and int(size) != int(expected):
-        raise ConfigError(f"`datasets.{name}` processes images to {size} px but the model takes {expected} px; set "
-                          f"`datasets.{name}.vis_processor.eval.image_size` to {expected} (or null).")
+        raise ConfigError(
+            f"`datasets.{name}` processes images to {size} px but the model takes {expected} px; set "
+            f"`datasets.{name}.vis_processor.eval.image_size` to {expected} (or null)."
+        )
 
 
 # ----------------------------------------------------------------- the task base
-class EvalTask(BaseTask):
+class EvalTask(BaseTask, ABC):
     """An evaluation task: ``evaluate`` runs :meth:`evaluate_split` on every selected split
     inside :func:`evaluating` and names the metrics; subclasses set ``Settings``,
     ``DATASET_TYPES`` (what they can score) and ``HEADLINE`` (the metric behind ``agg_metrics``)."""
@@ -232,8 +264,7 @@ class EvalTask(BaseTask):
     DATASET_TYPES: Tuple[type, ...] = ()
     HEADLINE = ""
 
-    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: EvalSettings
-               ) -> List[Tuple[str, str, Any]]:
+    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: EvalSettings) -> List[Tuple[str, str, Any]]:
         """``(builder name, split, dataset)`` of every split to evaluate."""
         wanted = settings.test_splits
         jobs = []
@@ -251,14 +282,17 @@ class EvalTask(BaseTask):
 
     def wrong_dataset_message(self, name: str, split: str, dataset: Any) -> str:
         kinds = ", ".join(t.__name__ for t in self.DATASET_TYPES)
-        return (f"task '{self.registered_name()}' scores {kinds} datasets; `datasets.{name}` ({split}) built a "
-                f"{type(dataset).__name__}. Use a matching builder or run.task.")
+        return (
+            f"task '{self.registered_name()}' scores {kinds} datasets; `datasets.{name}` ({split}) built a "
+            f"{type(dataset).__name__}. Use a matching builder or run.task."
+        )
 
     def registered_name(self) -> str:
         return getattr(type(self), "NAME", type(self).__name__)
 
-    def evaluate(self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any,
-                 output_dir: Path) -> Dict[str, Any]:
+    def evaluate(
+        self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any, output_dir: Path
+    ) -> Dict[str, Any]:
         settings = self.parse_settings(run_cfg)
         jobs = self.select(datasets, settings)
         metrics: Dict[str, Any] = {}
@@ -277,7 +311,8 @@ class EvalTask(BaseTask):
         return metrics.get(self.HEADLINE)
 
     @abstractmethod
-    def evaluate_split(self, model: RegionStepModel, dataset: Any, name: str, split: str, settings: Any,
-                       output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self, model: RegionStepModel, dataset: Any, name: str, split: str, settings: Any, output_dir: Path
+    ) -> Dict[str, Any]:
         """Evaluate one split (resumable, sharded), write its results files, return its metrics.
         ``model`` is used only through the step API (:class:`RegionStepModel`)."""

@@ -57,6 +57,7 @@ Progress is logged per image; a killed run started again resumes (the log name c
 fingerprint of the settings, the data and the model, so changed settings never mix with
 old partial results).
 """
+
 from __future__ import annotations
 
 import math
@@ -73,20 +74,28 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import setting
 from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
-from regionvlm.common.settings import setting
 from regionvlm.datasets.ris_datasets import RISDataset
 from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
 from regionvlm.region import MaskPointSampler, Region, format_points
-from regionvlm.tasks.evaluation import (EvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint, item_rng,
-                                        pending_keys, run_resumable)
+from regionvlm.tasks.evaluation import (
+    EvalSettings,
+    EvalTask,
+    Prefetcher,
+    clear_partials,
+    fingerprint,
+    item_rng,
+    pending_keys,
+    run_resumable,
+)
 
 PROTOCOLS = ("fast", "official")
 DRAWS = ("image", "sentence")
 NO_CANDIDATE = ("empty", "error")
-TEXT_PROMPTS = ("points", "empty", "box")    # the region as text, the image encoded once for all masks
-VISUAL_MODES = tuple(VISUAL_PROMPTS)         # ("crop", "blur", "circle"): the image marked per mask, empty text
+TEXT_PROMPTS = ("points", "empty", "box")  # the region as text, the image encoded once for all masks
+VISUAL_MODES = tuple(VISUAL_PROMPTS)  # ("crop", "blur", "circle"): the image marked per mask, empty text
 REGION_PROMPTS = TEXT_PROMPTS + VISUAL_MODES
 
 
@@ -106,9 +115,12 @@ class RISSettings(EvalSettings):
     on_no_candidate: str = setting("empty", choices=NO_CANDIDATE)
     visualize: int = setting(0, min=0, help="write N PNG overlays")
     prefetch: int = setting(2, min=0, help="images loaded ahead by threads")
-    region_prompt: str = setting("points", choices=REGION_PROMPTS,
-                                 help="points | empty (ablation) | box (points in the mask's box) | "
-                                      "crop | blur | circle (visual prompts, empty region text)")
+    region_prompt: str = setting(
+        "points",
+        choices=REGION_PROMPTS,
+        help="points | empty (ablation) | box (points in the mask's box) | "
+        "crop | blur | circle (visual prompts, empty region text)",
+    )
 
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
@@ -134,12 +146,21 @@ def hugs_border(mask: np.ndarray, threshold: float) -> bool:
     the top or bottom 2 rows compared with ``threshold * H``, in the left or right 2 columns
     with ``threshold * W`` (rows against H and columns against W, as the released code does)."""
     height, width = mask.shape
-    return bool(mask[:2].sum() > threshold * height or mask[-2:].sum() > threshold * height
-                or mask[:, :2].sum() > threshold * width or mask[:, -2:].sum() > threshold * width)
+    return bool(
+        mask[:2].sum() > threshold * height
+        or mask[-2:].sum() > threshold * height
+        or mask[:, :2].sum() > threshold * width
+        or mask[:, -2:].sum() > threshold * width
+    )
 
 
-def filter_proposals(props: ProposalSet, threshold: float = 0.7, small_threshold: float = 0.04,
-                     max_masks: int = 20, fallback_min_area: float = 0.01) -> Candidates:
+def filter_proposals(
+    props: ProposalSet,
+    threshold: float = 0.7,
+    small_threshold: float = 0.04,
+    max_masks: int = 20,
+    fallback_min_area: float = 0.01,
+) -> Candidates:
     """The official filtering: drop masks under ``small_threshold`` of the image and border huggers,
     keep the first ``max_masks`` survivors in proposal order; if none survive, keep the first
     ``max_masks`` masks covering at least ``fallback_min_area``, without the border test."""
@@ -197,8 +218,9 @@ class MaskPrompts:
         return replace(self, images=self.images.to(device))
 
 
-def build_prompts(mode: str, image: Any, masks: Sequence[np.ndarray],
-                  vis_processor: Callable[[Any], torch.Tensor]) -> MaskPrompts:
+def build_prompts(
+    mode: str, image: Any, masks: Sequence[np.ndarray], vis_processor: Callable[[Any], torch.Tensor]
+) -> MaskPrompts:
     """What ``region_prompt`` ``mode`` gives the model for each of ``masks`` (bool, the
     image's own resolution) of the PIL ``image``: visual modes transform the image per mask
     and run each result through ``vis_processor``; text modes process the image once."""
@@ -207,8 +229,7 @@ def build_prompts(mode: str, image: Any, masks: Sequence[np.ndarray],
     if not masks:
         raise ValueError("build_prompts needs at least one mask")
     if mode in VISUAL_MODES:
-        return MaskPrompts(mode, torch.stack([vis_processor(im) for im in apply_visual_prompt(mode, image, masks)]),
-                           [])
+        return MaskPrompts(mode, torch.stack([vis_processor(im) for im in apply_visual_prompt(mode, image, masks)]), [])
     if mode == "box":
         samplers: List[PointSampler] = [BoxPointSampler(mask_box(m), *m.shape) for m in masks]
     else:
@@ -216,9 +237,14 @@ def build_prompts(mode: str, image: Any, masks: Sequence[np.ndarray],
     return MaskPrompts(mode, vis_processor(image).unsqueeze(0), samplers)
 
 
-def draw_region_texts(samplers: Sequence[PointSampler], num_points: int, repeats: int,
-                      rng: np.random.Generator, text_processor: Callable[[str], str],
-                      empty: bool = False) -> List[str]:
+def draw_region_texts(
+    samplers: Sequence[PointSampler],
+    num_points: int,
+    repeats: int,
+    rng: np.random.Generator,
+    text_processor: Callable[[str], str],
+    empty: bool = False,
+) -> List[str]:
     """``repeats`` region texts per mask, mask-major (mask 0 draw 0..R-1, mask 1 ...).
     ``empty=True`` (the ablation) replaces every text by "" after drawing the same points."""
     texts = [text_processor(format_points(s.sample(num_points, rng))) for s in samplers for _ in range(repeats)]
@@ -238,16 +264,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def encode_region_texts(model: torch.nn.Module, image_embeds: torch.Tensor, texts: Sequence[str],
-                        batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def encode_region_texts(
+    model: torch.nn.Module, image_embeds: torch.Tensor, texts: Sequence[str], batch: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Q-Former + T5 encoder for many region texts: of one image (``image_embeds`` batch 1)
     or each with its own image (``image_embeds`` batch ``len(texts)``)."""
     if image_embeds.shape[0] not in (1, len(texts)):
         raise ValueError(f"{image_embeds.shape[0]} image embeddings for {len(texts)} region texts")
     hidden, masks = [], []
     for start in range(0, len(texts), batch):
-        rows = image_embeds if image_embeds.shape[0] == 1 else image_embeds[start:start + batch]
-        queries = model.region_queries(rows, texts[start:start + batch])
+        rows = image_embeds if image_embeds.shape[0] == 1 else image_embeds[start : start + batch]
+        queries = model.region_queries(rows, texts[start : start + batch])
         embeds, mask = model.t5_inputs(queries)
         hidden.append(model.encode_t5(embeds, mask))
         masks.append(mask)
@@ -259,29 +286,40 @@ def _sentence_order(model: torch.nn.Module, sentences: Sequence[str], indices: S
     return [i for _, i in sorted(zip(lengths, indices))]
 
 
-def _region_inputs(prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: RISSettings,
-                   text_processor: Callable[[str], str]) -> Tuple[List[DrawGroup], int, List[str]]:
+def _region_inputs(
+    prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: RISSettings, text_processor: Callable[[str], str]
+) -> Tuple[List[DrawGroup], int, List[str]]:
     """(groups, draws per mask, region texts in group-major, mask-major, draw order).
     Visual modes draw nothing: one group of every sentence, one empty text per mask."""
     if prompts.visual:
         return [DrawGroup("visual", sorted(i for g in groups for i in g.sentences))], 1, [""] * len(prompts)
     texts: List[str] = []
     for g in groups:
-        texts += draw_region_texts(prompts.samplers, settings.num_points, settings.repeats,
-                                   item_rng(settings.seed, g.key), text_processor,
-                                   empty=settings.region_prompt == "empty")
+        texts += draw_region_texts(
+            prompts.samplers,
+            settings.num_points,
+            settings.repeats,
+            item_rng(settings.seed, g.key),
+            text_processor,
+            empty=settings.region_prompt == "empty",
+        )
     return list(groups), settings.repeats, texts
 
 
 def encode_images(model: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
     """ViT features of a stack of images, ``batch`` images per call."""
-    return torch.cat([model.encode_image(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+    return torch.cat([model.encode_image(images[i : i + batch]) for i in range(0, images.shape[0], batch)])
 
 
 @torch.inference_mode()
-def score_image_fast(model: torch.nn.Module, prompts: MaskPrompts, sentences: Sequence[str],
-                     groups: Sequence[DrawGroup], settings: RISSettings,
-                     text_processor: Callable[[str], str]) -> np.ndarray:
+def score_image_fast(
+    model: torch.nn.Module,
+    prompts: MaskPrompts,
+    sentences: Sequence[str],
+    groups: Sequence[DrawGroup],
+    settings: RISSettings,
+    text_processor: Callable[[str], str],
+) -> np.ndarray:
     """Scores (num_sentences, num_masks): the ViT once per image (visual modes: once per
     mask's prompted image, batched), the Q-Former + T5 encoder once per (mask, draw), the
     decoder for all (draw, sentence) pairs in chunks."""
@@ -303,20 +341,25 @@ def score_image_fast(model: torch.nn.Module, prompts: MaskPrompts, sentences: Se
         sent_of_pair.extend([s] * per_group)
     chunks = []  # kept on the device: no synchronization until every chunk is queued
     for start in range(0, len(rows), settings.decoder_batch):
-        idx = torch.tensor(rows[start:start + settings.decoder_batch], device=hidden.device)
-        targets = [sentences[s] for s in sent_of_pair[start:start + settings.decoder_batch]]
+        idx = torch.tensor(rows[start : start + settings.decoder_batch], device=hidden.device)
+        targets = [sentences[s] for s in sent_of_pair[start : start + settings.decoder_batch]]
         chunks.append(model.target_nll(hidden[idx], enc_mask[idx], targets).float())
     nll = torch.cat(chunks).cpu().numpy().astype(np.float64)
     scores = np.full((len(sentences), len(prompts), repeats), np.nan)
     for n, (_, s) in enumerate(order):
-        scores[s] = nll[n * per_group:(n + 1) * per_group].reshape(len(prompts), repeats)
+        scores[s] = nll[n * per_group : (n + 1) * per_group].reshape(len(prompts), repeats)
     return scores.min(axis=2)
 
 
 @torch.inference_mode()
-def score_image_official(model: torch.nn.Module, prompts: MaskPrompts, sentences: Sequence[str],
-                         groups: Sequence[DrawGroup], settings: RISSettings,
-                         text_processor: Callable[[str], str]) -> np.ndarray:
+def score_image_official(
+    model: torch.nn.Module,
+    prompts: MaskPrompts,
+    sentences: Sequence[str],
+    groups: Sequence[DrawGroup],
+    settings: RISSettings,
+    text_processor: Callable[[str], str],
+) -> np.ndarray:
     """The authors' protocol: one ``model.forward`` of R samples per (sentence, mask), the
     image repeated R times and encoded again each time (visual modes: one sample, the mask's
     prompted image)."""
@@ -330,10 +373,16 @@ def score_image_official(model: torch.nn.Module, prompts: MaskPrompts, sentences
     for gi, g in enumerate(groups):
         for s in g.sentences:
             for m in range(len(prompts)):
-                image = images[m:m + 1] if prompts.visual else images
+                image = images[m : m + 1] if prompts.visual else images
                 first = gi * per_group + m * repeats
-                loss = model({"image": image.repeat(repeats, 1, 1, 1), "text_input": texts[first:first + repeats],
-                              "text_output": [sentences[s]] * repeats}, reduction="none")["loss"]
+                loss = model(
+                    {
+                        "image": image.repeat(repeats, 1, 1, 1),
+                        "text_input": texts[first : first + repeats],
+                        "text_output": [sentences[s]] * repeats,
+                    },
+                    reduction="none",
+                )["loss"]
                 scores[s, m] = float(loss.float().min())
     return scores
 
@@ -358,9 +407,11 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         return {"oIoU": None, "mIoU": None, "num_queries": 0}
     inter = sum(r["intersection"] for r in records)
     union = sum(r["union"] for r in records)
-    return {"oIoU": 100.0 * inter / union if union else 0.0,
-            "mIoU": 100.0 * float(np.mean([r["iou"] for r in records])),
-            "num_queries": len(records)}
+    return {
+        "oIoU": 100.0 * inter / union if union else 0.0,
+        "mIoU": 100.0 * float(np.mean([r["iou"] for r in records])),
+        "num_queries": len(records),
+    }
 
 
 # ----------------------------------------------------------------------------- per image
@@ -404,22 +455,25 @@ class SplitEvaluator:
             raise InputError(
                 f"proposals '{props.path}' are {props.height}x{props.width} but '{ds.refer.instances_path}' says "
                 f"image {image_id} ({info.file_name}) is {info.height}x{info.width}; regenerate the proposals "
-                "from the same images.")
+                "from the same images."
+            )
         path = ds.image_path(image_id)
         if not path.is_file():
-            raise MissingFileError(f"image {image_id} not found at '{path}' (expected "
-                                   f"<image_root>/{info.file_name}; set `image_root` / --image-root).")
+            raise MissingFileError(
+                f"image {image_id} not found at '{path}' (expected "
+                f"<image_root>/{info.file_name}; set `image_root` / --image-root)."
+            )
         rgb = open_image(path, f"image {image_id}")
         if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
             raise InputError(
                 f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
                 f"{props.height}x{props.width}; region_prompt '{s.region_prompt}' marks the masks on the image "
-                "itself, so they must match (regenerate the proposals from this image).")
+                "itself, so they must match (regenerate the proposals from this image)."
+            )
         cands = filter_proposals(props, s.threshold, s.small_threshold, s.max_masks, s.fallback_min_area)
         prompts = None
         if cands.indices:
-            prompts = build_prompts(s.region_prompt, rgb, [props.mask(i) for i in cands.indices],
-                                    self.vis_processor)
+            prompts = build_prompts(s.region_prompt, rgb, [props.mask(i) for i in cands.indices], self.vis_processor)
         gt = {q.ann_id: ds.refer.gt_mask(q.ann_id) for q in queries}
         sentences = [self.text_processor(q.sentence) or None for q in queries]
         return ImageInputs(props, cands, prompts, gt, sentences)
@@ -437,8 +491,10 @@ class SplitEvaluator:
         skipped, active = [], []
         for q, sentence in zip(queries, inputs.sentences):
             if sentence is None:
-                reason = (f"sentence {q.sent_id} of ref {q.ref_id} ({q.sentence!r}) is empty after text "
-                          "processing; an empty expression cannot be scored")
+                reason = (
+                    f"sentence {q.sent_id} of ref {q.ref_id} ({q.sentence!r}) is empty after text "
+                    "processing; an empty expression cannot be scored"
+                )
                 if not self.dataset.skip_missing:
                     raise InputError(f"'{self.dataset.refer.refs_path}': {reason}. Fix the file or set skip_missing.")
                 skipped.append(_skip_entry(q, reason))
@@ -449,7 +505,8 @@ class SplitEvaluator:
             raise InputError(
                 f"image {image_id}: none of the {len(inputs.proposals)} proposals in '{inputs.proposals.path}' "
                 f"survives filtering, not even the fallback (>= {s.fallback_min_area:.0%} of the image); "
-                "set run.on_no_candidate=empty to score such queries as IoU 0.")
+                "set run.on_no_candidate=empty to score such queries as IoU 0."
+            )
         scores = np.zeros((len(active), 0))
         if inputs.prompts is not None and active:
             sentences = [sent for _, sent in active]
@@ -457,17 +514,31 @@ class SplitEvaluator:
                 groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
             else:
                 groups = [DrawGroup(f"{image_id}/{q.ref_id}/{q.sent_id}", [i]) for i, (q, _) in enumerate(active)]
-            scores = SCORERS[s.protocol](self.model, inputs.prompts.to(self.model.device), sentences, groups, s,
-                                         self.text_processor)
+            scores = SCORERS[s.protocol](
+                self.model, inputs.prompts.to(self.model.device), sentences, groups, s, self.text_processor
+            )
         records = []
         for row, (q, _) in enumerate(active):
             chosen = cands.indices[int(np.argmin(scores[row]))] if cands.indices else None
-            inter, union, iou = mask_iou(inputs.proposals.mask(chosen) if chosen is not None else None,
-                                         inputs.gt[q.ann_id])
-            records.append({"index": q.index, "ref_id": q.ref_id, "sent_id": q.sent_id, "image_id": q.image_id,
-                            "sentence": q.sentence, "candidates": list(cands.indices), "fallback": cands.fallback,
-                            "scores": [float(v) for v in scores[row]], "chosen": chosen, "iou": iou,
-                            "intersection": inter, "union": union})
+            inter, union, iou = mask_iou(
+                inputs.proposals.mask(chosen) if chosen is not None else None, inputs.gt[q.ann_id]
+            )
+            records.append(
+                {
+                    "index": q.index,
+                    "ref_id": q.ref_id,
+                    "sent_id": q.sent_id,
+                    "image_id": q.image_id,
+                    "sentence": q.sentence,
+                    "candidates": list(cands.indices),
+                    "fallback": cands.fallback,
+                    "scores": [float(v) for v in scores[row]],
+                    "chosen": chosen,
+                    "iou": iou,
+                    "intersection": inter,
+                    "union": union,
+                }
+            )
         return {"queries": records, "skipped": skipped}
 
     # -- the whole split
@@ -483,7 +554,8 @@ class SplitEvaluator:
                     f"{len(missing)} file(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
                     f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
                     f"<proposals>/<image name>.json (proposals={ds.proposals}, written by "
-                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them.")
+                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them."
+                )
             absent = {}
             for m in missing:
                 absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
@@ -491,31 +563,55 @@ class SplitEvaluator:
                 skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
             keys = [k for k in keys if k not in absent]
         name = f"{self.stem}.{self.fingerprint()}"
-        with Prefetcher(pending_keys(keys, self.output_dir, name), self.load, s.prefetch,
-                        workers=min(s.prefetch, 4)) as prefetcher:
-            per_image = run_resumable(keys, key=lambda k: k, process=lambda k: self.process(k, prefetcher),
-                                      out_dir=self.output_dir, name=name, desc=f"RIS {ds.dataset_name} {ds.split}")
+        with Prefetcher(
+            pending_keys(keys, self.output_dir, name), self.load, s.prefetch, workers=min(s.prefetch, 4)
+        ) as prefetcher:
+            per_image = run_resumable(
+                keys,
+                key=lambda k: k,
+                process=lambda k: self.process(k, prefetcher),
+                out_dir=self.output_dir,
+                name=name,
+                desc=f"RIS {ds.dataset_name} {ds.split}",
+            )
         records = sorted((r for res in per_image for r in res["queries"]), key=lambda r: r["index"])
         for res in per_image:
             skipped.extend(res["skipped"])
         skipped.sort(key=lambda e: (e["ref_id"], e["sent_id"]))
         metrics = summarize(records)
-        no_candidate = [{"ref_id": r["ref_id"], "sent_id": r["sent_id"], "image_id": r["image_id"]}
-                        for r in records if r["chosen"] is None]
-        metrics.update({"num_images": len({r["image_id"] for r in records}), "num_skipped": len(skipped),
-                        "num_no_candidate": len(no_candidate),
-                        "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None)})
-        results = {"task": "ris", "data": ds.identity(), "settings": s.result_fields(), "metrics": metrics,
-                   "no_candidate": no_candidate, "skipped": skipped, "queries": records}
+        no_candidate = [
+            {"ref_id": r["ref_id"], "sent_id": r["sent_id"], "image_id": r["image_id"]}
+            for r in records
+            if r["chosen"] is None
+        ]
+        metrics.update(
+            {
+                "num_images": len({r["image_id"] for r in records}),
+                "num_skipped": len(skipped),
+                "num_no_candidate": len(no_candidate),
+                "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None),
+            }
+        )
+        results = {
+            "task": "ris",
+            "data": ds.identity(),
+            "settings": s.result_fields(),
+            "metrics": metrics,
+            "no_candidate": no_candidate,
+            "skipped": skipped,
+            "queries": records,
+        }
         path = self.output_dir / f"{self.stem}.json"
         if dist_utils.is_main_process():
             atomic_write_json(path, results)
             if s.visualize:
-                self.visualize(records[:s.visualize])
+                self.visualize(records[: s.visualize])
         clear_partials(self.output_dir, name)
         if no_candidate:
-            echo(f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
-                  "(scored as IoU 0; listed under 'no_candidate').")
+            echo(
+                f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
+                "(scored as IoU 0; listed under 'no_candidate')."
+            )
         if skipped:
             echo(f"[{self.stem}] warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
         return {"metrics": metrics, "path": str(path)}
@@ -540,7 +636,8 @@ class SplitEvaluator:
                 out[m] = 0.55 * out[m] + 0.45 * np.array(colour, dtype=np.float32)
             height, width = gt.shape
             lines = textwrap.wrap(f'"{r["sentence"]}"', max(10, width // 7)) + [
-                f"IoU {r['iou']:.3f}  red: proposal {r['chosen']}  green: ground truth"]
+                f"IoU {r['iou']:.3f}  red: proposal {r['chosen']}  green: ground truth"
+            ]
             canvas = Image.new("RGB", (width, height + 14 * len(lines) + 6), (255, 255, 255))
             canvas.paste(Image.fromarray(out.clip(0, 255).astype(np.uint8)), (0, 0))
             draw = ImageDraw.Draw(canvas)
@@ -567,12 +664,21 @@ class RISTask(EvalTask):
     DATASET_TYPES = (RISDataset,)
     HEADLINE = "oIoU"
 
-    def evaluate_split(self, model: torch.nn.Module, dataset: RISDataset, name: str, split: str,
-                       settings: RISSettings, output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self,
+        model: torch.nn.Module,
+        dataset: RISDataset,
+        name: str,
+        split: str,
+        settings: RISSettings,
+        output_dir: Path,
+    ) -> Dict[str, Any]:
         result = SplitEvaluator(model, dataset, settings, output_dir).run()
         m = result["metrics"]
-        echo(f"[RIS] {dataset.eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
-             f"({m['num_queries']} queries) -> {result['path']}")
+        echo(
+            f"[RIS] {dataset.eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
+            f"({m['num_queries']} queries) -> {result['path']}"
+        )
         return m
 
 

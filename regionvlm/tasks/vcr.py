@@ -38,6 +38,7 @@ on sharding, batching order or resumption. Items are processed ``batch_size`` at
 through :func:`run_resumable` (torchrun-sharded, resumable, progress bar); a resumed run
 must keep the same settings (they are part of the progress-log name).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,8 +56,8 @@ from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.vcr import NUM_CHOICES, VCRItem, object_references, render_tokens
 from regionvlm.datasets.vcr_datasets import VCRDataset, VCRSample
-from regionvlm.region import format_points, sample_mask_points
 from regionvlm.models.generation import GenerationSettings
+from regionvlm.region import format_points, sample_mask_points
 from regionvlm.tasks.evaluation import BatchEvalSettings, EvalTask, clear_partials, fingerprint, item_rng, run_resumable
 
 MODES = ("generate", "ranking")
@@ -96,8 +97,14 @@ def rationale_prompt(item: VCRItem, answer_index: int, kind: str = "qa_r") -> VC
     """QA->R (gold answer) or Q->AR (predicted answer): question, answer, four rationales."""
     choices = tuple(render_tokens(c) for c in item.rationale_choices)
     answer = item.answer_choices[answer_index]
-    text = ("Question: " + render_tokens(item.question).strip() + " Answer: " + render_tokens(answer)
-            + " Why? " + "".join(f" {j}. {c}" for j, c in enumerate(choices, 1)))
+    text = (
+        "Question: "
+        + render_tokens(item.question).strip()
+        + " Answer: "
+        + render_tokens(answer)
+        + " Why? "
+        + "".join(f" {j}. {c}" for j, c in enumerate(choices, 1))
+    )
     objects = official_object_order(object_references(item.question, answer, *item.rationale_choices))
     return VCRPrompt(kind, text, objects, choices)
 
@@ -136,9 +143,11 @@ def answer_index_for_rationale(prediction: str) -> int:
 
 def score_item(answer_label: int, rationale_label: int, q_a: str, qa_r: str, q_ar: str) -> Dict[str, bool]:
     """Correctness of the three predictions; Q->AR needs the answer *and* its rationale."""
-    return {"q_a": is_correct(q_a, answer_label),
-            "qa_r": is_correct(qa_r, rationale_label),
-            "q_ar": is_correct(q_a, answer_label) and is_correct(q_ar, rationale_label)}
+    return {
+        "q_a": is_correct(q_a, answer_label),
+        "qa_r": is_correct(qa_r, rationale_label),
+        "q_ar": is_correct(q_a, answer_label) and is_correct(q_ar, rationale_label),
+    }
 
 
 # ------------------------------------------------------------------ settings
@@ -171,6 +180,7 @@ class VCREvaluator:
     # -- loading -----------------------------------------------------------
     def _load(self, indices: Sequence[int]) -> List[Any]:
         """Samples, or a ``str`` reason for an item skipped under ``skip_missing``."""
+
         def one(index: int) -> Any:
             try:
                 return self.dataset[index]
@@ -190,8 +200,13 @@ class VCREvaluator:
         processor = self.dataset.text_processor
         return processor(text) if processor is not None else text
 
-    def soft_tokens(self, image_embeds: torch.Tensor, image_of: Sequence[int], samples: Sequence[VCRSample],
-                    prompts: Sequence[Tuple[int, VCRPrompt]]) -> List[Dict[int, torch.Tensor]]:
+    def soft_tokens(
+        self,
+        image_embeds: torch.Tensor,
+        image_of: Sequence[int],
+        samples: Sequence[VCRSample],
+        prompts: Sequence[Tuple[int, VCRPrompt]],
+    ) -> List[Dict[int, torch.Tensor]]:
         """Per prompt: object -> its 32 soft tokens (one Q-Former pass per object, batched).
         ``image_of[b]`` is the row of ``image_embeds`` holding sample ``b``'s image."""
         jobs: List[Tuple[int, int, int, str]] = []  # (prompt, image row, object, region text)
@@ -202,19 +217,23 @@ class VCREvaluator:
         out: List[Dict[int, torch.Tensor]] = [{} for _ in prompts]
         step = self.settings.qformer_batch
         for start in range(0, len(jobs), step):
-            part = jobs[start:start + step]
+            part = jobs[start : start + step]
             index = torch.tensor([b for _, b, _, _ in part], device=image_embeds.device)
             queries = self.model.region_queries(image_embeds[index], [t for _, _, _, t in part])
             for (p, _, obj, _), q in zip(part, queries):
                 out[p][obj] = q
         return out
 
-    def decide(self, image_embeds: torch.Tensor, image_of: Sequence[int], samples: Sequence[VCRSample],
-               prompts: Sequence[Tuple[int, VCRPrompt]]) -> List[Dict[str, Any]]:
+    def decide(
+        self,
+        image_embeds: torch.Tensor,
+        image_of: Sequence[int],
+        samples: Sequence[VCRSample],
+        prompts: Sequence[Tuple[int, VCRPrompt]],
+    ) -> List[Dict[str, Any]]:
         """One decision per prompt: ``{"pred", "fallback", "output"|"scores"}``."""
         soft = self.soft_tokens(image_embeds, image_of, samples, prompts)
-        embeds, mask = self.model.embed_segments(
-            [prompt_segments(prompt, s) for (_, prompt), s in zip(prompts, soft)])
+        embeds, mask = self.model.embed_segments([prompt_segments(prompt, s) for (_, prompt), s in zip(prompts, soft)])
         if self.settings.mode == "generate":
             outputs = self.model.generate_from_embeds(embeds, mask, self.settings.generation())
             decisions = []
@@ -227,11 +246,14 @@ class VCREvaluator:
             targets = [c for _, prompt in prompts for c in prompt.choices]
         else:
             targets = [str(j) for _ in prompts for j in range(1, NUM_CHOICES + 1)]
-        nll = self.model.target_nll(hidden.repeat_interleave(NUM_CHOICES, 0),
-                                    mask.repeat_interleave(NUM_CHOICES, 0), targets)
+        nll = self.model.target_nll(
+            hidden.repeat_interleave(NUM_CHOICES, 0), mask.repeat_interleave(NUM_CHOICES, 0), targets
+        )
         scores = nll.view(len(prompts), NUM_CHOICES).float().cpu()
-        return [{"scores": [round(float(v), 6) for v in row], "pred": str(int(row.argmin()) + 1),
-                 "fallback": False} for row in scores]
+        return [
+            {"scores": [round(float(v), 6) for v in row], "pred": str(int(row.argmin()) + 1), "fallback": False}
+            for row in scores
+        ]
 
     @torch.no_grad()
     def run_batch(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
@@ -266,12 +288,19 @@ class VCREvaluator:
             for b, (pos, s) in enumerate(live):
                 q_a, qa_r, q_ar = stage1[2 * b], stage1[2 * b + 1], stage2[b]
                 q_ar = {**q_ar, "answer_shown": used[b] + 1}
-                correct = score_item(s.item.answer_label, s.item.rationale_label,
-                                     q_a["pred"], qa_r["pred"], q_ar["pred"])
-                rows[pos] = {"key": s.item.key, "answer_gold": s.item.answer_label + 1,
-                             "rationale_gold": s.item.rationale_label + 1,
-                             "q_a": q_a, "qa_r": qa_r, "q_ar": q_ar, "correct": correct,
-                             "mask_box_fallbacks": s.mask_fallbacks}
+                correct = score_item(
+                    s.item.answer_label, s.item.rationale_label, q_a["pred"], qa_r["pred"], q_ar["pred"]
+                )
+                rows[pos] = {
+                    "key": s.item.key,
+                    "answer_gold": s.item.answer_label + 1,
+                    "rationale_gold": s.item.rationale_label + 1,
+                    "q_a": q_a,
+                    "qa_r": qa_r,
+                    "q_ar": q_ar,
+                    "correct": correct,
+                    "mask_box_fallbacks": s.mask_fallbacks,
+                }
         return rows
 
 
@@ -300,40 +329,68 @@ class VCRTask(EvalTask):
     DATASET_TYPES = (VCRDataset,)
     HEADLINE = "q_ar"
 
-    def evaluate_split(self, model: torch.nn.Module, dataset: VCRDataset, name: str, split: str,
-                       settings: VCRSettings, output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self,
+        model: torch.nn.Module,
+        dataset: VCRDataset,
+        name: str,
+        split: str,
+        settings: VCRSettings,
+        output_dir: Path,
+    ) -> Dict[str, Any]:
         """Evaluate one split; write ``<name>_<split>_<mode>.json``; return its metrics."""
         unlabeled = [it.key for it in dataset.items if it.answer_label is None or it.rationale_label is None]
         if unlabeled:
-            raise ConfigError(f"{len(unlabeled)} VCR items have no answer/rationale label (first: "
-                              f"{unlabeled[0]}); the VCR test labels are hidden, evaluate on val.")
+            raise ConfigError(
+                f"{len(unlabeled)} VCR items have no answer/rationale label (first: "
+                f"{unlabeled[0]}); the VCR test labels are hidden, evaluate on val."
+            )
         settings = settings.with_model(model)
         evaluator = VCREvaluator(model, dataset, settings)
         indices = list(range(len(dataset)))
         size = settings.batch_size_eval
-        chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
+        chunks = [indices[i : i + size] for i in range(0, len(indices), size)]
         log_name = f"{name}_{split}_{settings.mode}_{fingerprint(settings, dataset.identity(), model)}"
-        groups = run_resumable(chunks, lambda c: ",".join(dataset.items[i].key for i in c),
-                               evaluator.run_batch, output_dir, log_name, desc=f"VCR {split} ({settings.mode})")
+        groups = run_resumable(
+            chunks,
+            lambda c: ",".join(dataset.items[i].key for i in c),
+            evaluator.run_batch,
+            output_dir,
+            log_name,
+            desc=f"VCR {split} ({settings.mode})",
+        )
         rows = [row for group in groups for row in group]
         summary = summarize(rows)
         skipped = [s.to_dict() for s in dataset.skipped] + [
-            {"key": r["key"], "where": r["where"], "reason": r["skipped"]} for r in rows if "skipped" in r]
+            {"key": r["key"], "where": r["where"], "reason": r["skipped"]} for r in rows if "skipped" in r
+        ]
         metrics: Dict[str, Any] = dict(summary["accuracy"])
-        metrics.update({"num_items": summary["num_items"], "num_skipped": len(skipped),
-                        **{f"fallbacks_{k}": v for k, v in summary["fallbacks"].items()}})
+        metrics.update(
+            {
+                "num_items": summary["num_items"],
+                "num_skipped": len(skipped),
+                **{f"fallbacks_{k}": v for k, v in summary["fallbacks"].items()},
+            }
+        )
         if dist_utils.is_main_process():
-            atomic_write_json(output_dir / f"{name}_{split}_{settings.mode}.json", {
-                "task": "vcr", "split": split, "annotation": dataset.annotation_path,
-                "mode": settings.mode,
-                "protocol": ("official: beam search, first integer of the output (default 1)"
-                             if settings.mode == "generate" else
-                             "ranking (addition, not the paper's protocol): lowest mean NLL of the "
-                             f"choice {settings.ranking_target} as T5 target"),
-                "settings": settings.as_dict(),
-                **summary,
-                "skipped": skipped,
-                "predictions": rows,
-            })
+            atomic_write_json(
+                output_dir / f"{name}_{split}_{settings.mode}.json",
+                {
+                    "task": "vcr",
+                    "split": split,
+                    "annotation": dataset.annotation_path,
+                    "mode": settings.mode,
+                    "protocol": (
+                        "official: beam search, first integer of the output (default 1)"
+                        if settings.mode == "generate"
+                        else "ranking (addition, not the paper's protocol): lowest mean NLL of the "
+                        f"choice {settings.ranking_target} as T5 target"
+                    ),
+                    "settings": settings.as_dict(),
+                    **summary,
+                    "skipped": skipped,
+                    "predictions": rows,
+                },
+            )
         clear_partials(output_dir, log_name)
         return metrics

@@ -26,6 +26,7 @@ let a killed run resume; they are removed when the results are written. Question
 skipped for missing images (``skip_missing_images``) are excluded from the accuracy and
 listed in the metrics file (the official script would refuse an incomplete result set).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,15 @@ from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.datasets.vqa_datasets import VQAEvalDataset
-from regionvlm.tasks.evaluation import (BatchEvalSettings, EvalTask, Prefetcher, clear_partials, fingerprint,
-                                        pending_keys, run_resumable)
+from regionvlm.tasks.evaluation import (
+    BatchEvalSettings,
+    EvalTask,
+    Prefetcher,
+    clear_partials,
+    fingerprint,
+    pending_keys,
+    run_resumable,
+)
 from regionvlm.tasks.vqa_metrics import score_gqa, score_vqa
 
 DEFAULT_PROMPT = "Question: {} Short answer:"
@@ -61,15 +69,22 @@ class VQASettings(BatchEvalSettings):
 
     def validate(self, section: str) -> None:
         if self.prompt and "{}" not in self.prompt:
-            raise ConfigError(f"`{section}.prompt` must contain '{{}}' where the question goes "
-                              f"(e.g. {DEFAULT_PROMPT!r}), got {self.prompt!r}.")
+            raise ConfigError(
+                f"`{section}.prompt` must contain '{{}}' where the question goes "
+                f"(e.g. {DEFAULT_PROMPT!r}), got {self.prompt!r}."
+            )
         if self.min_len > self.max_len:
             raise ConfigError(f"`{section}.min_len` ({self.min_len}) exceeds `{section}.max_len` ({self.max_len}).")
 
     def generation_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``model.predict_answers`` (LAVIS's names)."""
-        kwargs: Dict[str, Any] = dict(num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len,
-                                      prompt=self.prompt, inference_method="generate")
+        kwargs: Dict[str, Any] = dict(
+            num_beams=self.num_beams,
+            max_len=self.max_len,
+            min_len=self.min_len,
+            prompt=self.prompt,
+            inference_method="generate",
+        )
         if self.length_penalty is not None:
             kwargs["length_penalty"] = self.length_penalty
         return kwargs
@@ -93,16 +108,27 @@ class VQATask(EvalTask):
         jobs = super().select(datasets, settings)
         for name, split, dataset in jobs:
             if dataset.metric != self.metric:
-                raise ConfigError(f"dataset '{name}' ({split}) cannot be scored by task '{self.metric}': "
-                                  f"set run.task: {dataset.metric}.")
+                raise ConfigError(
+                    f"dataset '{name}' ({split}) cannot be scored by task '{self.metric}': "
+                    f"set run.task: {dataset.metric}."
+                )
         return jobs
 
-    def evaluate_split(self, model: torch.nn.Module, dataset: VQAEvalDataset, name: str, split: str,
-                       settings: VQASettings, output_dir: Path) -> Dict[str, Any]:
+    def evaluate_split(
+        self,
+        model: torch.nn.Module,
+        dataset: VQAEvalDataset,
+        name: str,
+        split: str,
+        settings: VQASettings,
+        output_dir: Path,
+    ) -> Dict[str, Any]:
         """Predict every question of one split (resumable, sharded), score, write the results."""
         if len(dataset) == 0:
-            raise InputError(f"{name} ({split}) has no question to evaluate"
-                             f"{f' ({len(dataset.skipped)} skipped for missing images)' if dataset.skipped else ''}.")
+            raise InputError(
+                f"{name} ({split}) has no question to evaluate"
+                f"{f' ({len(dataset.skipped)} skipped for missing images)' if dataset.skipped else ''}."
+            )
         lemmatized = bool(getattr(model, "apply_lemmatizer", False))
         batches = dataset.batches(settings.batch_size_eval)
         by_key = {_batch_key(dataset, b): b for b in batches}
@@ -113,16 +139,19 @@ class VQATask(EvalTask):
         def load(key: str) -> Dict[str, Any]:
             return dataset.load_batch(by_key[key])
 
-        with Prefetcher(pending_keys(keys, output_dir, log_name), load, depth=2,
-                        workers=settings.num_workers) as prefetch:
+        with Prefetcher(
+            pending_keys(keys, output_dir, log_name), load, depth=2, workers=settings.num_workers
+        ) as prefetch:
+
             def process(key: str) -> List[str]:
                 answers = model.predict_answers(prefetch.get(key), **settings.generation_kwargs())
                 if len(answers) != len(by_key[key]):
                     raise RuntimeError(f"the model returned {len(answers)} answers for {len(by_key[key])} questions.")
                 return [str(a) for a in answers]
 
-            results = run_resumable(keys, key=lambda k: k, process=process, out_dir=output_dir,
-                                    name=log_name, desc=f"{name}/{split}")
+            results = run_resumable(
+                keys, key=lambda k: k, process=process, out_dir=output_dir, name=log_name, desc=f"{name}/{split}"
+            )
         predictions: List[Optional[str]] = [None] * len(dataset)
         for key, answers in zip(keys, results):
             for i, answer in zip(by_key[key], answers):
@@ -138,10 +167,17 @@ class VQATask(EvalTask):
         return score_vqa(predictions, dataset.references())
 
     def question_record(self, item, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
-        return {"question_id": item.question_id, "question": item.question, "image": item.image,
-                "prediction": prediction, "prediction_normalized": scored["prediction_normalized"],
-                "accuracy": scored["accuracy"], "answers": list(item.answers),
-                "answer_type": item.answer_type, "question_type": item.question_type}
+        return {
+            "question_id": item.question_id,
+            "question": item.question,
+            "image": item.image,
+            "prediction": prediction,
+            "prediction_normalized": scored["prediction_normalized"],
+            "accuracy": scored["accuracy"],
+            "answers": list(item.answers),
+            "answer_type": item.answer_type,
+            "question_type": item.question_type,
+        }
 
     def result_record(self, item, prediction: str) -> Dict[str, Any]:
         return {"question_id": item.question_id, "answer": prediction}
@@ -155,18 +191,37 @@ class VQATask(EvalTask):
         out["num_skipped"] = num_skipped
         return out
 
-    def write_results(self, dataset: VQAEvalDataset, name: str, split: str, predictions: Sequence[str],
-                      report: Mapping[str, Any], settings: VQASettings, lemmatized: bool,
-                      output_dir: Path) -> None:
-        records = [self.question_record(item, pred, scored)
-                   for item, pred, scored in zip(dataset.items, predictions, report["per_question"])]
+    def write_results(
+        self,
+        dataset: VQAEvalDataset,
+        name: str,
+        split: str,
+        predictions: Sequence[str],
+        report: Mapping[str, Any],
+        settings: VQASettings,
+        lemmatized: bool,
+        output_dir: Path,
+    ) -> None:
+        records = [
+            self.question_record(item, pred, scored)
+            for item, pred, scored in zip(dataset.items, predictions, report["per_question"])
+        ]
         summary = {k: v for k, v in report.items() if k != "per_question"}
-        metrics = {"dataset": name, "split": split, "task": self.metric, **summary,
-                   "num_skipped": len(dataset.skipped), "skipped": dataset.skipped,
-                   "settings": settings.as_dict(), "lemmatized_predictions": lemmatized}
+        metrics = {
+            "dataset": name,
+            "split": split,
+            "task": self.metric,
+            **summary,
+            "num_skipped": len(dataset.skipped),
+            "skipped": dataset.skipped,
+            "settings": settings.as_dict(),
+            "lemmatized_predictions": lemmatized,
+        }
         atomic_write_json(output_dir / f"{name}_{split}_predictions.json", records)
-        atomic_write_json(output_dir / f"{name}_{split}_vqa_result.json",
-                          [self.result_record(item, pred) for item, pred in zip(dataset.items, predictions)])
+        atomic_write_json(
+            output_dir / f"{name}_{split}_vqa_result.json",
+            [self.result_record(item, pred) for item, pred in zip(dataset.items, predictions)],
+        )
         atomic_write_json(output_dir / f"{name}_{split}_metrics.json", metrics)
 
 
@@ -178,13 +233,18 @@ class GQATask(VQATask):
     metric = "gqa"
 
     def score(self, dataset: VQAEvalDataset, predictions: Sequence[str]) -> Dict[str, Any]:
-        return score_gqa(predictions, [it.answers[0] for it in dataset.items],
-                         [it.question_id for it in dataset.items])
+        return score_gqa(predictions, [it.answers[0] for it in dataset.items], [it.question_id for it in dataset.items])
 
     def question_record(self, item, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
-        return {"question_id": item.question_id, "question": item.question, "image": item.image,
-                "prediction": prediction, "prediction_normalized": scored["prediction_normalized"],
-                "answer": item.answers[0], "correct": scored["correct"]}
+        return {
+            "question_id": item.question_id,
+            "question": item.question,
+            "image": item.image,
+            "prediction": prediction,
+            "prediction_normalized": scored["prediction_normalized"],
+            "answer": item.answers[0],
+            "correct": scored["correct"],
+        }
 
     def result_record(self, item, prediction: str) -> Dict[str, Any]:
         return {"question_id": item.question_id, "pred_ans": prediction, "gt_ans": item.answers[0]}

@@ -8,6 +8,7 @@ Every comparison is exact, in one process, on the same weights: what LAVIS's ent
 (``load_model_and_preprocess``, ``load_model``, ``RunnerBase``) produce through the registered
 adapters against what the project's own API produces.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ import torch
 from PIL import Image
 
 lavis = pytest.importorskip(
-    "lavis", reason="needs salesforce-lavis: run `bash .ci/lavis_env.sh VENV` (the legacy LAVIS environment)")
+    "lavis", reason="needs salesforce-lavis: run `bash .ci/lavis_env.sh VENV` (the legacy LAVIS environment)"
+)
 
 import regionvlm  # noqa: E402
 from regionvlm.common.errors import ConfigError  # noqa: E402
@@ -53,13 +55,40 @@ def lavis_paths():
 def world(tmp_path_factory) -> Path:
     """A small synthetic world in the real formats, with Localized Narratives preprocessed."""
     out = tmp_path_factory.mktemp("world")
-    subprocess.run([sys.executable, "-m", "regionvlm.synthetic", "--out", str(out), "--num-train", "6",
-                    "--num-val", "3", "--num-test", "2"], check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "regionvlm.data.localized_narratives", "--input",
-                    str(out / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"),
-                    "--out", str(out / "annotations" / "ln_synthetic_train.json"), "--image-root",
-                    str(out / "images"), "--image-pattern", "synthetic={image_id}.png"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regionvlm.synthetic",
+            "--out",
+            str(out),
+            "--num-train",
+            "6",
+            "--num-val",
+            "3",
+            "--num-test",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regionvlm.data.localized_narratives",
+            "--input",
+            str(out / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"),
+            "--out",
+            str(out / "annotations" / "ln_synthetic_train.json"),
+            "--image-root",
+            str(out / "images"),
+            "--image-pattern",
+            "synthetic={image_id}.png",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -128,10 +157,12 @@ def test_lavis_registry_holds_the_project_components_on_lavis_bases(integration)
 
 
 def test_the_main_package_never_imports_lavis():
-    code = ("import sys, regionvlm, regionvlm.models\n"
-            "from regionvlm.common.registry import registry\n"
-            "registry.list_tasks(); registry.list_builders(); registry.list_runners()\n"
-            "print(sorted(m for m in sys.modules if m == 'lavis' or m.startswith('lavis.')))")
+    code = (
+        "import sys, regionvlm, regionvlm.models\n"
+        "from regionvlm.common.registry import registry\n"
+        "registry.list_tasks(); registry.list_builders(); registry.list_runners()\n"
+        "print(sorted(m for m in sys.modules if m == 'lavis' or m.startswith('lavis.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
 
@@ -143,14 +174,15 @@ def test_lavis_load_model_and_preprocess_equals_the_project_on_the_bundled_check
     model, vis, txt = load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True)
     untrained = _outputs(model, vis, txt)
     model.load_checkpoint(str(BUNDLED))  # the bundled file: LAVIS format {"model": ..., "step": ...}
-    ours, our_vis, our_txt = regionvlm.load_model_and_preprocess("regionvlm_t5", "tiny", is_eval=True,
-                                                                 checkpoint=str(BUNDLED))
+    ours, our_vis, our_txt = regionvlm.load_model_and_preprocess(
+        "regionvlm_t5", "tiny", is_eval=True, checkpoint=str(BUNDLED)
+    )
     assert _same_state(model, ours)
     theirs, mine = _outputs(model, vis, txt), _outputs(ours, our_vis, our_txt)
-    assert torch.equal(theirs[0], mine[0]) and theirs[1:3] == mine[1:3]     # processors
-    assert torch.equal(theirs[3], mine[3])                                    # forward
-    assert theirs[4] == mine[4]                                               # generation
-    assert torch.equal(theirs[5], mine[5])                                    # scores
+    assert torch.equal(theirs[0], mine[0]) and theirs[1:3] == mine[1:3]  # processors
+    assert torch.equal(theirs[3], mine[3])  # forward
+    assert theirs[4] == mine[4]  # generation
+    assert torch.equal(theirs[5], mine[5])  # scores
     assert not torch.equal(untrained[3], theirs[3])  # the checkpoint was really loaded
     # LAVIS's load_model(checkpoint=...) goes through the same loader.
     assert _same_state(load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(BUNDLED)), ours)
@@ -171,28 +203,46 @@ def test_lavis_builds_the_paper_preset_only_from_local_weights(integration, tmp_
 
     with pytest.raises(ConfigError, match="model.finetuned"):
         registry.get_model_class("regionvlm_t5").from_config(
-            {"arch": "regionvlm_t5", "model_type": "tiny", "finetuned": "model.pth"})
+            {"arch": "regionvlm_t5", "model_type": "tiny", "finetuned": "model.pth"}
+        )
 
 
 # ------------------------------------------------------------------------------ runner
 def _ris_config(world: Path, out: Path, lavis_keys: bool) -> dict:
-    run = {"task": "ris", "evaluate": True, "device": "cpu", "seed": 42, "output_dir": str(out),
-           "small_threshold": 0.0}  # synthetic shapes cover 2-7 % of a scene
+    run = {
+        "task": "ris",
+        "evaluate": True,
+        "device": "cpu",
+        "seed": 42,
+        "output_dir": str(out),
+        "small_threshold": 0.0,
+    }  # synthetic shapes cover 2-7 % of a scene
     if lavis_keys:
-        run.update({"runner": "runner_base_cpu", "test_splits": ["val"], "batch_size_train": 1,
-                    "batch_size_eval": 1, "num_workers": 0})
-    return {"model": {"arch": "regionvlm_t5", "model_type": "tiny", "checkpoint": str(BUNDLED)},
-            "datasets": {"ris_synthetic": {"world": str(world), "split": "val"}},
-            "run": run}
+        run.update(
+            {
+                "runner": "runner_base_cpu",
+                "test_splits": ["val"],
+                "batch_size_train": 1,
+                "batch_size_eval": 1,
+                "num_workers": 0,
+            }
+        )
+    return {
+        "model": {"arch": "regionvlm_t5", "model_type": "tiny", "checkpoint": str(BUNDLED)},
+        "datasets": {"ris_synthetic": {"world": str(world), "split": "val"}},
+        "run": run,
+    }
 
 
 def test_lavis_runner_evaluates_ris_exactly_as_the_project_runner(integration, world, tmp_path, lavis_paths):
     from regionvlm import train as project_train
 
-    ours = project_train.main(["--cfg-path", str(_write_yaml(tmp_path / "ours.yaml",
-                                                             _ris_config(world, tmp_path / "ours", False)))])
-    logs = integration.main(["--cfg-path", str(_write_yaml(tmp_path / "lavis.yaml",
-                                                           _ris_config(world, tmp_path / "lavis", True)))])
+    ours = project_train.main(
+        ["--cfg-path", str(_write_yaml(tmp_path / "ours.yaml", _ris_config(world, tmp_path / "ours", False)))]
+    )
+    logs = integration.main(
+        ["--cfg-path", str(_write_yaml(tmp_path / "lavis.yaml", _ris_config(world, tmp_path / "lavis", True)))]
+    )
     assert logs == {"val": ours}
     assert ours["agg_metrics"] > 50  # the bundled model finds most referred shapes (chance ~25 %)
     result_dir = Path(lavis_paths.get_path("result_dir"))
@@ -211,19 +261,41 @@ def test_lavis_runner_base_on_cpu_is_refused_with_the_cpu_runner_named(integrati
 
 
 def test_lavis_runner_trains_region_captioning_on_cpu_and_its_checkpoint_loads_everywhere(
-        integration, world, tmp_path, lavis_paths):
+    integration, world, tmp_path, lavis_paths
+):
     from lavis.models import load_model
 
-    cfg = {"model": {"arch": "regionvlm_t5", "model_type": "tiny"},
-           "datasets": {"regionvlm_mix": {"region_ann": str(world / "annotations" / "ln_synthetic_train.json"),
-                                          "coco_ann": str(world / "captions" / "coco_karpathy_train.json"),
-                                          "coco_image_root": str(world / "images"), "p_coco": 1.0,
-                                          "epoch_length": 4}},
-           "run": {"task": "region_captioning", "runner": "runner_base_cpu", "device": "cpu", "seed": 42,
-                   "output_dir": str(tmp_path / "lavis"), "evaluate": False, "max_epoch": 2,
-                   "train_splits": ["train"], "batch_size_train": 4, "batch_size_eval": 1, "num_workers": 0,
-                   "lr_sched": "linear_warmup_cosine_lr", "init_lr": 1e-3, "min_lr": 1e-4, "warmup_lr": 1e-4,
-                   "warmup_steps": 1, "weight_decay": 0.01}}
+    cfg = {
+        "model": {"arch": "regionvlm_t5", "model_type": "tiny"},
+        "datasets": {
+            "regionvlm_mix": {
+                "region_ann": str(world / "annotations" / "ln_synthetic_train.json"),
+                "coco_ann": str(world / "captions" / "coco_karpathy_train.json"),
+                "coco_image_root": str(world / "images"),
+                "p_coco": 1.0,
+                "epoch_length": 4,
+            }
+        },
+        "run": {
+            "task": "region_captioning",
+            "runner": "runner_base_cpu",
+            "device": "cpu",
+            "seed": 42,
+            "output_dir": str(tmp_path / "lavis"),
+            "evaluate": False,
+            "max_epoch": 2,
+            "train_splits": ["train"],
+            "batch_size_train": 4,
+            "batch_size_eval": 1,
+            "num_workers": 0,
+            "lr_sched": "linear_warmup_cosine_lr",
+            "init_lr": 1e-3,
+            "min_lr": 1e-4,
+            "warmup_lr": 1e-4,
+            "warmup_steps": 1,
+            "weight_decay": 0.01,
+        },
+    }
     runner = integration.main(["--cfg-path", str(_write_yaml(tmp_path / "train.yaml", cfg))])
     assert runner.task.datasets["regionvlm_mix"]["train"].epoch == 1  # the datasets saw LAVIS's epochs
     saved = Path(runner.output_dir) / "checkpoint_1.pth"  # one step per epoch, two epochs
@@ -237,4 +309,5 @@ def test_lavis_runner_trains_region_captioning_on_cpu_and_its_checkpoint_loads_e
     assert _same_state(runner.unwrap_dist_model(runner.model).eval(), theirs)  # what the runner trained
     image = torch.zeros(1, 3, 64, 64)
     assert theirs.generate({"image": image, "text_input": [REGION]}) == mine.generate(
-        {"image": image, "text_input": [REGION]})
+        {"image": image, "text_input": [REGION]}
+    )

@@ -9,6 +9,7 @@
   ``seed=``), never looked up from a global: a processor whose ``image_size`` is null takes
   the model's, and one that differs from the model's is refused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,10 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.settings import check_keys, to_plain
 
-EVAL_PROCESSORS = {"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
-                   "text_processor": {"eval": {"name": "blip_caption"}}}
-TRAIN_PROCESSORS = {"vis_processor": {"train": {"name": "region_image_train", "image_size": None}},
-                    "text_processor": {"train": {"name": "blip_caption", "max_words": 50}}}
+EVAL_PROCESSORS = {
+    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
+    "text_processor": {"eval": {"name": "blip_caption"}},
+}
+TRAIN_PROCESSORS = {
+    "vis_processor": {"train": {"name": "region_image_train", "image_size": None}},
+    "text_processor": {"train": {"name": "blip_caption", "max_words": 50}},
+}
 
 
 class BaseDatasetBuilder(ABC):
@@ -32,8 +37,9 @@ class BaseDatasetBuilder(ABC):
     TYPES: Optional[Dict[str, Dict[str, Any]]] = None  # type name -> defaults (LAVIS ``type:``)
     DEFAULT_SEED = 42
 
-    def __init__(self, cfg: Optional[Mapping[str, Any]] = None, *, image_size: Optional[int] = None,
-                 seed: Optional[int] = None) -> None:
+    def __init__(
+        self, cfg: Optional[Mapping[str, Any]] = None, *, image_size: Optional[int] = None, seed: Optional[int] = None
+    ) -> None:
         user = to_plain(cfg) or {}
         self.check_config(user)
         self.type = str(user.get("type") or "default")
@@ -44,7 +50,7 @@ class BaseDatasetBuilder(ABC):
 
     # -- schema ---------------------------------------------------------------------
     @classmethod
-    def defaults(cls, type: str = "default") -> Dict[str, Any]:  # noqa: A002 (LAVIS's name)
+    def defaults(cls, type: str = "default") -> Dict[str, Any]:
         if cls.TYPES is None:
             return cls.DEFAULTS
         if type not in cls.TYPES:
@@ -52,7 +58,7 @@ class BaseDatasetBuilder(ABC):
         return cls.TYPES[type]
 
     @classmethod
-    def default_config_path(cls, type: str = "default") -> None:  # noqa: A002
+    def default_config_path(cls, type: str = "default") -> None:
         """No preset YAML: the defaults are data in the class (``DEFAULTS``/``TYPES``)."""
         return None
 
@@ -107,8 +113,10 @@ class BaseDatasetBuilder(ABC):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"`{setting}.image_size` must be a positive integer, got {size!r}.")
         if self.image_size is not None and size != self.image_size:
-            raise ConfigError(f"`{setting}.image_size` is {size} but the model takes {self.image_size}x"
-                              f"{self.image_size} images; set it to {self.image_size} or null.")
+            raise ConfigError(
+                f"`{setting}.image_size` is {size} but the model takes {self.image_size}x"
+                f"{self.image_size} images; set it to {self.image_size} or null."
+            )
         return size
 
     @abstractmethod

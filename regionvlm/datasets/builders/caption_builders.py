@@ -41,6 +41,7 @@ mix) needs no web shards. The other builders use the same keys for their part:
 ``webdataset_caption`` (``shards``, ``shuffle_buffer``, ``repeat``, ``samples_per_image``,
 ``seed``). Every dataset has ``set_epoch(epoch)`` and a ``collater``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -50,14 +51,24 @@ from omegaconf import OmegaConf
 from regionvlm.common.cli import echo
 from regionvlm.common.registry import registry
 from regionvlm.datasets.builders.base_builder import TRAIN_PROCESSORS, BaseDatasetBuilder
-from regionvlm.datasets.caption_datasets import (DEFAULT_NUM_POINTS, OFFICIAL_P_COCO, OFFICIAL_P_REGION,
-                                                 CocoCaptionDataset, MixedCaptionDataset, RegionCaptionDataset,
-                                                 WebCaptionDataset)
+from regionvlm.datasets.caption_datasets import (
+    DEFAULT_NUM_POINTS,
+    OFFICIAL_P_COCO,
+    OFFICIAL_P_REGION,
+    CocoCaptionDataset,
+    MixedCaptionDataset,
+    RegionCaptionDataset,
+    WebCaptionDataset,
+)
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION
 
 REGION_KEYS: Dict[str, Any] = {
-    "image_root": None, "num_points": DEFAULT_NUM_POINTS, "crop_max_fraction": DEFAULT_CROP_FRACTION,
-    "samples_per_image": 1, "seed": None, **TRAIN_PROCESSORS,
+    "image_root": None,
+    "num_points": DEFAULT_NUM_POINTS,
+    "crop_max_fraction": DEFAULT_CROP_FRACTION,
+    "samples_per_image": 1,
+    "seed": None,
+    **TRAIN_PROCESSORS,
 }
 
 
@@ -74,10 +85,18 @@ class CaptionBuilderBase(BaseDatasetBuilder):
     def region_dataset(self, vis, txt, *path_keys: str) -> RegionCaptionDataset:
         paths, setting = self._paths(*path_keys)
         cfg = self.config
-        ds = RegionCaptionDataset(paths or [], vis, txt, num_points=cfg.num_points,
-                                  crop_max_fraction=cfg.crop_max_fraction, samples_per_image=cfg.samples_per_image,
-                                  seed=self.seed(), image_root=cfg.image_root, setting=setting,
-                                  image_root_setting=self.setting("image_root"))
+        ds = RegionCaptionDataset(
+            paths or [],
+            vis,
+            txt,
+            num_points=cfg.num_points,
+            crop_max_fraction=cfg.crop_max_fraction,
+            samples_per_image=cfg.samples_per_image,
+            seed=self.seed(),
+            image_root=cfg.image_root,
+            setting=setting,
+            image_root_setting=self.setting("image_root"),
+        )
         echo(f"[{self.NAME}] {ds.ann.summary()}")
         return ds
 
@@ -113,9 +132,18 @@ class CocoKarpathyCaptionBuilder(CaptionBuilderBase):
     def build_datasets(self) -> Dict[str, Any]:
         vis, txt = self.build_processors("train")
         paths, setting = self._paths("ann_paths")
-        return {"train": CocoCaptionDataset(paths or [], self.config.image_root, vis, txt,
-                                            samples_per_image=self.config.samples_per_image, seed=self.seed(),
-                                            setting=setting, image_root_setting=self.setting("image_root"))}
+        return {
+            "train": CocoCaptionDataset(
+                paths or [],
+                self.config.image_root,
+                vis,
+                txt,
+                samples_per_image=self.config.samples_per_image,
+                seed=self.seed(),
+                setting=setting,
+                image_root_setting=self.setting("image_root"),
+            )
+        }
 
 
 @registry.register_builder("webdataset_caption")
@@ -123,16 +151,31 @@ class WebdatasetCaptionBuilder(CaptionBuilderBase):
     """Global captions streamed from webdataset tar shards (an IterableDataset)."""
 
     NAME = "webdataset_caption"
-    DEFAULTS = {"shards": None, "shuffle_buffer": 0, "repeat": False, "samples_per_image": 1, "seed": None,
-                **TRAIN_PROCESSORS}
+    DEFAULTS = {
+        "shards": None,
+        "shuffle_buffer": 0,
+        "repeat": False,
+        "samples_per_image": 1,
+        "seed": None,
+        **TRAIN_PROCESSORS,
+    }
 
     def build_datasets(self) -> Dict[str, Any]:
         vis, txt = self.build_processors("train")
         shards, setting = self._paths("shards")
         cfg = self.config
-        return {"train": WebCaptionDataset(shards or [], vis, txt, samples_per_image=cfg.samples_per_image,
-                                           seed=self.seed(), shuffle_buffer=cfg.shuffle_buffer, repeat=cfg.repeat,
-                                           setting=setting)}
+        return {
+            "train": WebCaptionDataset(
+                shards or [],
+                vis,
+                txt,
+                samples_per_image=cfg.samples_per_image,
+                seed=self.seed(),
+                shuffle_buffer=cfg.shuffle_buffer,
+                repeat=cfg.repeat,
+                setting=setting,
+            )
+        }
 
 
 @registry.register_builder("regionvlm_mix")
@@ -140,9 +183,18 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
     """The official RegionVLM training mix (see the module docstring for the YAML)."""
 
     NAME = "regionvlm_mix"
-    DEFAULTS = {"region_ann": None, **REGION_KEYS, "coco_ann": None, "coco_image_root": None,
-                "web_shards": None, "web_shuffle_buffer": 0, "p_region": OFFICIAL_P_REGION,
-                "p_coco": OFFICIAL_P_COCO, "region_prob_by_epoch": None, "epoch_length": None}
+    DEFAULTS = {
+        "region_ann": None,
+        **REGION_KEYS,
+        "coco_ann": None,
+        "coco_image_root": None,
+        "web_shards": None,
+        "web_shuffle_buffer": 0,
+        "p_region": OFFICIAL_P_REGION,
+        "p_coco": OFFICIAL_P_COCO,
+        "region_prob_by_epoch": None,
+        "epoch_length": None,
+    }
 
     def build_datasets(self) -> Dict[str, Any]:
         cfg = self.config
@@ -155,13 +207,30 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
         coco = web = None
         if needs_global and float(cfg.p_coco) > 0:
             paths, setting = self._paths("coco_ann")
-            coco = CocoCaptionDataset(paths or [], cfg.coco_image_root, vis, txt, seed=seed, setting=setting,
-                                      image_root_setting=self.setting("coco_image_root"))
+            coco = CocoCaptionDataset(
+                paths or [],
+                cfg.coco_image_root,
+                vis,
+                txt,
+                seed=seed,
+                setting=setting,
+                image_root_setting=self.setting("coco_image_root"),
+            )
         if needs_global and float(cfg.p_coco) < 1 and cfg.web_shards:
             shards, setting = self._paths("web_shards")
-            web = WebCaptionDataset(shards, vis, txt, seed=seed, shuffle_buffer=cfg.web_shuffle_buffer,
-                                    repeat=True, setting=setting)
-        return {"train": MixedCaptionDataset(region, coco, web, p_region=cfg.p_region, p_coco=cfg.p_coco,
-                                             region_prob_by_epoch=schedule,
-                                             samples_per_image=cfg.samples_per_image, seed=seed,
-                                             epoch_length=cfg.epoch_length)}
+            web = WebCaptionDataset(
+                shards, vis, txt, seed=seed, shuffle_buffer=cfg.web_shuffle_buffer, repeat=True, setting=setting
+            )
+        return {
+            "train": MixedCaptionDataset(
+                region,
+                coco,
+                web,
+                p_region=cfg.p_region,
+                p_coco=cfg.p_coco,
+                region_prob_by_epoch=schedule,
+                samples_per_image=cfg.samples_per_image,
+                seed=seed,
+                epoch_length=cfg.epoch_length,
+            )
+        }

@@ -17,6 +17,7 @@ under ``$REGIONVLM_DATA``, default ``./data``)::
 Every image of the split must exist and the split must list exactly the ground truth's
 images (each gets one caption): both are checked before the model runs.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping
@@ -39,8 +40,12 @@ class CocoCaptionBuilder(BaseDatasetBuilder):
         "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
         "text_processor": {"eval": {"name": "blip_caption"}},
         "build_info": {
-            "annotations": {"test": {"storage": f"{DATA_ROOT}/coco/annotations/coco_karpathy_test.json",
-                                     "gt": f"{DATA_ROOT}/coco_gt/coco_karpathy_test_gt.json"}},
+            "annotations": {
+                "test": {
+                    "storage": f"{DATA_ROOT}/coco/annotations/coco_karpathy_test.json",
+                    "gt": f"{DATA_ROOT}/coco_gt/coco_karpathy_test_gt.json",
+                }
+            },
             "images": {"storage": f"{DATA_ROOT}/coco/images/"},
         },
     }
@@ -61,19 +66,22 @@ class CocoCaptionBuilder(BaseDatasetBuilder):
         for split, files in (self.config.build_info.annotations or {}).items():
             where = self.setting("build_info", "annotations", str(split))
             if not isinstance(files, Mapping) or not files.get("storage") or not files.get("gt"):
-                raise ConfigError(f"`{where}` needs `storage` (the Karpathy split file) and `gt` (its COCO-format "
-                                  "ground truth).")
+                raise ConfigError(
+                    f"`{where}` needs `storage` (the Karpathy split file) and `gt` (its COCO-format ground truth)."
+                )
             images = read_karpathy_split(str(files["storage"]))
             gt = read_caption_gt(str(files["gt"]))
             check_split_matches_gt(images, gt, str(files["storage"]))
-            dataset = CocoCaptionEvalDataset(images, str(image_root), vis, gt, self.NAME, str(split),
-                                             str(files["storage"]))
+            dataset = CocoCaptionEvalDataset(
+                images, str(image_root), vis, gt, self.NAME, str(split), str(files["storage"])
+            )
             missing = dataset.missing_images()
             if missing:
                 raise MissingFileError(
                     f"{len(missing)} image(s) of {self.NAME} {split} are missing (e.g. {missing[:3]}); every "
                     f"ground-truth image needs a caption. Point `{self.setting('build_info', 'images', 'storage')}` "
-                    "to the folder the split's `image` paths are relative to.")
+                    "to the folder the split's `image` paths are relative to."
+                )
             out[str(split)] = dataset
         if not out:
             raise ConfigError(f"`{self.setting('build_info', 'annotations')}` lists no split.")

@@ -20,6 +20,7 @@ DIR/images and proposals DIR/proposals (each overridable).
 
 ``build_datasets()`` returns ``{split: RISDataset}``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,9 +42,17 @@ _WHAT = {
 class RISBuilder(BaseDatasetBuilder):
     """Builds the queries of one or more splits of a refer-layout dataset."""
 
-    DEFAULTS: Dict[str, Any] = {"data_root": None, "dataset_name": None, "splitBy": None, "split": "val",
-                                "image_root": None, "proposals": None, "skip_missing": False,
-                                "gt_mask": "official", **EVAL_PROCESSORS}
+    DEFAULTS: Dict[str, Any] = {
+        "data_root": None,
+        "dataset_name": None,
+        "splitBy": None,
+        "split": "val",
+        "image_root": None,
+        "proposals": None,
+        "skip_missing": False,
+        "gt_mask": "official",
+        **EVAL_PROCESSORS,
+    }
 
     def _path(self, key: str) -> str:
         value = self.config.get(key)
@@ -65,8 +74,10 @@ class RISBuilder(BaseDatasetBuilder):
         name = self.config.get("dataset_name") or self.NAME
         if name != self.NAME:
             builder = "ris_synthetic" if name == SYNTHETIC else name
-            raise ConfigError(f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
-                              f"builder name instead (datasets: {{{builder}: ...}}).")
+            raise ConfigError(
+                f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
+                f"builder name instead (datasets: {{{builder}: ...}})."
+            )
         gt_rule = str(self.config.get("gt_mask"))
         if gt_rule not in GT_MASK_RULES:
             raise ConfigError(f"`{self.setting('gt_mask')}` must be one of {list(GT_MASK_RULES)}, got {gt_rule!r}.")

@@ -15,6 +15,7 @@ Config (``datasets: vcr:``), every key optional except where the files are::
 
 The VCR task fills ``vis_processor.eval.image_size`` from the model when it is null.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,16 @@ class VCRBuilder(BaseDatasetBuilder):
     """Builds ``{split: VCRDataset}`` for the one split named in the config."""
 
     NAME = "vcr"
-    DEFAULTS: Dict[str, Any] = {"data_root": None, "annotation": None, "image_root": None, "metadata_root": None,
-                                "split": "val", "skip_missing": False, "check_files": True, **EVAL_PROCESSORS}
+    DEFAULTS: Dict[str, Any] = {
+        "data_root": None,
+        "annotation": None,
+        "image_root": None,
+        "metadata_root": None,
+        "split": "val",
+        "skip_missing": False,
+        "check_files": True,
+        **EVAL_PROCESSORS,
+    }
 
     def annotation_path(self) -> Path:
         cfg = self.config
@@ -43,11 +52,15 @@ class VCRBuilder(BaseDatasetBuilder):
         if cfg.annotation:
             return Path(str(cfg.annotation)).expanduser()
         if split not in SPLITS:
-            raise ConfigError(f"`{self.setting('split')}` must be one of {list(SPLITS)}, got '{split}' "
-                              f"(or give `{self.setting('annotation')}` explicitly).")
+            raise ConfigError(
+                f"`{self.setting('split')}` must be one of {list(SPLITS)}, got '{split}' "
+                f"(or give `{self.setting('annotation')}` explicitly)."
+            )
         if not cfg.data_root:
-            raise ConfigError(f"`{self.setting('data_root')}` is not set: point it to the folder holding "
-                              f"train.jsonl/val.jsonl/test.jsonl (or set `{self.setting('annotation')}`).")
+            raise ConfigError(
+                f"`{self.setting('data_root')}` is not set: point it to the folder holding "
+                f"train.jsonl/val.jsonl/test.jsonl (or set `{self.setting('annotation')}`)."
+            )
         return Path(str(cfg.data_root)).expanduser() / f"{split}.jsonl"
 
     def image_root(self) -> Path:
@@ -55,8 +68,10 @@ class VCRBuilder(BaseDatasetBuilder):
         if cfg.image_root:
             return Path(str(cfg.image_root)).expanduser()
         if not cfg.data_root:
-            raise ConfigError(f"`{self.setting('image_root')}` is not set (the vcr1images folder), and there is "
-                              "no data_root to default to <data_root>/vcr1images.")
+            raise ConfigError(
+                f"`{self.setting('image_root')}` is not set (the vcr1images folder), and there is "
+                "no data_root to default to <data_root>/vcr1images."
+            )
         return Path(str(cfg.data_root)).expanduser() / "vcr1images"
 
     def build_datasets(self) -> Dict[str, VCRDataset]:
@@ -65,9 +80,22 @@ class VCRBuilder(BaseDatasetBuilder):
         annotation = self.annotation_path()
         image_root = self.image_root()
         metadata_root = Path(str(cfg.metadata_root)).expanduser() if cfg.metadata_root else image_root
-        items, skipped = read_vcr_jsonl(annotation, image_root, metadata_root,
-                                        skip_missing=bool(cfg.skip_missing), check_files=bool(cfg.check_files))
-        dataset = VCRDataset(items, image_root, metadata_root, vis_processor=vis, text_processor=txt,
-                             split=str(cfg.split), annotation_path=str(annotation), skipped=skipped,
-                             skip_missing=bool(cfg.skip_missing))
+        items, skipped = read_vcr_jsonl(
+            annotation,
+            image_root,
+            metadata_root,
+            skip_missing=bool(cfg.skip_missing),
+            check_files=bool(cfg.check_files),
+        )
+        dataset = VCRDataset(
+            items,
+            image_root,
+            metadata_root,
+            vis_processor=vis,
+            text_processor=txt,
+            split=str(cfg.split),
+            annotation_path=str(annotation),
+            skipped=skipped,
+            skip_missing=bool(cfg.skip_missing),
+        )
         return {str(cfg.split): dataset}

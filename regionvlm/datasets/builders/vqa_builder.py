@@ -41,6 +41,7 @@ Defaults live here (``default_config_path`` returns None) and are merged under t
 user's entry when the builder is created; splits the user lists under
 ``build_info.annotations`` replace the default split instead of adding to it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping
@@ -49,8 +50,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
-from regionvlm.data.vqa import (attach_official_references, check_images, read_gqa_questions,
-                                read_lavis_vqa_questions, read_official_references)
+from regionvlm.data.vqa import (
+    attach_official_references,
+    check_images,
+    read_gqa_questions,
+    read_lavis_vqa_questions,
+    read_official_references,
+)
 from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder
 from regionvlm.datasets.vqa_datasets import VQAEvalDataset
 
@@ -92,8 +98,10 @@ class VQAEvalBuilder(BaseDatasetBuilder):
         if isinstance(storage, str):
             storage = [storage]
         if not isinstance(storage, (list, ListConfig)) or not storage:
-            raise ConfigError(f"`{self.setting('build_info', 'annotations', split, 'storage')}` must list the "
-                              "annotation file(s) of that split.")
+            raise ConfigError(
+                f"`{self.setting('build_info', 'annotations', split, 'storage')}` must list the "
+                "annotation file(s) of that split."
+            )
         return [str(s) for s in storage]
 
     def build_datasets(self) -> Dict[str, VQAEvalDataset]:
@@ -108,11 +116,16 @@ class VQAEvalBuilder(BaseDatasetBuilder):
         out = {}
         for split in build_info.annotations:
             items = self.read_split(split, self._storage(split))
-            items, skipped = check_images(items, vis_root, bool(self.config.get("skip_missing_images", False)),
-                                          self.setting("build_info", "images", "storage"),
-                                          self.setting("skip_missing_images"))
-            out[split] = VQAEvalDataset(items, vis_root, vis_processor, text_processor, self.metric,
-                                        self.NAME, split, skipped)
+            items, skipped = check_images(
+                items,
+                vis_root,
+                bool(self.config.get("skip_missing_images", False)),
+                self.setting("build_info", "images", "storage"),
+                self.setting("skip_missing_images"),
+            )
+            out[split] = VQAEvalDataset(
+                items, vis_root, vis_processor, text_processor, self.metric, self.NAME, split, skipped
+            )
         return out
 
     def read_split(self, split: str, storage: List[str]):
@@ -122,8 +135,10 @@ class VQAEvalBuilder(BaseDatasetBuilder):
             question_ids, refs = read_official_references(storage[2], storage[3], setting)
             return attach_official_references(items, question_ids, refs, f"'{storage[0]}'")
         if len(storage) == 3:
-            raise ConfigError(f"`{setting}` lists 3 files; give the question list alone, or with "
-                              "[answer list, official questions, official annotations] (4 files, LAVIS's order).")
+            raise ConfigError(
+                f"`{setting}` lists 3 files; give the question list alone, or with "
+                "[answer list, official questions, official annotations] (4 files, LAVIS's order)."
+            )
         return read_lavis_vqa_questions(storage[0], need_answers=True, setting=setting)
 
 
@@ -132,8 +147,12 @@ class COCOVQABuilder(VQAEvalBuilder):
     """VQAv2 (val) in LAVIS's ``coco_vqa`` layout."""
 
     NAME = "coco_vqa"
-    _FILES = ["vqa_val_eval.json", "answer_list.json", "v2_OpenEnded_mscoco_val2014_questions.json",
-              "v2_mscoco_val2014_annotations.json"]
+    _FILES = [
+        "vqa_val_eval.json",
+        "answer_list.json",
+        "v2_OpenEnded_mscoco_val2014_questions.json",
+        "v2_mscoco_val2014_annotations.json",
+    ]
     TYPES = {"default": _vqa_defaults("coco", "val", _FILES), "eval": _vqa_defaults("coco", "val", _FILES)}
 
 
@@ -149,8 +168,12 @@ class OKVQABuilder(VQAEvalBuilder):
     """OK-VQA (test = the COCO val2014 questions) in LAVIS's ``ok_vqa`` layout."""
 
     NAME = "ok_vqa"
-    _FILES = ["vqa_val_eval.json", "answer_list.json", "OpenEnded_mscoco_val2014_questions.json",
-              "mscoco_val2014_annotations.json"]
+    _FILES = [
+        "vqa_val_eval.json",
+        "answer_list.json",
+        "OpenEnded_mscoco_val2014_questions.json",
+        "mscoco_val2014_annotations.json",
+    ]
     TYPES = {"default": _vqa_defaults("okvqa", "test", _FILES)}
 
 
