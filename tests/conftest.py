@@ -27,3 +27,11 @@ def tiny_model(tiny_model_and_processors):
 def rgb_image() -> Image.Image:
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def train_world(tmp_path_factory):
+    """The synthetic world's training split (12 scenes), preprocessed (see tiny_training.py)."""
+    from tiny_training import write_train_world
+
+    return write_train_world(tmp_path_factory.mktemp("train_world"))

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
+pytestmark = pytest.mark.slow  # builds the full 4 B architecture on the meta device
+
 
 def spec_state_dict_shapes():
     """Every state-dict entry of the official LAVIS-format RegionVLM FlanT5-XL model."""
@@ -129,6 +131,7 @@ def meta_flant5xl():
         return RegionVLMT5.from_config(cfg)
 
 
+@pytest.mark.slow
 def test_flant5xl_state_dict_matches_the_official_names_and_shapes(meta_flant5xl):
     got = {k: tuple(v.shape) for k, v in meta_flant5xl.state_dict().items()}
     want = spec_state_dict_shapes()

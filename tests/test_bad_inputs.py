@@ -430,9 +430,11 @@ def test_region_annotation_files(tmp_path):
 
     path = tmp_path / "ann.json"
     path.write_bytes(b'[{"image_path": "caf\xe9.jpg"}]')
-    with pytest.raises(InputError, match=r"region annotation file '.*ann\.json' is not UTF-8 text"):
+    with pytest.raises(
+        InputError, match=r"region annotation file '.*ann\.json' \(set by `region_ann`\) is not UTF-8 text"
+    ):
         RegionAnnotations([path])
-    with pytest.raises(InputError, match=r"region annotation file '.*' \(set `region_ann`\) is a folder"):
+    with pytest.raises(InputError, match=r"region annotation file '.*' \(set by `region_ann`\) is a folder"):
         RegionAnnotations([tmp_path])
     path.write_text('[{"image_path": "a.jpg", "sent_to_points": {"a \\ud800 dog": [[0.1, 0.2]]}}]')
     with pytest.raises(InputError, match=r"entry \[0\] chunk text is not valid Unicode"):
@@ -704,6 +706,7 @@ def test_chat_and_demo_images(tiny_model_and_processors, chat_files, capsys):
     assert state is None and status.startswith("error: the uploaded image") and "floating-point" in status
 
 
+@pytest.mark.slow
 def test_chat_command_reads_non_utf8_stdin_without_a_traceback(chat_files):
     script = b"box 1 2 30 40\n\xff\xfe what is [1]?\ndescribe 1\nquit\n"
     proc = subprocess.run(

@@ -219,7 +219,7 @@ def test_dataloader_workers_give_the_same_batches(tmp_path, region_ds):
 
 
 def test_region_annotation_errors_name_the_file(tmp_path):
-    with pytest.raises(MissingFileError, match=r"nothere\.json.*Expected layout"):
+    with pytest.raises(MissingFileError, match=r"nothere\.json.*It should be a JSON list"):
         RegionAnnotations([str(tmp_path / "nothere.json")])
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"image_path": "a.png", "sent_to_points": {"x": [[0.1, 0.2, 0.3]]}}]))
@@ -306,6 +306,7 @@ def _sources(ds: MixedCaptionDataset, n: int) -> Dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_official_mixing_ratios_statistically():
     ds = MixedCaptionDataset(_Source("region"), _Source("coco"), _Web(), seed=0, epoch_length=20000)
     counts = _sources(ds, 20000)
@@ -416,7 +417,7 @@ def test_builders_from_yaml_sections(tmp_path):
     vg = registry.get_class_or_raise("builder", "visual_genome_regions")
     with pytest.raises(MissingFileError, match=r"datasets\.visual_genome_regions\.ann_paths"):
         vg({**proc}).build_datasets()
-    with pytest.raises(MissingFileError, match=r"absent\.json.*Expected layout"):
+    with pytest.raises(MissingFileError, match=r"absent\.json.*It should be a JSON list"):
         mix({"region_ann": str(tmp_path / "absent.json"), **proc}).build_datasets()
     with pytest.raises(ConfigError, match="web_shards"):
         mix(

@@ -109,6 +109,7 @@ def fast(results, gt=GT, **kw):
 
 # ------------------------------------------------------------- the package's numbers
 @requires_java
+@pytest.mark.slow
 def test_cli_prints_exactly_the_package_numbers(files, shared_meteor, monkeypatch, capfd):
     import pycocoevalcap.eval as package
     import pycocoevalcap.meteor.meteor as meteor_module

@@ -99,6 +99,7 @@ def test_repl_stops_at_quit_and_at_end_of_input(tiny_model_and_processors, rgb_i
     assert out.getvalue().startswith("Type `help`") and "> no regions yet" in out.getvalue()
 
 
+@pytest.mark.slow
 def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
     """`python -m regionvlm.chat` with the tiny model, stdin a pipe; answers equal the API's.
 
@@ -166,6 +167,7 @@ def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
     assert lines == expected
 
 
+@pytest.mark.slow
 def test_chat_startup_errors_are_one_line(tmp_path, files):
     proc = subprocess.run(
         [sys.executable, "-m", "regionvlm.chat", "--image", str(tmp_path / "nope.jpg")],

@@ -98,6 +98,7 @@ def test_captions_every_image_with_empty_region_text_and_scores_them(data, tmp_p
     assert not list(out.glob("*.partial.*"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_captions(data, tmp_path, monkeypatch):
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 

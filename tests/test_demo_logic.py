@@ -120,6 +120,7 @@ def test_missing_gradio_says_how_to_install(monkeypatch):
         require_gradio()
 
 
+@pytest.mark.slow
 def test_demo_command_rejects_bad_examples_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "regionvlm.demo", "--examples", str(tmp_path / "nope")],

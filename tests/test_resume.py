@@ -24,29 +24,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_training import train_options
 
 from regionvlm.common.checkpoints import load_training_checkpoint
-from regionvlm.data.localized_narratives import preprocess_localized_narratives
 from regionvlm.synthetic.world import write_world
 
 pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
-CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, num_train=12, num_val=0, num_test=0, seed=0)
-    preprocess_localized_narratives(
-        [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json",
-        image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]},
-        progress=False,
-    )
-    return root
+@pytest.fixture
+def world(train_world):
+    return train_world
 
 
 def train_args(world: Path, out: Path, *extra: str) -> List[str]:
@@ -54,26 +45,20 @@ def train_args(world: Path, out: Path, *extra: str) -> List[str]:
     return [
         sys.executable,
         str(REPO / "train.py"),
-        "--cfg-path",
-        str(CFG),
-        "--options",
-        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-        f"datasets.regionvlm_mix.coco_image_root={world}/images",
-        "datasets.regionvlm_mix.epoch_length=16",
-        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-        "model.qformer.hidden_dropout_prob=0.1",
-        "model.qformer.attention_probs_dropout_prob=0.1",
-        "model.t5.dropout_rate=0.1",
-        "run.batch_size_train=2",
-        "run.accum_grad_iters=2",
-        "run.num_workers=2",
-        "run.max_epoch=2",
-        "run.warmup_steps=2",
-        "run.save_every_steps=1",
-        "run.device=cpu",
-        f"run.output_dir={out}",
-        *extra,
+        *train_options(
+            world,
+            out,
+            "datasets.regionvlm_mix.epoch_length=16",
+            "model.qformer.hidden_dropout_prob=0.1",
+            "model.qformer.attention_probs_dropout_prob=0.1",
+            "model.t5.dropout_rate=0.1",
+            "run.accum_grad_iters=2",
+            "run.num_workers=2",
+            "run.max_epoch=2",
+            "run.warmup_steps=2",
+            "run.save_every_steps=1",
+            *extra,
+        ),
     ]
 
 

@@ -9,57 +9,34 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import train_options
 
 import train
 from regionvlm.common.checkpoints import load_training_checkpoint
 from regionvlm.common.cli import run
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, OutputError, TrainingError
-from regionvlm.data.localized_narratives import preprocess_localized_narratives
-from regionvlm.synthetic.world import write_world
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, num_train=8, num_val=0, num_test=0, seed=0)
-    preprocess_localized_narratives(
-        [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json",
-        image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]},
-        progress=False,
-    )
-    return root
+@pytest.fixture
+def world(train_world):
+    return train_world
 
 
 def options(world: Path, out: Path, *extra: str):
-    return [
-        "--cfg-path",
-        str(CFG),
-        "--options",
-        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-        f"datasets.regionvlm_mix.coco_image_root={world}/images",
-        "datasets.regionvlm_mix.epoch_length=4",
-        "run.batch_size_train=2",
-        "run.max_epoch=1",
-        "run.device=cpu",
-        f"run.output_dir={out}",
-        *extra,
-    ]
+    return train_options(world, out, "datasets.regionvlm_mix.epoch_length=4", "run.max_epoch=1", *extra)
 
 
 @pytest.fixture(scope="module")
-def finished(world, tmp_path_factory):
+def finished(train_world, tmp_path_factory):
     """A finished one-epoch run (2 updates) whose checkpoint the fault cases resume from."""
     out = tmp_path_factory.mktemp("finished")
-    train.main(options(world, out, "run.max_epoch=1"))
+    train.main(options(train_world, out, "run.max_epoch=1"))
     return out
 
 
+@pytest.mark.slow
 def test_resume_of_another_model_is_refused(world, finished, tmp_path):
     with pytest.raises(CheckpointError, match=r"does not match this model's trainable parameters"):
         train.main(
@@ -67,11 +44,13 @@ def test_resume_of_another_model_is_refused(world, finished, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(world, finished):
     with pytest.raises(ConfigError, match=r"written with other settings \(batch_size_train: 2 -> 1"):
         train.main(options(world, finished, "run.max_epoch=2", "run.resume_ckpt_path=latest", "run.batch_size_train=1"))
 
 
+@pytest.mark.slow
 def test_resume_from_a_weights_only_file_is_refused(world, finished, tmp_path):
     weights = tmp_path / "weights.pth"
     torch.save({"model": load_training_checkpoint(finished / "checkpoint_latest.pth")["model"]}, weights)
@@ -98,6 +77,7 @@ def test_impossible_batching_and_devices(world, tmp_path):
         train.main(options(world, tmp_path / "x", "run.device=gpu0"))
 
 
+@pytest.mark.slow
 def test_a_diverging_loss_stops_with_the_last_checkpoint_kept(world, tmp_path, monkeypatch):
     from regionvlm.tasks.captioning import RegionCaptioningTask
 

@@ -7,48 +7,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import train_options
 
 import train
 from regionvlm.common.errors import ConfigError, MissingFileError
-from regionvlm.data.localized_narratives import preprocess_localized_narratives
-from regionvlm.synthetic.world import write_world
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, num_train=12, num_val=2, num_test=2, seed=0)
-    preprocess_localized_narratives(
-        [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json",
-        image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]},
-        progress=False,
-    )
-    return root
+@pytest.fixture
+def world(train_world):
+    return train_world
 
 
 def options(world: Path, out: Path, *extra: str):
-    return [
-        "--cfg-path",
-        str(CFG),
-        "--options",
-        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-        f"datasets.regionvlm_mix.coco_image_root={world}/images",
+    return train_options(
+        world,
+        out,
         "datasets.regionvlm_mix.epoch_length=8",
-        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-        "run.batch_size_train=2",
         "run.max_epoch=2",
         "run.warmup_steps=2",
         "run.save_every_steps=2",
-        "run.device=cpu",
-        f"run.output_dir={out}",
         *extra,
-    ]
+    )
 
 
 def final_weights(out: Path):

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import train_options
 
 import train
 from regionvlm.common.checkpoints import load_training_checkpoint
 from regionvlm.common.optims import LinearWarmupCosineLR, LinearWarmupStepCosineLR
-from regionvlm.data.localized_narratives import preprocess_localized_narratives
-from regionvlm.synthetic.world import write_world
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = REPO / "configs" / "synthetic" / "train_tiny.yaml"
 
 
 def lavis_reference(
@@ -62,36 +60,13 @@ def test_step_cosine_variant():
     assert sched.lr_at(1, 0, 10) == pytest.approx(0.1)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, num_train=12, num_val=0, num_test=0, seed=0)
-    preprocess_localized_narratives(
-        [root / "localized_narratives" / "synthetic_train_localized_narratives.jsonl"],
-        root / "annotations" / "ln_synthetic_train.json",
-        image_root=root / "images",
-        patterns={"synthetic": ["{image_id}.png"]},
-        progress=False,
-    )
-    return root
+@pytest.fixture
+def world(train_world):
+    return train_world
 
 
 def options(world: Path, out: Path, *extra: str):
-    return [
-        "--cfg-path",
-        str(CFG),
-        "--options",
-        f"datasets.regionvlm_mix.region_ann={world}/annotations/ln_synthetic_train.json",
-        f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
-        f"datasets.regionvlm_mix.coco_image_root={world}/images",
-        "datasets.regionvlm_mix.epoch_length=8",
-        "datasets.regionvlm_mix.region_prob_by_epoch={0: 1.0, 1: 0.6}",
-        "run.batch_size_train=2",
-        "run.max_epoch=3",
-        "run.device=cpu",
-        f"run.output_dir={out}",
-        *extra,
-    ]
+    return train_options(world, out, "datasets.regionvlm_mix.epoch_length=8", "run.max_epoch=3", *extra)
 
 
 @pytest.mark.slow

@@ -371,6 +371,7 @@ def _run(model, dataset, out, **run):
     return metrics, json.loads((Path(out) / f"vcr_val_{mode}.json").read_text())
 
 
+@pytest.mark.slow
 def test_generate_mode_counts_and_determinism(tiny_model, vcr_root, tmp_path):
     dataset = build_dataset(vcr_root)
     metrics, res = _run(tiny_model, dataset, tmp_path / "o1")
@@ -419,6 +420,7 @@ def test_ranking_mode_and_batch_invariance(tiny_model, vcr_root, tmp_path):
     assert num["predictions"][0]["q_a"]["scores"] != r4["predictions"][0]["q_a"]["scores"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes(tiny_model, vcr_root, tmp_path, monkeypatch):
     dataset = build_dataset(vcr_root)
     calls = {"n": 0}

@@ -179,6 +179,7 @@ def one_by_one(model, dataset, run_cfg) -> Dict[int, str]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bench", ["vqav2", "okvqa", "gqa"])
 def test_benchmark_config_end_to_end(bench, tmp_path, data_root):
     if bench == "okvqa":

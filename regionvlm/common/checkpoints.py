@@ -91,7 +91,7 @@ def load_training_checkpoint(path: str | Path) -> Dict[str, Any]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except Exception as exc:
             raise CheckpointError(f"cannot read the checkpoint '{path}': {exc}") from None
         if _METADATA_KEY not in metadata:

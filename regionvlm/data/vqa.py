@@ -89,27 +89,6 @@ def reference_from_official(annotation: Mapping[str, Any]) -> VQAReference:
     )
 
 
-LAVIS_VQA_LAYOUT = (
-    'a JSON list of {"question_id": 262148000, "question": "Where is he looking?", '
-    '"image": "val2014/COCO_val2014_000000262148.jpg", "answer": [10 human answers]} '
-    "(LAVIS's vqa_val_eval.json)"
-)
-OFFICIAL_QUESTIONS_LAYOUT = (
-    '{"questions": [{"question_id": ..., "image_id": ..., "question": ...}, ...]} '
-    "(official OpenEnded_mscoco_val2014_questions.json)"
-)
-OFFICIAL_ANNOTATIONS_LAYOUT = (
-    '{"annotations": [{"question_id": ..., "question_type": ..., "answer_type": ..., '
-    '"answers": [{"answer": ..., "answer_id": ...}, ...]}, ...]} '
-    "(official mscoco_val2014_annotations.json)"
-)
-GQA_LAYOUT = (
-    'a JSON list of {"question_id": ..., "question": ..., "image": "n161313.jpg", "answer": "no"} '
-    "(LAVIS's testdev_balanced_questions.json) or the original GQA dict "
-    '{question_id: {"imageId": "n161313", "question": ..., "answer": ...}}'
-)
-
-
 @dataclass(frozen=True)
 class VQAItem:
     """One question: the image path is relative to the dataset's image root."""

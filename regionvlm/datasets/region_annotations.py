@@ -10,7 +10,6 @@ quantizes Python floats (``int(100 * v)``).
 
 from __future__ import annotations
 
-import json
 from array import array
 from itertools import chain
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError
+from regionvlm.common.io import read_json
 from regionvlm.processors.text_processors import check_text
 
 ANN_LAYOUT = (
@@ -45,24 +45,10 @@ class StringTable:
 
 
 def load_json_list(path: str | Path, what: str, setting: str, layout: str) -> Tuple[Path, List[Any]]:
-    """Load a JSON list with errors that name the file, the setting and the expected layout
-    (missing, a folder, unreadable, not UTF-8, not JSON, nested too deeply, not a list)."""
+    """Load a JSON list (:func:`regionvlm.common.io.read_json` names the file, the setting and
+    the expected layout for every failure); anything but a list is refused the same way."""
     p = Path(str(path)).expanduser()
-    if p.is_dir():
-        raise InputError(f"{what} '{p}' (set `{setting}`) is a folder; expected a file. Expected layout: {layout}.")
-    if not p.is_file():
-        raise MissingFileError(f"{what} '{p}' not found (set `{setting}`). Expected layout: {layout}.")
-    try:
-        with open(p, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} '{p}' is not valid JSON ({exc}). Expected layout: {layout}.") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} '{p}' is not UTF-8 text ({exc.reason}). Expected layout: {layout}.") from None
-    except RecursionError:
-        raise InputError(f"{what} '{p}' is JSON nested too deeply to read. Expected layout: {layout}.") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} '{p}' (set `{setting}`): {exc.strerror or exc}.") from None
+    data = read_json(p, what, setting, layout)
     if not isinstance(data, list):
         raise InputError(f"{what} '{p}' must hold a JSON list, got {type(data).__name__}. Expected layout: {layout}.")
     return p, data

@@ -18,18 +18,12 @@ from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.datasets.caption_datasets import RegionCaptionDataset
-from regionvlm.models.generation import GenerationSettings
-from regionvlm.tasks.evaluation import BatchEvalSettings, EvalTask, clear_partials, fingerprint, run_resumable
+from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, clear_partials, fingerprint, run_resumable
 
 
 @dataclass(frozen=True)
-class RegionCaptioningSettings(BatchEvalSettings):
+class RegionCaptioningSettings(DecodingEvalSettings):
     num_beams: int = setting(1, min=1)
-    max_len: int = setting(30, min=1, help="new tokens")
-    min_len: int = setting(1, min=0)
-
-    def generation(self) -> GenerationSettings:
-        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len)
 
 
 @registry.register_task("region_captioning")

@@ -26,10 +26,9 @@ from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.datasets.coco_caption_datasets import CocoCaptionEvalDataset
-from regionvlm.models.generation import GenerationSettings
 from regionvlm.tasks.caption_metrics import SKIPPABLE, score_captions
 from regionvlm.tasks.evaluation import (
-    BatchEvalSettings,
+    DecodingEvalSettings,
     EvalTask,
     Prefetcher,
     clear_partials,
@@ -40,7 +39,7 @@ from regionvlm.tasks.evaluation import (
 
 
 @dataclass(frozen=True)
-class CaptioningSettings(BatchEvalSettings):
+class CaptioningSettings(DecodingEvalSettings):
     num_beams: int = setting(3, min=1)
     max_len: int = setting(20, min=1, help="new tokens")
     min_len: int = setting(5, min=0)
@@ -52,10 +51,7 @@ class CaptioningSettings(BatchEvalSettings):
         bad = sorted(set(self.skip_metrics) - set(SKIPPABLE))
         if bad:
             raise ConfigError(f"`{section}.skip_metrics` can only name {list(SKIPPABLE)}, got {bad}.")
-        self.generation()
-
-    def generation(self) -> GenerationSettings:
-        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len)
+        super().validate(section)
 
 
 @registry.register_task("captioning")

@@ -49,6 +49,7 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.io import JsonlAppender, ensure_dir, read_jsonl_rows
 from regionvlm.common.settings import Settings, setting
+from regionvlm.models.generation import GenerationSettings
 from regionvlm.models.protocol import RegionStepModel
 from regionvlm.tasks.base_task import BaseTask, parse_run_settings
 
@@ -81,6 +82,21 @@ class BatchEvalSettings(EvalSettings):
 
     batch_size_eval: int = setting(8, min=1, help="items per model call")
     num_workers: int = setting(4, min=0, help="input-loading threads (0: load in the main thread)")
+
+
+@dataclass(frozen=True)
+class DecodingEvalSettings(BatchEvalSettings):
+    """Tasks that generate text: LAVIS's decoding keys (each task sets its protocol's defaults)."""
+
+    num_beams: int = setting(5, min=1)
+    max_len: int = setting(30, min=1, help="new tokens")
+    min_len: int = setting(1, min=0, help="Hugging Face min_length (decoder tokens incl. the start token)")
+
+    def validate(self, section: str) -> None:
+        self.generation()  # min_len <= max_len and the rest, checked where decoding is defined
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len)
 
 
 def item_rng(seed: int, key: str) -> np.random.Generator:

@@ -56,9 +56,15 @@ from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.vcr import NUM_CHOICES, VCRItem, object_references, render_tokens
 from regionvlm.datasets.vcr_datasets import VCRDataset, VCRSample
-from regionvlm.models.generation import GenerationSettings
 from regionvlm.region import format_points, sample_mask_points
-from regionvlm.tasks.evaluation import BatchEvalSettings, EvalTask, clear_partials, fingerprint, item_rng, run_resumable
+from regionvlm.tasks.evaluation import (
+    DecodingEvalSettings,
+    EvalTask,
+    clear_partials,
+    fingerprint,
+    item_rng,
+    run_resumable,
+)
 
 MODES = ("generate", "ranking")
 RANKING_TARGETS = ("text", "number")
@@ -152,17 +158,11 @@ def score_item(answer_label: int, rationale_label: int, q_a: str, qa_r: str, q_a
 
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
-class VCRSettings(BatchEvalSettings):
+class VCRSettings(DecodingEvalSettings):
     mode: str = setting("generate", choices=MODES, help="generate (official) | ranking (addition)")
     ranking_target: str = setting("text", choices=RANKING_TARGETS, help="ranking: score the choice text or number")
-    num_beams: int = setting(5, min=1)
-    max_len: int = setting(30, min=1, help="new tokens")
     num_points: Optional[int] = setting(None, min=1, help="points per object (default: the model's, 10)")
     qformer_batch: int = setting(64, min=1, help="object prompts per Q-Former call")
-
-    def generation(self) -> GenerationSettings:
-        """The official decoding: beam search, 1 to ``max_len`` new tokens, no penalties."""
-        return GenerationSettings.create("run", num_beams=self.num_beams, max_len=self.max_len, min_len=1)
 
     def with_model(self, model: torch.nn.Module) -> "VCRSettings":
         return self if self.num_points is not None else replace(self, num_points=int(getattr(model, "num_points", 10)))

@@ -42,7 +42,7 @@ from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.datasets.vqa_datasets import VQAEvalDataset
 from regionvlm.tasks.evaluation import (
-    BatchEvalSettings,
+    DecodingEvalSettings,
     EvalTask,
     Prefetcher,
     clear_partials,
@@ -56,13 +56,11 @@ DEFAULT_PROMPT = "Question: {} Short answer:"
 
 
 @dataclass(frozen=True)
-class VQASettings(BatchEvalSettings):
+class VQASettings(DecodingEvalSettings):
     """Generation and batching settings of a VQA evaluation (from ``run:``)."""
 
     batch_size_eval: int = setting(16, min=1, help="questions per model call")
-    num_beams: int = setting(5, min=1)
     max_len: int = setting(10, min=1, help="new tokens")
-    min_len: int = setting(1, min=0)
     prompt: str = setting(DEFAULT_PROMPT, help="T5 prompt; '{}' is replaced by the question")
     length_penalty: Optional[float] = setting(None, help="unset: the model's default, -1 as in LAVIS")
     inference_method: str = setting("generate", choices=("generate",), help="zero-shot VQA generates answers")
@@ -73,8 +71,7 @@ class VQASettings(BatchEvalSettings):
                 f"`{section}.prompt` must contain '{{}}' where the question goes "
                 f"(e.g. {DEFAULT_PROMPT!r}), got {self.prompt!r}."
             )
-        if self.min_len > self.max_len:
-            raise ConfigError(f"`{section}.min_len` ({self.min_len}) exceeds `{section}.max_len` ({self.max_len}).")
+        super().validate(section)
 
     def generation_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``model.predict_answers`` (LAVIS's names)."""
