@@ -99,6 +99,22 @@ def test_let_layout_is_the_vcr_prefix(tiny_model_and_processors, rgb_image, sent
     assert c.region_text(2) == ""  # whole image = the official empty region prompt
 
 
+def test_qformer_first_layout_and_its_decoding(tiny_model_and_processors, rgb_image, sent):
+    """The authors' predict_answers_qformer_first: the mentioned regions' soft tokens first, then
+    the whole question with its [i] as text; beam 5, 10 new tokens, length penalty -1."""
+    model, vis, txt = tiny_model_and_processors
+    c = Conversation(model, rgb_image, vis["eval"], txt["eval"], layout="qformer_first", history="none")
+    c.add_region(Region.from_box((4, 6, 30, 40), image_size=rgb_image.size))
+    c.add_region(Region.from_points([(50, 10), (60, 20)], image_size=rgb_image.size))
+    q1, q2 = c.region(1).soft_tokens, c.region(2).soft_tokens
+    c.ask("Is [2] near [1]?")
+    torch.testing.assert_close(sent[-1][0], by_hand(model, [q2, q1, "Is [2] near [1]?"]))
+    generation = sent[-1][2]
+    assert (generation.num_beams, generation.max_len, generation.length_penalty) == (5, 10, -1.0)
+    c.ask("What is [1]?", max_len=4)  # user settings win over the layout's defaults
+    assert sent[-1][2].max_len == 4 and sent[-1][2].length_penalty == -1.0
+
+
 def test_describe_is_the_trained_captioning_path(conv, tiny_model_and_processors, rgb_image, sent):
     model, vis, _ = tiny_model_and_processors
     answer = conv.describe(1, num_beams=3, max_len=6)
