@@ -48,5 +48,5 @@ setup(
         "demo": ["gradio>=5"],
         "lavis": ["salesforce-lavis==1.0.2", "numpy<2", "pandas<3"],
     },
-    entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:main"]},
+    entry_points={"console_scripts": ["regionvlm-chat=regionvlm.chat:console"]},
 )

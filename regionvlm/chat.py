@@ -345,7 +345,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     run_repl(session, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``regionvlm-chat`` command (installed by pip): ``main`` with the project's error handling."""
     from regionvlm.common.cli import run
 
     run(main)
+
+
+if __name__ == "__main__":
+    console()
