@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import time
 from importlib import resources
@@ -103,7 +105,8 @@ def run_ris(
     datasets = task.build_datasets(cfg)
     model = model if model is not None else task.build_model(cfg)
     runner = cfg.runner_class()(cfg, task, model, datasets)
-    runner.evaluate()
+    with contextlib.redirect_stdout(io.StringIO()):  # the runner prints its metrics; the table below says them
+        runner.evaluate()
     result = json.loads(next(out.glob("ris_synthetic_unc_test.json")).read_text())
     queries = result["queries"]
     hits = [q["iou"] >= 0.999 for q in queries]
