@@ -1,4 +1,23 @@
-"""Training-step benchmark, same model, same samples, one process:
+"""Training-step benchmark, same model, same samples, one process. Two modes.
+
+**A step at given settings** (``--batch N``): the runner's step exactly — the precision
+policy's autocast around the forward, a GradScaler under ``official``, backward, AdamW over
+LAVIS's two parameter groups, ``zero_grad`` — with ViT and T5 frozen as in training from
+BLIP-2, on ``--batch`` samples of the training mix (60 % region texts of 10 points, 40 %
+global captions ``""``; targets of Localized Narratives' lengths, one image per sample).
+Prints and writes seconds per step, samples per second and peak memory (CUDA allocator peak
+on GPU; the process's peak RSS on CPU, weights included). The ``LN_ft`` settings
+(``configs/blip2/train/LN_ft.yaml``: batch 8 per GPU, ``use_grad_checkpoint: true``,
+``precision: official`` on GPU):
+
+    python benchmarks/bench_train_step.py --preset flant5xl-random --device cuda --batch 8 \\
+        --precision official --grad-checkpoint --json train_step.json
+    python benchmarks/bench_train_step.py --batch 2 --precision official --steps 2     # tiny, CPU
+
+``flant5xl-random`` is the paper's architecture (3.96 B parameters) with random weights built
+straight on the device (``bench_ris.build_model``: no weight file needed).
+
+**Comparisons** (no ``--batch``; the numbers quoted in ``docs/tiny_training.md``):
 
 * several region samples per image with the image encoded once (``image_index``, what the
   synthetic recipe uses) against the naive way (the image repeated for every sample);
@@ -11,23 +30,41 @@
     python benchmarks/bench_train_step.py                       # tiny preset, CPU
     python benchmarks/bench_train_step.py --preset flant5xl-random --device cuda --images 8 --per-image 2
 
-Prints seconds per step, peak memory and the ratio; also the forward-only time and peak
-memory of one tiny forward (the numbers quoted in the README).
+These print seconds per step, peak memory and the ratio; also the forward-only time and peak
+memory of one tiny forward.
 """
+
 from __future__ import annotations
 
 import argparse
+import math
 import resource
+import sys
 import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import torch
 from omegaconf import OmegaConf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from regionvlm.common import host_memory
+from regionvlm.common.optims import param_groups
 from regionvlm.models import place_model
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 REGION = "[10 10] [12 15] [20 20] [15 11] [11 19] [18 14] [13 13] [16 17] [19 12] [14 18]"
+# Localized Narratives region captions and global captions of typical lengths (T5 tokens 8-30)
+TARGETS = [
+    "in this image i can see a person standing and holding an umbrella",
+    "a red car parked on the road",
+    "at the bottom of the image there is a wooden table with a few plates, cups and a bowl of fruit on it",
+    "a man riding a horse on a beach",
+    "on the left side there is a tree and a building with glass windows",
+]
+LN_FT = {"init_lr": 5e-6, "weight_decay": 0.05, "betas": (0.9, 0.999)}  # configs/blip2/train/LN_ft.yaml
 
 
 def build(preset: str, device: str) -> RegionVLMT5:
@@ -53,8 +90,9 @@ def hf_labels_loss(model, samples) -> torch.Tensor:
     embeds, mask = model.t5_inputs(queries)
     tok = model.tokenize_targets(samples["text_output"])
     labels = tok.input_ids.masked_fill(tok.input_ids == model.t5_tokenizer.pad_token_id, -100)
-    return model.t5_model(inputs_embeds=embeds, attention_mask=mask, labels=labels,
-                          decoder_attention_mask=tok.attention_mask).loss
+    return model.t5_model(
+        inputs_embeds=embeds, attention_mask=mask, labels=labels, decoder_attention_mask=tok.attention_mask
+    ).loss
 
 
 def time_steps(model, samples, steps: int, device: str, loss_fn=model_loss) -> float:
@@ -73,14 +111,131 @@ def time_steps(model, samples, steps: int, device: str, loss_fn=model_loss) -> f
     return (time.perf_counter() - start) / steps
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=("tiny", "flant5xl-random"), default="tiny")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--images", type=int, default=32)
-    p.add_argument("--per-image", type=int, default=2)
-    p.add_argument("--steps", type=int, default=10)
-    args = p.parse_args()
+# --- a step at given settings (the runner's step) ----------------------------------------
+
+
+def process_peak_rss() -> int:
+    """Peak resident set of this process in bytes (``VmHWM``; ru_maxrss where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU x{torch.get_num_threads()} threads"
+
+
+def build_training_model(preset: str, device: torch.device, precision: str, grad_checkpoint: bool) -> RegionVLMT5:
+    """The preset with random weights (``flant5xl-random``: built on the device), ViT and T5
+    frozen as in training from BLIP-2, placed for training under ``precision``."""
+    from bench_ris import build_model  # benchmarks/bench_ris.py: the same random full-size model
+
+    model = build_model(preset, device, "meta" if preset == "flant5xl-random" else "preset")
+    model.freeze_vit = model.freeze_t5 = True  # the tiny preset trains everything; LN_ft does not
+    model._freeze()
+    model.use_grad_checkpoint(grad_checkpoint)
+    return place_model(model, is_eval=False, device=device, precision=precision)
+
+
+def training_mix(batch: int, image_size: int, device: torch.device, seed: int = 0) -> Dict[str, Any]:
+    """``batch`` samples like the regionvlm mix: 60 % region texts, 40 % global (``""``), one
+    image each (random pixels), targets of Localized Narratives' lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randn(batch, 3, image_size, image_size, generator=gen).to(device),
+        "text_input": [REGION if i % 5 < 3 else "" for i in range(batch)],
+        "text_output": [TARGETS[i % len(TARGETS)] for i in range(batch)],
+    }
+
+
+def runner_step(
+    model: RegionVLMT5, samples: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[Any]
+) -> torch.Tensor:
+    """One update as ``RunnerBase.train`` takes it (``accum_grad_iters: 1``, no clipping)."""
+    with model.precision.train_autocast():
+        loss = model(samples)["loss"]
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def bench_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """Seconds per step, samples/s and peak memory of the runner's step at these settings."""
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    model = build_training_model(args.preset, device, args.precision, args.grad_checkpoint)
+    build_s = time.perf_counter() - start
+    policy = model.precision
+    optimizer = torch.optim.AdamW(param_groups(model, LN_FT["weight_decay"]), lr=LN_FT["init_lr"], betas=LN_FT["betas"])
+    scaler = policy.grad_scaler()
+    samples = training_mix(args.batch, model.image_size, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    losses: List[float] = []
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+        losses.append(runner_step(model, samples, optimizer, scaler))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    losses = [float(v) for v in losses]
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else process_peak_rss()
+    return {
+        "preset": args.preset,
+        "device": str(device),
+        "device_name": device_name(device),
+        "precision": policy.name,
+        "grad_scaler": scaler is not None,
+        "grad_checkpoint": args.grad_checkpoint,
+        "batch": args.batch,
+        "warmup_steps": args.warmup,
+        "steps": args.steps,
+        "build_s": round(build_s, 2),
+        "s_per_step": wall / args.steps,
+        "cpu_s_per_step": cpu / args.steps,
+        "samples_per_s": args.batch * args.steps / wall,
+        "peak_memory_gib": peak / 2**30,
+        "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)",
+        "losses": losses,
+        "losses_finite": all(math.isfinite(v) for v in losses),
+        "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def print_settings(r: Dict[str, Any]) -> None:
+    print(
+        f"{r['preset']} on {r['device_name']}: precision {r['precision']} (GradScaler: {r['grad_scaler']}), "
+        f"grad checkpointing {r['grad_checkpoint']}, batch {r['batch']}, {r['trainable_parameters'] / 1e6:.1f} M "
+        f"of {r['parameters'] / 1e6:.1f} M parameters train"
+    )
+    print(
+        f"  {r['s_per_step']:.4f} s/step over {r['steps']} steps after {r['warmup_steps']} warm-up: "
+        f"{r['samples_per_s']:.1f} samples/s; peak memory {r['peak_memory_gib']:.2f} GiB ({r['memory_kind']})"
+    )
+    print(f"  losses {[round(v, 4) for v in r['losses']]}, grad scale {r['grad_scale']}", flush=True)
+
+
+# --- comparisons -------------------------------------------------------------------------
+
+
+def compare(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = build(args.preset, args.device)
     size = model.image_size
@@ -100,8 +255,10 @@ def main() -> None:
     print(f"one forward (batch 1): {forward_s * 1000:.1f} ms, peak memory so far {peak_mb(args.device):.0f} MiB")
     t_naive = time_steps(model, naive, args.steps, args.device)
     t_shared = time_steps(model, shared, args.steps, args.device)
-    print(f"{args.preset}, {args.images} images x {args.per_image} samples, {args.device}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.preset}, {args.images} images x {args.per_image} samples, {args.device}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"  naive (image repeated per sample): {t_naive:.3f} s/step")
     print(f"  image encoded once (image_index):  {t_shared:.3f} s/step")
     print(f"  ratio: {t_naive / t_shared:.2f}x   peak memory {peak_mb(args.device):.0f} MiB")
@@ -110,7 +267,7 @@ def main() -> None:
     mixed = dict(shared, text_output=[long_caption if i % 5 < 2 else "a small red circle" for i in range(n)])
     t_padded = time_steps(model, mixed, args.steps, args.device, loss_fn=hf_labels_loss)
     t_valid = time_steps(model, mixed, args.steps, args.device)
-    print(f"  mixed-length targets (60 % region phrases, 40 % long captions), image encoded once:")
+    print("  mixed-length targets (60 % region phrases, 40 % long captions), image encoded once:")
     print(f"    vocabulary projection on every padded position (HF labels=): {t_padded:.3f} s/step")
     print(f"    vocabulary projection on real target tokens only:            {t_valid:.3f} s/step")
     print(f"    ratio: {t_padded / t_valid:.2f}x")
@@ -122,6 +279,55 @@ def main() -> None:
         print(f"    malloc defaults (large blocks unmapped after each use): {t_default:.3f} s/step")
         print(f"    freed memory retained for reuse (the runner's setting): {t_retained:.3f} s/step")
         print(f"    ratio: {t_default / t_retained:.2f}x")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, checked (``gpu_check.sh --dry-run`` commands are tested against it)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("tiny", "flant5xl-random"), default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    g = p.add_argument_group("a step at given settings (selected by --batch)")
+    g.add_argument("--batch", type=int, default=None, help="samples per step (LN_ft: 8)")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "official", "bf16", "fp32"),
+        default="auto",
+        help="precision policy (auto: official on GPU, fp32 on CPU)",
+    )
+    g.add_argument("--grad-checkpoint", action="store_true", help="use_grad_checkpoint (LN_ft: true)")
+    g.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first allocates AdamW's state)")
+    g.add_argument("--json", type=Path, default=None, help="also write the result here")
+    g = p.add_argument_group("comparisons (without --batch)")
+    g.add_argument("--images", type=int, default=32)
+    g.add_argument("--per-image", type=int, default=2)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    if args.batch is None and args.json:
+        p.error("--json applies to a step at given settings (--batch)")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch is None:
+        compare(args)
+        return None
+    result = bench_settings(args)
+    print_settings(result)
+    if args.json:
+        from regionvlm.common.io import atomic_write_json
+
+        atomic_write_json(args.json, result, indent=1)
+    return result
 
 
 if __name__ == "__main__":
