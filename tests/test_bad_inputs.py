@@ -319,6 +319,7 @@ def test_segmentations_of_annotation_files():
 
 
 # ============================================================================ text and tokenizers
+@pytest.mark.slow
 def test_text_that_cannot_be_tokenized():
     with pytest.raises(InputError, match="caption must be a string, got NoneType"):
         BlipCaptionProcessor()(None)

@@ -87,6 +87,7 @@ def test_smoke_run_writes_every_stage_and_number(tmp_path):
     assert "=== train (limit 60 s)" in log and "precision policy: bf16" in log
 
 
+@pytest.mark.slow
 def test_a_stage_past_its_limit_is_reported_and_the_next_runs(tmp_path):
     proc = gpu_check("--smoke", "--only", "train,env", "--limit", "train=1", out=tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -98,6 +99,7 @@ def test_a_stage_past_its_limit_is_reported_and_the_next_runs(tmp_path):
     assert "[train] timeout" in (tmp_path / "summary.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the GPU-less machine")
 def test_without_a_gpu_the_gpu_stages_are_skipped_with_the_reason(tmp_path):
     proc = gpu_check("--only", "env,train,generation", out=tmp_path)

@@ -65,6 +65,7 @@ def options(data: Path, out: Path, *extra: str):
     ]
 
 
+@pytest.mark.slow
 def test_captions_every_image_with_empty_region_text_and_scores_them(data, tmp_path, monkeypatch):
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 

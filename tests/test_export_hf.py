@@ -220,6 +220,7 @@ def test_export_import_round_trip_is_exact(tiny_model, export_dir, tmp_path):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_sharded_export_loads_and_imports(tiny_model, tmp_path):
     """The full-size model is written in 5 GB shards; the same code path, with 2 MB shards."""
     from transformers import InstructBlipForConditionalGeneration
@@ -278,6 +279,7 @@ def test_nonzero_key_bias_is_dropped_without_changing_outputs(export_dir, tiny_m
     assert torch.allclose(hf_out, ours, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_paper_preset_maps_name_for_name_onto_instructblip():
     """flant5xl (39 ViT blocks, cross-attention every 2nd layer, 32 queries), on the meta device."""
     from omegaconf import OmegaConf
