@@ -40,10 +40,27 @@ def build_optimizer(model: torch.nn.Module, settings: Any) -> torch.optim.Optimi
 
 
 class Schedule(ABC):
-    """Base: ``lr_at`` says the learning rate; ``apply`` writes it into the optimizer."""
+    """Base: the run's schedule settings; ``lr_at`` says the learning rate, ``apply`` writes it
+    into the optimizer. ``warmup_lr`` unset means the subclass's ``DEFAULT_WARMUP_START``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    DEFAULT_WARMUP_START = "init_lr"
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_epoch: int,
+        init_lr: float,
+        min_lr: float = 0.0,
+        warmup_lr: float | None = None,
+        warmup_steps: int = 0,
+        updates_per_epoch: int = 1,
+    ) -> None:
         self.optimizer = optimizer
+        self.max_epoch, self.init_lr, self.min_lr = int(max_epoch), float(init_lr), float(min_lr)
+        default_start = self.init_lr if self.DEFAULT_WARMUP_START == "init_lr" else 0.0
+        self.warmup_lr = default_start if warmup_lr is None else float(warmup_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.total_updates = max(1, self.max_epoch * int(updates_per_epoch))
 
     @abstractmethod
     def lr_at(self, epoch: int, iteration: int, update: int) -> float:
@@ -65,21 +82,6 @@ class LinearWarmupCosineLR(Schedule):
     the whole epoch — a staircase that never reaches ``min_lr``. ``warmup_lr`` unset means no
     warm-up (LAVIS's -1)."""
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        max_epoch: int,
-        init_lr: float,
-        min_lr: float = 0.0,
-        warmup_lr: float | None = None,
-        warmup_steps: int = 0,
-        **_unused: Any,
-    ) -> None:
-        super().__init__(optimizer)
-        self.max_epoch, self.init_lr, self.min_lr = int(max_epoch), float(init_lr), float(min_lr)
-        self.warmup_lr = self.init_lr if warmup_lr is None else float(warmup_lr)
-        self.warmup_steps = int(warmup_steps)
-
     def lr_at(self, epoch: int, iteration: int, update: int) -> float:
         if epoch == 0:
             rise = (self.init_lr - self.warmup_lr) * iteration / max(self.warmup_steps, 1)
@@ -90,26 +92,11 @@ class LinearWarmupCosineLR(Schedule):
 
 @registry.register_lr_scheduler("linear_warmup_step_cosine_lr")
 class LinearWarmupStepCosineLR(Schedule):
-    """A smooth variant (not LAVIS's): linear warm-up from ``warmup_lr`` over ``warmup_steps``
-    optimizer *updates*, then a per-update cosine from ``init_lr`` to ``min_lr`` at the last
-    update. The tiny preset's training uses it."""
+    """A smooth variant (not LAVIS's): linear warm-up from ``warmup_lr`` (unset: 0) over
+    ``warmup_steps`` optimizer *updates*, then a per-update cosine from ``init_lr`` to
+    ``min_lr`` at the last update. The tiny preset's training uses it."""
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        max_epoch: int,
-        init_lr: float,
-        min_lr: float = 0.0,
-        warmup_lr: float | None = None,
-        warmup_steps: int = 0,
-        updates_per_epoch: int = 1,
-        **_unused: Any,
-    ) -> None:
-        super().__init__(optimizer)
-        self.total_updates = max(1, int(max_epoch) * int(updates_per_epoch))
-        self.init_lr, self.min_lr = float(init_lr), float(min_lr)
-        self.warmup_lr = 0.0 if warmup_lr is None else float(warmup_lr)
-        self.warmup_steps = int(warmup_steps)
+    DEFAULT_WARMUP_START = "zero"
 
     def lr_at(self, epoch: int, iteration: int, update: int) -> float:
         if update < self.warmup_steps:
