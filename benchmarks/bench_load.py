@@ -28,22 +28,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-PRESET_FILES = {
-    "flant5xl": ("eva_vit", "t5", "regionvlm"),
-    "pretrain_flant5xl": ("eva_vit", "t5", "bert", "blip2"),
-    "tiny": ("eva_vit", "t5", "regionvlm"),
-}  # for files written with --smoke
-LAYOUT = {
-    "eva_vit": "eva_vit_g.pth",
-    "t5": "flan-t5-xl",
-    "bert": "bert-base-uncased",
-    "blip2": "blip2_pretrained_flant5xl.pth",
-    "regionvlm": "ckpoint_RegionVLM.pth",
-}
-
-
-def weight_paths(weights: Path, preset: str) -> Dict[str, str]:
-    return {setting: str(weights / LAYOUT[setting]) for setting in PRESET_FILES[preset]}
+from make_fullsize_weights import PRESET_SETTINGS, release_paths
 
 
 def files_of(paths: Dict[str, str]) -> List[Path]:
@@ -130,7 +115,7 @@ def child(weights: Path, preset: str, dtype: str) -> Dict[str, object]:
     rss_before = peak_rss()
     start = time.perf_counter()
     model, _, _ = load_model_and_preprocess(
-        "regionvlm_t5", preset, is_eval=True, load_pretrained=True, weights=weight_paths(weights, preset), **overrides
+        "regionvlm_t5", preset, is_eval=True, load_pretrained=True, weights=release_paths(weights, preset), **overrides
     )
     load_s = time.perf_counter() - start
     peak = peak_rss()
@@ -156,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, type=Path, help="folder written by make_fullsize_weights.py")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--preset", choices=sorted(PRESET_FILES), default="flant5xl")
+    p.add_argument("--preset", choices=sorted(PRESET_SETTINGS), default="flant5xl")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--repeat", type=int, default=1, help="runs (the median run is summarized)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -166,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(child(args.weights, args.preset, args.dtype)))
         return 0
 
-    files = files_of(weight_paths(args.weights, args.preset))
+    files = files_of(release_paths(args.weights, args.preset))
     file_bytes = sum(f.stat().st_size for f in files)
     need = int(file_bytes * (1.2 if args.dtype == "fp32" else 0.65))
     if mem_available() < need and not args.force:

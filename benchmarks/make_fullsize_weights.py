@@ -497,16 +497,34 @@ def bert_config(d: Dims) -> Dict[str, object]:
 
 
 # --- writers ------------------------------------------------------------------------------
+# The released files, by the `model.weights` setting that points to each, and which a preset reads.
+RELEASE_FILES = {
+    "eva_vit": "eva_vit_g.pth",
+    "t5": "flan-t5-xl",
+    "bert": "bert-base-uncased",
+    "blip2": "blip2_pretrained_flant5xl.pth",
+    "regionvlm": "ckpoint_RegionVLM.pth",
+}
+PRESET_SETTINGS = {
+    "flant5xl": ("eva_vit", "t5", "regionvlm"),
+    "pretrain_flant5xl": ("eva_vit", "t5", "bert", "blip2"),
+    "tiny": ("eva_vit", "t5", "regionvlm"),  # files written with --smoke
+}
+
+
+def release_paths(folder: Path, preset: str = "flant5xl") -> Dict[str, str]:
+    """``model.weights`` for ``preset`` when the files lie in ``folder`` under their released names."""
+    return {setting: str(folder / RELEASE_FILES[setting]) for setting in PRESET_SETTINGS[preset]}
 
 
 def write_eva(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
-    path = out / "eva_vit_g.pth"
+    path = out / RELEASE_FILES["eva_vit"]
     _torch_save(_state(rng, eva_spec(d)), path)
     return [path]
 
 
 def write_t5(out: Path, d: Dims, rng: np.random.Generator, layout: str = "safetensors") -> List[Path]:
-    folder = out / "flan-t5-xl"
+    folder = out / RELEASE_FILES["t5"]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "config.json", t5_config(d), indent=2)
     shards = t5_shards(d)
@@ -533,7 +551,7 @@ def write_t5(out: Path, d: Dims, rng: np.random.Generator, layout: str = "safete
 
 
 def write_bert(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
-    folder = out / "bert-base-uncased"
+    folder = out / RELEASE_FILES["bert"]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "config.json", bert_config(d), indent=2)
     state = _state(rng, [s for s in bert_spec(d) if s[0] != "cls.predictions.decoder.weight"])
@@ -543,13 +561,13 @@ def write_bert(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
 
 
 def write_blip2(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
-    path = out / "blip2_pretrained_flant5xl.pth"
+    path = out / RELEASE_FILES["blip2"]
     _torch_save(_runner_checkpoint(rng, lavis_spec(d, text_path=False), "pretrain_flant5xl", 9), path)
     return [path]
 
 
 def write_regionvlm(out: Path, d: Dims, rng: np.random.Generator) -> List[Path]:
-    path = out / "ckpoint_RegionVLM.pth"
+    path = out / RELEASE_FILES["regionvlm"]
     _torch_save(_runner_checkpoint(rng, lavis_spec(d, text_path=True), "LN_coco_flant5xl", 4), path)
     return [path]
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import importlib.util
 import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Dict
@@ -40,6 +38,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from weight_generator import gen
 
 from regionvlm import Region
 from regionvlm.models import place_model
@@ -48,7 +47,6 @@ from regionvlm.tasks.ris import DrawGroup, RISSettings, build_prompts, score_ima
 
 pytestmark = [pytest.mark.slow, pytest.mark.fullsize]
 ROOT = Path(__file__).resolve().parents[1]
-FILES = {"eva_vit": "eva_vit_g.pth", "t5": "flan-t5-xl", "regionvlm": "ckpoint_RegionVLM.pth"}
 NEED_RAM = 19 * 2**30
 NEED_DISK = 20 * 10**9
 # Random weights rarely emit </s>, so a caption runs to its limit: 30 new tokens (the default)
@@ -70,11 +68,6 @@ def _peak_rss() -> int:
 
 
 def _write_standins(out: Path) -> None:
-    path = ROOT / "benchmarks" / "make_fullsize_weights.py"
-    spec = importlib.util.spec_from_file_location("make_fullsize_weights", path)
-    gen = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = gen
-    spec.loader.exec_module(gen)
     gen.write_all(out)
 
 
@@ -140,7 +133,7 @@ def loaded(request, tmp_path_factory, report):
         "flant5xl",
         is_eval=True,
         precision="fp32",
-        weights={k: str(folder / v) for k, v in FILES.items()},
+        weights=gen.release_paths(folder, "flant5xl"),
     )
     _record(report, "load", start)
     yield model, vis["eval"], txt["eval"]

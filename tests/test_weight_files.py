@@ -4,11 +4,9 @@ error naming the file (before any tensor is read, so no half-loaded model)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
+from weight_generator import gen
 
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError
 from regionvlm.models import weights as W
@@ -26,17 +25,6 @@ from regionvlm.models.regionvlm_t5 import RegionVLMT5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
 RELEASE = ("eva_vit", "t5", "regionvlm")  # preset flant5xl
 PRETRAIN = ("eva_vit", "t5", "bert", "blip2")  # preset pretrain_flant5xl
 
@@ -48,17 +36,8 @@ def smoke(tmp_path_factory) -> Path:
     return out
 
 
-LAYOUT = {
-    "eva_vit": "eva_vit_g.pth",
-    "t5": "flan-t5-xl",
-    "bert": "bert-base-uncased",
-    "blip2": "blip2_pretrained_flant5xl.pth",
-    "regionvlm": "ckpoint_RegionVLM.pth",
-}
-
-
 def paths_in(folder: Path, settings=RELEASE) -> dict:
-    return {s: str(folder / LAYOUT[s]) for s in settings}
+    return {s: str(folder / gen.RELEASE_FILES[s]) for s in settings}
 
 
 def copy_of(smoke: Path, tmp_path: Path) -> Path:

@@ -12,30 +12,22 @@ written to a temporary folder first (about 2.5 minutes here).
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
+from weight_generator import gen
 
 from regionvlm.models import weights as W
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 pytestmark = [pytest.mark.slow, pytest.mark.fullsize]
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUT = {
-    "eva_vit": "eva_vit_g.pth",
-    "t5": "flan-t5-xl",
-    "bert": "bert-base-uncased",
-    "blip2": "blip2_pretrained_flant5xl.pth",
-    "regionvlm": "ckpoint_RegionVLM.pth",
-}
 
 
 def _mem_available() -> int:
@@ -57,12 +49,6 @@ def fullsize(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fullsize")
     if shutil.disk_usage(out).free < 20 * 10**9:
         pytest.skip("needs 20 GB of free disk for the stand-in files")
-    spec = importlib.util.spec_from_file_location(
-        "make_fullsize_weights", ROOT / "benchmarks" / "make_fullsize_weights.py"
-    )
-    gen = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = gen
-    spec.loader.exec_module(gen)
     gen.write_all(out)
     yield out
     shutil.rmtree(out, ignore_errors=True)
@@ -83,7 +69,7 @@ def test_flant5xl_loads_at_full_size(fullsize):
     from regionvlm import load_model_and_preprocess
 
     _need_memory(18 * 2**30)
-    paths = {s: str(fullsize / LAYOUT[s]) for s in ("eva_vit", "t5", "regionvlm")}
+    paths = gen.release_paths(fullsize, "flant5xl")
     model, _vis, _txt = load_model_and_preprocess("regionvlm_t5", "flant5xl", is_eval=True, weights=paths)
     tensors = list(model.parameters()) + list(model.buffers())
     assert not any(t.is_meta for t in tensors)
@@ -126,7 +112,7 @@ def test_pretrain_files_load_with_bf16_towers(fullsize):
     cfg = RegionVLMT5.check_config(OmegaConf.load(RegionVLMT5.default_config_path("pretrain_flant5xl")).model)
     with torch.device("meta"):
         model = RegionVLMT5(**{k: v for k, v in cfg.items() if k in RegionVLMT5.constructor_keys()})
-    paths = {s: str(fullsize / LAYOUT[s]) for s in ("eva_vit", "t5", "bert", "blip2")}
+    paths = gen.release_paths(fullsize, "pretrain_flant5xl")
     report = model.load_weights(paths, dtypes={"vision encoder": "bf16", "T5": "bf16"})
     assert not any(p.is_meta for p in model.parameters())
     dtypes = W.group_dtypes(model)
