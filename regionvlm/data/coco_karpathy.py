@@ -113,6 +113,16 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def require_fields(entry: Any, fields: Sequence[str], where: str) -> None:
+    """One message for a JSON entry that is not an object or lacks a field, in every caption file."""
+    names = ", ".join(f"'{f}'" for f in fields[:-1]) + f" and '{fields[-1]}'"
+    if not isinstance(entry, Mapping):
+        raise InputError(f"{where} must be an object with {names}, got {type(entry).__name__}.")
+    for key in fields:
+        if key not in entry:
+            raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).")
+
+
 def check_caption_text(text: str, where: str) -> None:
     """Refuse captions with a character the metrics' tokenizer reads as a line break."""
     for ch in LINE_BREAKS:
@@ -135,11 +145,7 @@ def read_karpathy_split(path: str | Path) -> List[KarpathyImage]:
     seen: Dict[int, Tuple[int, str]] = {}
     for i, entry in enumerate(data):
         where = f"'{src}' entry {i}"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where} must be an object with 'image' and 'caption', got {type(entry).__name__}.")
-        for key in ("image", "caption"):
-            if key not in entry:
-                raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).")
+        require_fields(entry, ("image", "caption"), where)
         image, caption = entry["image"], entry["caption"]
         if not isinstance(image, str) or not image:
             raise InputError(f"{where}: 'image' must be a non-empty path string, got {image!r}.")
@@ -181,11 +187,7 @@ def _gt_from_dataset(data: Any, src: str) -> CaptionGroundTruth:
     ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
         where = f"'{src}' annotations[{i}]"
-        if not isinstance(ann, Mapping):
-            raise InputError(f"{where} must be an object with 'image_id', 'caption' and 'id'.")
-        for key in ("image_id", "caption", "id"):
-            if key not in ann:
-                raise InputError(f"{where} has no '{key}' (keys: {sorted(ann)}).")
+        require_fields(ann, ("image_id", "caption", "id"), where)
         if not is_int(ann["image_id"]) or not is_int(ann["id"]):
             raise InputError(
                 f"{where}: 'image_id' and 'id' must be integers, got {ann['image_id']!r} and {ann['id']!r}."

@@ -49,6 +49,7 @@ from regionvlm.data.coco_karpathy import (
     is_int,
     load_json,
     read_caption_gt,
+    require_fields,
 )
 
 METRICS: Tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -125,11 +126,7 @@ def check_caption_results(results: Any, gt: CaptionGroundTruth, source: str = "<
     clean: List[Dict[str, Any]] = []
     for i, entry in enumerate(results):
         where = f"{source} entry {i}"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where} must be an object with 'image_id' and 'caption', got {type(entry).__name__}.")
-        for key in ("image_id", "caption"):
-            if key not in entry:
-                raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).")
+        require_fields(entry, ("image_id", "caption"), where)
         if not is_int(entry["image_id"]):
             raise InputError(
                 f"{where}: 'image_id' must be an integer (as in the ground truth), got {entry['image_id']!r}."
