@@ -16,6 +16,11 @@
 #               Q-Former trainable): samples/s (goal >= 200) and peak GPU memory
 #   generation  benchmarks/bench_gpu_generation.py: region caption (beam 5, 30 tokens) and VQA
 #               (beam 5, 10 tokens) latency at batch 1 and 8
+#   profile     benchmarks/profile_gpu.py: where the time goes when a goal is missed — the training
+#               step split into ViT / rest of the forward / backward / optimizer, samples/s at
+#               batch 16-64, kernel launches per step and the top operators; the RIS fast path
+#               split into image / Q-Former + T5 encoder / decoder, and fast vs official scores
+#               under fp32 and official precision
 #   quickstart  (only with --with-quickstart or --only ...,quickstart) the tiny model retrained
 #               and evaluated end to end: python -m regionvlm.quickstart --retrain --device cuda
 #
@@ -32,7 +37,7 @@
 #   --only LIST          comma-separated stages to run (env,ris,train,generation,quickstart)
 #   --with-quickstart    add the quickstart stage (off by default: it takes several minutes)
 #   --limit STAGE=SEC    a stage's time limit (defaults: env 60, ris 180, train 120, generation 120,
-#                        quickstart 540; smoke: 60 each); repeatable
+#                        profile 150, quickstart 540; smoke: 60 each); repeatable
 #   --dry-run            print each stage's command (one line: STAGE: COMMAND) and run nothing
 #   --budget SEC         stop starting stages once this much wall time is spent; a stage's limit is
 #                        cut to what remains (default 480; 0 = no budget). The quickstart stage is
@@ -48,7 +53,7 @@ usage() { sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 ARGS="$*"
 SMOKE=0; OUTDIR="${OUT:-output/gpu_check}"; DEVICE=""; ONLY=""; WITH_QS=0; BUDGET=""; DRY=0
-declare -A LIMIT=([env]=60 [ris]=180 [train]=120 [generation]=120 [quickstart]=540)
+declare -A LIMIT=([env]=60 [ris]=180 [train]=120 [generation]=120 [profile]=150 [quickstart]=540)
 declare -A LIMIT_SET=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -73,7 +78,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ALL_STAGES="env ris train generation quickstart"
+ALL_STAGES="env ris train generation profile quickstart"
 if [ -n "$ONLY" ]; then
   STAGES=""
   for s in ${ONLY//,/ }; do
@@ -81,7 +86,7 @@ if [ -n "$ONLY" ]; then
       *) echo "gpu_check.sh: unknown stage '$s' in --only (stages: $ALL_STAGES)" >&2; exit 2 ;; esac
   done
 else
-  STAGES="env ris train generation"
+  STAGES="env ris train generation profile"
   [ "$WITH_QS" = 1 ] && STAGES="$STAGES quickstart"
 fi
 if [ "$SMOKE" = 1 ]; then
@@ -276,6 +281,15 @@ for name, st in stages.items():
                          f"caption {b['caption']['median_s'] * 1000:.1f} ms ({max(b['caption']['output_tokens'])} "
                          f"tokens, beam {r['num_beams']}), VQA {b['vqa']['median_s'] * 1000:.1f} ms "
                          f"({max(b['vqa']['output_tokens'])} tokens)")
+    elif name == "profile" and "train" in r:
+        t, p = r["train"], r["train"]["profile"]
+        parts = ", ".join(f"{k} {v['wall_s'] * 1000:.0f} ms (CPU {v['cpu_s'] * 1000:.0f})" for k, v in t["stages_median"].items())
+        lines.append(f"  train step, batch {t['batch']}: {parts}; {p['kernel_launches_per_step']} kernel launches/step")
+        lines.append("  samples/s by batch: " + ", ".join(f"{b}: {v['samples_per_s']:.1f}" for b, v in t["batch_scaling"].items()))
+        for policy, v in r.get("ris", {}).items():
+            st = ", ".join(f"{k} {s * 1000:.0f} ms" for k, s in v["fast_stages_s"].items())
+            lines.append(f"  RIS fast path ({policy}), one image: {st}; fast vs official {v['ratio']:.1f}x, "
+                         f"max rel score diff {v['max_rel_score_diff']:.1e}, same arg-min {v['same_argmin']}")
     elif name == "quickstart":
         s = r.get("summary") or {}
         lines.append(f"  wall {r['wall_s']} s; RIS {s.get('ris_accuracy')} % (EMPTY {s.get('ris_empty_prompt_accuracy')} %), "
@@ -355,6 +369,7 @@ if [ "$SMOKE" = 1 ]; then
             --height 60 --width 80)
   TRAIN_ARGS=(--preset tiny --device "$DEVICE" --batch 2 --steps 1 --warmup 1)
   GEN_ARGS=(--preset tiny --device "$DEVICE" --batches 1 --repeats 1 --caption-tokens 5 --vqa-tokens 3)
+  PROFILE_ARGS=(--preset tiny --device "$DEVICE" --steps 1 --scale-batches 4 --masks 3 --sentences 3)
   QS_ARGS=(--retrain --device "$DEVICE" --num-train 40 --num-test 4
            --train-options run.max_epoch=1 run.stop_after_steps=2 run.batch_size_train=4)
 else
@@ -362,6 +377,7 @@ else
             --repeats 5 --official-sentences 7)
   TRAIN_ARGS=(--preset flant5xl-random --device "$DEVICE" --batch 8 --steps 10 --warmup 3)
   GEN_ARGS=(--preset flant5xl-random --device "$DEVICE" --precision official --batches 1,8 --repeats 5)
+  PROFILE_ARGS=(--preset flant5xl-random --device "$DEVICE")
   QS_ARGS=(--retrain --device "$DEVICE")
 fi
 
@@ -379,6 +395,7 @@ for stage in $STAGES; do
     train) run_stage train "$PY" benchmarks/bench_train_step.py "${TRAIN_ARGS[@]}" --precision official \
              --grad-checkpoint --json "$R/train.json" ;;
     generation) run_stage generation "$PY" benchmarks/bench_gpu_generation.py "${GEN_ARGS[@]}" --json "$R/generation.json" ;;
+    profile) run_stage profile "$PY" benchmarks/profile_gpu.py "${PROFILE_ARGS[@]}" --json "$R/profile.json" ;;
     quickstart) run_stage quickstart "$PY" "$WORK/quickstart_timed.py" "$R/quickstart.json" "${QS_ARGS[@]}" \
                   --out "$WORK/quickstart" ;;
   esac

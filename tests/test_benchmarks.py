@@ -41,7 +41,7 @@ def test_smoke_run_writes_every_stage_and_number(tmp_path):
     assert report["mode"] == "smoke" and report["device"] == "cpu"
     assert report["command"] == f"bash benchmarks/gpu_check.sh --smoke --out {tmp_path}"
     stages = report["stages"]
-    assert list(stages) == ["env", "ris", "train", "generation"]
+    assert list(stages) == ["env", "ris", "train", "generation", "profile"]
     assert {name: s["status"] for name, s in stages.items()} == dict.fromkeys(stages, "ok")
     assert all(0 <= s["seconds"] <= s["limit_s"] for s in stages.values())
 
@@ -69,6 +69,17 @@ def test_smoke_run_writes_every_stage_and_number(tmp_path):
     assert batch["caption"]["median_s"] > 0 and 1 <= max(batch["caption"]["output_tokens"]) <= 5 + 2
     assert batch["vqa"]["median_s"] > 0 and max(batch["vqa"]["output_tokens"]) <= 3 + 2
 
+    profile = stages["profile"]["result"]
+    assert set(profile["train"]["stages_median"]) == {
+        "vit_forward",
+        "qformer_t5_forward",
+        "backward",
+        "optimizer_scaler",
+    }
+    assert list(profile["train"]["batch_scaling"]) == ["4"] and profile["train"]["profile"]["top_self_cpu"]
+    for policy in ("official", "fp32"):  # on CPU both policies agree with the authors' protocol
+        assert profile["ris"][policy]["same_argmin"] == "3/3" and profile["ris"][policy]["max_rel_score_diff"] < 1e-4
+
     summary = (tmp_path / "summary.txt").read_text()
     assert summary.splitlines() == report["summary"]
     for line in (
@@ -76,6 +87,8 @@ def test_smoke_run_writes_every_stage_and_number(tmp_path):
         "[ris] ok",
         "[train] ok",
         "[generation] ok",
+        "[profile] ok",
+        "kernel launches/step",
         "official points:",
         "bf16     points:",
         "samples/s",
@@ -154,7 +167,7 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
     for line in proc.stdout.splitlines():
         stage, command = line.split(":", 1)
         commands[stage] = shlex.split(command)
-    assert list(commands) == ["env", "ris", "train", "generation", "quickstart"]
+    assert list(commands) == ["env", "ris", "train", "generation", "profile", "quickstart"]
     assert commands["env"][2] == "quickstart"  # the quickstart's packages are checked too
 
     train = _script("bench_train_step").parse_args(commands["train"][2:])
@@ -187,3 +200,11 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
         5,
     )
     assert commands["quickstart"][3:6] == ["--retrain", "--device", "cuda"]
+    profile = _script("profile_gpu").parse_args(commands["profile"][2:])
+    assert (profile.preset, profile.device, profile.batch, profile.masks, profile.sentences) == (
+        "flant5xl-random",
+        "cuda",
+        8,
+        20,
+        7,
+    )
