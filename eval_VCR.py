@@ -9,8 +9,8 @@ the same numbers.
     torchrun --nproc_per_node=8 eval_VCR.py --data-root /data/vcr --batch-size 16
     python eval_VCR.py --data-root /data/vcr --mode ranking      # addition, not the paper's protocol
 
-Writes ``<out>/vcr_<split>_<mode>.json`` (accuracies, fallback counts, per-item predictions)
-and ``<out>/metrics.json``; a killed run started again resumes.
+Writes ``<out>/vcr[-ranking]_vcr_<split>.json`` (accuracies, fallback counts, per-item
+predictions) and its ``_metrics.json``; a killed run started again resumes.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seed of the region points (default 42)")
     p.add_argument("--batch-size", type=int, help="items per model call (default 8)")
     p.add_argument("--num-workers", type=int, help="image-loading threads (default 0)")
-    p.add_argument("--out", help="output folder (results, metrics.json, resumable progress logs)")
+    p.add_argument("--out", help="output folder (results, metrics, resumable progress logs)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--skip-missing",

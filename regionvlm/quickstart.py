@@ -107,7 +107,8 @@ def run_ris(
     runner = cfg.runner_class()(cfg, task, model, datasets)
     with contextlib.redirect_stdout(io.StringIO()):  # the runner prints its metrics; the table below says them
         runner.evaluate()
-    result = json.loads(next(out.glob("ris_synthetic_unc_test.json")).read_text())
+    variant = "" if region_prompt == "points" else f"-{region_prompt}"
+    result = json.loads((out / f"ris{variant}_synthetic_unc_test.json").read_text())
     queries = result["queries"]
     hits = [q["iou"] >= 0.999 for q in queries]
     chance = float(np.mean([1.0 / max(1, len(q["candidates"])) for q in queries]))

@@ -87,15 +87,16 @@ def test_captions_every_image_with_empty_region_text_and_scores_them(data, tmp_p
     assert seen["texts"] == [["", ""], [""]]  # batches of 2: the empty region text, the model's global path
     g = seen["generation"][0]
     assert (g.num_beams, g.max_len, g.min_len) == (3, 20, 5)
-    results = json.loads((out / "coco_caption_test_captions.json").read_text())
+    results = json.loads((out / "captioning_coco_caption_test_captions.json").read_text())
     assert sorted(r["image_id"] for r in results) == sorted(IDS) and all(isinstance(r["caption"], str) for r in results)
     for key in ("Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"):
         assert f"coco_caption_test/{key}" in metrics
     assert metrics["agg_metrics"] == pytest.approx(
         metrics["coco_caption_test/CIDEr"] + metrics["coco_caption_test/Bleu_4"]
     )
-    written = json.loads((out / "coco_caption_test_metrics.json").read_text())
-    assert written["skipped"]["METEOR"] == "skipped on request" and "SPICE" in written["skipped"]
+    written = json.loads((out / "captioning_coco_caption_test.json").read_text())
+    assert written["skipped_metrics"]["METEOR"] == "skipped on request" and "SPICE" in written["skipped_metrics"]
+    assert [c["region_text"] for c in written["captions"]] == ["", "", ""]
     assert not list(out.glob("*.partial.*"))
 
 
@@ -120,8 +121,8 @@ def test_killed_run_resumes_to_the_same_captions(data, tmp_path, monkeypatch):
     assert calls["n"] == -99  # only the unfinished batch ran again
     monkeypatch.setattr(RegionVLMT5, "generate_from_embeds", generate)
     train.main(options(data, tmp_path / "full"))
-    assert (tmp_path / "k" / "coco_caption_test_captions.json").read_bytes() == (
-        tmp_path / "full" / "coco_caption_test_captions.json"
+    assert (tmp_path / "k" / "captioning_coco_caption_test.json").read_bytes() == (
+        tmp_path / "full" / "captioning_coco_caption_test.json"
     ).read_bytes()
 
 

@@ -21,7 +21,7 @@ def test_quickstart_runs_on_a_small_world_and_writes_its_outputs(tmp_path, tiny_
     assert json.loads((tmp_path / "qs" / "summary.json").read_text()) == summary
     assert summary["ris_queries"] == len(json.loads((tmp_path / "qs" / "captions.json").read_text()))
     assert 0.0 <= summary["ris_empty_prompt_accuracy"] <= 100.0 and summary["ris_chance"] > 0
-    ablation = json.loads(next((tmp_path / "qs" / "ris_empty_prompt").glob("ris_*.json")).read_text())
+    ablation = json.loads((tmp_path / "qs" / "ris_empty_prompt" / "ris-empty_synthetic_unc_test.json").read_text())
     for query in ablation["queries"]:  # no region text: every candidate gets the same score
         assert max(query["scores"]) - min(query["scores"]) < 1e-5
 

@@ -187,9 +187,9 @@ def eval_config(task: str, world: Path, checkpoint: Path, tmp_path: Path) -> Pat
 
 RESULTS = {
     "ris": "ris_synthetic_unc_test.json",
-    "vqa": "coco_vqa_test_predictions.json",
-    "vcr": "vcr_val_generate.json",
-    "captioning": "coco_caption_test_captions.json",
+    "vqa": "vqa_coco_vqa_test.json",
+    "vcr": "vcr_vcr_val.json",
+    "captioning": "captioning_coco_caption_test.json",
 }
 
 

@@ -32,9 +32,9 @@ from regionvlm.tasks.evaluation import item_rng
 from regionvlm.tasks.ris import (
     REGION_PROMPTS,
     BoxPointSampler,
+    RISEvaluator,
     RISSettings,
     RISTask,
-    SplitEvaluator,
     build_prompts,
     filter_proposals,
     hugs_border,
@@ -307,12 +307,11 @@ def _datasets(roots: Dict[str, Path], image_size: int = FakeModel.image_size, **
 
 
 def _evaluate(model, roots, out: Path, run: Dict[str, Any] | None = None, **ds_extra) -> Dict[str, Any]:
-    metrics = RISTask().evaluate(model, _datasets(roots, model.image_size, **ds_extra), dict(run or {}), out)
-    return {
-        "metrics": metrics,
-        "results": json.loads((out / "ris_refcoco_unc_val.json").read_text()),
-        "bytes": (out / "ris_refcoco_unc_val.json").read_bytes(),
-    }
+    run = dict(run or {})
+    metrics = RISTask().evaluate(model, _datasets(roots, model.image_size, **ds_extra), run, out)
+    prompt = run.get("region_prompt", "points")
+    path = out / f"ris{'' if prompt == 'points' else '-' + prompt}_refcoco_unc_val.json"  # the variant names the file
+    return {"metrics": metrics, "results": json.loads(path.read_text()), "bytes": path.read_bytes()}
 
 
 @pytest.fixture
@@ -450,7 +449,7 @@ def test_same_seed_gives_byte_identical_results_and_seed_matters(tiny_model, roo
 
 def test_resume_after_kill_gives_identical_results(tiny_model, roots, tmp_path, monkeypatch):
     reference = _evaluate(tiny_model, roots, tmp_path / "ref")["bytes"]
-    original = SplitEvaluator.process
+    original = RISEvaluator.process
     calls = []
 
     def killed_after_one(self, key, prefetcher):
@@ -459,7 +458,7 @@ def test_resume_after_kill_gives_identical_results(tiny_model, roots, tmp_path, 
         calls.append(key)
         return original(self, key, prefetcher)
 
-    monkeypatch.setattr(SplitEvaluator, "process", killed_after_one)
+    monkeypatch.setattr(RISEvaluator, "process", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_model, roots, tmp_path / "run")
     logs = list((tmp_path / "run").glob("ris_refcoco_unc_val.*.partial.rank0.jsonl"))
@@ -472,16 +471,16 @@ def test_resume_after_kill_gives_identical_results(tiny_model, roots, tmp_path, 
         done.append(key)
         return original(self, key, prefetcher)
 
-    monkeypatch.setattr(SplitEvaluator, "process", counting)
+    monkeypatch.setattr(RISEvaluator, "process", counting)
     resumed = _evaluate(tiny_model, roots, tmp_path / "run")
     assert done == ["2"]  # only the image not finished before
     assert resumed["bytes"] == reference
     # other settings never reuse that log: a different seed starts from scratch
-    monkeypatch.setattr(SplitEvaluator, "process", killed_after_one)
+    monkeypatch.setattr(RISEvaluator, "process", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_model, roots, tmp_path / "run2")
     done.clear()
-    monkeypatch.setattr(SplitEvaluator, "process", counting)
+    monkeypatch.setattr(RISEvaluator, "process", counting)
     _evaluate(tiny_model, roots, tmp_path / "run2", {"seed": 1})
     assert done == ["1", "2"]
 

@@ -260,9 +260,14 @@ def test_q_ar_bookkeeping():
     assert score_item(1, 2, "2", "3", "1") == {"q_a": True, "qa_r": True, "q_ar": False}
 
 
+def _evaluator(model, dataset, **settings) -> VCREvaluator:
+    """The task's evaluator with the model's settings filled in, as ``VCRTask.evaluate`` makes it."""
+    return VCREvaluator(model, dataset, VCRTask().prepare(model, VCRSettings(**settings)), Path("unused"))
+
+
 def test_run_batch_uses_predicted_answer_for_q_ar(tiny_model, vcr_root, monkeypatch):
     dataset = build_dataset(vcr_root)
-    ev = VCREvaluator(tiny_model, dataset, VCRSettings(batch_size_eval=4))
+    ev = _evaluator(tiny_model, dataset, batch_size_eval=4)
     script = {"val-0": ("1", "3", "3"), "val-1": ("0", "2", "2"), "val-2": ("7", "1", "2"), "val-3": ("3", "4", "4")}
     seen = []
 
@@ -280,7 +285,7 @@ def test_run_batch_uses_predicted_answer_for_q_ar(tiny_model, vcr_root, monkeypa
         return out
 
     monkeypatch.setattr(ev, "decide", fake_decide)
-    rows = {r["key"]: r for r in ev.run_batch([0, 1, 2, 3])}
+    rows = {r["key"]: r for r in ev.process([0, 1, 2, 3], ev.load([0, 1, 2, 3]))}
     assert encoded == [3]
     shown = {k: p for k, p in seen if p.kind == "q_ar"}
     items = {it.key: it for it in dataset.items}
@@ -367,8 +372,8 @@ def test_bad_input_messages(tmp_path):
 def _run(model, dataset, out, **run):
     cfg = {"mode": "generate", "seed": 42, "batch_size_eval": 4, **run}
     metrics = VCRTask().evaluate(model, {"vcr": {"val": dataset}}, cfg, out)
-    mode = cfg["mode"]
-    return metrics, json.loads((Path(out) / f"vcr_val_{mode}.json").read_text())
+    variant = "" if cfg["mode"] == "generate" else f"-{cfg['mode']}"
+    return metrics, json.loads((Path(out) / f"vcr{variant}_vcr_val.json").read_text())
 
 
 @pytest.mark.slow
@@ -395,7 +400,7 @@ def test_region_points_are_seeded_per_item_and_prompt(tiny_model, vcr_root):
     sample = dataset[0]
 
     def texts(seed):
-        ev = VCREvaluator(tiny_model, dataset, VCRSettings(seed=seed))
+        ev = _evaluator(tiny_model, dataset, seed=seed)
         rng = vcr_task.item_rng(seed, "val-0/q_a")
         return [ev.region_text(sample.masks[o], rng) for o in answer_prompt(sample.item).objects]
 
@@ -490,10 +495,11 @@ def test_cli_runs_the_trainer_path(vcr_root, tmp_path, monkeypatch, capsys):
             "run.num_workers=2",
         ]
     )
-    res = json.loads((out / "vcr_val_ranking.json").read_text())
+    res = json.loads((out / "vcr-ranking_vcr_val.json").read_text())
     assert res["settings"]["seed"] == 3 and res["settings"]["batch_size_eval"] == 2 and res["num_items"] == 4
     assert metrics["vcr_val/q_a"] == res["accuracy"]["q_a"]
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert json.loads((out / "vcr-ranking_vcr_val_metrics.json").read_text())["metrics"] == res["metrics"]
+    assert json.loads((out / "evaluate.jsonl").read_text())["metrics"] == metrics
     from regionvlm.common.cli import run
 
     with pytest.raises(SystemExit):

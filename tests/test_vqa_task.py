@@ -198,10 +198,12 @@ def test_benchmark_config_end_to_end(bench, tmp_path, data_root):
     metrics = task.evaluate(model, datasets, cfg.run_cfg, out)
 
     prefix = f"{ds_name}_{split}"
-    records = json.loads((out / f"{prefix}_predictions.json").read_text())
+    stem = f"{task.NAME}_{prefix}"  # the evaluation loop's file names
+    summary = json.loads((out / f"{stem}.json").read_text())
+    records = summary["predictions"]
     assert [r["prediction"] for r in records] == [predictions[q[0]] for q in QUESTIONS]  # batched == one by one
-    summary = json.loads((out / f"{prefix}_metrics.json").read_text())
-    result = json.loads((out / f"{prefix}_vqa_result.json").read_text())
+    assert json.loads((out / f"{stem}_metrics.json").read_text())["metrics"] == summary["metrics"]
+    result = json.loads((out / f"{stem}_vqa_result.json").read_text())
     assert summary["num_questions"] == 5 and summary["num_skipped"] == 0 and summary["skipped"] == []
     assert summary["settings"]["num_beams"] == 5 and summary["settings"]["prompt"] == "Question: {} Short answer:"
     assert summary["lemmatized_predictions"] == (bench == "okvqa")
@@ -241,7 +243,7 @@ def test_resume_after_a_kill_skips_finished_batches(tmp_path, data_root, tiny_mo
     try:
         with pytest.raises(KeyboardInterrupt):
             task.evaluate(tiny_model, datasets, cfg.run_cfg, out)
-        assert len(list(out.glob("gqa_val_*.partial.rank0.jsonl"))) == 1
+        assert len(list(out.glob("gqa_gqa_val.*.partial.rank0.jsonl"))) == 1
         calls.clear()
         kill_at[0] = None
         metrics = task.evaluate(tiny_model, datasets, cfg.run_cfg, out)
@@ -281,7 +283,7 @@ def test_missing_image_stops_unless_skipped(tmp_path, data_root, tiny_model):
     assert len(datasets[ds_name][split]) == 3
     metrics = task.evaluate(tiny_model, datasets, cfg.run_cfg, Path(cfg.run_cfg.output_dir))
     assert metrics["coco_vqa_val/num_skipped"] == 2 and metrics["coco_vqa_val/num_questions"] == 3
-    summary = json.loads((Path(cfg.run_cfg.output_dir) / "coco_vqa_val_metrics.json").read_text())
+    summary = json.loads((Path(cfg.run_cfg.output_dir) / "vqa_coco_vqa_val.json").read_text())
     assert summary["skipped"] == [
         {"question_id": 103, "image": str(missing)},
         {"question_id": 104, "image": str(missing)},
@@ -439,6 +441,6 @@ def test_script_runs_train_py_end_to_end(tmp_path, data_root):
         ["bash", str(ROOT / SCRIPTS["gqa"]), *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "out" / "metrics.json").read_text())
-    assert metrics["gqa_val/num_questions"] == 5
-    assert len(json.loads((out / "out" / "gqa_val_predictions.json").read_text())) == 5
+    metrics = json.loads((out / "out" / "gqa_gqa_val_metrics.json").read_text())["metrics"]
+    assert metrics["num_questions"] == 5
+    assert len(json.loads((out / "out" / "gqa_gqa_val.json").read_text())["predictions"]) == 5

@@ -47,7 +47,7 @@ BUILTINS: Dict[str, Dict[str, str]] = {
     },
     "task": {
         "region_captioning": "regionvlm.tasks.captioning",
-        "captioning": "regionvlm.tasks.coco_captioning",
+        "captioning": "regionvlm.tasks.captioning",
         "ris": "regionvlm.tasks.ris",
         "vcr": "regionvlm.tasks.vcr",
         "vqa": "regionvlm.tasks.vqa",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from PIL import Image
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.data.images import open_image
+from regionvlm.datasets.protocol import CaptionBatch, unit_key
 from regionvlm.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, region_text, sample_crop
 from regionvlm.datasets.web_captions import WebCaptionStream
@@ -173,8 +174,11 @@ class RegionCaptionDataset(_CaptionDataset):
         image_root: Optional[str] = None,
         setting: str = "region_ann",
         image_root_setting: str = "image_root",
+        name: str = "localized_narratives",
+        split: str = "train",
     ):
         super().__init__(vis_processor, text_processor, samples_per_image, seed)
+        self.name, self.split = name, split
         self.image_root_setting = image_root_setting
         self.ann = (
             annotations
@@ -190,6 +194,46 @@ class RegionCaptionDataset(_CaptionDataset):
 
     def __len__(self) -> int:
         return self.ann.num_images
+
+    # -- held-out evaluation: the caption task's protocol (regionvlm.datasets.protocol)
+    @property
+    def eval_name(self) -> str:
+        return self.name
+
+    def identity(self) -> Dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "split": self.split,
+            "summary": self.ann.summary(),
+            "num_points": self.num_points,
+            "crop_max_fraction": self.crop_max_fraction,
+            "samples_per_image": self.samples_per_image,
+            "seed": self.seed,
+        }
+
+    def caption_units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
+        """Items (an image with its ``samples_per_image`` regions) in units of about
+        ``batch_size`` regions; an item is never split."""
+        per_unit = max(1, batch_size // self.samples_per_image)
+        indices = list(range(len(self)))
+        return [(unit_key(unit), unit) for unit in (indices[i : i + per_unit] for i in range(0, len(self), per_unit))]
+
+    def load_captions(self, indices: Sequence[int]) -> CaptionBatch:
+        """Each item as the first epoch draws it (its chunk(s), crop and K points)."""
+        images, image_index, regions, ids, references = [], [], [], [], []
+        for index in indices:
+            item = self.sample(index, sample_rng(self.seed, 0, index))
+            ins = [item["text_input"]] if isinstance(item["text_input"], str) else item["text_input"]
+            outs = [item["text_output"]] if isinstance(item["text_output"], str) else item["text_output"]
+            image_index += [len(images)] * len(ins)
+            images.append(item["image"])
+            regions += ins
+            ids += [f"{index}" if len(ins) == 1 else f"{index}/{j}" for j in range(len(ins))]
+            references += [[o] for o in outs]
+        return CaptionBatch(torch.stack(images), image_index, regions, ids, references)
+
+    def caption_ground_truth(self) -> None:
+        return None
 
     def sample(self, index: int, rng: np.random.Generator, num_samples: Optional[int] = None) -> Dict[str, Any]:
         """Item for image ``index % len(self)`` drawn with ``rng`` (chunks, crop, points)."""

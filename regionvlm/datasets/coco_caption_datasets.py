@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, KarpathyImage
 from regionvlm.data.images import open_image
+from regionvlm.datasets.protocol import CaptionBatch, group_units, unit_key
 
 
 class CocoCaptionEvalDataset:
@@ -62,9 +63,21 @@ class CocoCaptionEvalDataset:
         path = self.image_root / image.image
         return self.vis_processor(open_image(path, f"image {image.image_id}"))
 
-    def load_batch(self, indices: Sequence[int]) -> Dict[str, Any]:
-        """``{"image": (B, 3, S, S), "image_id": [...]}`` for some items."""
-        return {
-            "image": torch.stack([self.load_image(self.images[i]) for i in indices]),
-            "image_id": [self.images[i].image_id for i in indices],
-        }
+    # -- the caption task's protocol (regionvlm.datasets.protocol.CaptionEvalDataset)
+    def caption_units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
+        ids = [im.image_id for im in self.images]
+        return [(unit_key([ids[i] for i in unit]), unit) for unit in group_units(ids, batch_size)]
+
+    def load_captions(self, indices: Sequence[int]) -> CaptionBatch:
+        """The whole images (no region) of some items, with their references."""
+        ids = [self.images[i].image_id for i in indices]
+        return CaptionBatch(
+            images=torch.stack([self.load_image(self.images[i]) for i in indices]),
+            image_index=list(range(len(indices))),
+            regions=[None] * len(indices),
+            ids=ids,
+            references=[list(self.gt.captions.get(i, ())) for i in ids],
+        )
+
+    def caption_ground_truth(self) -> CaptionGroundTruth:
+        return self.gt

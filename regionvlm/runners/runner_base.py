@@ -435,11 +435,15 @@ class RunnerBase:
 
     # --------------------------------------------------------------- evaluate
     def evaluate(self) -> Dict[str, Any]:
+        """Every split's files are the task's (``<task>_<dataset>_<split>*.json``); the runner
+        appends one line per evaluation to ``evaluate.jsonl`` (as LAVIS's ``evaluate.txt``), so
+        evaluations sharing an output folder keep every result."""
         metrics = self.task.evaluate(self.model, self.datasets, self.run_cfg, self.output_dir)
         if dist_utils.is_main_process():
-            atomic_write_json(self.output_dir / "metrics.json", metrics)
             import json
 
+            with JsonlAppender(self.output_dir / "evaluate.jsonl") as log:
+                log.write({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": self.settings.task, "metrics": metrics})
             print(json.dumps(metrics, indent=1))
         return metrics
 

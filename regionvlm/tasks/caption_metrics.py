@@ -38,7 +38,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
 from regionvlm.common.io import atomic_write_json
@@ -160,6 +160,24 @@ def check_caption_results(results: Any, gt: CaptionGroundTruth, source: str = "<
             f"image ids {'; '.join(parts)}."
         )
     return clean
+
+
+def caption_gt_from_references(
+    items: Sequence[Tuple[Hashable, Sequence[str]]],
+) -> Tuple[CaptionGroundTruth, Dict[Hashable, int]]:
+    """A COCO-format ground truth for captioned items that ship without one (regions): item
+    ``k`` (in order) becomes image ``k + 1`` with its references as annotations. Returns the
+    ground truth and each item id's image id."""
+    numbering: Dict[Hashable, int] = {}
+    images, annotations = [], []
+    for item_id, refs in items:
+        if item_id in numbering:
+            raise InputError(f"caption item id {item_id!r} appears twice; ids must be unique.")
+        numbering[item_id] = len(numbering) + 1
+        images.append({"id": numbering[item_id]})
+        annotations += [{"image_id": numbering[item_id], "caption": r} for r in refs]
+    data = {"images": images, "annotations": [dict(a, id=k + 1) for k, a in enumerate(annotations)]}
+    return caption_gt_from_dataset(data, "<references>"), numbering
 
 
 def _as_gt(gt: GroundTruthLike) -> CaptionGroundTruth:

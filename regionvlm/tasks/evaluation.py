@@ -1,19 +1,27 @@
-"""The evaluation scaffold every evaluation task shares (RIS, VCR, VQA/GQA, captioning).
+"""The one evaluation loop every evaluation task runs on (RIS, REC, VCR, VQA/GQA, captioning,
+region classification), in the manner of detectron2's ``inference_on_dataset``.
 
-One of each thing, so tasks only say what is specific to them:
+A task supplies only what is its own, as a :class:`SplitEvaluator`: the units of work of a
+split (:meth:`~SplitEvaluator.units`), how to load a unit's inputs (on prefetch threads),
+how to process a unit with the model (score, generate, answer) and how to turn every
+unit's output into metrics and results (:meth:`~SplitEvaluator.finish`). The loop
+(:func:`run_split`) owns everything else, the same way for every task:
 
-- settings: a :class:`~regionvlm.common.settings.Settings` subclass read from ``run:``
-  (unknown keys and bad values stop before any work);
-- :class:`EvalTask`: selects the datasets a task can score (``run.test_splits``), puts
-  the model in evaluation mode for the whole run (:func:`evaluating`) and names every
-  metric ``<dataset>_<split>/<metric>`` (plus LAVIS's ``agg_metrics`` when one split runs);
-- :func:`fingerprint` of (settings, data identity, model) guarding resumption, so a
-  progress log written with other settings, another split or another model is never
-  mixed into the results;
-- :func:`run_resumable`: items sharded over ranks, each finished item appended to
-  ``<out>/<name>.partial.rank<r>.jsonl`` (a killed run resumes; torn rows are redone);
-- :class:`Prefetcher`: inputs of the next items loaded on threads while the model works;
-- :func:`item_rng`: randomness keyed by (seed, item), independent of sharding and order.
+1. a :func:`fingerprint` of (settings, data identity, model) names the progress logs, so a
+   log written with other settings, another split or another model is never mixed in;
+2. the units are sharded over ranks (strided), their inputs prefetched on threads
+   (:class:`Prefetcher`), each output appended to ``<prefix>.<fingerprint>.partial.rank<r>.jsonl``
+   as it finishes (a killed run resumes; torn rows are redone), with a progress bar;
+3. every rank gathers every output; the main process alone calls ``finish`` and writes the
+   result files atomically; every rank returns the main process's metrics (one rule);
+4. the progress logs are removed.
+
+Result files (:func:`result_prefix`): ``<task>[-<variant>]_<dataset>_<split>.json`` holds the
+data identity, the settings, the metrics and the per-item predictions;
+``<prefix>_metrics.json`` the same without the per-item part; a task may add files in a
+benchmark's official format as ``<prefix>_<format>.json``. The variant names settings that
+make another experiment of the same split (``ris-box``, ``vcr-ranking``), so evaluations
+written to one folder never overwrite each other.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
     Any,
@@ -47,7 +55,7 @@ import torch
 from regionvlm.common import dist_utils
 from regionvlm.common.cli import echo
 from regionvlm.common.errors import ConfigError
-from regionvlm.common.io import JsonlAppender, ensure_dir, read_jsonl_rows
+from regionvlm.common.io import JsonlAppender, atomic_write_json, ensure_dir, read_jsonl_rows
 from regionvlm.common.settings import Settings, setting
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.models.protocol import RegionStepModel
@@ -55,6 +63,7 @@ from regionvlm.tasks.base_task import BaseTask, parse_run_settings
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -212,7 +221,7 @@ def clear_partials(out_dir: str | Path, name: str) -> None:
             log.unlink()
 
 
-def pending_keys(keys: Sequence[str], out_dir: str | Path, name: str) -> List[str]:
+def _pending_keys(keys: Sequence[str], out_dir: str | Path, name: str) -> List[str]:
     """This rank's keys that :func:`run_resumable` will process (in order): what to prefetch."""
     done = finished_items(out_dir, name)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
@@ -270,14 +279,134 @@ def check_image_size(model: torch.nn.Module, dataset: Any, name: str) -> None:
         )
 
 
+# ----------------------------------------------------------------- one split, one loop
+def result_prefix(task: str, dataset: str, split: str, variant: str = "") -> str:
+    """``<task>[-<variant>]_<dataset>_<split>``: the stem of every file of one evaluation."""
+    head = f"{task}-{variant}" if variant else task
+    return f"{head}_{dataset}_{split}"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """What a :meth:`SplitEvaluator.load` returns for a unit it cannot load but may skip
+    (a missing file under ``skip_missing``): ``process`` lists the unit's items as skipped."""
+
+    reason: str
+
+
+@dataclass
+class SplitResult:
+    """What :meth:`SplitEvaluator.finish` returns: ``metrics`` (flat, JSON scalars: what the
+    runner reports), ``details`` (the per-item part of the results file: predictions,
+    skipped items ...) and ``extra_files`` (``format -> JSON object``, written as
+    ``<prefix>_<format>.json``: a benchmark's official result layout)."""
+
+    metrics: Dict[str, Any]
+    details: Dict[str, Any] = field(default_factory=dict)
+    extra_files: Dict[str, Any] = field(default_factory=dict)
+
+
+class SplitEvaluator(ABC, Generic[U]):
+    """What a task supplies to evaluate one split (see the module docstring).
+
+    ``units`` are the unit-of-work keys and specs in result order (an image with its queries,
+    a batch of questions); ``load`` runs on prefetch threads (decode, preprocess), ``process``
+    on the main thread with the model and returns a JSON-serializable output; ``finish``
+    runs on the main process only, with every unit's output in ``units`` order."""
+
+    def __init__(self, model: Any, dataset: Any, settings: Any, output_dir: Path) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.settings = settings
+        self.output_dir = Path(output_dir)
+
+    @abstractmethod
+    def units(self) -> List[Tuple[str, U]]:
+        """``(key, spec)`` of every unit of work, in result order; keys unique and stable."""
+
+    def load(self, spec: U) -> Any:
+        """The inputs of one unit (prefetch threads); default: the spec itself."""
+        return spec
+
+    @abstractmethod
+    def process(self, spec: U, inputs: Any) -> Any:
+        """One unit through the model: a JSON-serializable output."""
+
+    @abstractmethod
+    def finish(self, outputs: List[Any]) -> SplitResult:
+        """Metrics and results from every unit's output (main process only)."""
+
+    def identity(self) -> Mapping[str, Any]:
+        """What the results depend on besides the model and the settings (default: the dataset's)."""
+        return self.dataset.identity()
+
+    def prefetch(self) -> Tuple[int, int]:
+        """(depth, threads) of input prefetching (default: ``num_workers`` threads, 2 ahead)."""
+        workers = int(getattr(self.settings, "num_workers", 0))
+        return (2 if workers else 0), workers
+
+    def describe(self) -> str:
+        """The progress bar's label."""
+        return f"{getattr(self.dataset, 'eval_name', '')} {getattr(self.dataset, 'split', '')}".strip()
+
+
+def run_split(evaluator: SplitEvaluator, task: str, dataset: str, split: str, variant: str = "") -> Dict[str, Any]:
+    """The loop: fingerprint -> prefetch -> resumable, sharded run -> ``finish`` and atomic
+    writes on the main process -> its metrics on every rank -> progress logs removed."""
+    out = evaluator.output_dir
+    prefix = result_prefix(task, dataset, split, variant)
+    log_name = f"{prefix}.{fingerprint(evaluator.settings, evaluator.identity(), evaluator.model)}"
+    units = evaluator.units()
+    specs = dict(units)
+    keys = [k for k, _ in units]
+    depth, workers = evaluator.prefetch()
+    with Prefetcher(_pending_keys(keys, out, log_name), lambda k: evaluator.load(specs[k]), depth, workers) as ahead:
+        outputs = run_resumable(
+            keys,
+            key=str,
+            process=lambda k: evaluator.process(specs[k], ahead.get(k)),
+            out_dir=out,
+            name=log_name,
+            desc=evaluator.describe(),
+        )
+    metrics = None
+    if dist_utils.is_main_process():
+        result = evaluator.finish(outputs)
+        metrics = result.metrics
+        head = {
+            "task": task,
+            "variant": variant or None,
+            "dataset": dataset,
+            "split": split,
+            "data": dict(evaluator.identity()),
+            "settings": _result_settings(evaluator.settings),
+            "metrics": metrics,
+        }
+        atomic_write_json(out / f"{prefix}.json", {**head, **result.details})
+        atomic_write_json(out / f"{prefix}_metrics.json", head)
+        for fmt, obj in result.extra_files.items():
+            atomic_write_json(out / f"{prefix}_{fmt}.json", obj)
+    metrics = dist_utils.all_gather_objects(metrics)[0]  # every rank returns the main process's metrics
+    clear_partials(out, log_name)
+    return metrics
+
+
+def _result_settings(settings: Any) -> Dict[str, Any]:
+    return settings.result_fields() if hasattr(settings, "result_fields") else dict(settings)
+
+
 # ----------------------------------------------------------------- the task base
 class EvalTask(BaseTask, ABC):
-    """An evaluation task: ``evaluate`` runs :meth:`evaluate_split` on every selected split
-    inside :func:`evaluating` and names the metrics; subclasses set ``Settings``,
-    ``DATASET_TYPES`` (what they can score) and ``HEADLINE`` (the metric behind ``agg_metrics``)."""
+    """An evaluation task: ``evaluate`` runs its :class:`SplitEvaluator` through
+    :func:`run_split` on every selected split inside :func:`evaluating` and names the metrics
+    ``<dataset>_<split>/<metric>`` (plus LAVIS's ``agg_metrics`` when one split runs).
+    Subclasses set ``NAME``, ``Settings``, ``DATASET_TYPES`` (what they can score),
+    ``Evaluator`` and ``HEADLINE`` (the metric behind ``agg_metrics``)."""
 
+    NAME = ""
     Settings = EvalSettings
     DATASET_TYPES: Tuple[type, ...] = ()
+    Evaluator: type = SplitEvaluator
     HEADLINE = ""
 
     def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: EvalSettings) -> List[Tuple[str, str, Any]]:
@@ -299,12 +428,17 @@ class EvalTask(BaseTask, ABC):
     def wrong_dataset_message(self, name: str, split: str, dataset: Any) -> str:
         kinds = ", ".join(t.__name__ for t in self.DATASET_TYPES)
         return (
-            f"task '{self.registered_name()}' scores {kinds} datasets; `datasets.{name}` ({split}) built a "
+            f"task '{self.NAME}' scores {kinds} datasets; `datasets.{name}` ({split}) built a "
             f"{type(dataset).__name__}. Use a matching builder or run.task."
         )
 
-    def registered_name(self) -> str:
-        return getattr(type(self), "NAME", type(self).__name__)
+    def variant(self, settings: Any) -> str:
+        """Settings that make another experiment of the same split (part of the file names)."""
+        return ""
+
+    def prepare(self, model: RegionStepModel, settings: Any) -> Any:
+        """The settings with what comes from the model filled in (e.g. the number of region points)."""
+        return settings
 
     def evaluate(
         self, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]], run_cfg: Any, output_dir: Path
@@ -313,22 +447,24 @@ class EvalTask(BaseTask, ABC):
         jobs = self.select(datasets, settings)
         metrics: Dict[str, Any] = {}
         with evaluating(model) as module:
+            settings = self.prepare(module, settings)
             for name, split, dataset in jobs:
                 check_image_size(module, dataset, name)
-                result = self.evaluate_split(module, dataset, name, split, settings, Path(output_dir))
-                prefix = f"{getattr(dataset, 'eval_name', name)}_{split}"
-                metrics.update({f"{prefix}/{k}": v for k, v in result.items()})
+                eval_name = getattr(dataset, "eval_name", name)
+                evaluator = self.Evaluator(module, dataset, settings, Path(output_dir))
+                result = run_split(evaluator, self.NAME, eval_name, split, self.variant(settings))
+                self.report(eval_name, split, result)
+                metrics.update({f"{eval_name}_{split}/{k}": v for k, v in result.items()})
                 if len(jobs) == 1:
                     metrics["agg_metrics"] = self.aggregate(result)
         return metrics
 
+    def report(self, eval_name: str, split: str, metrics: Mapping[str, Any]) -> None:
+        """One line per split on the console (default: the headline metric)."""
+        value = metrics.get(self.HEADLINE)
+        shown = "n/a" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        echo(f"[{self.NAME}] {eval_name}_{split}: {self.HEADLINE} {shown}")
+
     def aggregate(self, metrics: Dict[str, Any]) -> Any:
         """LAVIS's ``agg_metrics`` of one split (default: the ``HEADLINE`` metric)."""
         return metrics.get(self.HEADLINE)
-
-    @abstractmethod
-    def evaluate_split(
-        self, model: RegionStepModel, dataset: Any, name: str, split: str, settings: Any, output_dir: Path
-    ) -> Dict[str, Any]:
-        """Evaluate one split (resumable, sharded), write its results files, return its metrics.
-        ``model`` is used only through the step API (:class:`RegionStepModel`)."""

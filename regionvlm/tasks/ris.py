@@ -50,7 +50,7 @@ sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thr
 cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded and
 prompted ahead by threads).
 
-Output: ``<output_dir>/ris_<dataset>_<splitBy>_<split>.json`` (written atomically) with the
+Output: ``<output_dir>/ris[-<region_prompt>]_<dataset>_<splitBy>_<split>.json`` (written atomically) with the
 metrics, the settings (``region_prompt`` among them) and, per query, the candidate proposal
 ids, their scores, the chosen id and its IoU. Same seed and inputs -> byte-identical file.
 Progress is logged per image; a killed run started again resumes (the log name carries a
@@ -69,10 +69,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 import numpy as np
 import torch
 
-from regionvlm.common import dist_utils
 from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
-from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.images import open_image
@@ -80,16 +78,7 @@ from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.datasets.ris_datasets import RISDataset
 from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
 from regionvlm.region import MaskPointSampler, Region, format_points
-from regionvlm.tasks.evaluation import (
-    EvalSettings,
-    EvalTask,
-    Prefetcher,
-    clear_partials,
-    fingerprint,
-    item_rng,
-    pending_keys,
-    run_resumable,
-)
+from regionvlm.tasks.evaluation import EvalSettings, EvalTask, Skip, SplitEvaluator, SplitResult, item_rng
 
 PROTOCOLS = ("fast", "official")
 DRAWS = ("image", "sentence")
@@ -427,26 +416,58 @@ class ImageInputs:
     sentences: List[Optional[str]]
 
 
-class SplitEvaluator:
-    """Evaluates one RIS dataset split with one model (see the module docstring)."""
+class RISEvaluator(SplitEvaluator):
+    """One RIS split on the evaluation loop: a unit is an image with its referring sentences."""
 
     def __init__(self, model: torch.nn.Module, dataset: Any, settings: RISSettings, output_dir: str | Path):
         from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
-        self.model = _unwrap(model)
-        self.dataset = dataset
-        self.settings = settings.resolved(self.model.device)
-        self.output_dir = Path(output_dir)
-        self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=self.model.image_size)
+        model = _unwrap(model)
+        super().__init__(model, dataset, settings.resolved(model.device), Path(output_dir))
+        self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=model.image_size)
         self.text_processor = dataset.text_processor or BlipCaptionProcessor()
         self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
-        self.stem = f"ris_{dataset.dataset_name}_{dataset.split_by}_{dataset.split}"
+        self.skipped: List[Dict[str, Any]] = list(dataset.refer.skipped)
 
-    def fingerprint(self) -> str:
-        return fingerprint(self.settings, self.dataset.identity(), self.model)
+    def describe(self) -> str:
+        return f"RIS {self.dataset.dataset_name} {self.dataset.split}"
+
+    def prefetch(self) -> Tuple[int, int]:
+        return self.settings.prefetch, min(self.settings.prefetch, 4)
+
+    def units(self) -> List[Tuple[str, str]]:
+        """Images with queries; under ``skip_missing`` images whose files are missing are left
+        out (their queries listed as skipped), otherwise a missing file stops the run first."""
+        ds = self.dataset
+        keys = list(self.groups)
+        missing = ds.missing_files()
+        if missing:
+            if not ds.skip_missing:
+                listing = "\n  ".join(f"{m['what']}: {m['path']}" for m in missing[:5])
+                raise MissingFileError(
+                    f"{len(missing)} file(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
+                    f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
+                    f"<proposals>/<image name>.json (proposals={ds.proposals}, written by "
+                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them."
+                )
+            absent = {}
+            for m in missing:
+                absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
+            for k in [k for k in keys if k in absent]:
+                self.skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
+            keys = [k for k in keys if k not in absent]
+        return [(k, k) for k in keys]
 
     # -- loading (runs on prefetch threads)
-    def load(self, key: str) -> ImageInputs:
+    def load(self, key: str) -> ImageInputs | Skip:
+        try:
+            return self._load(key)
+        except (MissingFileError, InputError) as exc:
+            if not self.dataset.skip_missing:
+                raise
+            return Skip(str(exc))
+
+    def _load(self, key: str) -> ImageInputs:
         image_id, queries = self.groups[key]
         ds, s = self.dataset, self.settings
         props = read_proposals(ds.proposal_path(image_id), ds.refer.images[image_id].file_name)
@@ -479,15 +500,11 @@ class SplitEvaluator:
         return ImageInputs(props, cands, prompts, gt, sentences)
 
     # -- scoring one image (main thread)
-    def process(self, key: str, prefetcher: Prefetcher) -> Dict[str, Any]:
+    def process(self, key: str, inputs: ImageInputs | Skip) -> Dict[str, Any]:
         image_id, queries = self.groups[key]
         s = self.settings
-        try:
-            inputs = prefetcher.get(key)
-        except (MissingFileError, InputError) as exc:
-            if not self.dataset.skip_missing:
-                raise
-            return {"queries": [], "skipped": [_skip_entry(q, str(exc)) for q in queries]}
+        if isinstance(inputs, Skip):
+            return {"queries": [], "skipped": [_skip_entry(q, inputs.reason) for q in queries]}
         skipped, active = [], []
         for q, sentence in zip(queries, inputs.sentences):
             if sentence is None:
@@ -541,42 +558,10 @@ class SplitEvaluator:
             )
         return {"queries": records, "skipped": skipped}
 
-    # -- the whole split
-    def run(self) -> Dict[str, Any]:
-        ds, s = self.dataset, self.settings
-        skipped: List[Dict[str, Any]] = list(ds.refer.skipped)
-        keys = list(self.groups)
-        missing = ds.missing_files()
-        if missing:
-            if not ds.skip_missing:
-                listing = "\n  ".join(f"{m['what']}: {m['path']}" for m in missing[:5])
-                raise MissingFileError(
-                    f"{len(missing)} file(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
-                    f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
-                    f"<proposals>/<image name>.json (proposals={ds.proposals}, written by "
-                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them."
-                )
-            absent = {}
-            for m in missing:
-                absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
-            for k in [k for k in keys if k in absent]:
-                skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
-            keys = [k for k in keys if k not in absent]
-        name = f"{self.stem}.{self.fingerprint()}"
-        with Prefetcher(
-            pending_keys(keys, self.output_dir, name), self.load, s.prefetch, workers=min(s.prefetch, 4)
-        ) as prefetcher:
-            per_image = run_resumable(
-                keys,
-                key=lambda k: k,
-                process=lambda k: self.process(k, prefetcher),
-                out_dir=self.output_dir,
-                name=name,
-                desc=f"RIS {ds.dataset_name} {ds.split}",
-            )
-        records = sorted((r for res in per_image for r in res["queries"]), key=lambda r: r["index"])
-        for res in per_image:
-            skipped.extend(res["skipped"])
+    # -- the whole split (main process)
+    def finish(self, outputs: List[Dict[str, Any]]) -> SplitResult:
+        records = sorted((r for res in outputs for r in res["queries"]), key=lambda r: r["index"])
+        skipped = self.skipped + [e for res in outputs for e in res["skipped"]]
         skipped.sort(key=lambda e: (e["ref_id"], e["sent_id"]))
         metrics = summarize(records)
         no_candidate = [
@@ -592,36 +577,24 @@ class SplitEvaluator:
                 "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None),
             }
         )
-        results = {
-            "task": "ris",
-            "data": ds.identity(),
-            "settings": s.result_fields(),
-            "metrics": metrics,
-            "no_candidate": no_candidate,
-            "skipped": skipped,
-            "queries": records,
-        }
-        path = self.output_dir / f"{self.stem}.json"
-        if dist_utils.is_main_process():
-            atomic_write_json(path, results)
-            if s.visualize:
-                self.visualize(records[: s.visualize])
-        clear_partials(self.output_dir, name)
+        if self.settings.visualize:
+            self.visualize(records[: self.settings.visualize])
+        name = f"{self.dataset.eval_name}_{self.dataset.split}"
         if no_candidate:
             echo(
-                f"[{self.stem}] warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
+                f"[ris] {name}: warning: {len(no_candidate)} quer(y/ies) had no proposal left after filtering "
                 "(scored as IoU 0; listed under 'no_candidate')."
             )
         if skipped:
-            echo(f"[{self.stem}] warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
-        return {"metrics": metrics, "path": str(path)}
+            echo(f"[ris] {name}: warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
+        return SplitResult(metrics, {"no_candidate": no_candidate, "skipped": skipped, "queries": records})
 
     def visualize(self, records: Sequence[Mapping[str, Any]]) -> List[Path]:
         """PNG per query: image with the chosen mask (red) and ground truth (green), the
         expression and the IoU below."""
         from PIL import Image, ImageDraw
 
-        folder = self.output_dir / f"{self.stem}_vis"
+        folder = self.output_dir / f"ris_{self.dataset.eval_name}_{self.dataset.split}_vis"
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for r in records:
@@ -662,24 +635,14 @@ class RISTask(EvalTask):
     NAME = "ris"
     Settings = RISSettings
     DATASET_TYPES = (RISDataset,)
+    Evaluator = RISEvaluator
     HEADLINE = "oIoU"
 
-    def evaluate_split(
-        self,
-        model: torch.nn.Module,
-        dataset: RISDataset,
-        name: str,
-        split: str,
-        settings: RISSettings,
-        output_dir: Path,
-    ) -> Dict[str, Any]:
-        result = SplitEvaluator(model, dataset, settings, output_dir).run()
-        m = result["metrics"]
-        echo(
-            f"[RIS] {dataset.eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  "
-            f"({m['num_queries']} queries) -> {result['path']}"
-        )
-        return m
+    def variant(self, settings: RISSettings) -> str:
+        return "" if settings.region_prompt == "points" else settings.region_prompt
+
+    def report(self, eval_name: str, split: str, m: Mapping[str, Any]) -> None:
+        echo(f"[RIS] {eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  ({m['num_queries']} queries)")
 
 
 def _fmt(v: Optional[float]) -> str:

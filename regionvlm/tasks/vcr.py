@@ -44,27 +44,17 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from regionvlm.common import dist_utils
 from regionvlm.common.errors import ConfigError, RegionVLMError
-from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.vcr import NUM_CHOICES, VCRItem, object_references, render_tokens
 from regionvlm.datasets.vcr_datasets import VCRDataset, VCRSample
 from regionvlm.region import format_points, sample_mask_points
-from regionvlm.tasks.evaluation import (
-    DecodingEvalSettings,
-    EvalTask,
-    clear_partials,
-    fingerprint,
-    item_rng,
-    run_resumable,
-)
+from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult, item_rng
 
 MODES = ("generate", "ranking")
 RANKING_TARGETS = ("text", "number")
@@ -164,21 +154,44 @@ class VCRSettings(DecodingEvalSettings):
     num_points: Optional[int] = setting(None, min=1, help="points per object (default: the model's, 10)")
     qformer_batch: int = setting(64, min=1, help="object prompts per Q-Former call")
 
-    def with_model(self, model: torch.nn.Module) -> "VCRSettings":
-        return self if self.num_points is not None else replace(self, num_points=int(getattr(model, "num_points", 10)))
+
+def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Accuracies (percent of evaluated items), correct counts, fallbacks, out-of-range picks."""
+    done = [r for r in rows if "skipped" not in r]
+    n = len(done)
+    correct = {k: sum(r["correct"][k] for r in done) for k in PROMPT_KINDS}
+    return {
+        "num_items": n,
+        "accuracy": {k: round(100.0 * correct[k] / n, 4) if n else None for k in PROMPT_KINDS},
+        "correct": correct,
+        "fallbacks": {k: sum(r[k]["fallback"] for r in done) for k in PROMPT_KINDS},
+        "out_of_range": {k: sum(not in_range(r[k]["pred"]) for r in done) for k in PROMPT_KINDS},
+        "mask_box_fallback_objects": sum(len(r["mask_box_fallbacks"]) for r in done),
+    }
 
 
 # ----------------------------------------------------------------- evaluator
-class VCREvaluator:
-    """Runs the three VCR prompts for a batch of items with one model."""
+class VCREvaluator(SplitEvaluator):
+    """A unit is a batch of items: their three prompts, each image encoded once."""
 
-    def __init__(self, model: torch.nn.Module, dataset: VCRDataset, settings: VCRSettings):
-        self.model = model
-        self.dataset = dataset
-        self.settings = settings.with_model(model)
+    def units(self) -> List[Tuple[str, List[int]]]:
+        ds = self.dataset
+        unlabeled = [it.key for it in ds.items if it.answer_label is None or it.rationale_label is None]
+        if unlabeled:
+            raise ConfigError(
+                f"{len(unlabeled)} VCR items have no answer/rationale label (first: "
+                f"{unlabeled[0]}); the VCR test labels are hidden, evaluate on val."
+            )
+        indices = list(range(len(ds)))
+        size = self.settings.batch_size_eval
+        chunks = [indices[i : i + size] for i in range(0, len(indices), size)]
+        return [(",".join(ds.items[i].key for i in c), c) for c in chunks]
+
+    def describe(self) -> str:
+        return f"VCR {self.dataset.split} ({self.settings.mode})"
 
     # -- loading -----------------------------------------------------------
-    def _load(self, indices: Sequence[int]) -> List[Any]:
+    def load(self, indices: Sequence[int]) -> List[Any]:
         """Samples, or a ``str`` reason for an item skipped under ``skip_missing``."""
 
         def one(index: int) -> Any:
@@ -255,11 +268,9 @@ class VCREvaluator:
             for row in scores
         ]
 
-    @torch.no_grad()
-    def run_batch(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
+    def process(self, indices: Sequence[int], loaded: List[Any]) -> List[Dict[str, Any]]:
         """Q->A and QA->R of every item in one pass, then Q->AR with the predicted answers.
         Each distinct image file of the batch is encoded once."""
-        loaded = self._load(indices)
         rows: List[Optional[Dict[str, Any]]] = [None] * len(indices)
         live = []
         for pos, (index, sample) in enumerate(zip(indices, loaded)):
@@ -303,65 +314,10 @@ class VCREvaluator:
                 }
         return rows
 
-
-def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Accuracies (percent of evaluated items), correct counts, fallbacks, out-of-range picks."""
-    done = [r for r in rows if "skipped" not in r]
-    n = len(done)
-    correct = {k: sum(r["correct"][k] for r in done) for k in PROMPT_KINDS}
-    return {
-        "num_items": n,
-        "accuracy": {k: round(100.0 * correct[k] / n, 4) if n else None for k in PROMPT_KINDS},
-        "correct": correct,
-        "fallbacks": {k: sum(r[k]["fallback"] for r in done) for k in PROMPT_KINDS},
-        "out_of_range": {k: sum(not in_range(r[k]["pred"]) for r in done) for k in PROMPT_KINDS},
-        "mask_box_fallback_objects": sum(len(r["mask_box_fallbacks"]) for r in done),
-    }
-
-
-# ---------------------------------------------------------------------- task
-@registry.register_task("vcr")
-class VCRTask(EvalTask):
-    """Zero-shot VCR (Q->A, QA->R, Q->AR) on every ``vcr`` dataset of the config."""
-
-    NAME = "vcr"
-    Settings = VCRSettings
-    DATASET_TYPES = (VCRDataset,)
-    HEADLINE = "q_ar"
-
-    def evaluate_split(
-        self,
-        model: torch.nn.Module,
-        dataset: VCRDataset,
-        name: str,
-        split: str,
-        settings: VCRSettings,
-        output_dir: Path,
-    ) -> Dict[str, Any]:
-        """Evaluate one split; write ``<name>_<split>_<mode>.json``; return its metrics."""
-        unlabeled = [it.key for it in dataset.items if it.answer_label is None or it.rationale_label is None]
-        if unlabeled:
-            raise ConfigError(
-                f"{len(unlabeled)} VCR items have no answer/rationale label (first: "
-                f"{unlabeled[0]}); the VCR test labels are hidden, evaluate on val."
-            )
-        settings = settings.with_model(model)
-        evaluator = VCREvaluator(model, dataset, settings)
-        indices = list(range(len(dataset)))
-        size = settings.batch_size_eval
-        chunks = [indices[i : i + size] for i in range(0, len(indices), size)]
-        log_name = f"{name}_{split}_{settings.mode}_{fingerprint(settings, dataset.identity(), model)}"
-        groups = run_resumable(
-            chunks,
-            lambda c: ",".join(dataset.items[i].key for i in c),
-            evaluator.run_batch,
-            output_dir,
-            log_name,
-            desc=f"VCR {split} ({settings.mode})",
-        )
-        rows = [row for group in groups for row in group]
+    def finish(self, outputs: List[List[Dict[str, Any]]]) -> SplitResult:
+        rows = [row for group in outputs for row in group]
         summary = summarize(rows)
-        skipped = [s.to_dict() for s in dataset.skipped] + [
+        skipped = [s.to_dict() for s in self.dataset.skipped] + [
             {"key": r["key"], "where": r["where"], "reason": r["skipped"]} for r in rows if "skipped" in r
         ]
         metrics: Dict[str, Any] = dict(summary["accuracy"])
@@ -372,25 +328,30 @@ class VCRTask(EvalTask):
                 **{f"fallbacks_{k}": v for k, v in summary["fallbacks"].items()},
             }
         )
-        if dist_utils.is_main_process():
-            atomic_write_json(
-                output_dir / f"{name}_{split}_{settings.mode}.json",
-                {
-                    "task": "vcr",
-                    "split": split,
-                    "annotation": dataset.annotation_path,
-                    "mode": settings.mode,
-                    "protocol": (
-                        "official: beam search, first integer of the output (default 1)"
-                        if settings.mode == "generate"
-                        else "ranking (addition, not the paper's protocol): lowest mean NLL of the "
-                        f"choice {settings.ranking_target} as T5 target"
-                    ),
-                    "settings": settings.as_dict(),
-                    **summary,
-                    "skipped": skipped,
-                    "predictions": rows,
-                },
-            )
-        clear_partials(output_dir, log_name)
-        return metrics
+        s = self.settings
+        protocol = (
+            "official: beam search, first integer of the output (default 1)"
+            if s.mode == "generate"
+            else f"ranking (addition, not the paper's protocol): lowest mean NLL of the choice {s.ranking_target} "
+            "as T5 target"
+        )
+        details = {"annotation": self.dataset.annotation_path, "protocol": protocol, **summary}
+        return SplitResult(metrics, {**details, "skipped": skipped, "predictions": rows})
+
+
+# ---------------------------------------------------------------------- task
+@registry.register_task("vcr")
+class VCRTask(EvalTask):
+    """Zero-shot VCR (Q->A, QA->R, Q->AR) on every ``vcr`` dataset of the config."""
+
+    NAME = "vcr"
+    Settings = VCRSettings
+    DATASET_TYPES = (VCRDataset,)
+    Evaluator = VCREvaluator
+    HEADLINE = "q_ar"
+
+    def variant(self, settings: VCRSettings) -> str:
+        return "" if settings.mode == "generate" else settings.mode
+
+    def prepare(self, model: Any, settings: VCRSettings) -> VCRSettings:
+        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))

@@ -15,41 +15,26 @@ Efficiency: questions are batched by image, so each image of a batch is decoded 
 through the ViT once (VQAv2 has ~5 questions per image); the next batches' images are
 decoded in background threads while the model generates.
 
-Outputs in ``output_dir`` (written atomically by the main process), per dataset and split:
-``<dataset>_<split>_predictions.json`` (one record per question: prediction, normalized
-prediction, references, score), ``<dataset>_<split>_metrics.json`` (overall, per answer
-type, per question type, counts, skipped questions, settings) and
-``<dataset>_<split>_vqa_result.json`` (LAVIS's result format: ``[{"question_id",
-"answer"}]`` for VQA, ``[{"question_id", "pred_ans", "gt_ans"}]`` for GQA, usable with the
-official tools). Progress logs ``<dataset>_<split>_<settings hash>.partial.rank*.jsonl``
-let a killed run resume; they are removed when the results are written. Questions
-skipped for missing images (``skip_missing_images``) are excluded from the accuracy and
-listed in the metrics file (the official script would refuse an incomplete result set).
+Outputs in ``output_dir`` (the evaluation loop's names, written atomically by the main
+process): ``<task>_<dataset>_<split>.json`` (overall, per answer type and per question type
+accuracy, counts, skipped questions, settings, and one record per question: prediction,
+normalized prediction, references, score), ``..._metrics.json`` (the metrics alone) and
+``..._vqa_result.json`` (LAVIS's result format: ``[{"question_id", "answer"}]`` for VQA,
+``[{"question_id", "pred_ans", "gt_ans"}]`` for GQA, usable with the official tools).
+Questions skipped for missing images (``skip_missing_images``) are excluded from the
+accuracy and listed (the official script would refuse an incomplete result set).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import torch
-
-from regionvlm.common import dist_utils
 from regionvlm.common.errors import ConfigError, InputError
-from regionvlm.common.io import atomic_write_json
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.datasets.vqa_datasets import VQAEvalDataset
-from regionvlm.tasks.evaluation import (
-    DecodingEvalSettings,
-    EvalTask,
-    Prefetcher,
-    clear_partials,
-    fingerprint,
-    pending_keys,
-    run_resumable,
-)
+from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult
 from regionvlm.tasks.vqa_metrics import score_gqa, score_vqa
 
 DEFAULT_PROMPT = "Question: {} Short answer:"
@@ -87,83 +72,52 @@ class VQASettings(DecodingEvalSettings):
         return kwargs
 
 
-def _batch_key(dataset: VQAEvalDataset, indices: Sequence[int]) -> str:
-    return "|".join(str(dataset.items[i].question_id) for i in indices)
+class VQAEvaluator(SplitEvaluator):
+    """VQAv2 / OK-VQA: a unit is a batch of questions (grouped by image) that
+    ``model.predict_answers`` answers; the official VQA accuracy scores them."""
 
-
-@registry.register_task("vqa")
-class VQATask(EvalTask):
-    """VQAv2 / OK-VQA: official VQA accuracy, per answer type and per question type."""
-
-    NAME = "vqa"
-    Settings = VQASettings
-    DATASET_TYPES = (VQAEvalDataset,)
-    HEADLINE = "accuracy"
-    metric = "vqa"
-
-    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: VQASettings):
-        jobs = super().select(datasets, settings)
-        for name, split, dataset in jobs:
-            if dataset.metric != self.metric:
-                raise ConfigError(
-                    f"dataset '{name}' ({split}) cannot be scored by task '{self.metric}': "
-                    f"set run.task: {dataset.metric}."
-                )
-        return jobs
-
-    def evaluate_split(
-        self,
-        model: torch.nn.Module,
-        dataset: VQAEvalDataset,
-        name: str,
-        split: str,
-        settings: VQASettings,
-        output_dir: Path,
-    ) -> Dict[str, Any]:
-        """Predict every question of one split (resumable, sharded), score, write the results."""
-        if len(dataset) == 0:
+    def units(self) -> List[Tuple[str, List[int]]]:
+        ds = self.dataset
+        if len(ds) == 0:
             raise InputError(
-                f"{name} ({split}) has no question to evaluate"
-                f"{f' ({len(dataset.skipped)} skipped for missing images)' if dataset.skipped else ''}."
+                f"{ds.eval_name} ({ds.split}) has no question to evaluate"
+                f"{f' ({len(ds.skipped)} skipped for missing images)' if ds.skipped else ''}."
             )
-        lemmatized = bool(getattr(model, "apply_lemmatizer", False))
-        batches = dataset.batches(settings.batch_size_eval)
-        by_key = {_batch_key(dataset, b): b for b in batches}
-        keys = list(by_key)
-        identity = {**dataset.identity(), "lemmatized": lemmatized}
-        log_name = f"{name}_{split}_{fingerprint(settings, identity, model)}"
+        batches = ds.batches(self.settings.batch_size_eval)
+        return [("|".join(str(ds.items[i].question_id) for i in b), b) for b in batches]
 
-        def load(key: str) -> Dict[str, Any]:
-            return dataset.load_batch(by_key[key])
+    def identity(self) -> Dict[str, Any]:
+        return {**self.dataset.identity(), "lemmatized": bool(getattr(self.model, "apply_lemmatizer", False))}
 
-        with Prefetcher(
-            pending_keys(keys, output_dir, log_name), load, depth=2, workers=settings.num_workers
-        ) as prefetch:
+    def load(self, indices: List[int]) -> Dict[str, Any]:
+        return self.dataset.load_batch(indices)
 
-            def process(key: str) -> List[str]:
-                answers = model.predict_answers(prefetch.get(key), **settings.generation_kwargs())
-                if len(answers) != len(by_key[key]):
-                    raise RuntimeError(f"the model returned {len(answers)} answers for {len(by_key[key])} questions.")
-                return [str(a) for a in answers]
+    def process(self, indices: List[int], samples: Dict[str, Any]) -> Dict[str, str]:
+        answers = self.model.predict_answers(samples, **self.settings.generation_kwargs())
+        if len(answers) != len(indices):
+            raise RuntimeError(f"the model returned {len(answers)} answers for {len(indices)} questions.")
+        return {str(i): str(a) for i, a in zip(indices, answers)}
 
-            results = run_resumable(
-                keys, key=lambda k: k, process=process, out_dir=output_dir, name=log_name, desc=f"{name}/{split}"
-            )
-        predictions: List[Optional[str]] = [None] * len(dataset)
-        for key, answers in zip(keys, results):
-            for i, answer in zip(by_key[key], answers):
-                predictions[i] = answer
-        report = self.score(dataset, predictions)
-        if dist_utils.is_main_process():
-            self.write_results(dataset, name, split, predictions, report, settings, lemmatized, output_dir)
-        clear_partials(output_dir, log_name)
-        return self.flat_metrics(report, len(dataset.skipped))
+    def finish(self, outputs: List[Dict[str, str]]) -> SplitResult:
+        ds = self.dataset
+        answers = {int(i): a for unit in outputs for i, a in unit.items()}
+        predictions = [answers[i] for i in range(len(ds))]
+        report = self.score(predictions)
+        records = [self.question_record(it, p, sc) for it, p, sc in zip(ds.items, predictions, report["per_question"])]
+        details = {
+            **{k: v for k, v in report.items() if k != "per_question"},
+            "lemmatized_predictions": self.identity()["lemmatized"],
+            "skipped": ds.skipped,
+            "predictions": records,
+        }
+        official = [self.result_record(it, p) for it, p in zip(ds.items, predictions)]
+        return SplitResult(self.flat_metrics(report, len(ds.skipped)), details, {"vqa_result": official})
 
-    # ------------------------------------------------------------------ scoring
-    def score(self, dataset: VQAEvalDataset, predictions: Sequence[str]) -> Dict[str, Any]:
-        return score_vqa(predictions, dataset.references())
+    # -- scoring (GQA overrides)
+    def score(self, predictions: Sequence[str]) -> Dict[str, Any]:
+        return score_vqa(predictions, self.dataset.references())
 
-    def question_record(self, item, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
+    def question_record(self, item: Any, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
         return {
             "question_id": item.question_id,
             "question": item.question,
@@ -176,7 +130,8 @@ class VQATask(EvalTask):
             "question_type": item.question_type,
         }
 
-    def result_record(self, item, prediction: str) -> Dict[str, Any]:
+    def result_record(self, item: Any, prediction: str) -> Dict[str, Any]:
+        """LAVIS's result layout (what the official tools read)."""
         return {"question_id": item.question_id, "answer": prediction}
 
     @staticmethod
@@ -188,51 +143,15 @@ class VQATask(EvalTask):
         out["num_skipped"] = num_skipped
         return out
 
-    def write_results(
-        self,
-        dataset: VQAEvalDataset,
-        name: str,
-        split: str,
-        predictions: Sequence[str],
-        report: Mapping[str, Any],
-        settings: VQASettings,
-        lemmatized: bool,
-        output_dir: Path,
-    ) -> None:
-        records = [
-            self.question_record(item, pred, scored)
-            for item, pred, scored in zip(dataset.items, predictions, report["per_question"])
-        ]
-        summary = {k: v for k, v in report.items() if k != "per_question"}
-        metrics = {
-            "dataset": name,
-            "split": split,
-            "task": self.metric,
-            **summary,
-            "num_skipped": len(dataset.skipped),
-            "skipped": dataset.skipped,
-            "settings": settings.as_dict(),
-            "lemmatized_predictions": lemmatized,
-        }
-        atomic_write_json(output_dir / f"{name}_{split}_predictions.json", records)
-        atomic_write_json(
-            output_dir / f"{name}_{split}_vqa_result.json",
-            [self.result_record(item, pred) for item, pred in zip(dataset.items, predictions)],
-        )
-        atomic_write_json(output_dir / f"{name}_{split}_metrics.json", metrics)
 
-
-@registry.register_task("gqa")
-class GQATask(VQATask):
+class GQAEvaluator(VQAEvaluator):
     """GQA: exact match of the normalized prediction with the stored answer (LAVIS's GQATask)."""
 
-    NAME = "gqa"
-    metric = "gqa"
+    def score(self, predictions: Sequence[str]) -> Dict[str, Any]:
+        items = self.dataset.items
+        return score_gqa(predictions, [it.answers[0] for it in items], [it.question_id for it in items])
 
-    def score(self, dataset: VQAEvalDataset, predictions: Sequence[str]) -> Dict[str, Any]:
-        return score_gqa(predictions, [it.answers[0] for it in dataset.items], [it.question_id for it in dataset.items])
-
-    def question_record(self, item, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
+    def question_record(self, item: Any, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
         return {
             "question_id": item.question_id,
             "question": item.question,
@@ -243,5 +162,34 @@ class GQATask(VQATask):
             "correct": scored["correct"],
         }
 
-    def result_record(self, item, prediction: str) -> Dict[str, Any]:
+    def result_record(self, item: Any, prediction: str) -> Dict[str, Any]:
         return {"question_id": item.question_id, "pred_ans": prediction, "gt_ans": item.answers[0]}
+
+
+@registry.register_task("vqa")
+class VQATask(EvalTask):
+    """VQAv2 / OK-VQA: official VQA accuracy, per answer type and per question type."""
+
+    NAME = "vqa"
+    Settings = VQASettings
+    DATASET_TYPES = (VQAEvalDataset,)
+    Evaluator = VQAEvaluator
+    HEADLINE = "accuracy"
+
+    def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: VQASettings):
+        jobs = super().select(datasets, settings)
+        for name, split, dataset in jobs:
+            if dataset.metric != self.NAME:
+                raise ConfigError(
+                    f"dataset '{name}' ({split}) cannot be scored by task '{self.NAME}': "
+                    f"set run.task: {dataset.metric}."
+                )
+        return jobs
+
+
+@registry.register_task("gqa")
+class GQATask(VQATask):
+    """GQA balanced test-dev, scored by exact match."""
+
+    NAME = "gqa"
+    Evaluator = GQAEvaluator

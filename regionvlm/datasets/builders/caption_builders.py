@@ -82,7 +82,7 @@ class CaptionBuilderBase(BaseDatasetBuilder):
                 return OmegaConf.to_container(value) if not isinstance(value, str) else value, self.setting(key)
         return None, self.setting(keys[0])
 
-    def region_dataset(self, vis, txt, *path_keys: str) -> RegionCaptionDataset:
+    def region_dataset(self, vis, txt, *path_keys: str, split: str = "train") -> RegionCaptionDataset:
         paths, setting = self._paths(*path_keys)
         cfg = self.config
         ds = RegionCaptionDataset(
@@ -96,6 +96,8 @@ class CaptionBuilderBase(BaseDatasetBuilder):
             image_root=cfg.image_root,
             setting=setting,
             image_root_setting=self.setting("image_root"),
+            name=self.NAME,
+            split=split,
         )
         echo(f"[{self.NAME}] {ds.ann.summary()}")
         return ds
@@ -112,7 +114,8 @@ class LocalizedNarrativesBuilder(CaptionBuilderBase):
         """``{split: dataset}``; ``split: val`` (with ``crop_max_fraction: 0``) makes a held-out
         file an evaluation split of the ``region_captioning`` task."""
         vis, txt = self.build_processors("train")
-        return {str(self.config.split): self.region_dataset(vis, txt, "ann_paths", "region_ann")}
+        split = str(self.config.split)
+        return {split: self.region_dataset(vis, txt, "ann_paths", "region_ann", split=split)}
 
 
 @registry.register_builder("visual_genome_regions")
