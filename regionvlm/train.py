@@ -27,14 +27,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def run_config(cfg: Any) -> Dict[str, Any]:
     """Build task, datasets, model and runner from a checked :class:`Config`; train or evaluate."""
+    from regionvlm.common import dist_utils
     from regionvlm.runners.runner_base import set_seed
 
     task = cfg.task_class().setup_task(cfg)
-    set_seed(int(cfg.run_cfg.get("seed", 42)))  # random-init parts of the model are seeded too
+    run = cfg.run_settings
+    set_seed(run.seed)  # random-init parts of the model are seeded too
     datasets = task.build_datasets(cfg)
-    model = task.build_model(cfg)
+    dist_utils.init_distributed_mode()  # this rank's GPU is known before the model is built
+    model = task.build_model(cfg, device=dist_utils.resolve_device(run.device), is_eval=run.evaluate)
     runner = cfg.runner_class()(cfg, task, model, datasets)
-    return runner.evaluate() if cfg.run_cfg.get("evaluate", False) else runner.train()
+    return runner.evaluate() if run.evaluate else runner.train()
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

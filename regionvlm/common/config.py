@@ -11,7 +11,7 @@ resolved config is what gets saved next to a run's logs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -78,35 +78,40 @@ def _model_config(user: DictConfig) -> DictConfig:
     return merged
 
 
-def _datasets_config(user: DictConfig) -> DictConfig:
+def _datasets_config(user: DictConfig) -> Tuple[DictConfig, Dict[str, Any]]:
+    """The user's ``datasets:`` sections (resolved) and each parsed by its builder."""
     datasets = user.get("datasets") or OmegaConf.create()
     if not isinstance(datasets, DictConfig):
         raise ConfigError(f"`datasets:` must be a mapping of builder name -> settings, got {datasets!r}.")
     merged = OmegaConf.create()
+    parsed: Dict[str, Any] = {}
     for name, ds_cfg in datasets.items():
         builder_cls = registry.get_builder_class(str(name))
         ds_cfg = ds_cfg or OmegaConf.create()
         if not isinstance(ds_cfg, DictConfig):
             raise ConfigError(f"`datasets.{name}` must be a mapping of settings, got {ds_cfg!r}.")
         merged[name] = resolve(ds_cfg, f"`datasets.{name}`")
-        builder_cls.check_config(merged[name])
-    return merged
+        parsed[str(name)] = builder_cls.parse(merged[name])
+    return merged, parsed
 
 
-def _run_config(user: DictConfig) -> DictConfig:
+def _run_config(user: DictConfig) -> Tuple[DictConfig, Any, Any]:
+    """The ``run:`` section (resolved) and its two readers' settings: the runner's, the task's."""
     run = user.get("run") or OmegaConf.create()
     if not isinstance(run, DictConfig):
         raise ConfigError(f"`run:` must be a mapping of settings, got {run!r}.")
     run = resolve(run, "`run:`")
     task_cls = registry.get_task_class(str(run.get("task", DEFAULT_TASK)))
     runner_cls = registry.get_runner_class(str(run.get("runner", DEFAULT_RUNNER)))
-    runner_cls.Settings.parse(run, "run", also_known=task_cls.Settings.keys())
-    task_cls.Settings.parse(run, "run", also_known=runner_cls.Settings.keys())
-    return run
+    runner = runner_cls.Settings.parse(run, "run", also_known=task_cls.Settings.keys())
+    task = task_cls.Settings.parse(run, "run", also_known=runner_cls.Settings.keys())
+    return run, runner, task
 
 
 class Config:
-    """The resolved, checked configuration of one run (``config.run_cfg`` etc. as in LAVIS)."""
+    """The resolved, checked configuration of one run (``config.run_cfg`` etc. as in LAVIS),
+    parsed once into typed settings: ``run_settings`` (the runner's), ``task_settings`` (the
+    task's part of ``run:``) and ``dataset_settings`` (each builder's section)."""
 
     def __init__(
         self,
@@ -122,13 +127,10 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown top-level section(s) {unknown}; allowed: {list(SECTIONS)}.")
         self.cfg_path = str(cfg_path) if cfg_path else None
-        self.config = OmegaConf.create(
-            {
-                "model": _model_config(user),
-                "datasets": _datasets_config(user),
-                "run": _run_config(user),
-            }
-        )
+        model = _model_config(user)
+        datasets, self.dataset_settings = _datasets_config(user)
+        run, self.run_settings, self.task_settings = _run_config(user)
+        self.config = OmegaConf.create({"model": model, "datasets": datasets, "run": run})
 
     @classmethod
     def from_dict(cls, data: dict, options: Optional[Iterable[str]] = None) -> "Config":

@@ -58,3 +58,26 @@ def all_gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def resolve_device(wanted: str = "auto") -> torch.device:
+    """``run.device`` as a device: ``auto`` (this rank's GPU if any, else the CPU), ``cpu``,
+    ``cuda`` (this rank's GPU), ``cuda:N``; what cannot run here is a configuration error.
+    Decided once per run, before any weight is read."""
+    from regionvlm.common.errors import ConfigError
+
+    if wanted == "auto":
+        return local_device()
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"the device is '{wanted}' but no GPU is visible; use cpu or auto.")
+    if wanted == "cuda":
+        return local_device()
+    try:
+        device = torch.device(wanted)
+    except RuntimeError:
+        raise ConfigError(f"'{wanted}' is not a device (use auto, cpu, cuda or cuda:N).") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{wanted}': only {torch.cuda.device_count()} GPU(s) are visible.")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{wanted}' is not supported (use auto, cpu, cuda or cuda:N).")
+    return device

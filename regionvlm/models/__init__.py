@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -11,7 +12,27 @@ from regionvlm.common.registry import registry
 from regionvlm.models.precision import PrecisionPolicy
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
-__all__ = ["RegionVLMT5", "load_model", "load_model_and_preprocess", "load_preprocess", "place_model"]
+__all__ = [
+    "RegionVLMT5",
+    "create_model",
+    "load_model",
+    "load_model_and_preprocess",
+    "load_preprocess",
+    "model_setting",
+    "place_model",
+]
+
+
+def model_setting(model_cfg: Any, key: str) -> Any:
+    """A ``model:`` key's value: the config's if set, else the model class's default (the one
+    place each default lives: its constructor). How builders learn the model's image size and
+    number of region points before the model is built."""
+    value = model_cfg.get(key, None) if model_cfg is not None else None
+    if value is not None:
+        return value
+    cls = registry.get_model_class(str(model_cfg.get("arch", "regionvlm_t5")))
+    param = inspect.signature(cls.__init__).parameters.get(key)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def place_model(
@@ -28,6 +49,17 @@ def place_model(
     return model.eval() if is_eval else model.train()
 
 
+def create_model(
+    model_cfg: Any, device: str | torch.device = "cpu", is_eval: bool = True, precision: Optional[str] = None
+) -> torch.nn.Module:
+    """Build a ``model:`` config for one device, as open_clip's ``create_model(precision=,
+    device=)``: the precision policy is decided once, from ``device`` (``auto``: official on
+    CUDA, fp32 elsewhere), the released files are read straight into the dtypes it gives the
+    frozen towers, and the model is placed there. Nothing guesses the device."""
+    cls = registry.get_model_class(str(model_cfg.get("arch", "regionvlm_t5")))
+    return cls.from_config(model_cfg, device=device, is_eval=is_eval, precision=precision)
+
+
 def load_model(
     name: str,
     model_type: str,
@@ -36,12 +68,13 @@ def load_model(
     checkpoint: Optional[str] = None,
     **overrides: Any,
 ) -> torch.nn.Module:
-    """Build a registered model preset; ``overrides`` replace keys of its ``model:`` config."""
+    """Build a registered model preset on ``device``; ``overrides`` replace keys of its ``model:`` config."""
     cls = registry.get_model_class(name)
     if checkpoint is not None:
         overrides["checkpoint"] = checkpoint
-    model = cls.from_pretrained(model_type, **overrides)
-    return place_model(model, is_eval, device)
+    cfg = OmegaConf.merge(OmegaConf.load(cls.default_config_path(model_type)).model, OmegaConf.create(overrides))
+    cfg.arch = name
+    return create_model(cfg, device=device, is_eval=is_eval)
 
 
 def load_preprocess(config: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:

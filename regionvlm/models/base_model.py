@@ -81,12 +81,14 @@ class BaseModel(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, model_type: str, **overrides: Any) -> "BaseModel":
+    def from_pretrained(
+        cls, model_type: str, device: Any = None, is_eval: bool = True, **overrides: Any
+    ) -> "BaseModel":
         """Build a preset, loading the weights its YAML points to (``overrides`` win); the
-        subclass's ``from_config`` does the building."""
+        subclass's ``from_config`` does the building (on ``device``, when given)."""
         cfg = OmegaConf.load(cls.default_config_path(model_type)).model
         cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
-        return cls.from_config(cfg)
+        return cls.from_config(cfg, device=device, is_eval=is_eval)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -326,34 +326,48 @@ class RegionVLMT5(BaseModel):
         return plain
 
     @classmethod
-    def from_config(cls, cfg: Union[DictConfig, Mapping]) -> "RegionVLMT5":
-        """Build from a ``model:`` config (every key checked, see :meth:`check_config`); load
-        the released files when ``load_pretrained`` is true, then ``checkpoint``."""
+    def from_config(
+        cls,
+        cfg: Union[DictConfig, Mapping],
+        device: Optional[Union[str, torch.device]] = None,
+        is_eval: bool = True,
+        precision: Optional[str] = None,
+    ) -> "RegionVLMT5":
+        """Build from a ``model:`` config (every key checked, see :meth:`check_config`); load the
+        released files when ``load_pretrained`` is true, then ``checkpoint``.
+
+        With a ``device`` the precision policy (``precision``, else the config's) is resolved
+        for it once: released files are read straight into the dtypes it gives the frozen
+        towers, and the model is placed there (in eval or train mode). Without one the model
+        stays on the CPU in fp32, unplaced."""
         cfg = cls.check_config(cfg)
         kwargs = {k: v for k, v in cfg.items() if k in cls.constructor_keys()}
+        policy = precision_policy.PrecisionPolicy.create(
+            precision or kwargs.get("precision", "auto"), device if device is not None else "cpu"
+        )
         if cfg.get("load_pretrained", False):
             with torch.device("meta"):
                 model = cls(**kwargs)
-            model.load_weights(
-                WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict(), dtypes=model.frozen_tower_dtypes()
-            )
+            paths = WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict()
+            model.load_weights(paths, dtypes=model.frozen_tower_dtypes(policy, training=not is_eval))
         else:
             model = cls(**kwargs)
         checkpoint = cfg.get("checkpoint", None)
         if checkpoint is not None:
             model.load_checkpoint(checkpoint)
         model.use_grad_checkpoint(bool(cfg.get("use_grad_checkpoint", False)))
-        return model
+        if device is None:
+            return model
+        model.set_precision(policy, training=not is_eval)
+        model = model.to(torch.device(device))
+        return model.eval() if is_eval else model.train()
 
-    def frozen_tower_dtypes(self) -> Dict[str, torch.dtype]:
-        """The weight dtypes the precision policy will give the frozen towers at evaluation, so
-        that released files are read straight into them (``auto``: the policy of the device
-        this machine would use). Training converts the ViT back to fp32 when it is placed."""
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        policy = precision_policy.PrecisionPolicy.create(self.precision_name, device)
+    def frozen_tower_dtypes(self, policy: precision_policy.PrecisionPolicy, training: bool) -> Dict[str, torch.dtype]:
+        """The weight dtypes ``policy`` gives the frozen towers, so that released files are read
+        straight into them."""
         return {
-            "vision encoder": policy.weight_dtype("vit", self.freeze_vit, training=False),
-            "T5": policy.weight_dtype("t5", self.freeze_t5, training=False),
+            "vision encoder": policy.weight_dtype("vit", self.freeze_vit, training),
+            "T5": policy.weight_dtype("t5", self.freeze_t5, training),
         }
 
     def use_grad_checkpoint(self, enabled: bool) -> None:

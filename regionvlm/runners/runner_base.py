@@ -148,12 +148,15 @@ class RunnerBase:
     def __init__(self, cfg: Any, task: Any, model: torch.nn.Module, datasets: Dict[str, Dict[str, Any]]):
         self.config = cfg
         self.run_cfg = cfg.run_cfg
-        self.settings = RunnerSettings.parse(self.run_cfg, "run", also_known=type(task).Settings.keys())
+        settings = getattr(cfg, "run_settings", None)
+        if not isinstance(settings, RunnerSettings):
+            settings = RunnerSettings.parse(self.run_cfg, "run", also_known=type(task).Settings.keys())
+        self.settings = settings
         self.task = task
         self.datasets = datasets
         self.output_dir = Path(self.settings.output_dir)
         self.distributed = dist_utils.init_distributed_mode()
-        self.device = self._device()
+        self.device = dist_utils.resolve_device(self.settings.device)
         if self.device.type == "cpu" and self.settings.retain_freed_host_memory:
             host_memory.retain_freed_memory()  # CPU steps stop page-faulting their logits back in
         from regionvlm.models import place_model
@@ -162,22 +165,6 @@ class RunnerBase:
         self._ddp: Optional[torch.nn.Module] = None
 
     # ------------------------------------------------------------------ setup
-    def _device(self) -> torch.device:
-        wanted = self.settings.device
-        if wanted == "auto":
-            return dist_utils.local_device()
-        if wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("run.device is cuda but no GPU is visible; use run.device=cpu or auto.")
-        if wanted == "cuda":
-            return dist_utils.local_device()
-        try:
-            device = torch.device(wanted)
-        except RuntimeError:
-            raise ConfigError(f"run.device '{wanted}' is not a device (use auto, cpu, cuda or cuda:N).") from None
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"run.device '{wanted}': only {torch.cuda.device_count()} GPU(s) are visible.")
-        return device
-
     @property
     def train_model(self) -> torch.nn.Module:
         if self.distributed and self._ddp is None:
@@ -438,7 +425,8 @@ class RunnerBase:
         """Every split's files are the task's (``<task>_<dataset>_<split>*.json``); the runner
         appends one line per evaluation to ``evaluate.jsonl`` (as LAVIS's ``evaluate.txt``), so
         evaluations sharing an output folder keep every result."""
-        metrics = self.task.evaluate(self.model, self.datasets, self.run_cfg, self.output_dir)
+        settings = self.task.settings if self.task.settings is not None else self.run_cfg
+        metrics = self.task.evaluate(self.model, self.datasets, settings, self.output_dir)
         if dist_utils.is_main_process():
             import json
 

@@ -36,31 +36,48 @@ class BaseTask:
 
     def __init__(self, cfg: Any = None):
         self.cfg = cfg
+        self.settings: Any = None
 
     @classmethod
     def setup_task(cls, cfg: Any) -> "BaseTask":
-        """LAVIS's constructor; checks the task's ``run:`` settings before anything is built."""
+        """LAVIS's constructor; keeps the task's ``run:`` settings, parsed once by the config."""
         task = cls(cfg)
         if cfg is not None:
-            task.parse_settings(cfg.run_cfg)
+            settings = getattr(cfg, "task_settings", None)
+            task.settings = settings if isinstance(settings, cls.Settings) else task.parse_settings(cfg.run_cfg)
         return task
 
     def parse_settings(self, run_cfg: Any) -> Any:
-        """This task's settings from ``run:`` (the runner's keys are known there too)."""
+        """This task's settings: ``run_cfg`` as given when it is already this task's typed
+        settings, else parsed from a ``run:`` mapping (the runner's keys are known there too)."""
+        if isinstance(run_cfg, self.Settings):
+            return run_cfg
         return parse_run_settings(self.Settings, run_cfg)
 
-    def build_model(self, cfg: Any) -> torch.nn.Module:
-        model_cfg = cfg.model_cfg
-        return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
+    def build_model(self, cfg: Any, device: str | torch.device = "cpu", is_eval: bool = True) -> torch.nn.Module:
+        """The config's model, its weights read straight into the dtypes of the precision policy
+        on ``device`` and placed there (see :func:`regionvlm.models.create_model`)."""
+        from regionvlm.models import create_model
+
+        return create_model(cfg.model_cfg, device=device, is_eval=is_eval)
 
     def build_datasets(self, cfg: Any) -> Dict[str, Dict[str, Any]]:
         """``{dataset_name: {split: dataset}}`` from every entry of ``datasets:``; builders get
-        the model's image size and the run's seed explicitly."""
-        image_size = cfg.model_cfg.get("image_size", None)
-        seed = int((cfg.run_cfg or {}).get("seed", 42))
+        the model's image size and number of region points and the run's seed explicitly."""
+        from regionvlm.models import model_setting
+
+        model_cfg = cfg.model_cfg
+        run = getattr(cfg, "run_settings", None)
+        seed = run.seed if run is not None else int((cfg.run_cfg or {}).get("seed", 42))
+        parsed = getattr(cfg, "dataset_settings", None) or {}
         datasets: Dict[str, Dict[str, Any]] = {}
         for name, ds_cfg in (cfg.datasets_cfg or {}).items():
-            builder = registry.get_builder_class(name)(ds_cfg, image_size=image_size, seed=seed)
+            builder = registry.get_builder_class(name)(
+                parsed.get(name, ds_cfg),
+                image_size=model_setting(model_cfg, "image_size"),
+                num_points=model_setting(model_cfg, "num_points"),
+                seed=seed,
+            )
             datasets[name] = builder.build_datasets()
         if not datasets:
             raise ConfigError("the config lists no datasets under `datasets:`.")

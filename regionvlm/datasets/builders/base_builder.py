@@ -1,93 +1,145 @@
 """The one builder base, in LAVIS's manner: a builder is registered by name, reads its
 ``datasets: <name>:`` section and returns ``{split: dataset}`` from ``build_datasets()``.
 
-- ``DEFAULTS`` lists every key the section accepts with its default (processors included);
-  builders with LAVIS ``type:`` variants (VQA) give one defaults mapping per type in
-  ``TYPES``. Unknown keys and values of the wrong kind stop at config time
-  (:meth:`BaseDatasetBuilder.check_config`), naming the key and what is allowed.
-- The model's image size and the run's seed are passed explicitly (``image_size=``,
-  ``seed=``), never looked up from a global: a processor whose ``image_size`` is null takes
-  the model's, and one that differs from the model's is refused.
+- A builder declares the keys its section accepts as a typed settings class (a frozen
+  dataclass, :class:`DatasetSettings`), like every other section of the config; builders
+  with LAVIS ``type:`` variants (VQA) give one class per type in ``TYPES``. The config parses
+  each section once (:meth:`BaseDatasetBuilder.parse`): unknown keys, wrong types and bad
+  values stop before any work, naming the key. Mapping-valued keys (the processors,
+  ``build_info``) merge the user's entries over the defaults.
+- What comes from the model and the run is passed in explicitly: ``image_size`` (a
+  processor whose ``image_size`` is null takes the model's; one that differs is refused),
+  ``num_points`` (the model's K, for builders that draw region points) and ``seed``.
 """
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from regionvlm.common.errors import ConfigError
-from regionvlm.common.settings import check_keys, to_plain
+from regionvlm.common.settings import Settings, setting, to_plain
 
-EVAL_PROCESSORS = {
-    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
-    "text_processor": {"eval": {"name": "blip_caption"}},
-}
-TRAIN_PROCESSORS = {
-    "vis_processor": {"train": {"name": "region_image_train", "image_size": None}},
-    "text_processor": {"train": {"name": "blip_caption", "max_words": 50}},
-}
+EVAL_VIS = {"eval": {"name": "blip_image_eval", "image_size": None}}
+EVAL_TEXT = {"eval": {"name": "blip_caption"}}
+TRAIN_VIS = {"train": {"name": "region_image_train", "image_size": None}}
+TRAIN_TEXT = {"train": {"name": "blip_caption", "max_words": 50}}
+DEFAULT_SEED = 42
+
+
+@dataclass(frozen=True)
+class DatasetSettings(Settings):
+    """Keys every ``datasets: <name>:`` section accepts (subclasses add theirs)."""
+
+    type: str = setting("default", help="LAVIS's variant of a dataset entry")
+    vis_processor: Dict[str, Any] = setting(EVAL_VIS, help="{split: {name: ..., ...}}; image_size null: the model's")
+    text_processor: Dict[str, Any] = setting(EVAL_TEXT, help="{split: {name: ..., ...}}")
+
+    # Mapping-valued keys whose entries the user's section replaces instead of merging into.
+    REPLACED_ENTRIES: ClassVar[Tuple[str, ...]] = ()
+
+    @classmethod
+    def parse(cls, values: Optional[Mapping[str, Any]], section: str = "datasets", also_known=()) -> Any:
+        """Mapping-valued keys merge the user's entries over the defaults (a processor section
+        giving only ``image_size`` keeps its ``name``), then every key is checked."""
+        user = to_plain(values) or {}
+        if not isinstance(user, Mapping):
+            raise ConfigError(f"`{section}` must be a mapping of settings, got {user!r}.")
+        defaults = cls()
+        merged = dict(user)
+        for f in fields(cls):
+            default = getattr(defaults, f.name)
+            if isinstance(default, dict):
+                given = user.get(f.name)
+                merged[f.name] = (
+                    _merge(default, given, f.name, cls.REPLACED_ENTRIES)
+                    if isinstance(given, Mapping)
+                    else (default if given is None else given)
+                )
+        try:  # ${oc.env:...} in defaults and user values, resolved now (not at import)
+            merged = OmegaConf.to_container(OmegaConf.create(merged), resolve=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"cannot resolve `{section}`: {exc}") from None
+        return super().parse(merged, section, also_known)
+
+
+def _merge(default: Mapping[str, Any], user: Mapping[str, Any], path: str, replaced: Tuple[str, ...]) -> Dict[str, Any]:
+    out = copy.deepcopy(dict(default))
+    for key, value in user.items():
+        where = f"{path}.{key}"
+        if where not in replaced and isinstance(out.get(key), Mapping) and isinstance(value, Mapping):
+            out[key] = _merge(out[key], value, where, replaced)
+        else:
+            out[key] = copy.deepcopy(to_plain(value))
+    return out
 
 
 class BaseDatasetBuilder(ABC):
     NAME = ""
-    DEFAULTS: Dict[str, Any] = {}
-    TYPES: Optional[Dict[str, Dict[str, Any]]] = None  # type name -> defaults (LAVIS ``type:``)
-    DEFAULT_SEED = 42
+    Settings: Type[DatasetSettings] = DatasetSettings
+    TYPES: Optional[Dict[str, Type[DatasetSettings]]] = None  # type name -> settings class (LAVIS ``type:``)
 
     def __init__(
-        self, cfg: Optional[Mapping[str, Any]] = None, *, image_size: Optional[int] = None, seed: Optional[int] = None
+        self,
+        cfg: Optional[Any] = None,
+        *,
+        image_size: Optional[int] = None,
+        seed: Optional[int] = None,
+        num_points: Optional[int] = None,
     ) -> None:
-        user = to_plain(cfg) or {}
-        self.check_config(user)
-        self.type = str(user.get("type") or "default")
-        merged = OmegaConf.merge(OmegaConf.create(copy.deepcopy(self.defaults(self.type))), OmegaConf.create(user))
-        self.config: DictConfig = self.merge_user_sections(merged, user)
+        self.settings = cfg if isinstance(cfg, DatasetSettings) else self.parse(cfg)
+        self.type = self.settings.type
+        self.config: DictConfig = OmegaConf.create(self.settings.as_dict())
         self.image_size = None if image_size is None else int(image_size)
-        self.run_seed = self.DEFAULT_SEED if seed is None else int(seed)
+        self.run_seed = DEFAULT_SEED if seed is None else int(seed)
+        self.num_points = None if num_points is None else int(num_points)
 
     # -- schema ---------------------------------------------------------------------
     @classmethod
-    def defaults(cls, type: str = "default") -> Dict[str, Any]:
+    def settings_class(cls, type: str = "default") -> Type[DatasetSettings]:
         if cls.TYPES is None:
-            return cls.DEFAULTS
+            return cls.Settings
         if type not in cls.TYPES:
             raise ConfigError(f"`datasets.{cls.NAME}.type` '{type}' is unknown; available: {sorted(cls.TYPES)}.")
         return cls.TYPES[type]
 
     @classmethod
-    def default_config_path(cls, type: str = "default") -> None:
-        """No preset YAML: the defaults are data in the class (``DEFAULTS``/``TYPES``)."""
-        return None
+    def parse(cls, cfg: Any) -> DatasetSettings:
+        """The section as this builder's typed settings (every key checked)."""
+        user = to_plain(cfg) or {}
+        kind = str(user.get("type") or "default") if isinstance(user, Mapping) else "default"
+        return cls.settings_class(kind).parse(user, f"datasets.{cls.NAME}")
 
     @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """Reject unknown keys and values whose kind differs from the default's."""
-        user = to_plain(cfg) or {}
-        section = f"datasets.{cls.NAME}"
-        defaults = cls.defaults(str(user.get("type") or "default")) if isinstance(user, Mapping) else {}
-        check_keys(user, set(defaults) | {"type"}, section)
-        for key, value in user.items():
-            if key in defaults:
-                _check_kind(value, defaults[key], f"{section}.{key}")
-
-    def merge_user_sections(self, merged: DictConfig, user: Mapping[str, Any]) -> DictConfig:
-        """Hook: how user sections combine with defaults (default: a deep merge)."""
-        return merged
+    def default_config_path(cls, type: str = "default") -> None:
+        """No preset YAML: the defaults are the settings class's."""
+        return None
 
     # -- helpers --------------------------------------------------------------------
     def setting(self, *keys: str) -> str:
         return ".".join(("datasets", self.NAME) + keys)
 
     def seed(self) -> int:
-        """The section's ``seed`` if set, else the run's."""
-        seed = self.config.get("seed", None)
-        seed = self.run_seed if seed is None else int(seed)
-        if seed < 0:
-            raise ConfigError(f"`{self.setting('seed')}` must be non-negative, got {seed}.")
-        return seed
+        """The section's ``seed`` if it has one and it is set, else the run's."""
+        seed = getattr(self.settings, "seed", None)
+        return self.run_seed if seed is None else int(seed)
+
+    def points(self) -> int:
+        """Region points per sample: the section's ``num_points`` if set, else the model's K
+        (given by the task; a builder made by hand gets the model class's default)."""
+        own = getattr(self.settings, "num_points", None)
+        if own is not None:
+            return int(own)
+        if self.num_points is None:
+            from regionvlm.models import model_setting
+
+            return int(model_setting({"arch": "regionvlm_t5"}, "num_points"))
+        return self.num_points
 
     def build_processors(self, split: str) -> Tuple[Any, Any]:
         """``(vis_processor, text_processor)`` of ``split`` ("train"/"eval") from the section."""
@@ -95,7 +147,7 @@ class BaseDatasetBuilder(ABC):
 
         out = []
         for key in ("vis_processor", "text_processor"):
-            spec = to_plain(OmegaConf.select(self.config, f"{key}.{split}", default=None))
+            spec = getattr(self.settings, key).get(split)
             if not isinstance(spec, Mapping) or "name" not in spec:
                 raise ConfigError(f"`{self.setting(key, split)}` must be {{name: ..., ...}}, got {spec!r}.")
             spec = dict(spec)
@@ -122,37 +174,3 @@ class BaseDatasetBuilder(ABC):
     @abstractmethod
     def build_datasets(self) -> Dict[str, Any]:
         """``{split: dataset}`` for this builder's section."""
-
-
-def _check_kind(value: Any, default: Any, key: str) -> None:
-    """A user value must be of the default's kind (null always allowed where the default is null)."""
-    if value is None or default is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-        kind = "true or false"
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        kind = "an integer"
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok and isinstance(value, str):
-            try:
-                float(value)
-                ok = True
-            except ValueError:
-                ok = False
-        kind = "a number"
-    elif isinstance(default, str):
-        ok = isinstance(value, (str, list)) or (isinstance(value, (int, float)) and not isinstance(value, bool))
-        kind = "a string"
-    elif isinstance(default, Mapping):
-        ok = isinstance(value, Mapping)
-        kind = "a mapping"
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple, str))
-        kind = "a list"
-    else:
-        ok, kind = True, ""
-    if not ok:
-        raise ConfigError(f"`{key}` must be {kind}, got {value!r} ({type(value).__name__}).")

@@ -21,7 +21,7 @@ The official training mix, in one section (every key but the paths has this defa
         p_coco: 0.1                      # COCO share of the global samples (official); web the rest
         region_prob_by_epoch: null       # e.g. {0: 1.0, 4: 0.6}: region-only epochs 0-3, then the mix
         epoch_length: null               # items per epoch (null: number of region images)
-        num_points: 10                   # K points of the region prompt
+        num_points: null                 # K points of the region prompt (null: the model's, 10)
         crop_max_fraction: 0.1           # region-preserving crop, per side (0 disables)
         samples_per_image: 1             # several samples of one image per item (encoded once)
         seed: null                       # null: run.seed (else 42)
@@ -44,15 +44,14 @@ mix) needs no web shards. The other builders use the same keys for their part:
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
-from omegaconf import OmegaConf
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from regionvlm.common.cli import echo
 from regionvlm.common.registry import registry
-from regionvlm.datasets.builders.base_builder import TRAIN_PROCESSORS, BaseDatasetBuilder
+from regionvlm.common.settings import setting
+from regionvlm.datasets.builders.base_builder import TRAIN_TEXT, TRAIN_VIS, BaseDatasetBuilder, DatasetSettings
 from regionvlm.datasets.caption_datasets import (
-    DEFAULT_NUM_POINTS,
     OFFICIAL_P_COCO,
     OFFICIAL_P_REGION,
     CocoCaptionDataset,
@@ -62,38 +61,84 @@ from regionvlm.datasets.caption_datasets import (
 )
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION
 
-REGION_KEYS: Dict[str, Any] = {
-    "image_root": None,
-    "num_points": DEFAULT_NUM_POINTS,
-    "crop_max_fraction": DEFAULT_CROP_FRACTION,
-    "samples_per_image": 1,
-    "seed": None,
-    **TRAIN_PROCESSORS,
-}
+PathList = Union[str, List[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingDatasetSettings(DatasetSettings):
+    """Keys of every training caption builder."""
+
+    vis_processor: Dict[str, Any] = setting(TRAIN_VIS, help="{train: {name: ..., image_size: null}}")
+    text_processor: Dict[str, Any] = setting(TRAIN_TEXT, help="{train: {name: ..., max_words: ...}}")
+    samples_per_image: int = setting(1, min=1, help="samples of one image per item (encoded once)")
+    seed: Optional[int] = setting(None, min=0, help="null: run.seed")
+
+
+@dataclass(frozen=True)
+class RegionDatasetSettings(TrainingDatasetSettings):
+    """Region captions (Localized Narratives, Visual Genome): the region keys."""
+
+    image_root: Optional[str] = setting(None, help="joins relative image_path entries (null: as written)")
+    num_points: Optional[int] = setting(None, min=1, help="K points of the region prompt (null: the model's)")
+    crop_max_fraction: float = setting(DEFAULT_CROP_FRACTION, min=0.0, max=0.4999, help="region-preserving crop")
+
+
+@dataclass(frozen=True)
+class LocalizedNarrativesSettings(RegionDatasetSettings):
+    ann_paths: PathList = setting(None, help="preprocessed annotation file(s)")
+    region_ann: PathList = setting(None, help="the same as ann_paths (the mix's name)")
+    split: str = setting("train", help="val/test: a held-out file for the captioning task")
+
+
+@dataclass(frozen=True)
+class CocoKarpathyCaptionSettings(TrainingDatasetSettings):
+    ann_paths: PathList = setting(None, help="LAVIS's coco_karpathy_train.json")
+    image_root: Optional[str] = setting(None)
+
+
+@dataclass(frozen=True)
+class WebdatasetCaptionSettings(TrainingDatasetSettings):
+    shards: PathList = setting(None, help="list, folder, glob or brace pattern of tar shards")
+    shuffle_buffer: int = setting(0, min=0)
+    repeat: bool = setting(False)
+
+
+@dataclass(frozen=True)
+class RegionVLMMixSettings(RegionDatasetSettings):
+    region_ann: PathList = setting(None, help="preprocessed region annotation file(s)")
+    coco_ann: PathList = setting(None, help="LAVIS's coco_karpathy_train.json")
+    coco_image_root: Optional[str] = setting(None)
+    web_shards: PathList = setting(None)
+    web_shuffle_buffer: int = setting(0, min=0)
+    p_region: float = setting(OFFICIAL_P_REGION, min=0.0, max=1.0, help="region sample probability (official 0.6)")
+    p_coco: float = setting(OFFICIAL_P_COCO, min=0.0, max=1.0, help="COCO share of global samples (official 0.1)")
+    region_prob_by_epoch: Optional[Dict[int, float]] = setting(None, help="e.g. {0: 1.0, 4: 0.6}")
+    epoch_length: Optional[int] = setting(None, min=1, help="items per epoch (null: number of region images)")
 
 
 class CaptionBuilderBase(BaseDatasetBuilder):
     """Training caption builders: paths (a file or a list), the region dataset, a summary line."""
 
-    def _paths(self, *keys: str):
+    def _paths(self, *keys: str) -> Tuple[PathList, str]:
+        """The first of ``keys`` that is set, and its setting's name (for messages)."""
         for key in keys:
-            value = self.config.get(key)
+            value = getattr(self.settings, key)
             if value:
-                return OmegaConf.to_container(value) if not isinstance(value, str) else value, self.setting(key)
+                return value, self.setting(key)
         return None, self.setting(keys[0])
 
     def region_dataset(self, vis, txt, *path_keys: str, split: str = "train") -> RegionCaptionDataset:
         paths, setting = self._paths(*path_keys)
-        cfg = self.config
+        s = self.settings
         ds = RegionCaptionDataset(
             paths or [],
             vis,
             txt,
-            num_points=cfg.num_points,
-            crop_max_fraction=cfg.crop_max_fraction,
-            samples_per_image=cfg.samples_per_image,
+            num_points=self.points(),
+            crop_max_fraction=s.crop_max_fraction,
+            samples_per_image=s.samples_per_image,
             seed=self.seed(),
-            image_root=cfg.image_root,
+            image_root=s.image_root,
             setting=setting,
             image_root_setting=self.setting("image_root"),
             name=self.NAME,
@@ -108,13 +153,13 @@ class LocalizedNarrativesBuilder(CaptionBuilderBase):
     """Region captions from preprocessed Localized Narratives annotation file(s) (image or video)."""
 
     NAME = "localized_narratives"
-    DEFAULTS = {"ann_paths": None, "region_ann": None, "split": "train", **REGION_KEYS}
+    Settings = LocalizedNarrativesSettings
 
     def build_datasets(self) -> Dict[str, Any]:
         """``{split: dataset}``; ``split: val`` (with ``crop_max_fraction: 0``) makes a held-out
         file an evaluation split of the ``region_captioning`` task."""
         vis, txt = self.build_processors("train")
-        split = str(self.config.split)
+        split = self.settings.split
         return {split: self.region_dataset(vis, txt, "ann_paths", "region_ann", split=split)}
 
 
@@ -130,23 +175,23 @@ class CocoKarpathyCaptionBuilder(CaptionBuilderBase):
     """Global captions (empty region text) from LAVIS's coco_karpathy_train.json."""
 
     NAME = "coco_karpathy_caption"
-    DEFAULTS = {"ann_paths": None, "image_root": None, "samples_per_image": 1, "seed": None, **TRAIN_PROCESSORS}
+    Settings = CocoKarpathyCaptionSettings
 
     def build_datasets(self) -> Dict[str, Any]:
         vis, txt = self.build_processors("train")
         paths, setting = self._paths("ann_paths")
-        return {
-            "train": CocoCaptionDataset(
-                paths or [],
-                self.config.image_root,
-                vis,
-                txt,
-                samples_per_image=self.config.samples_per_image,
-                seed=self.seed(),
-                setting=setting,
-                image_root_setting=self.setting("image_root"),
-            )
-        }
+        s = self.settings
+        dataset = CocoCaptionDataset(
+            paths or [],
+            s.image_root,
+            vis,
+            txt,
+            samples_per_image=s.samples_per_image,
+            seed=self.seed(),
+            setting=setting,
+            image_root_setting=self.setting("image_root"),
+        )
+        return {"train": dataset}
 
 
 @registry.register_builder("webdataset_caption")
@@ -154,31 +199,23 @@ class WebdatasetCaptionBuilder(CaptionBuilderBase):
     """Global captions streamed from webdataset tar shards (an IterableDataset)."""
 
     NAME = "webdataset_caption"
-    DEFAULTS = {
-        "shards": None,
-        "shuffle_buffer": 0,
-        "repeat": False,
-        "samples_per_image": 1,
-        "seed": None,
-        **TRAIN_PROCESSORS,
-    }
+    Settings = WebdatasetCaptionSettings
 
     def build_datasets(self) -> Dict[str, Any]:
         vis, txt = self.build_processors("train")
         shards, setting = self._paths("shards")
-        cfg = self.config
-        return {
-            "train": WebCaptionDataset(
-                shards or [],
-                vis,
-                txt,
-                samples_per_image=cfg.samples_per_image,
-                seed=self.seed(),
-                shuffle_buffer=cfg.shuffle_buffer,
-                repeat=cfg.repeat,
-                setting=setting,
-            )
-        }
+        s = self.settings
+        dataset = WebCaptionDataset(
+            shards or [],
+            vis,
+            txt,
+            samples_per_image=s.samples_per_image,
+            seed=self.seed(),
+            shuffle_buffer=s.shuffle_buffer,
+            repeat=s.repeat,
+            setting=setting,
+        )
+        return {"train": dataset}
 
 
 @registry.register_builder("regionvlm_mix")
@@ -186,54 +223,42 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
     """The official RegionVLM training mix (see the module docstring for the YAML)."""
 
     NAME = "regionvlm_mix"
-    DEFAULTS = {
-        "region_ann": None,
-        **REGION_KEYS,
-        "coco_ann": None,
-        "coco_image_root": None,
-        "web_shards": None,
-        "web_shuffle_buffer": 0,
-        "p_region": OFFICIAL_P_REGION,
-        "p_coco": OFFICIAL_P_COCO,
-        "region_prob_by_epoch": None,
-        "epoch_length": None,
-    }
+    Settings = RegionVLMMixSettings
 
     def build_datasets(self) -> Dict[str, Any]:
-        cfg = self.config
+        s = self.settings
         vis, txt = self.build_processors("train")
         seed = self.seed()
-        schedule = OmegaConf.to_container(cfg.region_prob_by_epoch) if cfg.region_prob_by_epoch else None
-        probs = [float(cfg.p_region), *[float(v) for v in (schedule or {}).values()]]
-        region = self.region_dataset(vis, txt, "region_ann") if cfg.region_ann or max(probs) > 0 else None
+        schedule = s.region_prob_by_epoch
+        probs = [s.p_region, *(schedule or {}).values()]
+        region = self.region_dataset(vis, txt, "region_ann") if s.region_ann or max(probs) > 0 else None
         needs_global = min(probs) < 1.0
         coco = web = None
-        if needs_global and float(cfg.p_coco) > 0:
+        if needs_global and s.p_coco > 0:
             paths, setting = self._paths("coco_ann")
             coco = CocoCaptionDataset(
                 paths or [],
-                cfg.coco_image_root,
+                s.coco_image_root,
                 vis,
                 txt,
                 seed=seed,
                 setting=setting,
                 image_root_setting=self.setting("coco_image_root"),
             )
-        if needs_global and float(cfg.p_coco) < 1 and cfg.web_shards:
+        if needs_global and s.p_coco < 1 and s.web_shards:
             shards, setting = self._paths("web_shards")
             web = WebCaptionDataset(
-                shards, vis, txt, seed=seed, shuffle_buffer=cfg.web_shuffle_buffer, repeat=True, setting=setting
+                shards, vis, txt, seed=seed, shuffle_buffer=s.web_shuffle_buffer, repeat=True, setting=setting
             )
-        return {
-            "train": MixedCaptionDataset(
-                region,
-                coco,
-                web,
-                p_region=cfg.p_region,
-                p_coco=cfg.p_coco,
-                region_prob_by_epoch=schedule,
-                samples_per_image=cfg.samples_per_image,
-                seed=seed,
-                epoch_length=cfg.epoch_length,
-            )
-        }
+        mix = MixedCaptionDataset(
+            region,
+            coco,
+            web,
+            p_region=s.p_region,
+            p_coco=s.p_coco,
+            region_prob_by_epoch=schedule,
+            samples_per_image=s.samples_per_image,
+            seed=seed,
+            epoch_length=s.epoch_length,
+        )
+        return {"train": mix}

@@ -20,26 +20,23 @@ images (each gets one caption): both are checked before the model runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping
-
-from omegaconf import DictConfig, OmegaConf
 
 from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import setting
 from regionvlm.data.coco_karpathy import check_split_matches_gt, read_caption_gt, read_karpathy_split
-from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder
+from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder, DatasetSettings
 from regionvlm.datasets.coco_caption_datasets import CocoCaptionEvalDataset
 
-DATA_ROOT = "${oc.env:REGIONVLM_DATA,data}"
+DATA_ROOT = "${oc.env:REGIONVLM_DATA,data}"  # resolved when the section is parsed
 
 
-@registry.register_builder("coco_caption")
-class CocoCaptionBuilder(BaseDatasetBuilder):
-    NAME = "coco_caption"
-    DEFAULTS: Dict[str, Any] = {
-        "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
-        "text_processor": {"eval": {"name": "blip_caption"}},
-        "build_info": {
+@dataclass(frozen=True)
+class CocoCaptionSettings(DatasetSettings):
+    build_info: Dict[str, Any] = setting(
+        {
             "annotations": {
                 "test": {
                     "storage": f"{DATA_ROOT}/coco/annotations/coco_karpathy_test.json",
@@ -48,22 +45,24 @@ class CocoCaptionBuilder(BaseDatasetBuilder):
             },
             "images": {"storage": f"{DATA_ROOT}/coco/images/"},
         },
-    }
+        help="LAVIS's layout: annotations.<split>.{storage, gt}, images.storage",
+    )
+    REPLACED_ENTRIES = ("build_info.annotations",)  # the user's splits replace the default split
 
-    def merge_user_sections(self, merged: DictConfig, user: Mapping[str, Any]) -> DictConfig:
-        """The user's splits replace the default split instead of adding to it."""
-        user_splits = OmegaConf.select(OmegaConf.create(dict(user)), "build_info.annotations", default=None)
-        if user_splits is not None:
-            merged.build_info.annotations = user_splits
-        return OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
+
+@registry.register_builder("coco_caption")
+class CocoCaptionBuilder(BaseDatasetBuilder):
+    NAME = "coco_caption"
+    Settings = CocoCaptionSettings
 
     def build_datasets(self) -> Dict[str, CocoCaptionEvalDataset]:
         vis, _ = self.build_processors("eval")
-        image_root = OmegaConf.select(self.config, "build_info.images.storage", default=None)
+        build_info = self.settings.build_info
+        image_root = (build_info.get("images") or {}).get("storage")
         if not image_root:
             raise ConfigError(f"`{self.setting('build_info', 'images', 'storage')}` (the image folder) is not set.")
         out = {}
-        for split, files in (self.config.build_info.annotations or {}).items():
+        for split, files in (build_info.get("annotations") or {}).items():
             where = self.setting("build_info", "annotations", str(split))
             if not isinstance(files, Mapping) or not files.get("storage") or not files.get("gt"):
                 raise ConfigError(

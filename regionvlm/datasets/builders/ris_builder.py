@@ -23,13 +23,15 @@ DIR/images and proposals DIR/proposals (each overridable).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List, Optional, Union
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import setting
 from regionvlm.data.refer import DEFAULT_SPLIT_BY, GT_MASK_RULES, SYNTHETIC, load_refer
-from regionvlm.datasets.builders.base_builder import EVAL_PROCESSORS, BaseDatasetBuilder
+from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder, DatasetSettings
 from regionvlm.datasets.ris_datasets import RISDataset
 
 _WHAT = {
@@ -39,56 +41,56 @@ _WHAT = {
 }
 
 
+@dataclass(frozen=True)
+class RISDatasetSettings(DatasetSettings):
+    data_root: Optional[str] = setting(None, help=_WHAT["data_root"])
+    dataset_name: Optional[str] = setting(None, help="defaults to the builder's name")
+    splitBy: Optional[str] = setting(None, help="default unc (refcoco, refcoco+), umd (refcocog)")
+    split: Union[str, List[str]] = setting("val", help="a split name or a list")
+    image_root: Optional[str] = setting(None, help=_WHAT["image_root"])
+    proposals: Optional[str] = setting(None, help=_WHAT["proposals"])
+    skip_missing: bool = setting(False, help="skip (count and list) queries with missing files")
+    gt_mask: str = setting("official", choices=GT_MASK_RULES)
+
+
+@dataclass(frozen=True)
+class SyntheticRISSettings(RISDatasetSettings):
+    world: Optional[str] = setting(None, help="a synthetic world: DIR/refer, DIR/images, DIR/proposals")
+
+
 class RISBuilder(BaseDatasetBuilder):
     """Builds the queries of one or more splits of a refer-layout dataset."""
 
-    DEFAULTS: Dict[str, Any] = {
-        "data_root": None,
-        "dataset_name": None,
-        "splitBy": None,
-        "split": "val",
-        "image_root": None,
-        "proposals": None,
-        "skip_missing": False,
-        "gt_mask": "official",
-        **EVAL_PROCESSORS,
-    }
-
-    def _path(self, key: str) -> str:
-        value = self.config.get(key)
-        if value in (None, ""):
-            raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
-        return str(value)
+    Settings = RISDatasetSettings
 
     def paths(self) -> Dict[str, str]:
-        return {k: self._path(k) for k in ("data_root", "image_root", "proposals")}
-
-    def _splits(self) -> List[str]:
-        split = self.config.get("split", "val")
-        splits = [split] if isinstance(split, str) else list(split or [])
-        if not splits or not all(isinstance(s, str) for s in splits):
-            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {split!r}.")
-        return splits
+        values = {k: getattr(self.settings, k) for k in ("data_root", "image_root", "proposals")}
+        for key, value in values.items():
+            if not value:
+                raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
+        return values
 
     def build_datasets(self) -> Dict[str, RISDataset]:
-        name = self.config.get("dataset_name") or self.NAME
+        s = self.settings
+        name = s.dataset_name or self.NAME
         if name != self.NAME:
             builder = "ris_synthetic" if name == SYNTHETIC else name
             raise ConfigError(
                 f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
                 f"builder name instead (datasets: {{{builder}: ...}})."
             )
-        gt_rule = str(self.config.get("gt_mask"))
-        if gt_rule not in GT_MASK_RULES:
-            raise ConfigError(f"`{self.setting('gt_mask')}` must be one of {list(GT_MASK_RULES)}, got {gt_rule!r}.")
-        split_by = str(self.config.get("splitBy") or DEFAULT_SPLIT_BY[name])
+        splits = [s.split] if isinstance(s.split, str) else list(s.split)
+        if not splits:
+            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {s.split!r}.")
+        split_by = s.splitBy or DEFAULT_SPLIT_BY[name]
         paths = self.paths()
-        skip = bool(self.config.get("skip_missing"))
         vis, txt = self.build_processors("eval")
         out: Dict[str, RISDataset] = {}
-        for split in self._splits():
-            refer = load_refer(paths["data_root"], name, split_by, split, gt_mask=gt_rule, skip_missing=skip)
-            out[split] = RISDataset(refer, paths["image_root"], paths["proposals"], skip, vis, txt)
+        for split in splits:
+            refer = load_refer(
+                paths["data_root"], name, split_by, split, gt_mask=s.gt_mask, skip_missing=s.skip_missing
+            )
+            out[split] = RISDataset(refer, paths["image_root"], paths["proposals"], s.skip_missing, vis, txt)
         return out
 
 
@@ -112,14 +114,13 @@ class SyntheticRISBuilder(RISBuilder):
     """The synthetic world: ``world: DIR`` fills data_root/image_root/proposals."""
 
     NAME = SYNTHETIC
-    DEFAULTS = {**RISBuilder.DEFAULTS, "world": None}
+    Settings = SyntheticRISSettings
 
     def paths(self) -> Dict[str, str]:
-        world = self.config.get("world")
+        world = self.settings.world
         if world:
-            base = Path(str(world)).expanduser()
+            base = Path(world).expanduser()
             defaults = {"data_root": base / "refer", "image_root": base / "images", "proposals": base / "proposals"}
-            for key, value in defaults.items():
-                if self.config.get(key) in (None, ""):
-                    self.config[key] = str(value)
+            filled = {k: str(v) for k, v in defaults.items() if not getattr(self.settings, k)}
+            self.settings = self.settings.replace(**filled)
         return super().paths()

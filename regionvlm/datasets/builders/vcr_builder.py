@@ -18,16 +18,29 @@ The VCR task fills ``vis_processor.eval.image_size`` from the model when it is n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Dict, Optional
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import setting
 from regionvlm.data.vcr import read_vcr_jsonl
-from regionvlm.datasets.builders.base_builder import EVAL_PROCESSORS, BaseDatasetBuilder
+from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder, DatasetSettings
 from regionvlm.datasets.vcr_datasets import VCRDataset
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class VCRDatasetSettings(DatasetSettings):
+    data_root: Optional[str] = setting(None, help="folder with train.jsonl / val.jsonl / test.jsonl")
+    annotation: Optional[str] = setting(None, help="explicit JSONL path (default <data_root>/<split>.jsonl)")
+    image_root: Optional[str] = setting(None, help="vcr1images folder (default <data_root>/vcr1images)")
+    metadata_root: Optional[str] = setting(None, help="metadata JSON folder (default image_root)")
+    split: str = setting("val")
+    skip_missing: bool = setting(False, help="skip bad items (counted and listed)")
+    check_files: bool = setting(True, help="check every image/metadata file exists before starting")
 
 
 @registry.register_builder("vcr")
@@ -35,19 +48,10 @@ class VCRBuilder(BaseDatasetBuilder):
     """Builds ``{split: VCRDataset}`` for the one split named in the config."""
 
     NAME = "vcr"
-    DEFAULTS: Dict[str, Any] = {
-        "data_root": None,
-        "annotation": None,
-        "image_root": None,
-        "metadata_root": None,
-        "split": "val",
-        "skip_missing": False,
-        "check_files": True,
-        **EVAL_PROCESSORS,
-    }
+    Settings = VCRDatasetSettings
 
     def annotation_path(self) -> Path:
-        cfg = self.config
+        cfg = self.settings
         split = str(cfg.split)
         if cfg.annotation:
             return Path(str(cfg.annotation)).expanduser()
@@ -64,7 +68,7 @@ class VCRBuilder(BaseDatasetBuilder):
         return Path(str(cfg.data_root)).expanduser() / f"{split}.jsonl"
 
     def image_root(self) -> Path:
-        cfg = self.config
+        cfg = self.settings
         if cfg.image_root:
             return Path(str(cfg.image_root)).expanduser()
         if not cfg.data_root:
@@ -75,7 +79,7 @@ class VCRBuilder(BaseDatasetBuilder):
         return Path(str(cfg.data_root)).expanduser() / "vcr1images"
 
     def build_datasets(self) -> Dict[str, VCRDataset]:
-        cfg = self.config
+        cfg = self.settings
         vis, txt = self.build_processors("eval")
         annotation = self.annotation_path()
         image_root = self.image_root()

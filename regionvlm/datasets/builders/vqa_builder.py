@@ -44,12 +44,12 @@ user's entry when the builder is created; splits the user lists under
 
 from __future__ import annotations
 
+from dataclasses import dataclass, make_dataclass
 from typing import Any, Dict, List, Mapping
-
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
+from regionvlm.common.settings import setting
 from regionvlm.data.vqa import (
     attach_official_references,
     check_images,
@@ -57,26 +57,30 @@ from regionvlm.data.vqa import (
     read_lavis_vqa_questions,
     read_official_references,
 )
-from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder
+from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder, DatasetSettings
 from regionvlm.datasets.vqa_datasets import VQAEvalDataset
 
 DATA_ROOT = "${oc.env:REGIONVLM_DATA,data}"
 
-_PROCESSORS = {
-    "vis_processor": {"eval": {"name": "blip_image_eval", "image_size": None}},
-    "text_processor": {"eval": {"name": "blip_question"}},
-}
+
+@dataclass(frozen=True)
+class VQADatasetSettings(DatasetSettings):
+    text_processor: Dict[str, Any] = setting({"eval": {"name": "blip_question"}})
+    skip_missing_images: bool = setting(False, help="skip questions whose image is missing (listed in results)")
+    build_info: Dict[str, Any] = setting({}, help="annotations.<split>.storage (files), images.storage (folder)")
+    REPLACED_ENTRIES = ("build_info.annotations",)  # the user's splits replace the default split
 
 
-def _vqa_defaults(folder: str, split: str, files: List[str]) -> Dict[str, Any]:
-    return {
-        **_PROCESSORS,
-        "skip_missing_images": False,
-        "build_info": {
-            "annotations": {split: {"storage": [f"{DATA_ROOT}/{folder}/annotations/{f}" for f in files]}},
-            "images": {"storage": f"{DATA_ROOT}/coco/images/"},
-        },
+def vqa_settings(name: str, folder: str, split: str, files: List[str], images: str = "coco/images/") -> type:
+    """The settings class of one benchmark: its default files under ``$REGIONVLM_DATA``."""
+    default = {
+        "annotations": {split: {"storage": [f"{DATA_ROOT}/{folder}/annotations/{f}" for f in files]}},
+        "images": {"storage": f"{DATA_ROOT}/{images}"},
     }
+    field = setting(default, help="annotations.<split>.storage (files), images.storage (folder)")
+    return make_dataclass(
+        f"{name}Settings", [("build_info", Dict[str, Any], field)], bases=(VQADatasetSettings,), frozen=True
+    )
 
 
 class VQAEvalBuilder(BaseDatasetBuilder):
@@ -84,20 +88,12 @@ class VQAEvalBuilder(BaseDatasetBuilder):
 
     metric = "vqa"
 
-    def merge_user_sections(self, merged: DictConfig, user: Mapping[str, Any]) -> DictConfig:
-        """The user's splits replace the default split instead of adding to it."""
-        user_splits = OmegaConf.select(OmegaConf.create(dict(user)), "build_info.annotations", default=None)
-        if user_splits is not None:
-            merged.build_info.annotations = user_splits
-        merged = OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
-        return merged
-
     def _storage(self, split: str) -> List[str]:
-        ann = self.config.build_info.annotations[split]
-        storage = ann.get("storage", None) if isinstance(ann, (DictConfig, Mapping)) else None
+        ann = self.settings.build_info["annotations"][split]
+        storage = ann.get("storage", None) if isinstance(ann, Mapping) else None
         if isinstance(storage, str):
             storage = [storage]
-        if not isinstance(storage, (list, ListConfig)) or not storage:
+        if not isinstance(storage, list) or not storage:
             raise ConfigError(
                 f"`{self.setting('build_info', 'annotations', split, 'storage')}` must list the "
                 "annotation file(s) of that split."
@@ -105,8 +101,8 @@ class VQAEvalBuilder(BaseDatasetBuilder):
         return [str(s) for s in storage]
 
     def build_datasets(self) -> Dict[str, VQAEvalDataset]:
-        build_info = self.config.get("build_info", None)
-        if build_info is None or not build_info.get("annotations", None):
+        build_info = self.settings.build_info
+        if not build_info.get("annotations"):
             raise ConfigError(f"`{self.setting('build_info', 'annotations')}` lists no split.")
         images = build_info.get("images", None)
         vis_root = images.get("storage", None) if images is not None else None
@@ -114,12 +110,12 @@ class VQAEvalBuilder(BaseDatasetBuilder):
             raise ConfigError(f"`{self.setting('build_info', 'images', 'storage')}` (the image folder) is not set.")
         vis_processor, text_processor = self.build_processors("eval")
         out = {}
-        for split in build_info.annotations:
+        for split in build_info["annotations"]:
             items = self.read_split(split, self._storage(split))
             items, skipped = check_images(
                 items,
                 vis_root,
-                bool(self.config.get("skip_missing_images", False)),
+                self.settings.skip_missing_images,
                 self.setting("build_info", "images", "storage"),
                 self.setting("skip_missing_images"),
             )
@@ -153,7 +149,7 @@ class COCOVQABuilder(VQAEvalBuilder):
         "v2_OpenEnded_mscoco_val2014_questions.json",
         "v2_mscoco_val2014_annotations.json",
     ]
-    TYPES = {"default": _vqa_defaults("coco", "val", _FILES), "eval": _vqa_defaults("coco", "val", _FILES)}
+    TYPES = dict.fromkeys(("default", "eval"), vqa_settings("COCOVQA", "coco", "val", _FILES))
 
 
 @registry.register_builder("vqav2")
@@ -174,17 +170,10 @@ class OKVQABuilder(VQAEvalBuilder):
         "OpenEnded_mscoco_val2014_questions.json",
         "mscoco_val2014_annotations.json",
     ]
-    TYPES = {"default": _vqa_defaults("okvqa", "test", _FILES)}
+    TYPES = {"default": vqa_settings("OKVQA", "okvqa", "test", _FILES)}
 
 
-_GQA = {
-    **_PROCESSORS,
-    "skip_missing_images": False,
-    "build_info": {
-        "annotations": {"val": {"storage": [f"{DATA_ROOT}/gqa/annotations/testdev_balanced_questions.json"]}},
-        "images": {"storage": f"{DATA_ROOT}/gqa/images/"},
-    },
-}
+_GQA = vqa_settings("GQA", "gqa", "val", ["testdev_balanced_questions.json"], images="gqa/images/")
 
 
 @registry.register_builder("gqa")
@@ -193,7 +182,7 @@ class GQABuilder(VQAEvalBuilder):
 
     NAME = "gqa"
     metric = "gqa"
-    TYPES = {"default": _GQA, "balanced_testdev": _GQA}
+    TYPES = dict.fromkeys(("default", "balanced_testdev"), _GQA)
 
     def read_split(self, split: str, storage: List[str]):
         return read_gqa_questions(storage[0], self.setting("build_info", "annotations", split, "storage"))
