@@ -144,6 +144,24 @@ def _first_mentions(parts: Sequence[Union[str, int]]) -> Tuple[int, ...]:
     return tuple(seen)
 
 
+def layout_segments(layout: str, text: str, soft_tokens: Callable[[int], torch.Tensor]) -> List[Segment]:
+    """One turn's layout (module docstring, no ``</s>``) of ``text`` (the prompt applied),
+    region ``i``'s soft tokens given by ``soft_tokens(i)``: the one rule the conversation and
+    batch prediction (``regionvlm.predict``) share."""
+    parts = parse_region_refs(text)
+    ids = _first_mentions(parts)
+    if layout == "inline":
+        return [soft_tokens(p) if isinstance(p, int) else p for p in parts]
+    if layout == "qformer_first":
+        return [soft_tokens(i) for i in ids] + [text]
+    if layout != "let":
+        raise InputError(f"layout must be one of {LAYOUTS}, got '{layout}'.")
+    segments: List[Segment] = ["Let"] if ids else []
+    for i in ids:
+        segments += [f"[{i}] be", soft_tokens(i)]
+    return segments + [text]
+
+
 class Conversation:
     """A dialogue about regions of one image; see the module docstring for the layouts."""
 
@@ -264,16 +282,7 @@ class Conversation:
         self._check_ids(ids, f"in {text!r}")
         if not full.strip():
             raise InputError("empty question; type a question, or use describe(i) to caption region i.")
-        if self.layout == "inline":
-            segments = [self.regions[p - 1].soft_tokens if isinstance(p, int) else p for p in parts]
-        elif self.layout == "qformer_first":
-            segments = [self.regions[i - 1].soft_tokens for i in ids] + [full]
-        else:
-            segments = ["Let"] if ids else []
-            for i in ids:
-                segments += [f"[{i}] be", self.regions[i - 1].soft_tokens]
-            segments.append(full)
-        return segments, ids
+        return layout_segments(self.layout, full, lambda i: self.regions[i - 1].soft_tokens), ids
 
     def context_segments(self, mentions_regions: bool) -> List[Segment]:
         """What goes before the next turn's own layout, by ``history`` (module docstring)."""

@@ -393,6 +393,38 @@ def _check_prob(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a probability in [0, 1], got {value}.")
 
 
+class RegionSources:
+    """Several region-caption datasets (Localized Narratives annotations, region files) as the
+    one region source of :class:`MixedCaptionDataset`.
+
+    Without ``weights`` item ``i`` is item ``i`` of their concatenation (each source in
+    proportion to its size); with ``weights`` (probabilities, one per source) the source is
+    drawn from the item's generator and the item is ``i`` modulo the source's length."""
+
+    def __init__(self, sources: Sequence[Any], weights: Optional[Sequence[float]] = None) -> None:
+        if not sources:
+            raise ConfigError("a region source needs at least one dataset.")
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+        self.weights = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (len(self.sources),) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ConfigError(f"region source weights must be {len(self.sources)} probabilities summing to 1.")
+            self.weights = w
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def sample(self, index: int, rng: np.random.Generator, num_samples: Optional[int] = None) -> Dict[str, Any]:
+        if self.weights is None:
+            i = index % len(self)
+            s = int(np.searchsorted(self.offsets, i, side="right")) - 1
+            return self.sources[s].sample(i - int(self.offsets[s]), rng, num_samples)
+        s = int(rng.choice(len(self.sources), p=self.weights))
+        return self.sources[s].sample(index % len(self.sources[s]), rng, num_samples)
+
+
 class MixedCaptionDataset(_CaptionDataset):
     """The RegionVLM training mix: with probability ``p_region`` a region item, otherwise a
     global one, from COCO with probability ``p_coco`` and from the web shards otherwise.
@@ -405,7 +437,7 @@ class MixedCaptionDataset(_CaptionDataset):
 
     def __init__(
         self,
-        region: Optional[RegionCaptionDataset],
+        region: Optional[Union[RegionCaptionDataset, RegionSources]],
         coco: Optional[CocoCaptionDataset] = None,
         web: Optional[WebCaptionDataset] = None,
         p_region: float = OFFICIAL_P_REGION,

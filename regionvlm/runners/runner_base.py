@@ -39,6 +39,7 @@ from regionvlm.common.io import JsonlAppender, atomic_write_json, atomic_write_t
 from regionvlm.common.optims import build_optimizer, build_schedule
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import Settings, setting
+from regionvlm.runners.validation import Validator
 
 LATEST = "checkpoint_latest"
 # Settings that fix the data order and the optimization path: a resume must keep them.
@@ -92,6 +93,11 @@ class RunnerSettings(Settings):
     save_format: str = setting("pth", choices=checkpoints.FORMATS)
     resume_ckpt_path: Optional[str] = setting(None, help="a training checkpoint, or 'latest'")
     stop_after_steps: Optional[int] = setting(None, min=1, help="stop (with a checkpoint) after N updates")
+    # validation during training (regionvlm/runners/validation.py)
+    valid_splits: List[str] = setting([], help="splits evaluated during training (LAVIS's valid_splits)")
+    valid_every_steps: int = setting(0, min=0, help="also validate every N updates (0: at epoch ends only)")
+    best_metric: str = setting("agg_metrics", help="picks checkpoint_best: a metric name (CIDEr) or a full key")
+    best_mode: str = setting("max", choices=("max", "min"), help="whether a larger or a smaller value is better")
     retain_freed_host_memory: bool = setting(True, help="CPU: keep freed memory for reuse (faster steps)")
 
     def validate(self, section: str) -> None:
@@ -163,6 +169,7 @@ class RunnerBase:
 
         self.model = place_model(model, is_eval=self.settings.evaluate, device=self.device)
         self._ddp: Optional[torch.nn.Module] = None
+        self.validation: Optional[Validator] = None
 
     # ------------------------------------------------------------------ setup
     @property
@@ -266,6 +273,8 @@ class RunnerBase:
             "invariants": self._invariants(),
             "config": self.config.to_yaml(),
         }
+        if self.validation is not None and self.validation.enabled:
+            state["validation"] = self.validation.state()
         return checkpoints.save_training_checkpoint(state, self._checkpoint_path(name), self.settings.save_format)
 
     def _resume(self, path: Path, optimizer, scaler) -> Tuple[int, int, int]:
@@ -300,6 +309,8 @@ class RunnerBase:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        if self.validation is not None:
+            self.validation.load_state(state.get("validation"), int(state["step"]))
         return int(state["epoch"]), int(state["step"]), int(state["step_in_epoch"])
 
     # ------------------------------------------------------------------ train
@@ -319,6 +330,7 @@ class RunnerBase:
         optimizer = build_optimizer(self.model, s)
         schedule = build_schedule(optimizer, s, updates_per_epoch)
         scaler = policy.grad_scaler()
+        self.validation = Validator(self.task, self.datasets, s, self.output_dir)
         start_epoch, step, skip = 0, 0, 0
         resume = self._resume_path()
         if resume is not None:
@@ -379,6 +391,8 @@ class RunnerBase:
                         writer.add_scalar("train/lr", lr, step)
                     done_in_epoch = i + 1
                     at_update = steps_now and step > 0
+                    if at_update and self.validation.due(step, epoch_end=False):
+                        self._validate(optimizer, scaler, epoch, step, done_in_epoch, writer)
                     if (
                         at_update
                         and s.save_every_steps
@@ -393,6 +407,8 @@ class RunnerBase:
                         return {"stopped_at_step": step}
                 skip = 0
                 optimizer.zero_grad(set_to_none=True)  # an unfinished accumulation does not leak into the next epoch
+                if self.validation.due(step, epoch_end=True):
+                    self._validate(optimizer, scaler, epoch + 1, step, 0, writer)
                 if dist_utils.is_main_process():
                     self.save_checkpoint(optimizer, scaler, epoch + 1, step, 0)
                     if s.keep_epoch_checkpoints:
@@ -402,9 +418,26 @@ class RunnerBase:
             writer.close()
             log.close()
         summary = {"steps": step, "last_loss": last_loss, "train_seconds": round(time.time() - t0, 1)}
+        if self.validation.best is not None:
+            summary["best"] = self.validation.best
         if dist_utils.is_main_process():
             atomic_write_json(self.output_dir / "train_summary.json", summary)
         return summary
+
+    def _validate(self, optimizer, scaler, epoch: int, step: int, step_in_epoch: int, writer: Any) -> None:
+        """Evaluate the valid splits (``epoch``/``step_in_epoch``: where a run resumed from
+        ``checkpoint_best`` continues); the global RNG states are the same afterwards."""
+        saved = rng_state()
+        try:
+            self.validation.run(
+                self.model,
+                epoch,
+                step,
+                writer,
+                lambda: self.save_checkpoint(optimizer, scaler, epoch, step, step_in_epoch, "checkpoint_best"),
+            )
+        finally:
+            set_rng_state(saved)
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: Optional[Any]) -> None:
         max_norm = self.settings.max_grad_norm

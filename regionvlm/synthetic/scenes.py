@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -92,18 +92,28 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
 
 
 def render_scene(
-    rng: np.random.Generator, size: int = 64, min_objects: int = 2, max_objects: int = 4, max_tries: int = 200
+    rng: np.random.Generator,
+    size: int = 64,
+    min_objects: int = 2,
+    max_objects: int = 4,
+    max_tries: int = 200,
+    colours: Optional[Mapping[str, Tuple[int, int, int]]] = None,
 ) -> Scene:
-    """One scene with 2-4 non-overlapping shapes, colours distinct within the scene."""
+    """One scene with 2-4 non-overlapping shapes, colours distinct within the scene.
+
+    ``colours`` (name -> RGB) replaces the palette :data:`COLOURS` (a world variant with a
+    colour word the default world never shows); the default palette draws the same scenes
+    as always."""
+    palette = COLOURS if colours is None else dict(colours)
     noise = rng.normal(0.0, 12.0, size=(size, size, 1))
     canvas = np.clip(128 + noise + rng.normal(0, 6, size=(1, 1, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(np.repeat(canvas, 3, axis=2) if canvas.shape[2] == 1 else canvas)
     draw = ImageDraw.Draw(image)
     count = int(rng.integers(min_objects, max_objects + 1))
-    colours = rng.permutation(list(COLOURS))[:count]
+    chosen = rng.permutation(list(palette))[:count]
     occupied = np.zeros((size, size), dtype=bool)
     objects: List[SceneObject] = []
-    for colour in colours:
+    for colour in chosen:
         for _ in range(max_tries):
             shape = str(rng.choice(SHAPES))
             size_name = str(rng.choice(list(SIZES)))
@@ -117,12 +127,12 @@ def render_scene(
             grown = _dilate(mask, 2)
             if mask.sum() < 12 or (grown & occupied).any():
                 continue
-            _draw(draw, shape, cx, cy, radius, angle, COLOURS[str(colour)])
+            _draw(draw, shape, cx, cy, radius, angle, palette[str(colour)])
             occupied |= grown
             objects.append(SceneObject(shape, str(colour), size_name, (cx, cy), radius, mask))
             break
     if len(objects) < min_objects:
-        return render_scene(rng, size, min_objects, max_objects, max_tries)
+        return render_scene(rng, size, min_objects, max_objects, max_tries, colours)
     return Scene(np.asarray(image).copy(), objects)
 
 

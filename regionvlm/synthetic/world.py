@@ -8,6 +8,7 @@
     DIR/refer/synthetic/refs(unc).p + instances.json                        (refer toolkit layout)
     DIR/proposals/                                                           (RIS candidate masks)
     DIR/vqa/synthetic_vqa_<split>.json                                       (VQA questions)
+    DIR/regions/synthetic_<split>.jsonl                                      (region file with captions)
     DIR/world.json                                                           (what was generated)
 
 so that the tiny model is trained and evaluated through exactly the same preprocessing,
@@ -17,6 +18,12 @@ Narratives: each object (and, in a third of the scenes, the background) is one s
 ``"a large red circle."``; every word is a timed utterance and the mouse trace scribbles
 inside the object while its words are spoken, moving between objects in the pauses.
 RIS candidates per scene: every object's mask plus 1-2 background blobs (distractors).
+Region files (the format of ``python -m regionvlm.predict`` and the ``region_captions``
+builder, docs/predict.md): one line per object, its mask as a COCO RLE and its caption.
+
+A world variant (``extra_colours``, ``--extra-colour pink=255,110,190``) adds colours to the
+palette: scenes then show colour words the default world never does (the fine-tuning example
+of docs/finetuning.md). Without it every file is the default world's.
 """
 
 from __future__ import annotations
@@ -25,15 +32,23 @@ import argparse
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from regionvlm.common.errors import InputError
 from regionvlm.common.io import atomic_write_json, atomic_write_text
-from regionvlm.synthetic.scenes import BACKGROUND_CAPTION, Scene, distractor_masks, random_walk_in_mask, render_scene
+from regionvlm.synthetic.scenes import (
+    BACKGROUND_CAPTION,
+    COLOURS,
+    Scene,
+    distractor_masks,
+    random_walk_in_mask,
+    render_scene,
+)
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 # image/annotation/ref ids start at a fixed base per split, so a split's ids (and the seeded
@@ -109,10 +124,18 @@ def write_world(
     num_test: int = 300,
     seed: int = 0,
     image_size: int = 64,
+    extra_colours: Optional[Mapping[str, Tuple[int, int, int]]] = None,
 ) -> Dict[str, Any]:
-    """Generate every split deterministically from ``seed``; returns the summary."""
+    """Generate every split deterministically from ``seed``; returns the summary.
+    ``extra_colours`` (name -> RGB) widens the palette (a world variant)."""
     from regionvlm.data.proposals import save_image_proposals
 
+    palette = None
+    if extra_colours:
+        clash = sorted(set(extra_colours) & set(COLOURS))
+        if clash:
+            raise InputError(f"extra colours {clash} are already in the palette {sorted(COLOURS)}.")
+        palette = {**COLOURS, **{str(k): tuple(int(c) for c in v) for k, v in extra_colours.items()}}
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     counts = {"train": num_train, "val": num_val, "test": num_test}
@@ -123,10 +146,10 @@ def write_world(
         if n <= 0:
             continue
         rng = np.random.default_rng([seed, SPLIT_SEEDS[split]])
-        ln_lines, karpathy, questions = [], [], []
+        ln_lines, karpathy, questions, region_lines = [], [], [], []
         base, first_ann = SPLIT_ID_BASE[split], len(annotations)
         for k in tqdm(range(n), desc=f"synthetic {split}", dynamic_ncols=True):
-            scene = render_scene(rng, image_size)
+            scene = render_scene(rng, image_size, colours=palette)
             image_id = base + k + 1
             file_name = f"scene_{split}_{k:06d}.png"
             Image.fromarray(scene.image).save(out / "images" / file_name)
@@ -142,16 +165,20 @@ def write_world(
                     float(xs.max() - xs.min() + 1),
                     float(ys.max() - ys.min() + 1),
                 ]
+                rle = _rle(obj.mask)
                 annotations.append(
                     {
                         "id": ann_id,
                         "image_id": image_id,
                         "category_id": 1,
                         "iscrowd": 0,
-                        "segmentation": _rle(obj.mask),
+                        "segmentation": rle,
                         "area": float(obj.mask.sum()),
                         "bbox": bbox,
                     }
+                )
+                region_lines.append(
+                    json.dumps({"id": ann_id, "image": file_name, "region": {"rle": rle}, "caption": obj.caption})
                 )
                 ref_id = ann_id
                 refs.append(
@@ -187,6 +214,7 @@ def write_world(
             out / "localized_narratives" / f"synthetic_{split}_localized_narratives.jsonl", "\n".join(ln_lines) + "\n"
         )
         atomic_write_json(out / "captions" / f"coco_karpathy_{split}.json", karpathy, indent=None)
+        atomic_write_text(out / "regions" / f"synthetic_{split}.jsonl", "".join(f"{line}\n" for line in region_lines))
         if questions:
             vqa[split] = questions
             atomic_write_json(out / "vqa" / f"synthetic_vqa_{split}.json", questions, indent=None)
@@ -208,6 +236,8 @@ def write_world(
         "images": len(images),
         "objects": len(annotations),
     }
+    if palette is not None:
+        summary["extra_colours"] = {k: list(palette[k]) for k in extra_colours}
     atomic_write_json(out / "world.json", summary)
     return summary
 
@@ -220,5 +250,28 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--num-test", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--extra-colour",
+        action="append",
+        default=[],
+        metavar="NAME=R,G,B",
+        help="add a colour to the palette (a world variant), e.g. pink=255,110,190; repeatable",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(write_world(args.out, args.num_train, args.num_val, args.num_test, args.seed, args.image_size)))
+    extra = dict(parse_colour(spec) for spec in args.extra_colour)
+    summary = write_world(args.out, args.num_train, args.num_val, args.num_test, args.seed, args.image_size, extra)
+    print(json.dumps(summary))
+
+
+def parse_colour(spec: str) -> Tuple[str, Tuple[int, int, int]]:
+    """``"pink=255,110,190"`` -> ``("pink", (255, 110, 190))``."""
+    name, _, rgb = spec.partition("=")
+    try:
+        values = tuple(int(v) for v in rgb.split(","))
+    except ValueError:
+        values = ()
+    if not name.strip() or len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise InputError(f"--extra-colour expects NAME=R,G,B with values 0..255, got {spec!r}.")
+    if name.strip() in COLOURS:
+        raise InputError(f"--extra-colour: '{name.strip()}' is already in the palette {sorted(COLOURS)}.")
+    return name.strip(), values

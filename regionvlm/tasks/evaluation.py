@@ -186,27 +186,44 @@ def run_resumable(
     out_dir: str | Path,
     name: str,
     desc: str = "eval",
+    weight: Optional[Callable[[T], int]] = None,
+    unit: str = "it",
 ) -> List[Any]:
     """Process ``items`` (each rank a strided shard), logging each result as it finishes;
     return every item's result in ``items`` order, on every rank. ``name`` should carry the
-    run's :func:`fingerprint`."""
+    run's :func:`fingerprint`. ``weight`` (default 1 per item) counts an item in the progress
+    bar's ``unit`` (e.g. the regions of a batch), so its rate and ETA are in that unit."""
     out_dir = ensure_dir(out_dir)
     keys = [key(item) for item in items]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{name}: item keys must be unique.")
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     done = finished_items(out_dir, name)
-    mine = {k: done[k] for k in keys[rank::world] if k in done}
-    todo = [(k, item) for k, item in list(zip(keys, items))[rank::world] if k not in done]
+    shard = list(zip(keys, items))[rank::world]
+    mine = {k: done[k] for k, _ in shard if k in done}
+    todo = [(k, item) for k, item in shard if k not in done]
     if done:
         echo(f"[{name}] resuming: {len(done)} of {len(items)} items already done")
     from tqdm import tqdm
 
-    with JsonlAppender(out_dir / f"{name}.partial.rank{rank}.jsonl") as log:
-        for k, item in tqdm(todo, desc=desc, disable=not dist_utils.is_main_process(), dynamic_ncols=True):
+    size = weight or (lambda item: 1)
+    total = sum(size(item) for _, item in shard)
+    with (
+        JsonlAppender(out_dir / f"{name}.partial.rank{rank}.jsonl") as log,
+        tqdm(
+            total=total,
+            initial=total - sum(size(item) for _, item in todo),
+            desc=desc,
+            unit=unit,
+            disable=not dist_utils.is_main_process(),
+            dynamic_ncols=True,
+        ) as bar,
+    ):
+        for k, item in todo:
             result = process(item)
             log.write({"key": k, "result": result})
             mine[k] = result
+            bar.update(size(item))
     merged: Dict[str, Any] = {}
     for part in dist_utils.all_gather_objects(mine):
         merged.update(part)
@@ -345,9 +362,40 @@ class SplitEvaluator(ABC, Generic[U]):
         workers = int(getattr(self.settings, "num_workers", 0))
         return (2 if workers else 0), workers
 
+    unit_name: ClassVar[str] = "it"  # what the progress bar counts (see :meth:`weight`)
+
+    def weight(self, spec: U) -> int:
+        """How many of ``unit_name`` a unit counts for in the progress bar (default 1)."""
+        return 1
+
     def describe(self) -> str:
         """The progress bar's label."""
         return f"{getattr(self.dataset, 'eval_name', '')} {getattr(self.dataset, 'split', '')}".strip()
+
+
+def run_units(evaluator: SplitEvaluator, log_name: str) -> List[Any]:
+    """The loop's middle, for any caller that writes its own files: every unit of
+    ``evaluator`` through ``process`` (inputs prefetched, units sharded over ranks, each
+    output logged as ``<log_name>.partial.rank<r>.jsonl`` in ``evaluator.output_dir`` as it
+    finishes, so a killed run resumes), every unit's output on every rank in ``units`` order.
+    ``log_name`` should carry the run's :func:`fingerprint`; :func:`clear_partials` removes
+    the logs once the results are written."""
+    out = evaluator.output_dir
+    units = evaluator.units()
+    specs = dict(units)
+    keys = [k for k, _ in units]
+    depth, workers = evaluator.prefetch()
+    with Prefetcher(_pending_keys(keys, out, log_name), lambda k: evaluator.load(specs[k]), depth, workers) as ahead:
+        return run_resumable(
+            keys,
+            key=str,
+            process=lambda k: evaluator.process(specs[k], ahead.get(k)),
+            out_dir=out,
+            name=log_name,
+            desc=evaluator.describe(),
+            weight=lambda k: evaluator.weight(specs[k]),
+            unit=evaluator.unit_name,
+        )
 
 
 def run_split(evaluator: SplitEvaluator, task: str, dataset: str, split: str, variant: str = "") -> Dict[str, Any]:
@@ -356,19 +404,7 @@ def run_split(evaluator: SplitEvaluator, task: str, dataset: str, split: str, va
     out = evaluator.output_dir
     prefix = result_prefix(task, dataset, split, variant)
     log_name = f"{prefix}.{fingerprint(evaluator.settings, evaluator.identity(), evaluator.model)}"
-    units = evaluator.units()
-    specs = dict(units)
-    keys = [k for k, _ in units]
-    depth, workers = evaluator.prefetch()
-    with Prefetcher(_pending_keys(keys, out, log_name), lambda k: evaluator.load(specs[k]), depth, workers) as ahead:
-        outputs = run_resumable(
-            keys,
-            key=str,
-            process=lambda k: evaluator.process(specs[k], ahead.get(k)),
-            out_dir=out,
-            name=log_name,
-            desc=evaluator.describe(),
-        )
+    outputs = run_units(evaluator, log_name)
     metrics = None
     if dist_utils.is_main_process():
         result = evaluator.finish(outputs)

@@ -21,6 +21,9 @@ The official training mix, in one section (every key but the paths has this defa
         p_coco: 0.1                      # COCO share of the global samples (official); web the rest
         region_prob_by_epoch: null       # e.g. {0: 1.0, 4: 0.6}: region-only epochs 0-3, then the mix
         epoch_length: null               # items per epoch (null: number of region images)
+        region_files: null               # your region files with captions (docs/predict.md format),
+        region_files_image_root: null    #   mixed into the region samples (null root: each file's folder)
+        p_region_files: null             # their share of the region samples (null: in proportion to sizes)
         num_points: null                 # K points of the region prompt (null: the model's, 10)
         crop_max_fraction: 0.1           # region-preserving crop, per side (0 disables)
         samples_per_image: 1             # several samples of one image per item (encoded once)
@@ -45,7 +48,7 @@ mix) needs no web shards. The other builders use the same keys for their part:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from regionvlm.common.cli import echo
 from regionvlm.common.registry import registry
@@ -57,8 +60,10 @@ from regionvlm.datasets.caption_datasets import (
     CocoCaptionDataset,
     MixedCaptionDataset,
     RegionCaptionDataset,
+    RegionSources,
     WebCaptionDataset,
 )
+from regionvlm.datasets.region_files import RegionFileCaptionDataset, RegionFileSet, report_kept
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION
 
 PathList = Union[str, List[str], None]
@@ -114,6 +119,55 @@ class RegionVLMMixSettings(RegionDatasetSettings):
     p_coco: float = setting(OFFICIAL_P_COCO, min=0.0, max=1.0, help="COCO share of global samples (official 0.1)")
     region_prob_by_epoch: Optional[Dict[int, float]] = setting(None, help="e.g. {0: 1.0, 4: 0.6}")
     epoch_length: Optional[int] = setting(None, min=1, help="items per epoch (null: number of region images)")
+    region_files: PathList = setting(None, help="your region files with captions (docs/predict.md format)")
+    region_files_image_root: Optional[str] = setting(
+        None, help="joins their relative image paths (null: each file's folder)"
+    )
+    p_region_files: Optional[float] = setting(
+        None, min=0.0, max=1.0, help="share of region samples from region_files (null: in proportion to sizes)"
+    )
+
+
+def region_file_set(
+    path: str, image_root: Optional[str], coco_region: str, on_error: str, setting: str
+) -> RegionFileSet:
+    """A region file checked against its images; its bad lines stop the build or are skipped."""
+    regions = RegionFileSet(path, image_root, coco_region=coco_region, what=f"region file (`{setting}`)")
+    if on_error == "stop":
+        regions.stop_on_problems(
+            f"Fix these lines (python -m regionvlm.predict --check '{path}'), or skip them with on_error: skip."
+        )
+    return regions
+
+
+def training_regions(
+    builder: BaseDatasetBuilder,
+    paths: Sequence[str],
+    image_root: Optional[str],
+    coco_region: str,
+    on_error: str,
+    setting: str,
+    vis: Any,
+    txt: Any,
+) -> Any:
+    """The training dataset of one or more region files (their concatenation)."""
+    s = builder.settings
+    parts: List[RegionFileCaptionDataset] = []
+    for path in paths:
+        regions = region_file_set(path, image_root, coco_region, on_error, setting)
+        dataset = RegionFileCaptionDataset(
+            regions,
+            vis,
+            txt,
+            num_points=builder.points(),
+            crop_max_fraction=s.crop_max_fraction,
+            samples_per_image=s.samples_per_image,
+            seed=builder.seed(),
+            name=builder.NAME,
+        )
+        report_kept(builder.NAME, "train", regions, len(dataset), dataset.uncaptioned)
+        parts.append(dataset)
+    return parts[0] if len(parts) == 1 else RegionSources(parts)
 
 
 class CaptionBuilderBase(BaseDatasetBuilder):
@@ -231,7 +285,7 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
         seed = self.seed()
         schedule = s.region_prob_by_epoch
         probs = [s.p_region, *(schedule or {}).values()]
-        region = self.region_dataset(vis, txt, "region_ann") if s.region_ann or max(probs) > 0 else None
+        region = self.region_sources(vis, txt) if s.region_ann or s.region_files or max(probs) > 0 else None
         needs_global = min(probs) < 1.0
         coco = web = None
         if needs_global and s.p_coco > 0:
@@ -262,3 +316,20 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
             epoch_length=s.epoch_length,
         )
         return {"train": mix}
+
+    def region_sources(self, vis: Any, txt: Any) -> Any:
+        """Localized Narratives annotations (``region_ann``), region files (``region_files``), or both."""
+        s = self.settings
+        files = None
+        if s.region_files:
+            paths = [s.region_files] if isinstance(s.region_files, str) else list(s.region_files)
+            files = training_regions(
+                self, paths, s.region_files_image_root, "auto", "stop", self.setting("region_files"), vis, txt
+            )
+        if files is None or s.region_ann:
+            narratives = self.region_dataset(vis, txt, "region_ann")  # no file at all: its missing-file error
+            if files is None:
+                return narratives
+            weights = None if s.p_region_files is None else [1.0 - s.p_region_files, s.p_region_files]
+            return RegionSources([narratives, files], weights)
+        return files
