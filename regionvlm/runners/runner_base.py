@@ -332,15 +332,18 @@ class RunnerBase:
         scaler = policy.grad_scaler()
         self.validation = Validator(self.task, self.datasets, s, self.output_dir)
         start_epoch, step, skip = 0, 0, 0
+        epoch_ended = False  # resumed right after an epoch's last update (run.stop_after_steps there)
         resume = self._resume_path()
         if resume is not None:
             start_epoch, step, skip = self._resume(resume, optimizer, scaler)
             if skip >= steps_per_epoch:
-                start_epoch, skip = start_epoch + 1, 0
+                start_epoch, skip, epoch_ended = start_epoch + 1, 0, True
             echo(f"resumed from {resume} at epoch {start_epoch}, update {step}")
             self._truncate_log(start_epoch, skip)
         self._write_run_files()
         writer, log = self._loggers()
+        if epoch_ended and self.validation.due(step, epoch_end=True):  # the end-of-epoch validation it missed
+            self._validate(optimizer, scaler, start_epoch, step, 0, writer)
         model = self.train_model
         model.train()
         last_loss = float("nan")
