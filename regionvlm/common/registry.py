@@ -34,7 +34,7 @@ BUILTINS: Dict[str, Dict[str, str]] = {
         "coco_karpathy_caption": "regionvlm.datasets.builders.caption_builders",
         "webdataset_caption": "regionvlm.datasets.builders.caption_builders",
         "regionvlm_mix": "regionvlm.datasets.builders.caption_builders",
-        "region_captions": "regionvlm.datasets.builders.region_caption_builder",
+        "region_captions": "regionvlm.datasets.builders.region_file_builder",
         "coco_caption": "regionvlm.datasets.builders.coco_caption_builder",
         "refcoco": "regionvlm.datasets.builders.ris_builder",
         "refcoco+": "regionvlm.datasets.builders.ris_builder",
