@@ -84,7 +84,7 @@ from regionvlm.common.errors import InputError
 from regionvlm.data.images import to_rgb
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.processors.text_processors import check_text
-from regionvlm.region import DEFAULT_NUM_POINTS, Region, check_num_points, format_points
+from regionvlm.region import Region, check_num_points, format_points
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Conversation:
         image: Image.Image,
         vis_processor: Optional[Callable] = None,
         text_processor: Optional[Callable[[str], str]] = None,
-        num_points: int = DEFAULT_NUM_POINTS,
+        num_points: Optional[int] = None,
         seed: int = 0,
         layout: str = "inline",
         history: str = "official",
@@ -166,7 +166,7 @@ class Conversation:
             raise InputError(f"history must be one of {HISTORIES}, got '{history}'.")
         if check_text(prompt, "prompt").count("{}") != 1:
             raise InputError(f"prompt must contain '{{}}' exactly once (where the question goes), got {prompt!r}.")
-        check_num_points(num_points)
+        num_points = check_num_points(model.num_points if num_points is None else num_points)
         if model.training:
             logger.info("switching the model to eval mode for the conversation (no dropout)")
             model.eval()

@@ -36,6 +36,7 @@ from regionvlm.models.eva_vit import EvaViT, VisionConfig
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.models.qformer import QFormer, QFormerConfig
 from regionvlm.processors.text_processors import check_text
+from regionvlm.region import DEFAULT_NUM_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class RegionVLMT5(BaseModel):
         num_query_token: int = 32,
         max_txt_len: int = 32,
         max_output_txt_len: int = 32,
-        num_points: int = 10,
+        num_points: int = DEFAULT_NUM_POINTS,
         freeze_vit: bool = True,
         freeze_t5: bool = True,
         init: Optional[InitSettings] = None,

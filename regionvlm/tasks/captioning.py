@@ -27,7 +27,7 @@ ids are the captions' ids: the pair scores offline with the command above).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import torch
@@ -139,9 +139,6 @@ class CaptioningTask(EvalTask):
     DATASET_TYPES = (CaptionEvalDataset,)
     Evaluator = CaptionEvaluator
     HEADLINE = "CIDEr"
-
-    def prepare(self, model: Any, settings: CaptioningSettings) -> CaptioningSettings:
-        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))
 
     def aggregate(self, metrics: Dict[str, Any]) -> Any:
         """LAVIS's ``agg_metrics`` of captioning: CIDEr + BLEU-4 (exact match without them)."""

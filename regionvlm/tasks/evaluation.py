@@ -437,7 +437,10 @@ class EvalTask(BaseTask, ABC):
         return ""
 
     def prepare(self, model: RegionStepModel, settings: Any) -> Any:
-        """The settings with what comes from the model filled in (e.g. the number of region points)."""
+        """The settings with what comes from the model filled in: ``num_points`` left unset is
+        the model's K (a task that sets it overrides the model explicitly)."""
+        if getattr(settings, "num_points", 0) is None:
+            return settings.replace(num_points=int(model.num_points))
         return settings
 
     def evaluate(

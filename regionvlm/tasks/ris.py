@@ -43,7 +43,7 @@ predicts an empty mask — IoU 0, its ground truth still counts in sum(U) — an
 query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops instead.
 
 Settings (``run:`` section of the YAML; defaults = official): seed 42, threshold 0.7,
-small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points 10, repeats 5,
+small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points (the model's K, 10), repeats 5,
 protocol fast, draws image, region_prompt points, encoder_batch 128 (region texts, or
 prompted images, per Q-Former/T5-encoder/ViT call), decoder_batch 0 (= auto: 1024 (draw,
 sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thrash the
@@ -95,7 +95,7 @@ class RISSettings(EvalSettings):
     small_threshold: float = setting(0.04, min=0.0, max=1.0, help="drop proposals under this image fraction")
     fallback_min_area: float = setting(0.01, min=0.0, max=1.0, help="if nothing survives: masks >= this fraction")
     max_masks: int = setting(20, min=1)
-    num_points: int = setting(10, min=1, help="points per draw")
+    num_points: Optional[int] = setting(None, min=1, help="points per draw (default: the model's K)")
     repeats: int = setting(5, min=1, help="draws per mask; the mask's score is the lowest")
     protocol: str = setting("fast", choices=PROTOCOLS)
     draws: str = setting("image", choices=DRAWS)
@@ -113,12 +113,16 @@ class RISSettings(EvalSettings):
 
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
-    def resolved(self, device: torch.device) -> "RISSettings":
+    def resolved(self, device: torch.device, num_points: Optional[int] = None) -> "RISSettings":
         """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
-        the tiny preset: larger CPU batches are slower, their logits no longer fit in cache)."""
-        if self.decoder_batch:
-            return self
-        return replace(self, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+        the tiny preset: larger CPU batches are slower, their logits no longer fit in cache), and
+        an unset ``num_points`` with the model's K."""
+        out = self
+        if not out.decoder_batch:
+            out = replace(out, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+        if out.num_points is None and num_points is not None:
+            out = replace(out, num_points=int(num_points))
+        return out
 
 
 # ----------------------------------------------------------------------------- filtering
@@ -313,7 +317,7 @@ def score_image_fast(
     mask's prompted image, batched), the Q-Former + T5 encoder once per (mask, draw), the
     decoder for all (draw, sentence) pairs in chunks."""
     model = _unwrap(model)
-    settings = settings.resolved(model.device)
+    settings = settings.resolved(model.device, model.num_points)
     if settings.region_prompt != prompts.mode:
         raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
     groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
@@ -353,6 +357,7 @@ def score_image_official(
     image repeated R times and encoded again each time (visual modes: one sample, the mask's
     prompted image)."""
     model = _unwrap(model)
+    settings = settings.resolved(model.device, model.num_points)
     if settings.region_prompt != prompts.mode:
         raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
     groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
@@ -423,7 +428,7 @@ class RISEvaluator(SplitEvaluator):
         from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
         model = _unwrap(model)
-        super().__init__(model, dataset, settings.resolved(model.device), Path(output_dir))
+        super().__init__(model, dataset, settings.resolved(model.device, model.num_points), Path(output_dir))
         self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=model.image_size)
         self.text_processor = dataset.text_processor or BlipCaptionProcessor()
         self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
