@@ -33,6 +33,7 @@ from regionvlm.data.region_captions import (
 from regionvlm.datasets.builders.region_caption_builder import (
     RefcocogCaptionBuilder,
     SyntheticCaptionBuilder,
+    VGGlammCaptionBuilder,
     VGGritCaptionBuilder,
 )
 from regionvlm.datasets.region_caption_datasets import RegionCaptionEvalDataset
@@ -325,6 +326,11 @@ def test_image_whose_size_differs_from_the_file_stops(world, tmp_path):
         dataset.load_captions([0])
     with pytest.raises(ConfigError, match=r"region 'mask' needs a segmentation per region"):
         RegionCaptionEvalDataset(captions, world / "images", vis64(), region="mask")
+    builder = VGGlammCaptionBuilder(
+        {"annotation": str(tmp_path / "v.json"), "image_root": str(world / "images")}, image_size=64
+    )
+    with pytest.raises(InputError, match=r"1 image\(s\) of vg_captions_glamm are not the size .*64x64, listed 128x96"):
+        builder.build_datasets()  # before the model runs
 
 
 def test_builders_check_images_before_the_model_and_search_several_folders(world, tmp_path):
@@ -424,7 +430,11 @@ def test_each_yaml_runs_end_to_end_with_the_papers_decoding(world, tmp_path, nam
         )
     results = json.loads(prefix.with_name(prefix.name + "_captions.json").read_text())
     assert sorted(r["image_id"] for r in results) == sorted(expected)
-    assert not prefix.with_name(prefix.name + "_references.json").exists()  # the file itself is the ground truth
+    references = prefix.with_name(prefix.name + "_references.json")
+    if name == "vg_grit":  # built per region: written beside the captions, so the pair rescores offline
+        assert json.loads(references.read_text()) == _reader(name)(tmp_path / f"{name}.json").ground_truth
+    else:
+        assert not references.exists()  # GLaMM's annotation file is itself the ground truth
     assert metrics[f"{section}_{split}/num_captions"] == len(expected)
     assert metrics[f"{section}_{split}/exact_match"] > 0  # the trained tiny model names shapes
     if JAVA:

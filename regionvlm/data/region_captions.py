@@ -84,6 +84,12 @@ class RegionCaptionSet:
     ground_truth: Dict[str, Any]
     notes: Dict[str, int] = field(default_factory=dict)
 
+    @property
+    def ground_truth_source(self) -> str:
+        """The file the ground truth is (GLaMM's layout), or a description of the one built
+        in memory (then it is no file: results write it beside the captions)."""
+        return self.path if self.layout == GLAMM else f"<one reference per region of '{self.path}'>"
+
 
 @dataclass(frozen=True)
 class _Image:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, caption_gt_from_dataset
-from regionvlm.data.images import open_image
+from regionvlm.data.images import open_image, read_image_size
 from regionvlm.data.refer import decode_segmentation
 from regionvlm.data.region_captions import CaptionedRegion, RegionCaptionSet
 from regionvlm.datasets.protocol import CaptionBatch, group_units, stack_images, unit_key
@@ -65,8 +65,9 @@ class RegionCaptionEvalDataset:
         for i, r in enumerate(captions.regions):
             first.setdefault(r.image, i)
         self.items: List[CaptionedRegion] = sorted(captions.regions, key=lambda r: first[r.image])
-        self.gt: CaptionGroundTruth = caption_gt_from_dataset(captions.ground_truth, captions.path)
+        self.gt: CaptionGroundTruth = caption_gt_from_dataset(captions.ground_truth, captions.ground_truth_source)
         self._paths: Dict[str, Path] = {}
+        self._units_digest: Optional[str] = None
 
     @property
     def eval_name(self) -> str:
@@ -78,9 +79,11 @@ class RegionCaptionEvalDataset:
     def identity(self) -> Dict[str, Any]:
         """What results depend on besides the model and the settings: the file, the units
         (ids, images, boxes, references) and the region kind."""
-        digest = hashlib.sha256()
-        for r in self.items:
-            digest.update(repr((r.id, r.image, r.width, r.height, r.box, r.references)).encode())
+        if self._units_digest is None:
+            digest = hashlib.sha256()
+            for r in self.items:
+                digest.update(repr((r.id, r.image, r.width, r.height, r.box, r.references)).encode())
+            self._units_digest = digest.hexdigest()[:16]
         return {
             "dataset": self.name,
             "split": self.split,
@@ -88,7 +91,7 @@ class RegionCaptionEvalDataset:
             "annotation": self.captions.path,
             "image_root": [str(r) for r in self.roots],
             "regions": len(self.items),
-            "units": digest.hexdigest()[:16],
+            "units": self._units_digest,
             "region": self.region,
         }
 
@@ -112,6 +115,18 @@ class RegionCaptionEvalDataset:
             for name in dict.fromkeys(r.image for r in self.items)
             if not self.image_path(name).is_file()
         ]
+
+    def size_mismatches(self) -> List[str]:
+        """Images whose file is not the size the annotation file lists (the frame of their
+        boxes), read from the file headers: ``"path: WxH, listed wxh"``."""
+        listed = {r.image: (r.width, r.height) for r in self.items}
+        out = []
+        for name, size in listed.items():
+            path = self.image_path(name)
+            actual = read_image_size(path, "region-caption image")
+            if tuple(actual) != size:
+                out.append(f"{path}: {actual[0]}x{actual[1]}, listed {size[0]}x{size[1]}")
+        return out
 
     def _load_image(self, region: CaptionedRegion) -> Any:
         path = self.image_path(region.image)

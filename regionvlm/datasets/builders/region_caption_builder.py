@@ -20,7 +20,7 @@ YAML (under ``datasets:``; the paths default to ``$REGIONVLM_DATA``, default ``.
     vg_captions_grit:   {annotation: data/visual_genome/ann/test.json, image_root: data/gqa/images}
     synthetic_captions: {world: DIR, split: test, splitBy: unc, region: mask}   # or region: box
 
-Every image must exist; that is checked before the model runs.
+Every image must exist and be the size the file lists; both are checked before the model runs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from regionvlm.common.cli import echo
-from regionvlm.common.errors import ConfigError, MissingFileError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.refer import SYNTHETIC, load_refer
@@ -120,6 +120,12 @@ class RegionCaptionBuilder(BaseDatasetBuilder):
             raise MissingFileError(
                 f"{len(missing)} image(s) of {self.NAME} are missing (e.g. {missing[:3]}); every region is captioned. "
                 f"Point `{self.setting('image_root')}` to the folder(s) the file names are relative to."
+            )
+        wrong = dataset.size_mismatches()
+        if wrong:
+            raise InputError(
+                f"{len(wrong)} image(s) of {self.NAME} are not the size its annotation file lists, the frame of their "
+                f"boxes (e.g. {wrong[:3]}); use the images the file was made for."
             )
         echo(f"[{self.NAME}] {dataset.summary()}")
         return {self.settings.split: dataset}
