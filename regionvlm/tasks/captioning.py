@@ -21,13 +21,15 @@ the reason; the captions are written either way and can be scored later with
 Files (the loop's names): ``captioning_<dataset>_<split>.json`` (metrics, settings, every
 caption with its region text and references), ``..._metrics.json``, ``..._captions.json``
 (LAVIS's result layout ``[{"image_id", "caption"}]``) and, for datasets without a COCO-format
-ground truth file, ``..._references.json`` (one, written from the references, whose image
-ids are the captions' ids: the pair scores offline with the command above).
+ground truth file, ``..._references.json`` (their ground truth, or one written from the
+references, whose image ids are the captions' ids: the pair scores offline with the command
+above).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import torch
@@ -119,6 +121,8 @@ class CaptionEvaluator(SplitEvaluator):
             results = [{"image_id": numbering[r["id"]], "caption": r["caption"]} for r in with_refs]
         else:
             results = [{"image_id": r["id"], "caption": r["caption"]} for r in rows]
+            if gt is not None and not Path(gt.path).is_file():  # built in memory: kept so the pair rescores
+                extra["references"] = gt.dataset
         extra["captions"] = results
         skipped: Dict[str, str] = {}
         if gt is not None:
