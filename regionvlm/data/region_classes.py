@@ -121,13 +121,14 @@ def _check_image(k: int, entry: Any, path: Path) -> ClassImage:
         raise InputError(
             f"{where} must be an object (one image), got {type(entry).__name__}. Expected layout: {LAYOUT}."
         )
+    name = entry.get("file_name")
+    if isinstance(name, str) and name.strip():
+        where = f"'{path}' entry [{k}] ('{name}')"
     for key in IMAGE_KEYS:
         if key not in entry:
             raise _missing_key(entry, key, where)
-    name = entry["file_name"]
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where}: 'file_name' must be a non-empty string, got {name!r}.")
-    where = f"'{path}' entry [{k}] ('{name}')"
     height, width = _whole(entry["height"]), _whole(entry["width"])
     if height is None or width is None or height <= 0 or width <= 0:
         raise InputError(
