@@ -615,3 +615,16 @@ def test_layout_names_the_result_files(data, tmp_path):
     train.main(["--cfg-path", str(SHIPPED["paco"]), "--options", *options(out, "run.layout=let", "run.max_len=2")])
     assert (out / "region_classification-let_paco_val.json").is_file()
     assert json.loads((out / "region_classification-let_paco_val.json").read_text())["variant"] == "let"
+
+
+def test_benchmark_compares_with_the_naive_way(minilm, capsys):
+    """The benchmark's two paths at a small size: the same answers and similarities both ways."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_rc", REPO / "benchmarks" / "bench_region_classification.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    answers, similarity = bench.main(["--images", "2", "--regions", "40", "--classes", "5"])
+    assert answers["same_answers"] and answers["regions"] >= 4 and answers["ratio"] > 0
+    assert similarity["max_abs_difference"] < 1e-6 and similarity["regions"] == 40
+    assert len(capsys.readouterr().out.splitlines()) == 2
