@@ -349,7 +349,7 @@ def test_layouts_are_the_dialogues(tiny_model, rgb_image):
     """The task's T5 input of a region is the dialogue's turn "What is the category of [1]? ..."."""
     from regionvlm.dialogue import Conversation
     from regionvlm.region import Region
-    from regionvlm.tasks.region_classification import RegionClassEvaluator, RegionClassificationSettings
+    from regionvlm.tasks.region_classification import RegionClassificationSettings, question_segments
 
     for layout in ("inline", "let", "qformer_first"):
         settings = RegionClassificationSettings.parse({"layout": layout, "num_points": 10}, "run")
@@ -357,9 +357,7 @@ def test_layouts_are_the_dialogues(tiny_model, rgb_image):
         conv.add_region(Region.from_box((0.1, 0.1, 0.5, 0.6)))
         soft = conv.region(1).soft_tokens
         want, ids = conv.turn_segments(settings.dialogue_question())
-        evaluator = RegionClassEvaluator.__new__(RegionClassEvaluator)
-        evaluator.settings, evaluator.question = settings, settings.dialogue_question()
-        got = evaluator.segments(soft)
+        got = question_segments(settings, soft)
         assert ids == (1,) and len(got) == len(want)
         assert all((g is soft and w is soft) or g == w for g, w in zip(got, want)), layout
     inline = layout_segments("inline", "What is the category of [1]? Using only one word or phrase.", lambda i: i)[0]

@@ -28,6 +28,7 @@ answer_processed, semantic_similarity, semantic_iou), ``..._metrics.json`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -90,14 +91,21 @@ class RegionClassificationSettings(DecodingEvalSettings):
         return self.question.replace(PLACEHOLDER, "[1]")
 
 
+def question_segments(settings: RegionClassificationSettings, soft_tokens: torch.Tensor) -> List[Any]:
+    """The T5 input of one region (before ``</s>``): the question under ``settings.layout``,
+    laid out as the dialogue lays out ``"What is the category of [1]? ..."``."""
+    return layout_segments(settings.layout, settings.dialogue_question(), lambda _: soft_tokens)[0]
+
+
 class RegionClassEvaluator(SplitEvaluator):
     """A unit is a batch of regions grouped by image; the answers are scored in ``finish``."""
 
-    def __init__(self, model: Any, dataset: RegionClassDataset, settings: RegionClassificationSettings, output_dir):
+    def __init__(
+        self, model: Any, dataset: RegionClassDataset, settings: RegionClassificationSettings, output_dir: Path
+    ) -> None:
         super().__init__(model, dataset, settings, output_dir)
         self.generation = settings.generation()
         self.text_processor = getattr(dataset, "text_processor", None) or BlipCaptionProcessor()
-        self.question = settings.dialogue_question()
 
     def units(self) -> List[Tuple[str, List[int]]]:
         return self.dataset.units(self.settings.batch_size_eval)
@@ -113,7 +121,7 @@ class RegionClassEvaluator(SplitEvaluator):
 
     def segments(self, soft_tokens: torch.Tensor) -> List[Any]:
         """The T5 input of one region (before ``</s>``) under the configured layout."""
-        return layout_segments(self.settings.layout, self.question, lambda _: soft_tokens)[0]
+        return question_segments(self.settings, soft_tokens)
 
     def process(self, positions: List[int], inputs: Tuple[RegionClassBatch, List[str]]) -> List[Dict[str, Any]]:
         batch, texts = inputs

@@ -243,7 +243,9 @@ def _did_you_mean(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def score_files(gt_path: str | Path, results_path: str | Path, model_dir: str | Path, device: Optional[str] = None):
+def score_files(
+    gt_path: str | Path, results_path: str | Path, model_dir: str | Path, device: Optional[str] = None
+) -> Tuple[Dict[str, Any], RegionScores]:
     """The command's work: ``(metrics, scores)`` of a results file against a ground truth file."""
     gt = load_region_classes(gt_path, "--gt")
     answers = read_answers(results_path, gt)
