@@ -15,7 +15,8 @@ the order the regions were added)::
 Every T5 input is built by ``model.embed_segments`` (text pieces without special tokens,
 soft tokens as tensors, one ``</s>`` at the end) - the same code VCR uses.
 
-Layout of one turn (``layout=``)
+Layout of one turn (``layout=``; built by :mod:`regionvlm.processors.region_layouts`, which
+the region classification task shares)
     ``"inline"`` (default; the authors' ``predict_answers_interactive``):
     every ``[i]`` is replaced by region i's soft tokens where the user wrote it:
     ``"Is " <soft 1> " bigger than " <soft 2> "?"``. Difference from the official code,
@@ -72,9 +73,8 @@ conversation seed and the turn number (or the ``seed`` you pass), so a replay re
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -83,16 +83,19 @@ from PIL import Image
 from regionvlm.common.errors import InputError
 from regionvlm.data.images import to_rgb
 from regionvlm.models.generation import GenerationSettings
+from regionvlm.processors.region_layouts import (
+    LAYOUT_GENERATION,
+    LAYOUTS,
+    first_mentions,
+    layout_segments,
+    parse_region_refs,
+)
 from regionvlm.processors.text_processors import check_text
 from regionvlm.region import Region, check_num_points, format_points
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("inline", "let", "qformer_first")
-# Decoding defaults that differ from GenerationSettings' (the authors' values per layout).
-LAYOUT_GENERATION: Dict[str, Dict[str, Any]] = {"qformer_first": {"max_len": 10, "length_penalty": -1.0}}
 HISTORIES = ("official", "qa", "none")
-REGION_MARK = re.compile(r"\[(\d+)\]")
 
 Segment = Union[str, torch.Tensor]
 
@@ -117,31 +120,6 @@ class Turn:
     segments: Tuple[Segment, ...]
     region_ids: Tuple[int, ...]  # regions mentioned, in order of first mention
     answer: str
-
-
-def parse_region_refs(text: str) -> List[Union[str, int]]:
-    """Split ``text`` at ``[i]`` markers: ``"is [1] red"`` -> ``["is ", 1, " red"]``.
-
-    Only a bracketed integer is a marker, so region text like ``[12 34]`` stays text.
-    Empty text pieces are dropped."""
-    out: List[Union[str, int]] = []
-    pos = 0
-    for match in REGION_MARK.finditer(text):
-        if match.start() > pos:
-            out.append(text[pos : match.start()])
-        out.append(int(match.group(1)))
-        pos = match.end()
-    if pos < len(text):
-        out.append(text[pos:])
-    return out
-
-
-def _first_mentions(parts: Sequence[Union[str, int]]) -> Tuple[int, ...]:
-    seen: Dict[int, None] = {}
-    for p in parts:
-        if isinstance(p, int):
-            seen.setdefault(p, None)
-    return tuple(seen)
 
 
 class Conversation:
@@ -259,21 +237,10 @@ class Conversation:
         """This turn's own layout (no context, no ``</s>``) and the regions it mentions."""
         check_text(text, "a question")
         full = self.prompt.replace("{}", text, 1)
-        parts = parse_region_refs(full)
-        ids = _first_mentions(parts)
-        self._check_ids(ids, f"in {text!r}")
+        self._check_ids(first_mentions(parse_region_refs(full)), f"in {text!r}")
         if not full.strip():
             raise InputError("empty question; type a question, or use describe(i) to caption region i.")
-        if self.layout == "inline":
-            segments = [self.regions[p - 1].soft_tokens if isinstance(p, int) else p for p in parts]
-        elif self.layout == "qformer_first":
-            segments = [self.regions[i - 1].soft_tokens for i in ids] + [full]
-        else:
-            segments = ["Let"] if ids else []
-            for i in ids:
-                segments += [f"[{i}] be", self.regions[i - 1].soft_tokens]
-            segments.append(full)
-        return segments, ids
+        return layout_segments(self.layout, full, lambda i: self.regions[i - 1].soft_tokens)
 
     def context_segments(self, mentions_regions: bool) -> List[Segment]:
         """What goes before the next turn's own layout, by ``history`` (module docstring)."""

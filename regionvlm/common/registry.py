@@ -48,6 +48,9 @@ BUILTINS: Dict[str, Dict[str, str]] = {
         "vqav2": "regionvlm.datasets.builders.vqa_builder",
         "ok_vqa": "regionvlm.datasets.builders.vqa_builder",
         "gqa": "regionvlm.datasets.builders.vqa_builder",
+        "lvis_regions": "regionvlm.datasets.builders.region_classification_builder",
+        "paco_regions": "regionvlm.datasets.builders.region_classification_builder",
+        "synthetic_regions": "regionvlm.datasets.builders.region_classification_builder",
     },
     "task": {
         "region_captioning": "regionvlm.tasks.captioning",
@@ -56,6 +59,7 @@ BUILTINS: Dict[str, Dict[str, str]] = {
         "vcr": "regionvlm.tasks.vcr",
         "vqa": "regionvlm.tasks.vqa",
         "gqa": "regionvlm.tasks.vqa",
+        "region_classification": "regionvlm.tasks.region_classification",
     },
     "runner": {"runner_base": "regionvlm.runners.runner_base"},
     "lr_scheduler": {

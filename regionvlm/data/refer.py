@@ -170,6 +170,16 @@ def decode_segmentation(
 
     if rule not in GT_MASK_RULES:
         raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{rule}'.")
+    parts = mask_utils.decode(segmentation_rles(segm, height, width, what))  # (h, w, n) uint8
+    count = parts.sum(axis=2, dtype=np.int32)
+    return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
+
+
+def segmentation_rles(segm: Any, height: int, width: int, what: str = "segmentation") -> List[Dict[str, Any]]:
+    """The checked COCO RLEs (one per part) of polygons, an uncompressed or a compressed RLE,
+    or a list of RLEs, without decoding a pixel (see :func:`decode_segmentation`)."""
+    from pycocotools import mask as mask_utils
+
     check_pixel_count(width, height, f"{what}: the image")
     if isinstance(segm, list):
         if not segm:
@@ -193,9 +203,7 @@ def decode_segmentation(
         rles = [validate_rle(segm, what, (height, width))]
     else:
         raise InputError(f"{what}: unsupported segmentation of type {type(segm).__name__}.")
-    parts = mask_utils.decode(rles)  # (h, w, n) uint8
-    count = parts.sum(axis=2, dtype=np.int32)
-    return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
+    return list(rles)
 
 
 def check_split(dataset_name: str, split_by: str, split: str) -> None:
