@@ -141,13 +141,14 @@ def test_box_iou_follows_reclip_rule_on_edge_cases():
     assert box_iou((3, 3, 0, 0), (3, 3, 0, 0)) == 0.0  # no union at all: 0, not a division by zero
     assert box_iou((0.5, 0.5, 2.0, 2.0), (1.5, 0.5, 2.0, 2.0)) == pytest.approx(2 / 6)  # continuous, no "+1"
     records = [
-        {"iou": 0.5, "best_iou": 0.5, "correct": True},
-        {"iou": 0.49, "best_iou": 0.8, "correct": False},
-        {"iou": 0.0, "best_iou": 0.0, "correct": False},
+        {"iou": 0.5, "ious": [0.5, 0.1], "correct": True},
+        {"iou": 0.49, "ious": [0.49, 0.8, 0.9, 0.0], "correct": False},
+        {"iou": 0.0, "ious": [], "correct": False},  # no candidate
     ]
     got = summarize(records)
     assert got["acc@0.5"] == pytest.approx(100 / 3) and got["num_correct"] == 1 and got["num_expressions"] == 3
     assert got["mIoU"] == pytest.approx(100 * 0.99 / 3) and got["upper_bound@0.5"] == pytest.approx(200 / 3)
+    assert got["chance@0.5"] == pytest.approx(100 * (1 / 2 + 2 / 4 + 0) / 3)
     assert summarize([])["acc@0.5"] is None
 
 
@@ -216,6 +217,7 @@ def test_detections_acc_iou_and_scores_by_hand(roots, tmp_path, layout):
     assert e[0]["candidates"] == [0, 1, 2, 3] and e[0]["boxes"] == [[float(v) for v in b] for b in DETECTIONS[1]]
     assert [r["chosen"] for r in e] == [0, 0, 2, 0]
     assert [r["iou"] for r in e] == [0.5, 0.5, 1.0, 0.0]  # exactly 0.5 ...
+    assert e[0]["ious"] == [0.5, 0.0, 0.0, 0.0] and e[2]["ious"] == [0.0, 0.0, 1.0, 0.0] and e[3]["ious"] == [0.0]
     assert [r["correct"] for r in e] == [True, True, True, False]  # ... counts; touching boxes do not
     assert [r["chosen_box"] for r in e][3] == [40.0, 10.0, 20.0, 20.0]
     # scores: lowest over 5 draws (shared by the image's sentences) of +-mean x of points drawn
@@ -230,8 +232,18 @@ def test_detections_acc_iou_and_scores_by_hand(roots, tmp_path, layout):
     assert m["refcoco_unc_val/acc@0.5"] == 75.0  # 3 of 4
     assert m["refcoco_unc_val/mIoU"] == pytest.approx(100 * (0.5 + 0.5 + 1 + 0) / 4)
     assert m["refcoco_unc_val/upper_bound@0.5"] == 75.0  # image 2's one box cannot be right
+    assert m["refcoco_unc_val/chance@0.5"] == pytest.approx(100 * (1 / 4 + 1 / 4 + 1 / 4 + 0) / 4)
     assert m["refcoco_unc_val/num_no_candidate"] == 0 and m["refcoco_unc_val/mean_candidates"] == 3.25
     assert model.calls["images_encoded"] == 2  # each image once
+
+
+def test_draws_per_sentence_option(roots, tmp_path):
+    shared = _evaluate(RECFakeModel(), roots, tmp_path / "a")["results"]["expressions"]
+    fresh = _evaluate(RECFakeModel(), roots, tmp_path / "b", {"draws": "sentence"})["results"]
+    assert shared[0]["scores"] == shared[1]["scores"]  # the image's draws serve both 'left' sentences
+    assert fresh["expressions"][0]["scores"] != fresh["expressions"][1]["scores"]  # new draws per sentence
+    assert [r["chosen"] for r in fresh["expressions"]] == [201, 201, 202, 204]
+    assert fresh["settings"]["draws"] == "sentence"
 
 
 def test_box_prompt_draws_in_the_annotated_box(roots, tmp_path):

@@ -27,8 +27,9 @@ the one candidate (what ReCLIP's script does); ``error`` stops.
 
 Output: ``<output_dir>/rec[-dets][-<region_prompt>]_<dataset>_<splitBy>_<split>.json`` with
 the metrics (``acc@0.5``, ``mIoU``, ``upper_bound@0.5``: the share of expressions with some
-candidate at IoU >= 0.5, counts), the settings and, per expression, the candidates' ids,
-boxes ``[x, y, w, h]`` and scores, the chosen id and box, its IoU and ``correct``.
+candidate at IoU >= 0.5, ``chance@0.5``, counts), the settings and, per expression, the
+candidates' ids, boxes ``[x, y, w, h]``, scores and IoUs, the chosen id and box, its IoU and
+``correct``.
 """
 
 from __future__ import annotations
@@ -91,15 +92,20 @@ class RECSettings(EvalSettings):
 
 # ----------------------------------------------------------------------------- metrics
 def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Acc@0.5, mIoU and the candidates' ceiling (percent) over the evaluated expressions."""
+    """Percentages over the evaluated expressions: Acc@0.5, mIoU of the chosen box, the
+    candidates' ceiling (some candidate at IoU >= 0.5) and chance (a candidate picked at
+    random, ReCLIP's ``random`` method in expectation)."""
     n = len(records)
     if not n:
-        return {"acc@0.5": None, "mIoU": None, "upper_bound@0.5": None, "num_expressions": 0, "num_correct": 0}
+        empty = {"acc@0.5": None, "mIoU": None, "upper_bound@0.5": None, "chance@0.5": None}
+        return {**empty, "num_expressions": 0, "num_correct": 0}
     correct = sum(1 for r in records if r["correct"])
+    hits = [sum(1 for v in r["ious"] if v >= IOU_THRESHOLD) for r in records]
     return {
         "acc@0.5": 100.0 * correct / n,
         "mIoU": 100.0 * float(np.mean([r["iou"] for r in records])),
-        "upper_bound@0.5": 100.0 * sum(1 for r in records if r["best_iou"] >= IOU_THRESHOLD) / n,
+        "upper_bound@0.5": 100.0 * sum(1 for h in hits if h) / n,
+        "chance@0.5": 100.0 * float(np.mean([h / len(r["ious"]) if r["ious"] else 0.0 for h, r in zip(hits, records)])),
         "num_expressions": n,
         "num_correct": correct,
     }
@@ -253,7 +259,7 @@ class RECEvaluator(SplitEvaluator):
                     "chosen_box": list(cands[pick].box) if pick is not None else None,
                     "iou": iou,
                     "correct": bool(iou >= IOU_THRESHOLD),
-                    "best_iou": max(ious, default=0.0),
+                    "ious": ious,
                     "whole_image": inputs.whole_image,
                 }
             )
@@ -321,8 +327,9 @@ class RECTask(EvalTask):
 
     def report(self, eval_name: str, split: str, m: Mapping[str, Any]) -> None:
         echo(
-            f"[REC] {eval_name}_{split}: Acc@0.5 {_fmt(m['acc@0.5'])}  mIoU {_fmt(m['mIoU'])}  "
-            f"(candidates' ceiling {_fmt(m['upper_bound@0.5'])}; {m['num_expressions']} expressions)"
+            f"[REC] {eval_name}_{split}: Acc@0.5 {_fmt(m['acc@0.5'])}  mIoU {_fmt(m['mIoU'])}  (chance "
+            f"{_fmt(m['chance@0.5'])}, candidates' ceiling {_fmt(m['upper_bound@0.5'])}; {m['num_expressions']} "
+            "expressions)"
         )
 
 
