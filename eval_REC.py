@@ -111,6 +111,8 @@ def build_user_config(args: argparse.Namespace) -> Dict[str, Any]:
             ds_cfg[flag] = getattr(args, flag)
     if args.detections is not None and args.candidates is None:
         ds_cfg["candidates"] = "detections"  # a detections file means scoring its boxes
+    if args.candidates == "gt" and args.detections is None:
+        ds_cfg["detections"] = None  # the YAML's detections file is not scored then
     if args.split is not None:
         splits = [s for s in args.split.split(",") if s]
         ds_cfg["split"] = splits[0] if len(splits) == 1 else splits

@@ -427,7 +427,7 @@ def test_a_bad_file_is_one_error_line_before_the_model_is_built(roots, tmp_path,
 
 
 # --------------------------------------------------------------------------- command lines
-def test_eval_rec_flags_build_the_config():
+def test_eval_rec_flags_build_the_config(tmp_path):
     import eval_REC
 
     args = ["--dataset_name", "refcocog", "--split", "test", "--points", "8", "--seed", "3", "--region-prompt", "box"]
@@ -445,6 +445,11 @@ def test_eval_rec_flags_build_the_config():
     }
     with pytest.raises(ConfigError, match="--world applies to --dataset_name synthetic"):
         eval_REC.build_user_config(eval_REC.parse_args(["--world", "W"]))
+    dets_yaml = tmp_path / "dets.yaml"
+    dets_yaml.write_text("datasets: {rec_refcoco: {candidates: detections, detections: d.json}}\n")
+    flags = ["--cfg-path", str(dets_yaml), "--candidates", "gt"]
+    ds = eval_REC.build_user_config(eval_REC.parse_args(flags))["datasets"]["rec_refcoco"]
+    assert ds["candidates"] == "gt" and ds["detections"] is None  # the YAML's file is dropped with it
 
 
 def test_shipped_yaml_through_train_py_and_eval_rec_give_the_same_file(roots, tmp_path):
