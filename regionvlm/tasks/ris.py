@@ -73,6 +73,7 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
+from regionvlm.data.boxes import sampling_box
 from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.datasets.ris_datasets import RISDataset
@@ -114,15 +115,33 @@ class RISSettings(EvalSettings):
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
     def resolved(self, device: torch.device, num_points: Optional[int] = None) -> "RISSettings":
-        """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
-        the tiny preset: larger CPU batches are slower, their logits no longer fit in cache), and
-        an unset ``num_points`` with the model's K."""
-        out = self
-        if not out.decoder_batch:
-            out = replace(out, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
-        if out.num_points is None and num_points is not None:
-            out = replace(out, num_points=int(num_points))
-        return out
+        return resolve_scoring(self, device, num_points)
+
+
+class ScoringSettings(Protocol):
+    """What the scorers read of a task's settings (RIS's and REC's share these keys)."""
+
+    seed: int
+    num_points: Optional[int]
+    repeats: int
+    draws: str
+    region_prompt: str
+    encoder_batch: int
+    decoder_batch: int
+
+    def resolved(self, device: torch.device, num_points: Optional[int] = None) -> "ScoringSettings": ...
+
+
+def resolve_scoring(settings: Any, device: torch.device, num_points: Optional[int] = None) -> Any:
+    """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
+    the tiny preset: larger CPU batches are slower, their logits no longer fit in cache), and
+    an unset ``num_points`` with the model's K (``num_points``)."""
+    out = settings
+    if not out.decoder_batch:
+        out = replace(out, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+    if out.num_points is None and num_points is not None:
+        out = replace(out, num_points=int(num_points))
+    return out
 
 
 # ----------------------------------------------------------------------------- filtering
@@ -179,11 +198,14 @@ class PointSampler(Protocol):
 
 
 class BoxPointSampler:
-    """K points drawn uniformly in a pixel box ``(x0, y0, x1, y1)`` (ends exclusive), by the
-    project's box rule (:meth:`regionvlm.region.Region.sample_points`)."""
+    """K points drawn uniformly in a pixel box ``(x0, y0, x1, y1)`` (a mask's box with ends
+    exclusive, or a detector's float box), by the project's box rule
+    (:meth:`regionvlm.region.Region.sample_points`). The box is clipped to the image and a
+    side of no length becomes the one-pixel cell at its position
+    (:func:`regionvlm.data.boxes.sampling_box`), so a zero-area detection can be drawn in."""
 
-    def __init__(self, box: Tuple[int, int, int, int], height: int, width: int):
-        self.region = Region.from_box(box, image_size=(width, height))
+    def __init__(self, box: Tuple[float, float, float, float], height: int, width: int):
+        self.region = Region.from_box(sampling_box(box, height, width), image_size=(width, height))
 
     def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
         return self.region.sample_points(k, rng)
@@ -212,19 +234,28 @@ class MaskPrompts:
 
 
 def build_prompts(
-    mode: str, image: Any, masks: Sequence[np.ndarray], vis_processor: Callable[[Any], torch.Tensor]
+    mode: str,
+    image: Any,
+    masks: Sequence[np.ndarray],
+    vis_processor: Callable[[Any], torch.Tensor],
+    boxes: Optional[Sequence[Tuple[float, float, float, float]]] = None,
 ) -> MaskPrompts:
     """What ``region_prompt`` ``mode`` gives the model for each of ``masks`` (bool, the
     image's own resolution) of the PIL ``image``: visual modes transform the image per mask
-    and run each result through ``vis_processor``; text modes process the image once."""
+    and run each result through ``vis_processor``; text modes process the image once.
+    ``box`` draws in ``boxes`` (pixel ``(x0, y0, x1, y1)`` per mask, e.g. COCO's annotated
+    box); by default in each mask's own box (:func:`mask_box`)."""
     if mode not in REGION_PROMPTS:
         raise ValueError(f"unknown region_prompt {mode!r}")  # settings validation stops users before this
     if not masks:
         raise ValueError("build_prompts needs at least one mask")
+    if boxes is not None and len(boxes) != len(masks):
+        raise ValueError(f"{len(boxes)} boxes for {len(masks)} masks")
     if mode in VISUAL_MODES:
         return MaskPrompts(mode, torch.stack([vis_processor(im) for im in apply_visual_prompt(mode, image, masks)]), [])
     if mode == "box":
-        samplers: List[PointSampler] = [BoxPointSampler(mask_box(m), *m.shape) for m in masks]
+        boxes = boxes if boxes is not None else [mask_box(m) for m in masks]
+        samplers: List[PointSampler] = [BoxPointSampler(b, *m.shape) for b, m in zip(boxes, masks)]
     else:
         samplers = [MaskPointSampler(m) for m in masks]
     return MaskPrompts(mode, vis_processor(image).unsqueeze(0), samplers)
@@ -280,7 +311,7 @@ def _sentence_order(model: torch.nn.Module, sentences: Sequence[str], indices: S
 
 
 def _region_inputs(
-    prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: RISSettings, text_processor: Callable[[str], str]
+    prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: ScoringSettings, text_processor: Callable[[str], str]
 ) -> Tuple[List[DrawGroup], int, List[str]]:
     """(groups, draws per mask, region texts in group-major, mask-major, draw order).
     Visual modes draw nothing: one group of every sentence, one empty text per mask."""
@@ -310,7 +341,7 @@ def score_image_fast(
     prompts: MaskPrompts,
     sentences: Sequence[str],
     groups: Sequence[DrawGroup],
-    settings: RISSettings,
+    settings: ScoringSettings,
     text_processor: Callable[[str], str],
 ) -> np.ndarray:
     """Scores (num_sentences, num_masks): the ViT once per image (visual modes: once per
@@ -350,7 +381,7 @@ def score_image_official(
     prompts: MaskPrompts,
     sentences: Sequence[str],
     groups: Sequence[DrawGroup],
-    settings: RISSettings,
+    settings: ScoringSettings,
     text_processor: Callable[[str], str],
 ) -> np.ndarray:
     """The authors' protocol: one ``model.forward`` of R samples per (sentence, mask), the
