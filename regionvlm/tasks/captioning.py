@@ -44,6 +44,8 @@ from regionvlm.region import Region
 from regionvlm.tasks.caption_metrics import SKIPPABLE, caption_gt_from_references, score_captions
 from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult, item_rng
 
+REGION_PROMPTS = ("points", "empty")
+
 
 @dataclass(frozen=True)
 class CaptioningSettings(DecodingEvalSettings):
@@ -53,6 +55,7 @@ class CaptioningSettings(DecodingEvalSettings):
     max_len: int = setting(20, min=1, help="new tokens")
     min_len: int = setting(5, min=0)
     num_points: Optional[int] = setting(None, min=1, help="points per region (default: the model's)")
+    region_prompt: str = setting("points", choices=REGION_PROMPTS, help="points | empty (the no-region ablation)")
     skip_metrics: List[str] = setting([], help=f"metrics not to compute: any of {list(SKIPPABLE)}")
 
     def validate(self, section: str) -> None:
@@ -86,7 +89,9 @@ class CaptionEvaluator(SplitEvaluator):
         return self.dataset.load_captions(spec)
 
     def region_text(self, region: Any, result_id: Hashable) -> str:
-        if region is None:
+        """The region's text; ``region_prompt: empty`` gives every sample the empty text (the
+        ablation: what the model writes without being told where to look)."""
+        if region is None or self.settings.region_prompt == "empty":
             return ""
         if isinstance(region, Region):
             rng = item_rng(self.settings.seed, str(result_id))
@@ -143,6 +148,9 @@ class CaptioningTask(EvalTask):
     DATASET_TYPES = (CaptionEvalDataset,)
     Evaluator = CaptionEvaluator
     HEADLINE = "CIDEr"
+
+    def variant(self, settings: CaptioningSettings) -> str:
+        return "" if settings.region_prompt == "points" else settings.region_prompt
 
     def aggregate(self, metrics: Dict[str, Any]) -> Any:
         """LAVIS's ``agg_metrics`` of captioning: CIDEr + BLEU-4 (exact match without them)."""
