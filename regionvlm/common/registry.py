@@ -39,6 +39,7 @@ BUILTINS: Dict[str, Dict[str, str]] = {
         "refcoco+": "regionvlm.datasets.builders.ris_builder",
         "refcocog": "regionvlm.datasets.builders.ris_builder",
         "ris_synthetic": "regionvlm.datasets.builders.ris_builder",
+        "phrasecut": "regionvlm.datasets.builders.phrasecut_builder",
         "vcr": "regionvlm.datasets.builders.vcr_builder",
         "coco_vqa": "regionvlm.datasets.builders.vqa_builder",
         "vqav2": "regionvlm.datasets.builders.vqa_builder",
