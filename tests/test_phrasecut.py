@@ -41,7 +41,7 @@ def box(x0: float, y0: float, x1: float, y1: float) -> List[List[float]]:
 def fixture_tasks() -> Dict[str, List[Dict[str, Any]]]:
     """Tasks per split. 11__1: two instances; 11__2: a polygon past the right border (x = 64 on
     a 64-wide image); 12__3: one instance of two overlapping polygons plus a one-point polygon
-    (PhraseCut skips it); 12__4: a ground truth no proposal touches."""
+    (PhraseCut skips it); 12__5: five one-pixel-wide instances no proposal touches."""
     return {
         "test": [
             {
