@@ -358,17 +358,28 @@ def table(s: Dict[str, Any], out: Path) -> str:
             f"{pair(s['caption_CIDEr'], s['caption_METEOR'])}   "
             f"(EMPTY: {pair(s['caption_empty_prompt_CIDEr'], s['caption_empty_prompt_METEOR'])})"
         )
-    return f"""
-RegionVLM (tiny) on the synthetic world: {s["held_out_scenes"]} held-out scenes, {s["ris_queries"]} referring queries
-                                       region text   EMPTY region text   chance
-  zero-shot RIS selection accuracy      {s["ris_accuracy"]:5.1f} %        {s["ris_empty_prompt_accuracy"]:5.1f} %         {s["ris_chance"]:.1f} %
-  zero-shot REC Acc@0.5 (GT boxes)      {s["rec_accuracy"]:5.1f} %        {s["rec_empty_prompt_accuracy"]:5.1f} %         {s["rec_chance"]:.1f} %
-  RIS mIoU / oIoU                       {s["ris_mIoU"]:5.1f} / {s["ris_oIoU"]:.1f}
-  region captions CIDEr / METEOR        {cider}
-  region captions, exact match          {s["caption_exact_match"]:5.1f} %        {s["caption_empty_prompt_exact_match"]:5.1f} %
-    colour / size / shape correct       {s["caption_colour"]:.1f} / {s["caption_size"]:.1f} / {s["caption_shape"]:.1f} %
-  figure: {out / "quickstart.png"}   details: {out / "summary.json"}   time: {s["seconds"]} s
-"""
+    rows = [
+        ("zero-shot RIS selection accuracy", s["ris_accuracy"], s["ris_empty_prompt_accuracy"], s["ris_chance"]),
+        ("zero-shot REC Acc@0.5 (GT boxes)", s["rec_accuracy"], s["rec_empty_prompt_accuracy"], s["rec_chance"]),
+        ("region captions, exact match", s["caption_exact_match"], s["caption_empty_prompt_exact_match"], None),
+    ]
+    lines = [
+        f"\nRegionVLM (tiny) on the synthetic world: {s['held_out_scenes']} held-out scenes, "
+        f"{s['ris_queries']} referring queries",
+        f"  {'':36} region text   EMPTY region text   chance",
+    ]
+    for name, value, empty, chance in rows:
+        lines.append(
+            f"  {name:36} {value:6.1f} %      {empty:6.1f} %" + (f"          {chance:.1f} %" if chance else "")
+        )
+    lines += [
+        f"  {'RIS mIoU / oIoU':36} {s['ris_mIoU']:6.1f} / {s['ris_oIoU']:.1f}",
+        f"  {'region captions CIDEr / METEOR':36} {cider}",
+        f"    {'colour / size / shape correct':34} {s['caption_colour']:.1f} / {s['caption_size']:.1f} / "
+        f"{s['caption_shape']:.1f} %",
+        f"  figure: {out / 'quickstart.png'}   details: {out / 'summary.json'}   time: {s['seconds']} s",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

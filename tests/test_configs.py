@@ -36,6 +36,7 @@ DOCUMENTED_LAYOUT = (
     "localized_narratives/ann",
     "visual_genome/ann",
     "laion115m",
+    "VGPhraseCut_v0",
 )
 
 
@@ -80,13 +81,16 @@ def test_every_shipped_config_loads_strictly_with_documented_paths(path, tmp_pat
     monkeypatch.setenv("REGIONVLM_WEIGHTS", str(tmp_path / "weights"))
     cfg = Config(path)
     assert cfg.task_class().Settings.parse(cfg.run_cfg, "run", also_known=cfg.runner_class().Settings.keys())
-    readme = (REPO / "README.md").read_text()
-    for prefix in DOCUMENTED_LAYOUT:
-        assert prefix in readme, f"the README's data layout does not show {prefix}"
     for value in _strings(OmegaConf.to_container(cfg.datasets_cfg, resolve=True)):
         if value.startswith(str(data)):
             relative = Path(value).relative_to(data).as_posix()
             assert any(relative == p or relative.startswith(p + "/") for p in DOCUMENTED_LAYOUT), (path, relative)
+
+
+def test_the_readme_shows_every_documented_data_folder():
+    readme = (REPO / "README.md").read_text()
+    for prefix in DOCUMENTED_LAYOUT:
+        assert prefix in readme, f"the README's data layout does not show {prefix}"
 
 
 def _strings(obj):

@@ -47,6 +47,7 @@ BUILTINS: Dict[str, Dict[str, str]] = {
         "rec_refcoco+": "regionvlm.datasets.builders.rec_builder",
         "rec_refcocog": "regionvlm.datasets.builders.rec_builder",
         "rec_synthetic": "regionvlm.datasets.builders.rec_builder",
+        "phrasecut": "regionvlm.datasets.builders.phrasecut_builder",
         "vcr": "regionvlm.datasets.builders.vcr_builder",
         "coco_vqa": "regionvlm.datasets.builders.vqa_builder",
         "vqav2": "regionvlm.datasets.builders.vqa_builder",
