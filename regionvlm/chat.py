@@ -153,7 +153,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-points", type=int, default=10, help="points per region (K)")
+    parser.add_argument("--num-points", type=int, default=None, help="points per region (K; default: the model's)")
     parser.add_argument(
         "--layout",
         choices=("inline", "let", "qformer_first"),
@@ -325,7 +325,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     args = parse_args(argv)
     try:
-        check_num_points(args.num_points)
+        if args.num_points is not None:
+            check_num_points(args.num_points)
     except InputError as exc:
         raise ConfigError(f"--num-points: {exc}") from None
     image = open_image(args.image)  # before the slow imports: typos fail at once

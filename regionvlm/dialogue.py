@@ -15,7 +15,8 @@ the order the regions were added)::
 Every T5 input is built by ``model.embed_segments`` (text pieces without special tokens,
 soft tokens as tensors, one ``</s>`` at the end) - the same code VCR uses.
 
-Layout of one turn (``layout=``)
+Layout of one turn (``layout=``; built by :mod:`regionvlm.processors.region_layouts`, which
+the region classification task shares)
     ``"inline"`` (default; the authors' ``predict_answers_interactive``):
     every ``[i]`` is replaced by region i's soft tokens where the user wrote it:
     ``"Is " <soft 1> " bigger than " <soft 2> "?"``. Difference from the official code,
@@ -72,9 +73,8 @@ conversation seed and the turn number (or the ``seed`` you pass), so a replay re
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -83,16 +83,19 @@ from PIL import Image
 from regionvlm.common.errors import InputError
 from regionvlm.data.images import to_rgb
 from regionvlm.models.generation import GenerationSettings
+from regionvlm.processors.region_layouts import (
+    LAYOUT_GENERATION,
+    LAYOUTS,
+    first_mentions,
+    layout_segments,
+    parse_region_refs,
+)
 from regionvlm.processors.text_processors import check_text
-from regionvlm.region import DEFAULT_NUM_POINTS, Region, check_num_points, format_points
+from regionvlm.region import Region, check_num_points, format_points
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("inline", "let", "qformer_first")
-# Decoding defaults that differ from GenerationSettings' (the authors' values per layout).
-LAYOUT_GENERATION: Dict[str, Dict[str, Any]] = {"qformer_first": {"max_len": 10, "length_penalty": -1.0}}
 HISTORIES = ("official", "qa", "none")
-REGION_MARK = re.compile(r"\[(\d+)\]")
 
 Segment = Union[str, torch.Tensor]
 
@@ -119,49 +122,6 @@ class Turn:
     answer: str
 
 
-def parse_region_refs(text: str) -> List[Union[str, int]]:
-    """Split ``text`` at ``[i]`` markers: ``"is [1] red"`` -> ``["is ", 1, " red"]``.
-
-    Only a bracketed integer is a marker, so region text like ``[12 34]`` stays text.
-    Empty text pieces are dropped."""
-    out: List[Union[str, int]] = []
-    pos = 0
-    for match in REGION_MARK.finditer(text):
-        if match.start() > pos:
-            out.append(text[pos : match.start()])
-        out.append(int(match.group(1)))
-        pos = match.end()
-    if pos < len(text):
-        out.append(text[pos:])
-    return out
-
-
-def _first_mentions(parts: Sequence[Union[str, int]]) -> Tuple[int, ...]:
-    seen: Dict[int, None] = {}
-    for p in parts:
-        if isinstance(p, int):
-            seen.setdefault(p, None)
-    return tuple(seen)
-
-
-def layout_segments(layout: str, text: str, soft_tokens: Callable[[int], torch.Tensor]) -> List[Segment]:
-    """One turn's layout (module docstring, no ``</s>``) of ``text`` (the prompt applied),
-    region ``i``'s soft tokens given by ``soft_tokens(i)``: the one rule the conversation and
-    batch prediction (``regionvlm.predict``) share."""
-    parts = parse_region_refs(text)
-    ids = _first_mentions(parts)
-    if layout == "inline":
-        return [soft_tokens(p) if isinstance(p, int) else p for p in parts]
-    if layout == "qformer_first":
-        return [soft_tokens(i) for i in ids] + [text]
-    if layout != "let":
-        raise InputError(f"layout must be one of {LAYOUTS}, got '{layout}'.")
-    segments: List[Segment] = ["Let"] if ids else []
-    for i in ids:
-        segments += [f"[{i}] be", soft_tokens(i)]
-    return segments + [text]
-
-
 class Conversation:
     """A dialogue about regions of one image; see the module docstring for the layouts."""
 
@@ -171,7 +131,7 @@ class Conversation:
         image: Image.Image,
         vis_processor: Optional[Callable] = None,
         text_processor: Optional[Callable[[str], str]] = None,
-        num_points: int = DEFAULT_NUM_POINTS,
+        num_points: Optional[int] = None,
         seed: int = 0,
         layout: str = "inline",
         history: str = "official",
@@ -184,7 +144,7 @@ class Conversation:
             raise InputError(f"history must be one of {HISTORIES}, got '{history}'.")
         if check_text(prompt, "prompt").count("{}") != 1:
             raise InputError(f"prompt must contain '{{}}' exactly once (where the question goes), got {prompt!r}.")
-        check_num_points(num_points)
+        num_points = check_num_points(model.num_points if num_points is None else num_points)
         if model.training:
             logger.info("switching the model to eval mode for the conversation (no dropout)")
             model.eval()
@@ -277,12 +237,10 @@ class Conversation:
         """This turn's own layout (no context, no ``</s>``) and the regions it mentions."""
         check_text(text, "a question")
         full = self.prompt.replace("{}", text, 1)
-        parts = parse_region_refs(full)
-        ids = _first_mentions(parts)
-        self._check_ids(ids, f"in {text!r}")
+        self._check_ids(first_mentions(parse_region_refs(full)), f"in {text!r}")
         if not full.strip():
             raise InputError("empty question; type a question, or use describe(i) to caption region i.")
-        return layout_segments(self.layout, full, lambda i: self.regions[i - 1].soft_tokens), ids
+        return layout_segments(self.layout, full, lambda i: self.regions[i - 1].soft_tokens)
 
     def context_segments(self, mentions_regions: bool) -> List[Segment]:
         """What goes before the next turn's own layout, by ``history`` (module docstring)."""

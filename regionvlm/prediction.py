@@ -4,8 +4,8 @@ live in :mod:`regionvlm.predict`, which imports no model code).
 :class:`PredictEvaluator` supplies the evaluation loop (:func:`regionvlm.tasks.evaluation.run_units`)
 with one step: a unit's images encoded once, every region's soft tokens in one Q-Former
 call, then one T5 batch: ``[soft tokens ; </s>]`` for captions (``model.generate``'s input),
-the dialogue's turn layout (:func:`regionvlm.dialogue.layout_segments`, ``[soft tokens ;
-question ; </s>]`` by default) for answers. The loop brings prefetching, sharding over
+the dialogue's turn layout (:func:`regionvlm.processors.region_layouts.layout_segments`,
+``[soft tokens ; question ; </s>]`` by default) for answers. The loop brings prefetching, sharding over
 ``torchrun`` ranks, per-unit progress logs (resume) and the progress bar; :func:`predict`
 writes the rows in input order on rank 0.
 """
@@ -24,8 +24,8 @@ from regionvlm.common.errors import InputError
 from regionvlm.common.io import ensure_dir, write_jsonl
 from regionvlm.data.region_files import Problem, RegionRecord
 from regionvlm.datasets.region_files import RegionBatch, RegionFileSet
-from regionvlm.dialogue import layout_segments
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+from regionvlm.processors.region_layouts import layout_segments
 from regionvlm.region import Region
 from regionvlm.tasks.evaluation import (
     SplitEvaluator,
@@ -112,8 +112,8 @@ class PredictEvaluator(SplitEvaluator):
         """The T5 input of a question about the region (``[1]``): the dialogue's layout of the
         templated question; the soft tokens go first when the question does not place them."""
         text = self.settings.prompt.replace("{}", question, 1)
-        segments = layout_segments(self.settings.layout, text, lambda i: soft)
-        return segments if any(s is soft for s in segments) else [soft] + segments
+        segments, mentioned = layout_segments(self.settings.layout, text, lambda i: soft)
+        return segments if mentioned else [soft] + segments
 
     def process(self, spec: Sequence[int], batch: RegionBatch) -> List[Dict[str, Any]]:
         if batch.errors and self.stop_on_error:

@@ -6,6 +6,8 @@ Generate (resumable: images whose file exists are skipped; each file is written 
     python -m regionvlm.proposals --images train2014/ --sam-checkpoint sam_vit_h_4b8939.pth \\
         --model-type vit_h --out proposals/ [--device cuda] [--points-per-side 32 ...]
     python -m regionvlm.proposals --images val_images.txt --image-root train2014/ ...   # a list of names
+    # the lists: python -m regionvlm.data.refer ... --out val_images.txt (RefCOCO family),
+    #            python -m regionvlm.data.phrasecut --data-root VGPhraseCut_v0 --split test --out test_images.txt
     torchrun --nproc_per_node 8 -m regionvlm.proposals ...   # each process takes every N-th image
 
 Import the authors' layout (``<dir>/<image_stem>/<any>.png``, one 0/255 PNG per mask)::
@@ -195,7 +197,8 @@ def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> 
     except UnicodeDecodeError as exc:
         raise InputError(
             f"--images list '{src}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it should "
-            "hold one image file name per line (e.g. from `python -m regionvlm.data.refer --out`)."
+            "hold one image file name per line (e.g. from `python -m regionvlm.data.refer --out` or "
+            "`python -m regionvlm.data.phrasecut --out`)."
         ) from None
     except OSError as exc:
         raise InputError(f"cannot read the --images list '{src}': {exc.strerror or exc}.") from None

@@ -76,39 +76,76 @@ def export_weights(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def ris_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
+def world_config(
+    world: Path, checkpoint: Path, out: Path, device: str, task: str, dataset: Dict[str, Any], **run: Any
+) -> Dict[str, Any]:
+    """One evaluation of the held-out world, as a config a user would write."""
     return {
         "model": {"arch": "regionvlm_t5", "model_type": "tiny", "checkpoint": str(checkpoint)},
-        "datasets": {"ris_synthetic": {"world": str(world), "split": "test", "splitBy": "unc"}},
-        "run": {
-            "task": "ris",
-            "evaluate": True,
-            "output_dir": str(out),
-            "seed": 42,
-            "device": device,
-            # synthetic shapes cover 2-7% of a 64 px scene: keep them (official 0.04 is for COCO)
-            "small_threshold": 0.0,
-            "region_prompt": region_prompt,
-        },
+        "datasets": dataset,
+        "run": {"task": task, "evaluate": True, "output_dir": str(out), "seed": 42, "device": device, **run},
     }
 
 
-def run_ris(
-    world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str, model: Optional[torch.nn.Module] = None
-) -> Dict[str, Any]:
-    """The registered RIS task through the runner, exactly as ``train.py`` runs it (``model``:
-    an already built model of this config, so several evaluations share one build)."""
-    from regionvlm.common.config import Config
+def ris_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
+    # synthetic shapes cover 2-7% of a 64 px scene: keep them (official small_threshold 0.04 is for COCO)
+    dataset = {"ris_synthetic": {"world": str(world), "split": "test", "splitBy": "unc"}}
+    return world_config(
+        world, checkpoint, out, device, "ris", dataset, small_threshold=0.0, region_prompt=region_prompt
+    )
 
-    cfg = Config.from_dict(ris_config(world, checkpoint, out, region_prompt, device))
+
+def caption_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
+    """Every held-out object captioned from K points of its mask, greedily (the tiny model's
+    captions are short), scored with CIDEr and METEOR (SPICE needs models it cannot download)."""
+    dataset = {"synthetic_captions": {"world": str(world), "split": "test", "region": "mask"}}
+    return world_config(
+        world,
+        checkpoint,
+        out,
+        device,
+        "captioning",
+        dataset,
+        region_prompt=region_prompt,
+        num_beams=1,
+        max_len=10,
+        min_len=1,
+        batch_size_eval=32,
+        num_workers=0,
+        skip_metrics=["SPICE"],
+    )
+
+
+def rec_config(world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str) -> Dict[str, Any]:
+    """REC with the scenes' ground-truth objects as the candidate boxes (points in each object's mask)."""
+    dataset = {"rec_synthetic": {"world": str(world), "split": "test", "splitBy": "unc"}}
+    return world_config(world, checkpoint, out, device, "rec", dataset, region_prompt=region_prompt)
+
+
+def run_evaluation(config: Dict[str, Any], model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """A registered task through the runner, exactly as ``train.py`` runs it (``model``: an
+    already built model of this config, so several evaluations share one build); returns the
+    split's results file (the evaluation loop's ``<task>[-variant]_<dataset>_<split>.json``)."""
+    from regionvlm.common.config import Config
+    from regionvlm.tasks.evaluation import result_prefix
+
+    cfg = Config.from_dict(config)
     task = cfg.task_class().setup_task(cfg)
     datasets = task.build_datasets(cfg)
     model = model if model is not None else task.build_model(cfg)
     runner = cfg.runner_class()(cfg, task, model, datasets)
     with contextlib.redirect_stdout(io.StringIO()):  # the runner prints its metrics; the table below says them
         runner.evaluate()
-    variant = "" if region_prompt == "points" else f"-{region_prompt}"
-    result = json.loads((out / f"ris{variant}_synthetic_unc_test.json").read_text())
+    [(split, dataset)] = [item for splits in datasets.values() for item in splits.items()]
+    prefix = result_prefix(task.NAME, dataset.eval_name, split, task.dataset_variant(task.settings, dataset))
+    return json.loads((Path(cfg.run_settings.output_dir) / f"{prefix}.json").read_text())
+
+
+def run_ris(
+    world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str, model: Optional[torch.nn.Module] = None
+) -> Dict[str, Any]:
+    """Zero-shot RIS on the held-out world: selection accuracy next to chance."""
+    result = run_evaluation(ris_config(world, checkpoint, out, region_prompt, device), model)
     queries = result["queries"]
     hits = [q["iou"] >= 0.999 for q in queries]
     chance = float(np.mean([1.0 / max(1, len(q["candidates"])) for q in queries]))
@@ -122,37 +159,37 @@ def run_ris(
     }
 
 
-def caption_regions(model, world: Path, refer, seed: int, limit: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Greedy captions of every held-out object, from K random points of its mask."""
-    from regionvlm.data.images import open_image
-    from regionvlm.models import load_preprocess
-    from regionvlm.region import Region
-    from regionvlm.tasks.evaluation import item_rng
+def run_rec(
+    world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str, model: Optional[torch.nn.Module] = None
+) -> Dict[str, Any]:
+    """Zero-shot REC on the held-out world: Acc@0.5 next to chance."""
+    metrics = run_evaluation(rec_config(world, checkpoint, out, region_prompt, device), model)["metrics"]
+    return {"accuracy": metrics["acc@0.5"], "chance": metrics["chance@0.5"], "expressions": metrics["num_expressions"]}
 
-    vis = load_preprocess({"vis_processor": {"eval": {"name": "blip_image_eval", "image_size": model.image_size}}})[0][
-        "eval"
+
+def run_captions(
+    world: Path, checkpoint: Path, out: Path, region_prompt: str, device: str, model: Optional[torch.nn.Module] = None
+) -> Dict[str, Any]:
+    """Region captions of the held-out objects through the ``captioning`` task: CIDEr and
+    METEOR (or why they could not be computed), and how often colour, size and shape are right."""
+    result = run_evaluation(caption_config(world, checkpoint, out, region_prompt, device), model)
+    rows = [
+        {
+            "id": c["id"],
+            "region_text": c["region_text"],
+            "reference": c["references"][0],
+            "prediction": c["caption"].strip(),
+        }
+        for c in result["captions"]
     ]
-    rows: List[Dict[str, Any]] = []
-    for image_id, queries in refer.queries_by_image()[:limit]:
-        image = vis(open_image(world / "images" / refer.images[image_id].file_name)).unsqueeze(0)
-        texts = [
-            Region.from_mask(refer.gt_mask(q.ann_id)).to_text(model.num_points, item_rng(seed, str(q.ref_id)))
-            for q in queries
-        ]
-        preds = model.generate(
-            {"image": image, "image_index": [0] * len(texts), "text_input": texts}, num_beams=1, max_length=10
-        )
-        for q, text, pred in zip(queries, texts, preds):
-            rows.append(
-                {
-                    "image_id": image_id,
-                    "ann_id": q.ann_id,
-                    "region_text": text,
-                    "reference": q.sentence,
-                    "prediction": pred.strip(),
-                }
-            )
-    return rows
+    metrics = result["metrics"]
+    return {
+        "rows": rows,
+        **caption_scores(rows),
+        "CIDEr": metrics.get("CIDEr"),
+        "METEOR": metrics.get("METEOR"),
+        "not_computed": {k: v for k, v in result["skipped_metrics"].items() if k != "SPICE"},
+    }
 
 
 def caption_scores(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
@@ -187,7 +224,7 @@ def figure(
     from regionvlm.data.images import open_image
     from regionvlm.data.proposals import load_image_proposals
 
-    by_ann = {r["ann_id"]: r for r in captions}
+    by_sentence = {r["id"]: r for r in captions}
     panels = []
     for record in ris["records"][: scenes * 3 : 3]:
         info = refer.images[record["image_id"]]
@@ -202,8 +239,7 @@ def figure(
             ys, xs = np.nonzero(chosen ^ np.pad(chosen, 1)[2:, 1:-1])
             for x, y in zip(xs, ys):
                 draw.rectangle([x * scale, y * scale, x * scale + scale - 1, y * scale + scale - 1], outline="#00e5ff")
-        cap = by_ann.get(refer.queries[record["index"]].ann_id) if "index" in record else None
-        cap = cap or next((c for c in captions if c["image_id"] == record["image_id"]), None)
+        cap = by_sentence.get(record["sent_id"])  # the caption of the same object and sentence
         if cap:
             for token in cap["region_text"].strip("[]").split("] ["):
                 x, y = (int(v) for v in token.split())
@@ -256,41 +292,94 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from regionvlm.data.refer import load_refer
 
     model = load_model("regionvlm_t5", "tiny", is_eval=True, checkpoint=str(checkpoint))  # built once
-    ris = run_ris(world, checkpoint, out / "ris", "points", args.device, model)
-    ablation = run_ris(world, checkpoint, out / "ris_empty_prompt", "empty", args.device, model)
+    results = {}
+    for prompt in ("points", "empty"):  # every benchmark with the region text, then EMPTY (the ablation)
+        tag = "" if prompt == "points" else "_empty_prompt"
+        results[f"ris{tag}"] = run_ris(world, checkpoint, out / f"ris{tag}", prompt, args.device, model)
+        results[f"rec{tag}"] = run_rec(world, checkpoint, out / f"rec{tag}", prompt, args.device, model)
+        results[f"captions{tag}"] = run_captions(world, checkpoint, out / f"captions{tag}", prompt, args.device, model)
+    ris, captions = results["ris"], results["captions"]
     refer = load_refer(world / "refer", "synthetic", "unc", "test")
-    with torch.inference_mode():
-        captions = caption_regions(model, world, refer, args.seed)
-    scores = caption_scores(captions)
-    figure(world, refer, captions, ris, out / "quickstart.png")
-    summary = {
+    figure(world, refer, captions["rows"], ris, out / "quickstart.png")
+    summary = summarize(args, checkpoint, results, time.time() - start)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "captions.json", captions["rows"])
+    print(table(summary, out))
+    return summary
+
+
+def _round(value: Optional[float], digits: int = 1) -> Optional[float]:
+    return None if value is None else round(float(value), digits)
+
+
+def summarize(
+    args: argparse.Namespace, checkpoint: Path, r: Dict[str, Dict[str, Any]], seconds: float
+) -> Dict[str, Any]:
+    """The main job's numbers, flat (``summary.json``)."""
+    cap, empty = r["captions"], r["captions_empty_prompt"]
+    return {
         "checkpoint": str(checkpoint),
         "held_out_scenes": args.num_test,
-        "ris_queries": ris["queries"],
-        "ris_accuracy": round(ris["accuracy"], 1),
-        "ris_mIoU": round(ris["mIoU"], 1),
-        "ris_oIoU": round(ris["oIoU"], 1),
-        "ris_chance": round(ris["chance"], 1),
-        "ris_empty_prompt_accuracy": round(ablation["accuracy"], 1),
-        "caption_exact_match": round(scores["exact"], 1),
-        "caption_colour": round(scores["colour"], 1),
-        "caption_size": round(scores["size"], 1),
-        "caption_shape": round(scores["shape"], 1),
-        "seconds": round(time.time() - start, 1),
+        "ris_queries": r["ris"]["queries"],
+        "ris_accuracy": _round(r["ris"]["accuracy"]),
+        "ris_mIoU": _round(r["ris"]["mIoU"]),
+        "ris_oIoU": _round(r["ris"]["oIoU"]),
+        "ris_chance": _round(r["ris"]["chance"]),
+        "ris_empty_prompt_accuracy": _round(r["ris_empty_prompt"]["accuracy"]),
+        "rec_expressions": r["rec"]["expressions"],
+        "rec_accuracy": _round(r["rec"]["accuracy"]),
+        "rec_chance": _round(r["rec"]["chance"]),
+        "rec_empty_prompt_accuracy": _round(r["rec_empty_prompt"]["accuracy"]),
+        "caption_CIDEr": _round(cap["CIDEr"] and 100 * cap["CIDEr"]),
+        "caption_METEOR": _round(cap["METEOR"] and 100 * cap["METEOR"]),
+        "caption_empty_prompt_CIDEr": _round(empty["CIDEr"] and 100 * empty["CIDEr"]),
+        "caption_empty_prompt_METEOR": _round(empty["METEOR"] and 100 * empty["METEOR"]),
+        "caption_metrics_not_computed": cap["not_computed"],
+        "caption_exact_match": _round(cap["exact"]),
+        "caption_colour": _round(cap["colour"]),
+        "caption_size": _round(cap["size"]),
+        "caption_shape": _round(cap["shape"]),
+        "caption_empty_prompt_exact_match": _round(empty["exact"]),
+        "seconds": round(seconds, 1),
     }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_json(out / "captions.json", captions)
-    print(f"""
-RegionVLM (tiny) on the synthetic world: {args.num_test} held-out scenes, {ris["queries"]} referring queries
-  zero-shot RIS selection accuracy   {summary["ris_accuracy"]:5.1f} %   (chance {summary["ris_chance"]:.1f} %)
-  RIS mIoU / oIoU                    {summary["ris_mIoU"]:5.1f} / {summary["ris_oIoU"]:.1f}
-  RIS with EMPTY region text         {summary["ris_empty_prompt_accuracy"]:5.1f} %   (ablation: should be ~chance)
-  region captions, exact match       {summary["caption_exact_match"]:5.1f} %
-    colour / size / shape correct    {summary["caption_colour"]:.1f} / {summary["caption_size"]:.1f} / \
-{summary["caption_shape"]:.1f} %
-  figure: {out / "quickstart.png"}   details: {out / "summary.json"}   time: {summary["seconds"]} s
-""")
-    return summary
+
+
+def table(s: Dict[str, Any], out: Path) -> str:
+    """The printed table: each benchmark next to chance and to its EMPTY-region ablation."""
+
+    def pair(a: Optional[float], b: Optional[float]) -> str:
+        return "n/a" if a is None else f"{a:5.1f} / {b:.1f}"
+
+    if s["caption_CIDEr"] is None:
+        reason = "; ".join(s["caption_metrics_not_computed"].values()) or "no references"
+        cider = f"not computed: {reason[:150]}"
+    else:
+        cider = (
+            f"{pair(s['caption_CIDEr'], s['caption_METEOR'])}   "
+            f"(EMPTY: {pair(s['caption_empty_prompt_CIDEr'], s['caption_empty_prompt_METEOR'])})"
+        )
+    rows = [
+        ("zero-shot RIS selection accuracy", s["ris_accuracy"], s["ris_empty_prompt_accuracy"], s["ris_chance"]),
+        ("zero-shot REC Acc@0.5 (GT boxes)", s["rec_accuracy"], s["rec_empty_prompt_accuracy"], s["rec_chance"]),
+        ("region captions, exact match", s["caption_exact_match"], s["caption_empty_prompt_exact_match"], None),
+    ]
+    lines = [
+        f"\nRegionVLM (tiny) on the synthetic world: {s['held_out_scenes']} held-out scenes, "
+        f"{s['ris_queries']} referring queries",
+        f"  {'':36} region text   EMPTY region text   chance",
+    ]
+    for name, value, empty, chance in rows:
+        lines.append(
+            f"  {name:36} {value:6.1f} %      {empty:6.1f} %" + (f"          {chance:.1f} %" if chance else "")
+        )
+    lines += [
+        f"  {'RIS mIoU / oIoU':36} {s['ris_mIoU']:6.1f} / {s['ris_oIoU']:.1f}",
+        f"  {'region captions CIDEr / METEOR':36} {cider}",
+        f"    {'colour / size / shape correct':34} {s['caption_colour']:.1f} / {s['caption_size']:.1f} / "
+        f"{s['caption_shape']:.1f} %",
+        f"  figure: {out / 'quickstart.png'}   details: {out / 'summary.json'}   time: {s['seconds']} s",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -260,6 +260,7 @@ class FakeModel(torch.nn.Module):
 
     image_size = 32
     max_txt_len = 48
+    num_points = 10  # K, as RegionStepModel declares it
 
     def __init__(self):
         super().__init__()

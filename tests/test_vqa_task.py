@@ -204,7 +204,7 @@ def test_benchmark_config_end_to_end(bench, tmp_path, data_root):
     assert [r["prediction"] for r in records] == [predictions[q[0]] for q in QUESTIONS]  # batched == one by one
     assert json.loads((out / f"{stem}_metrics.json").read_text())["metrics"] == summary["metrics"]
     result = json.loads((out / f"{stem}_vqa_result.json").read_text())
-    assert summary["num_questions"] == 5 and summary["num_skipped"] == 0 and summary["skipped"] == []
+    assert summary["num_questions"] == 5 and summary["metrics"]["num_skipped"] == 0 and summary["skipped"] == []
     assert summary["settings"]["num_beams"] == 5 and summary["settings"]["prompt"] == "Question: {} Short answer:"
     assert summary["lemmatized_predictions"] == (bench == "okvqa")
     assert not list(out.glob("*.partial.rank*.jsonl"))

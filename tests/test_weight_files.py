@@ -486,3 +486,52 @@ def test_bf16_precision_reads_the_frozen_towers_straight_into_bf16(smoke, monkey
     assert asked == [{"vision encoder": torch.bfloat16, "T5": torch.bfloat16}]
     assert W.group_dtypes(model)["vision encoder"] == ["bfloat16"] and W.group_dtypes(model)["T5"] == ["bfloat16"]
     assert model.Qformer.bert.embeddings.word_embeddings.weight.dtype == torch.float32
+
+
+def test_auto_precision_on_cpu_reads_fp32_bit_exact_even_when_a_gpu_is_visible(smoke, monkeypatch, tmp_path):
+    """The device is decided once, before any weight is read: ``precision: auto`` with
+    ``run.device=cpu`` is fp32 even on a machine that has a GPU, so the frozen towers come out
+    of the files bit-exact (no fp16/bf16 read followed by an upcast)."""
+    from regionvlm.common.config import Config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine that reports a GPU
+    asked = []
+    original = RegionVLMT5.load_weights
+
+    def spy(self, paths, dtypes=None):
+        asked.append(dict(dtypes or {}))
+        return original(self, paths, dtypes=dtypes)
+
+    monkeypatch.setattr(RegionVLMT5, "load_weights", spy)
+    cfg = Config.from_dict(
+        {
+            "model": {
+                "arch": "regionvlm_t5",
+                "model_type": "tiny",
+                "load_pretrained": True,
+                "weights": paths_in(smoke),
+                "precision": "auto",
+                "freeze_vit": True,
+                "freeze_t5": True,
+            },
+            "datasets": {},
+            "run": {"task": "ris", "evaluate": True, "device": "cpu", "output_dir": str(tmp_path)},
+        }
+    )
+    task = cfg.task_class().setup_task(cfg)
+    model = task.build_model(cfg, device=run_device(cfg), is_eval=True)
+    assert asked == [{"vision encoder": torch.float32, "T5": torch.float32}]
+    assert model.precision.name == "fp32" and model.device.type == "cpu"
+    vit = torch.load(smoke / gen.RELEASE_FILES["eva_vit"], weights_only=True)
+    for key in ("blocks.0.attn.qkv.weight", "patch_embed.proj.weight"):  # (pos_embed is interpolated)
+        mine = model.visual_encoder.state_dict()[key]
+        assert mine.dtype == torch.float32 and torch.equal(mine, vit[key].float()), key
+    t5_key = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert torch.equal(model.t5_model.state_dict()[t5_key], file_tensor(t5_shard_of(smoke, t5_key), t5_key).float())
+
+
+def run_device(cfg) -> torch.device:
+    """What ``train.py`` does: the run's device, resolved once."""
+    from regionvlm.common.dist_utils import resolve_device
+
+    return resolve_device(cfg.run_settings.device)

@@ -194,7 +194,7 @@ class Settings:
             result = coerce(value, hints[name], key)
             meta = fields[name].metadata
             if result is not None:
-                _check_range(result, meta, key)
+                check_range(result, meta, key)
             parsed[name] = result
         instance = cls(**parsed)
         instance.validate(section)
@@ -210,7 +210,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    """``choices``/``min``/``max`` of ``meta`` (a field's metadata, or a model's ``RANGES`` entry)."""
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"`{key}` must be one of {list(choices)}, got {value!r}.")

@@ -24,6 +24,10 @@ covered by two polygons of the same object is background. ``gt_mask="official"``
 default) reproduces that; ``gt_mask="union"`` takes the plain union. The two differ only
 for annotations with overlapping polygons.
 
+Comprehension (docs/rec.md) reads boxes instead: the ground truth is the ref's annotation's
+COCO ``bbox`` ``[x, y, w, h]`` (:meth:`ReferSplit.box`), and ``image_annotations=True``
+keeps every annotation of the split's images, the "ground-truth proposals".
+
 ``dataset_name="synthetic"`` reads the same layout written by the synthetic world
 (splits train/val/test, any splitBy).
 
@@ -39,11 +43,12 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.data.boxes import Box, parse_xywh
 from regionvlm.region import check_pixel_count, validate_rle
 
 # (dataset, splitBy) -> splits defined by that partition.
@@ -137,18 +142,34 @@ class ReferSplit:
     annotations: Dict[int, Mapping[str, Any]]
     gt_mask_rule: str = "official"
     skipped: List[Dict[str, Any]] = field(default_factory=list)
+    # with ``image_annotations=True``: every annotation id of each image of the split (file order)
+    image_annotations: Dict[int, List[int]] = field(default_factory=dict)
+    known_image_ids: FrozenSet[int] = frozenset()  # every image id of instances.json
 
     def gt_mask(self, ann_id: int) -> np.ndarray:
         """The annotation's mask (bool, image height x width) under ``gt_mask_rule``."""
+        return self.annotation_mask(ann_id, self.gt_mask_rule)
+
+    def annotation_mask(self, ann_id: int, rule: str = "union") -> np.ndarray:
+        """The annotation's mask (bool, image height x width) under ``rule``."""
         ann = self.annotations[ann_id]
         image = self.images[ann["image_id"]]
         return decode_segmentation(
             ann["segmentation"],
             image.height,
             image.width,
-            self.gt_mask_rule,
+            rule,
             f"annotation {ann_id} in '{self.instances_path}'",
         )
+
+    def box(self, ann_id: int) -> Box:
+        """The annotation's COCO box ``bbox`` ``(x, y, w, h)`` (checked; COCO's own box, not one
+        derived from the mask)."""
+        ann = self.annotations[ann_id]
+        what = f"'{self.instances_path}' annotation {ann_id}"
+        if "bbox" not in ann:
+            raise InputError(f"{what} has no 'bbox'; COCO annotations give their box as bbox [x, y, w, h].")
+        return parse_xywh(ann["bbox"], what)
 
     def queries_by_image(self) -> List[Tuple[int, List[ReferQuery]]]:
         """Queries grouped by image, images in order of first appearance."""
@@ -170,6 +191,16 @@ def decode_segmentation(
 
     if rule not in GT_MASK_RULES:
         raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{rule}'.")
+    parts = mask_utils.decode(segmentation_rles(segm, height, width, what))  # (h, w, n) uint8
+    count = parts.sum(axis=2, dtype=np.int32)
+    return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
+
+
+def segmentation_rles(segm: Any, height: int, width: int, what: str = "segmentation") -> List[Dict[str, Any]]:
+    """The checked COCO RLEs (one per part) of polygons, an uncompressed or a compressed RLE,
+    or a list of RLEs, without decoding a pixel (see :func:`decode_segmentation`)."""
+    from pycocotools import mask as mask_utils
+
     check_pixel_count(width, height, f"{what}: the image")
     if isinstance(segm, list):
         if not segm:
@@ -193,9 +224,7 @@ def decode_segmentation(
         rles = [validate_rle(segm, what, (height, width))]
     else:
         raise InputError(f"{what}: unsupported segmentation of type {type(segm).__name__}.")
-    parts = mask_utils.decode(rles)  # (h, w, n) uint8
-    count = parts.sum(axis=2, dtype=np.int32)
-    return np.ascontiguousarray(count == 1 if rule == "official" else count >= 1)
+    return list(rles)
 
 
 def check_split(dataset_name: str, split_by: str, split: str) -> None:
@@ -276,10 +305,13 @@ def load_refer(
     split: str,
     gt_mask: str = "official",
     skip_missing: bool = False,
+    image_annotations: bool = False,
 ) -> ReferSplit:
     """Read one split. Missing files stop with their path; a ref whose annotation or image
     is absent from ``instances.json``, or an empty sentence, stops too unless
-    ``skip_missing`` (then it is listed in ``ReferSplit.skipped``)."""
+    ``skip_missing`` (then it is listed in ``ReferSplit.skipped``). ``image_annotations``
+    also keeps every annotation of the split's images (the candidates of comprehension),
+    not only the referred ones."""
     check_split(dataset_name, split_by, split)
     if gt_mask not in GT_MASK_RULES:
         raise ConfigError(f"gt_mask must be one of {GT_MASK_RULES}, got '{gt_mask}'.")
@@ -370,6 +402,12 @@ def load_refer(
     if not queries and not skipped:
         raise InputError(f"'{refs_path}' has no refs in split '{split}'; splits present: {sorted(splits_seen)}.")
     used_images = {q.image_id for q in queries}
+    per_image: Dict[int, List[int]] = {}
+    if image_annotations:
+        for ann_id, ann in anns.items():
+            if ann["image_id"] in used_images:
+                per_image.setdefault(ann["image_id"], []).append(ann_id)
+                needed_anns[ann_id] = ann
     return ReferSplit(
         dataset_name,
         split_by,
@@ -381,6 +419,8 @@ def load_refer(
         needed_anns,
         gt_mask,
         skipped,
+        per_image,
+        frozenset(images),
     )
 
 

@@ -43,11 +43,11 @@ from regionvlm.datasets.protocol import CaptionBatch, unit_key
 from regionvlm.datasets.region_annotations import RegionAnnotations, StringTable, load_json_list
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, region_text, sample_crop
 from regionvlm.datasets.web_captions import WebCaptionStream
+from regionvlm.region import DEFAULT_NUM_POINTS
 
 Processor = Callable[[Any], Any]
 OFFICIAL_P_REGION = 0.6
 OFFICIAL_P_COCO = 0.1
-DEFAULT_NUM_POINTS = 10
 COCO_LAYOUT = (
     'a JSON list [{"image": "train2014/COCO_train2014_000000000009.jpg", "caption": "...", '
     '"image_id": "coco_9"}] (LAVIS coco_karpathy_train.json), images under `coco_image_root`'

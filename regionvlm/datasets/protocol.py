@@ -5,7 +5,8 @@ Every evaluation dataset has a name for result files and metric keys (``eval_nam
 ``split`` and an ``identity()`` (what its results depend on: files, options), which guards
 resumption. A task's evaluator reads the rest through the task's own protocol; the caption
 task's is :class:`CaptionEvalDataset`, so a region-captioning benchmark is one dataset class
-that implements it (RefCOCOg, Visual Genome, a held-out Localized Narratives file, COCO).
+that implements it (RefCOCOg, Visual Genome, a held-out Localized Narratives file, COCO); the
+RIS task's is ``regionvlm.datasets.ris_datasets.RISQueryDataset`` (RefCOCO family, PhraseCut).
 """
 
 from __future__ import annotations

@@ -243,7 +243,7 @@ def build_app(
     examples: Sequence[str] = (),
     seed: int = 0,
     generation: Optional[Dict[str, Any]] = None,
-    num_points: int = 10,
+    num_points: Optional[int] = None,
     layout: str = "inline",
     history: str = "official",
 ):

@@ -33,6 +33,19 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "blip2" / "train" / "finetune_regions.yaml"
 NEW_COLOUR = {"pink": (255, 110, 190)}
 RESULT = "region_captioning_region_captions_val.json"
+QUICKSTART_KEYS = (
+    "ris_accuracy",
+    "ris_mIoU",
+    "ris_chance",
+    "rec_accuracy",
+    "rec_chance",
+    "caption_CIDEr",
+    "caption_METEOR",
+    "caption_exact_match",
+    "caption_colour",
+    "caption_size",
+    "caption_shape",
+)
 
 
 def tiny_options(world: Path, checkpoint: Path, out: Path, freeze_t5: bool, device: str) -> List[str]:
@@ -157,17 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     args.device,
                 ]
             )
-            kept[name] = {
-                k: q[k]
-                for k in (
-                    "ris_accuracy",
-                    "ris_mIoU",
-                    "ris_chance",
-                    "caption_exact_match",
-                    "caption_colour",
-                    "caption_shape",
-                )
-            }
+            kept[name] = {k: q.get(k) for k in QUICKSTART_KEYS}
     train_file = world / "regions" / "synthetic_train.jsonl"
     report = {
         "train_regions": sum(1 for _ in train_file.open()),

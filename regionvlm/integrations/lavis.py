@@ -244,7 +244,8 @@ class ProjectTask(LavisBaseTask):
         return self.datasets
 
     def build_model(self, cfg: Any) -> torch.nn.Module:
-        from regionvlm.models import place_model
+        """The model on the run's device, its weights read straight into that device's dtypes."""
+        from regionvlm.common.dist_utils import resolve_device
 
         model_cfg = cfg.model_cfg
         model_cls = lavis_registry.get_model_class(model_cfg.arch)
@@ -252,9 +253,9 @@ class ProjectTask(LavisBaseTask):
             raise ConfigError(
                 f"model.arch '{model_cfg.arch}' is not registered in LAVIS; registered: {lavis_registry.list_models()}."
             )
-        model = model_cls.from_config(model_cfg)
         run = cfg.run_cfg
-        return place_model(model, is_eval=bool(run.get("evaluate", False)), device=str(run.get("device", "cpu")))
+        device = resolve_device(str(run.get("device", "cpu")))
+        return model_cls.from_config(model_cfg, device=device, is_eval=bool(run.get("evaluate", False)))
 
     def train_step(self, model: torch.nn.Module, samples: Dict[str, Any]) -> torch.Tensor:
         return self.project.train_step(model, samples)

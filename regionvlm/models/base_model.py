@@ -2,8 +2,10 @@
 
 A model's ``model:`` config keys are its constructor's parameters plus the loader keys
 (:data:`LOADER_KEYS`); nested sections are typed :class:`~regionvlm.common.settings.Settings`
-classes named in ``CONFIG_SECTIONS``. :meth:`BaseModel.check_config` derives the accepted
-keys from those, so a new constructor argument is a new config key with no list to update.
+classes named in ``CONFIG_SECTIONS`` and reach the constructor as those typed objects.
+:meth:`BaseModel.check_config` derives the accepted keys from the constructor, so a new
+constructor argument is a new config key with no list to update; ``RANGES`` adds the allowed
+values of top-level keys. Everything is checked there, once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from regionvlm.common.errors import ConfigError
-from regionvlm.common.settings import Settings, check_keys, coerce, to_plain
+from regionvlm.common.settings import Settings, check_keys, check_range, coerce, to_plain
 
 # Keys of a ``model:`` section read by the loading code rather than the constructor.
 LOADER_KEYS = ("arch", "model_type", "load_pretrained", "weights", "checkpoint", "use_grad_checkpoint")
@@ -37,6 +39,8 @@ class BaseModel(nn.Module):
 
     PRETRAINED_MODEL_CONFIG_DICT: Dict[str, str] = {}
     CONFIG_SECTIONS: Dict[str, Type[Settings]] = {}
+    # Allowed values of top-level constructor keys: {key: {"min": ..., "max": ..., "choices": ...}}.
+    RANGES: Dict[str, Dict[str, Any]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -70,10 +74,10 @@ class BaseModel(nn.Module):
         out: Dict[str, Any] = {}
         for key, value in plain.items():
             if key in cls.CONFIG_SECTIONS:
-                cls.CONFIG_SECTIONS[key].parse(value, f"model.{key}")  # raises on a bad entry
-                out[key] = dict(value or {})
+                out[key] = cls.CONFIG_SECTIONS[key].parse(value, f"model.{key}")  # typed, checked once
             elif key in hints:
                 out[key] = coerce(value, hints[key], f"model.{key}")
+                check_range(out[key], cls.RANGES.get(key, {}), f"model.{key}")
             elif key in _LOADER_TYPES:
                 out[key] = coerce(value, _LOADER_TYPES[key], f"model.{key}")
             else:

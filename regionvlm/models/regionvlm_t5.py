@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from regionvlm.common.checkpoints import split_weights
@@ -36,6 +36,7 @@ from regionvlm.models.eva_vit import EvaViT, VisionConfig
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.models.qformer import QFormer, QFormerConfig
 from regionvlm.processors.text_processors import check_text
+from regionvlm.region import DEFAULT_NUM_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -133,59 +134,54 @@ class RegionVLMT5(BaseModel):
         "tiny": "configs/models/regionvlm_t5/tiny.yaml",
     }
     DEFAULT_MODEL_TYPE = "flant5xl"
+    RANGES = {
+        **{k: {"min": 1} for k in ("image_size", "num_query_token", "max_txt_len", "max_output_txt_len", "num_points")},
+        "precision": {"choices": precision_policy.POLICIES},
+    }
 
     def __init__(
         self,
         image_size: int = 364,
-        vit: Optional[Mapping] = None,
-        qformer: Optional[Mapping] = None,
-        t5: Optional[Mapping] = None,
+        vit: Optional[VisionConfig] = None,
+        qformer: Optional[QFormerConfig] = None,
+        t5: Optional[T5Settings] = None,
         num_query_token: int = 32,
         max_txt_len: int = 32,
         max_output_txt_len: int = 32,
-        num_points: int = 10,
+        num_points: int = DEFAULT_NUM_POINTS,
         freeze_vit: bool = True,
         freeze_t5: bool = True,
-        init: Optional[Mapping] = None,
+        init: Optional[InitSettings] = None,
         qformer_tokenizer: Optional[str] = None,
         t5_tokenizer: Optional[str] = None,
         apply_lemmatizer: bool = False,
         precision: str = "auto",
         frozen_t5_dropout: bool = True,
     ):
-        """Sizes come from the preset YAML (``vit``/``qformer``/``t5`` sections); ``init`` is the
-        random initialization (:meth:`init_weights`); ``precision`` names the policy applied when
-        the model is placed on a device (:mod:`regionvlm.models.precision`); with
-        ``frozen_t5_dropout`` a frozen T5 still runs its dropout while the model trains, as the
-        authors' runner does (it puts the whole model in train mode)."""
+        """Sizes come from the preset YAML (``vit``/``qformer``/``t5`` sections, as their typed
+        settings; plain mappings are parsed); ``init`` is the random initialization
+        (:meth:`init_weights`); ``precision`` names the policy applied when the model is placed on
+        a device (:mod:`regionvlm.models.precision`); with ``frozen_t5_dropout`` a frozen T5 still
+        runs its dropout while the model trains, as the authors' runner does (it puts the whole
+        model in train mode). Values are checked by :meth:`check_config` (``from_config``)."""
         super().__init__()
-        _check_scalars(
-            dict(
-                image_size=image_size,
-                num_query_token=num_query_token,
-                max_txt_len=max_txt_len,
-                max_output_txt_len=max_output_txt_len,
-                num_points=num_points,
-                precision=precision,
-            )
-        )
-        vit_cfg = VisionConfig.parse(vit, "model.vit")
+        vit_cfg = _typed(VisionConfig, vit, "model.vit")
         if image_size % vit_cfg.patch_size:
             raise ConfigError(
                 f"`model.image_size` ({image_size}) must be a multiple of `model.vit.patch_size` "
                 f"({vit_cfg.patch_size})."
             )
-        init_cfg = InitSettings.parse(init, "model.init")
+        init_cfg = _typed(InitSettings, init, "model.init")
         self.visual_encoder = EvaViT(img_size=image_size, **vit_cfg.as_dict())
         width = self.visual_encoder.num_features
         self.ln_vision = nn.LayerNorm(width)
 
-        qcfg = QFormerConfig.parse({**dict(qformer or {}), "encoder_width": width}, "model.qformer")
+        qcfg = _typed(QFormerConfig, qformer, "model.qformer").replace(encoder_width=width)
         self.Qformer = QFormer(qcfg)
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qcfg.hidden_size))
         with torch.random.fork_rng(devices=[]):  # Hugging Face's T5 init draws from the global RNG
             torch.manual_seed(init_cfg.seed)
-            self.t5_model = _build_t5(T5Settings.parse(t5, "model.t5"))
+            self.t5_model = _build_t5(_typed(T5Settings, t5, "model.t5"))
         self.t5_proj = nn.Linear(qcfg.hidden_size, self.t5_model.config.d_model)
 
         self.tokenizer = tokenizers.qformer_tokenizer(qformer_tokenizer)
@@ -205,9 +201,8 @@ class RegionVLMT5(BaseModel):
         self.precision_name = precision
         self.precision = precision_policy.PrecisionPolicy()  # fp32 until placed (see set_precision)
         self.frozen_t5_dropout = frozen_t5_dropout
-        self._init_cfg = init_cfg.as_dict()
         if not _on_meta(self):
-            self.init_weights(**self._init_cfg)
+            self.init_weights(init_cfg)
         self._freeze()
 
     # ------------------------------------------------------------------ setup
@@ -236,17 +231,8 @@ class RegionVLMT5(BaseModel):
             module.to(policy.weight_dtype(tower, frozen, training))
 
     @torch.no_grad()
-    def init_weights(
-        self,
-        scheme: str = "blip2",
-        vit_pos_embed_std: float = 0.02,
-        query_std: float = 0.02,
-        lm_head_std: Optional[float] = None,
-        seed: int = 0,
-        vit_pos_embed_layout: str = "random",
-        numeral_anchor_every: Optional[int] = None,
-    ) -> None:
-        """Random initialization.
+    def init_weights(self, init: Optional[InitSettings] = None) -> None:
+        """Random initialization (``init``: the ``model.init`` settings, checked when parsed).
 
         ``blip2``: the official scheme (truncated-normal 0.02 in the ViT, BERT's N(0, 0.02)
         in the Q-Former, Hugging Face's T5 init). ``from_scratch``: what a tiny model needs to
@@ -256,17 +242,8 @@ class RegionVLMT5(BaseModel):
         ``vit_pos_embed_layout: factorized`` (row + column position components) and
         ``numeral_anchor_every: N`` (Q-Former numerals 0..100 interpolate between anchors).
         """
-        if scheme not in ("blip2", "from_scratch"):
-            raise ConfigError(f"model.init.scheme must be 'blip2' or 'from_scratch', got '{scheme}'.")
-        if vit_pos_embed_layout not in ("random", "factorized"):
-            raise ConfigError(
-                f"model.init.vit_pos_embed_layout must be 'random' or 'factorized', got '{vit_pos_embed_layout}'."
-            )
-        if numeral_anchor_every is not None and int(numeral_anchor_every) < 1:
-            raise ConfigError(
-                "model.init.numeral_anchor_every must be a positive integer (or null to "
-                f"keep random numeral embeddings), got {numeral_anchor_every}."
-            )
+        init = init or InitSettings()
+        scheme, seed = init.scheme, init.seed
         gen = torch.Generator().manual_seed(seed)
 
         def normal_(t: torch.Tensor, std: float) -> None:
@@ -290,22 +267,22 @@ class RegionVLMT5(BaseModel):
             else:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-        normal_(self.visual_encoder.pos_embed, vit_pos_embed_std)
-        if vit_pos_embed_layout == "factorized":
+        normal_(self.visual_encoder.pos_embed, init.vit_pos_embed_std)
+        if init.vit_pos_embed_layout == "factorized":
             grid = math.isqrt(self.visual_encoder.patch_embed.num_patches)
             self.visual_encoder.pos_embed[0, 1:] = init_priors.factorized_position_table(
-                grid, self.visual_encoder.num_features, vit_pos_embed_std, gen
+                grid, self.visual_encoder.num_features, init.vit_pos_embed_std, gen
             )
-        if numeral_anchor_every is not None:
+        if init.numeral_anchor_every is not None:
             words = self.Qformer.bert.embeddings.word_embeddings.weight
             ids = self.tokenizer.convert_tokens_to_ids([str(n) for n in range(101)])
             words[ids] = init_priors.smooth_numeral_embeddings(
-                len(ids), words.shape[1], weight_std(words.shape[1]), int(numeral_anchor_every), gen
+                len(ids), words.shape[1], weight_std(words.shape[1]), init.numeral_anchor_every, gen
             )
         normal_(self.visual_encoder.cls_token, 0.02)
-        normal_(self.query_tokens, query_std)
-        if lm_head_std is not None:
-            normal_(self.t5_model.lm_head.weight, lm_head_std)
+        normal_(self.query_tokens, init.query_std)
+        if init.lm_head_std is not None:
+            normal_(self.t5_model.lm_head.weight, init.lm_head_std)
 
     @staticmethod
     def _init_tower(tower: nn.Module, std: float, normal_) -> None:
@@ -317,13 +294,6 @@ class RegionVLMT5(BaseModel):
             elif isinstance(module, nn.LayerNorm):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> Dict[str, Any]:
-        """Keys, types and values of a ``model:`` config (see :class:`BaseModel`)."""
-        plain = super().check_config(cfg)
-        _check_scalars(plain)
-        return plain
 
     @classmethod
     def from_config(
@@ -348,7 +318,7 @@ class RegionVLMT5(BaseModel):
         if cfg.get("load_pretrained", False):
             with torch.device("meta"):
                 model = cls(**kwargs)
-            paths = WeightPaths.parse(cfg.get("weights"), "model.weights").as_dict()
+            paths = _typed(WeightPaths, cfg.get("weights"), "model.weights").as_dict()
             model.load_weights(paths, dtypes=model.frozen_tower_dtypes(policy, training=not is_eval))
         else:
             model = cls(**kwargs)
@@ -692,19 +662,6 @@ def _scales_decoder_outputs(config) -> bool:
     return bool(config.tie_word_embeddings if flag is None else flag)
 
 
-POSITIVE_INTS = ("image_size", "num_query_token", "max_txt_len", "max_output_txt_len", "num_points")
-
-
-def _check_scalars(values: Mapping[str, Any]) -> None:
-    """Values of the top-level ``model:`` keys that the constructor cannot take."""
-    for name in POSITIVE_INTS:
-        value = values.get(name)
-        if name in values and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"`model.{name}` must be a positive integer, got {value!r}.")
-    if "precision" in values:
-        precision_policy.resolve(str(values["precision"]), "cpu")
-
-
 def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
@@ -712,11 +669,12 @@ def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     return dtype
 
 
-def _section(cfg: DictConfig, key: str) -> Dict:
-    value = cfg.get(key, None)
-    return OmegaConf.to_container(value, resolve=True) if value is not None else {}
-
-
 def _on_meta(module: nn.Module) -> bool:
     p = next(module.parameters(), None)
     return p is not None and p.is_meta
+
+
+def _typed(settings_cls: Any, value: Any, section: str) -> Any:
+    """A section as its typed settings: as given when already typed (from ``check_config``),
+    parsed when a mapping or None (a direct constructor call)."""
+    return value if isinstance(value, settings_cls) else settings_cls.parse(value, section)

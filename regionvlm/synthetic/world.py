@@ -8,6 +8,7 @@
     DIR/refer/synthetic/refs(unc).p + instances.json                        (refer toolkit layout)
     DIR/proposals/                                                           (RIS candidate masks)
     DIR/vqa/synthetic_vqa_<split>.json                                       (VQA questions)
+    DIR/region_classes/synthetic_<split>_category.json                       (region classes, Osprey's layout)
     DIR/regions/synthetic_<split>.jsonl                                      (region file with captions)
     DIR/world.json                                                           (what was generated)
 
@@ -146,7 +147,7 @@ def write_world(
         if n <= 0:
             continue
         rng = np.random.default_rng([seed, SPLIT_SEEDS[split]])
-        ln_lines, karpathy, questions, region_lines = [], [], [], []
+        ln_lines, karpathy, questions, classes, region_lines = [], [], [], [], []
         base, first_ann = SPLIT_ID_BASE[split], len(annotations)
         for k in tqdm(range(n), desc=f"synthetic {split}", dynamic_ncols=True):
             scene = render_scene(rng, image_size, colours=palette)
@@ -156,6 +157,8 @@ def write_world(
             images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})
             ln_lines.append(json.dumps(narrative(scene, Path(file_name).stem, rng, bool(rng.random() < 1 / 3))))
             karpathy.append({"image": file_name, "caption": scene.global_caption, "image_id": str(image_id)})
+            shapes = {"id": image_id, "file_name": file_name, "height": image_size, "width": image_size}
+            classes.append({**shapes, "categories": [o.shape for o in scene.objects], "annotations": []})
             for obj in scene.objects:
                 ann_id = base + len(annotations) - first_ann + 1
                 ys, xs = np.nonzero(obj.mask)
@@ -177,6 +180,7 @@ def write_world(
                         "bbox": bbox,
                     }
                 )
+                classes[-1]["annotations"].append(annotations[-1])
                 region_lines.append(
                     json.dumps({"id": ann_id, "image": file_name, "region": {"rle": rle}, "caption": obj.caption})
                 )
@@ -214,6 +218,7 @@ def write_world(
             out / "localized_narratives" / f"synthetic_{split}_localized_narratives.jsonl", "\n".join(ln_lines) + "\n"
         )
         atomic_write_json(out / "captions" / f"coco_karpathy_{split}.json", karpathy, indent=None)
+        atomic_write_json(out / "region_classes" / f"synthetic_{split}_category.json", classes, indent=None)
         atomic_write_text(out / "regions" / f"synthetic_{split}.jsonl", "".join(f"{line}\n" for line in region_lines))
         if questions:
             vqa[split] = questions

@@ -21,13 +21,15 @@ the reason; the captions are written either way and can be scored later with
 Files (the loop's names): ``captioning_<dataset>_<split>.json`` (metrics, settings, every
 caption with its region text and references), ``..._metrics.json``, ``..._captions.json``
 (LAVIS's result layout ``[{"image_id", "caption"}]``) and, for datasets without a COCO-format
-ground truth file, ``..._references.json`` (one, written from the references, whose image
-ids are the captions' ids: the pair scores offline with the command above).
+ground truth file, ``..._references.json`` (their ground truth, or one written from the
+references, whose image ids are the captions' ids: the pair scores offline with the command
+above).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import torch
@@ -42,6 +44,8 @@ from regionvlm.region import Region
 from regionvlm.tasks.caption_metrics import SKIPPABLE, caption_gt_from_references, score_captions
 from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult, item_rng
 
+REGION_PROMPTS = ("points", "empty")
+
 
 @dataclass(frozen=True)
 class CaptioningSettings(DecodingEvalSettings):
@@ -51,6 +55,7 @@ class CaptioningSettings(DecodingEvalSettings):
     max_len: int = setting(20, min=1, help="new tokens")
     min_len: int = setting(5, min=0)
     num_points: Optional[int] = setting(None, min=1, help="points per region (default: the model's)")
+    region_prompt: str = setting("points", choices=REGION_PROMPTS, help="points | empty (the no-region ablation)")
     skip_metrics: List[str] = setting([], help=f"metrics not to compute: any of {list(SKIPPABLE)}")
 
     def validate(self, section: str) -> None:
@@ -84,7 +89,9 @@ class CaptionEvaluator(SplitEvaluator):
         return self.dataset.load_captions(spec)
 
     def region_text(self, region: Any, result_id: Hashable) -> str:
-        if region is None:
+        """The region's text; ``region_prompt: empty`` gives every sample the empty text (the
+        ablation: what the model writes without being told where to look)."""
+        if region is None or self.settings.region_prompt == "empty":
             return ""
         if isinstance(region, Region):
             rng = item_rng(self.settings.seed, str(result_id))
@@ -119,6 +126,8 @@ class CaptionEvaluator(SplitEvaluator):
             results = [{"image_id": numbering[r["id"]], "caption": r["caption"]} for r in with_refs]
         else:
             results = [{"image_id": r["id"], "caption": r["caption"]} for r in rows]
+            if gt is not None and not Path(gt.path).is_file():  # built in memory: kept so the pair rescores
+                extra["references"] = gt.dataset
         extra["captions"] = results
         skipped: Dict[str, str] = {}
         if gt is not None:
@@ -140,8 +149,8 @@ class CaptioningTask(EvalTask):
     Evaluator = CaptionEvaluator
     HEADLINE = "CIDEr"
 
-    def prepare(self, model: Any, settings: CaptioningSettings) -> CaptioningSettings:
-        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))
+    def variant(self, settings: CaptioningSettings) -> str:
+        return "" if settings.region_prompt == "points" else settings.region_prompt
 
     def aggregate(self, metrics: Dict[str, Any]) -> Any:
         """LAVIS's ``agg_metrics`` of captioning: CIDEr + BLEU-4 (exact match without them)."""

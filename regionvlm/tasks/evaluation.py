@@ -472,8 +472,16 @@ class EvalTask(BaseTask, ABC):
         """Settings that make another experiment of the same split (part of the file names)."""
         return ""
 
+    def dataset_variant(self, settings: Any, dataset: Any) -> str:
+        """The variant of one dataset's results: :meth:`variant`, unless a dataset setting also
+        makes another experiment (REC's detected candidates)."""
+        return self.variant(settings)
+
     def prepare(self, model: RegionStepModel, settings: Any) -> Any:
-        """The settings with what comes from the model filled in (e.g. the number of region points)."""
+        """The settings with what comes from the model filled in: ``num_points`` left unset is
+        the model's K (a task that sets it overrides the model explicitly)."""
+        if getattr(settings, "num_points", 0) is None:
+            return settings.replace(num_points=int(model.num_points))
         return settings
 
     def evaluate(
@@ -488,7 +496,7 @@ class EvalTask(BaseTask, ABC):
                 check_image_size(module, dataset, name)
                 eval_name = getattr(dataset, "eval_name", name)
                 evaluator = self.Evaluator(module, dataset, settings, Path(output_dir))
-                result = run_split(evaluator, self.NAME, eval_name, split, self.variant(settings))
+                result = run_split(evaluator, self.NAME, eval_name, split, self.dataset_variant(settings, dataset))
                 self.report(eval_name, split, result)
                 metrics.update({f"{eval_name}_{split}/{k}": v for k, v in result.items()})
                 if len(jobs) == 1:

@@ -43,16 +43,23 @@ predicts an empty mask — IoU 0, its ground truth still counts in sum(U) — an
 query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops instead.
 
 Settings (``run:`` section of the YAML; defaults = official): seed 42, threshold 0.7,
-small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points 10, repeats 5,
+small_threshold 0.04, fallback_min_area 0.01, max_masks 20, num_points (the model's K, 10), repeats 5,
 protocol fast, draws image, region_prompt points, encoder_batch 128 (region texts, or
 prompted images, per Q-Former/T5-encoder/ViT call), decoder_batch 0 (= auto: 1024 (draw,
 sentence) pairs per decoder call on GPU, 64 on CPU, where large batches only thrash the
 cache), on_no_candidate empty, visualize 0 (N PNG overlays), prefetch 2 (images loaded and
 prompted ahead by threads).
 
-Output: ``<output_dir>/ris[-<region_prompt>]_<dataset>_<splitBy>_<split>.json`` (written atomically) with the
-metrics, the settings (``region_prompt`` among them) and, per query, the candidate proposal
-ids, their scores, the chosen id and its IoU. Same seed and inputs -> byte-identical file.
+Datasets: any :class:`~regionvlm.datasets.ris_datasets.RISQueryDataset` — the refer layout
+(RefCOCO, RefCOCO+, RefCOCOg, the synthetic world; a query is a sentence of a ref) and
+PhraseCut (a query is a task; ``docs/phrasecut.md``). The protocol is the same for all.
+
+Output: ``<output_dir>/ris[-<region_prompt>]_<dataset>_<split>.json`` (``<dataset>`` is e.g.
+``refcoco_unc`` or ``phrasecut``; written atomically) with the metrics, the settings
+(``region_prompt`` among them) and, per query, its ids, the candidate proposal ids, their
+scores, the chosen id and its IoU. A dataset with named subsets (PhraseCut) adds, per
+subset, oIoU, mIoU and the share of queries above IoU 0.5 ... 0.9 under ``subsets``. Same
+seed and inputs -> byte-identical file.
 Progress is logged per image; a killed run started again resumes (the log name carries a
 fingerprint of the settings, the data and the model, so changed settings never mix with
 old partial results).
@@ -73,9 +80,10 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
+from regionvlm.data.boxes import sampling_box
 from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
-from regionvlm.datasets.ris_datasets import RISDataset
+from regionvlm.datasets.ris_datasets import RISQueryDataset
 from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
 from regionvlm.region import MaskPointSampler, Region, format_points
 from regionvlm.tasks.evaluation import EvalSettings, EvalTask, Skip, SplitEvaluator, SplitResult, item_rng
@@ -95,7 +103,7 @@ class RISSettings(EvalSettings):
     small_threshold: float = setting(0.04, min=0.0, max=1.0, help="drop proposals under this image fraction")
     fallback_min_area: float = setting(0.01, min=0.0, max=1.0, help="if nothing survives: masks >= this fraction")
     max_masks: int = setting(20, min=1)
-    num_points: int = setting(10, min=1, help="points per draw")
+    num_points: Optional[int] = setting(None, min=1, help="points per draw (default: the model's K)")
     repeats: int = setting(5, min=1, help="draws per mask; the mask's score is the lowest")
     protocol: str = setting("fast", choices=PROTOCOLS)
     draws: str = setting("image", choices=DRAWS)
@@ -113,12 +121,34 @@ class RISSettings(EvalSettings):
 
     NOT_IN_RESULTS = ("test_splits", "visualize", "prefetch")
 
-    def resolved(self, device: torch.device) -> "RISSettings":
-        """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
-        the tiny preset: larger CPU batches are slower, their logits no longer fit in cache)."""
-        if self.decoder_batch:
-            return self
-        return replace(self, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+    def resolved(self, device: torch.device, num_points: Optional[int] = None) -> "RISSettings":
+        return resolve_scoring(self, device, num_points)
+
+
+class ScoringSettings(Protocol):
+    """What the scorers read of a task's settings (RIS's and REC's share these keys)."""
+
+    seed: int
+    num_points: Optional[int]
+    repeats: int
+    draws: str
+    region_prompt: str
+    encoder_batch: int
+    decoder_batch: int
+
+    def resolved(self, device: torch.device, num_points: Optional[int] = None) -> "ScoringSettings": ...
+
+
+def resolve_scoring(settings: Any, device: torch.device, num_points: Optional[int] = None) -> Any:
+    """Fill ``decoder_batch: 0`` (auto): 1024 pairs per call on GPU, 64 on CPU (measured on
+    the tiny preset: larger CPU batches are slower, their logits no longer fit in cache), and
+    an unset ``num_points`` with the model's K (``num_points``)."""
+    out = settings
+    if not out.decoder_batch:
+        out = replace(out, decoder_batch=1024 if torch.device(device).type == "cuda" else 64)
+    if out.num_points is None and num_points is not None:
+        out = replace(out, num_points=int(num_points))
+    return out
 
 
 # ----------------------------------------------------------------------------- filtering
@@ -175,11 +205,14 @@ class PointSampler(Protocol):
 
 
 class BoxPointSampler:
-    """K points drawn uniformly in a pixel box ``(x0, y0, x1, y1)`` (ends exclusive), by the
-    project's box rule (:meth:`regionvlm.region.Region.sample_points`)."""
+    """K points drawn uniformly in a pixel box ``(x0, y0, x1, y1)`` (a mask's box with ends
+    exclusive, or a detector's float box), by the project's box rule
+    (:meth:`regionvlm.region.Region.sample_points`). The box is clipped to the image and a
+    side of no length becomes the one-pixel cell at its position
+    (:func:`regionvlm.data.boxes.sampling_box`), so a zero-area detection can be drawn in."""
 
-    def __init__(self, box: Tuple[int, int, int, int], height: int, width: int):
-        self.region = Region.from_box(box, image_size=(width, height))
+    def __init__(self, box: Tuple[float, float, float, float], height: int, width: int):
+        self.region = Region.from_box(sampling_box(box, height, width), image_size=(width, height))
 
     def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
         return self.region.sample_points(k, rng)
@@ -208,19 +241,28 @@ class MaskPrompts:
 
 
 def build_prompts(
-    mode: str, image: Any, masks: Sequence[np.ndarray], vis_processor: Callable[[Any], torch.Tensor]
+    mode: str,
+    image: Any,
+    masks: Sequence[np.ndarray],
+    vis_processor: Callable[[Any], torch.Tensor],
+    boxes: Optional[Sequence[Tuple[float, float, float, float]]] = None,
 ) -> MaskPrompts:
     """What ``region_prompt`` ``mode`` gives the model for each of ``masks`` (bool, the
     image's own resolution) of the PIL ``image``: visual modes transform the image per mask
-    and run each result through ``vis_processor``; text modes process the image once."""
+    and run each result through ``vis_processor``; text modes process the image once.
+    ``box`` draws in ``boxes`` (pixel ``(x0, y0, x1, y1)`` per mask, e.g. COCO's annotated
+    box); by default in each mask's own box (:func:`mask_box`)."""
     if mode not in REGION_PROMPTS:
         raise ValueError(f"unknown region_prompt {mode!r}")  # settings validation stops users before this
     if not masks:
         raise ValueError("build_prompts needs at least one mask")
+    if boxes is not None and len(boxes) != len(masks):
+        raise ValueError(f"{len(boxes)} boxes for {len(masks)} masks")
     if mode in VISUAL_MODES:
         return MaskPrompts(mode, torch.stack([vis_processor(im) for im in apply_visual_prompt(mode, image, masks)]), [])
     if mode == "box":
-        samplers: List[PointSampler] = [BoxPointSampler(mask_box(m), *m.shape) for m in masks]
+        boxes = boxes if boxes is not None else [mask_box(m) for m in masks]
+        samplers: List[PointSampler] = [BoxPointSampler(b, *m.shape) for b, m in zip(boxes, masks)]
     else:
         samplers = [MaskPointSampler(m) for m in masks]
     return MaskPrompts(mode, vis_processor(image).unsqueeze(0), samplers)
@@ -276,7 +318,7 @@ def _sentence_order(model: torch.nn.Module, sentences: Sequence[str], indices: S
 
 
 def _region_inputs(
-    prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: RISSettings, text_processor: Callable[[str], str]
+    prompts: MaskPrompts, groups: Sequence[DrawGroup], settings: ScoringSettings, text_processor: Callable[[str], str]
 ) -> Tuple[List[DrawGroup], int, List[str]]:
     """(groups, draws per mask, region texts in group-major, mask-major, draw order).
     Visual modes draw nothing: one group of every sentence, one empty text per mask."""
@@ -306,14 +348,14 @@ def score_image_fast(
     prompts: MaskPrompts,
     sentences: Sequence[str],
     groups: Sequence[DrawGroup],
-    settings: RISSettings,
+    settings: ScoringSettings,
     text_processor: Callable[[str], str],
 ) -> np.ndarray:
     """Scores (num_sentences, num_masks): the ViT once per image (visual modes: once per
     mask's prompted image, batched), the Q-Former + T5 encoder once per (mask, draw), the
     decoder for all (draw, sentence) pairs in chunks."""
     model = _unwrap(model)
-    settings = settings.resolved(model.device)
+    settings = settings.resolved(model.device, model.num_points)
     if settings.region_prompt != prompts.mode:
         raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
     groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
@@ -346,13 +388,14 @@ def score_image_official(
     prompts: MaskPrompts,
     sentences: Sequence[str],
     groups: Sequence[DrawGroup],
-    settings: RISSettings,
+    settings: ScoringSettings,
     text_processor: Callable[[str], str],
 ) -> np.ndarray:
     """The authors' protocol: one ``model.forward`` of R samples per (sentence, mask), the
     image repeated R times and encoded again each time (visual modes: one sample, the mask's
     prompted image)."""
     model = _unwrap(model)
+    settings = settings.resolved(model.device, model.num_points)
     if settings.region_prompt != prompts.mode:
         raise ValueError(f"prompts built for {prompts.mode!r}, settings say {settings.region_prompt!r}")
     groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
@@ -403,6 +446,26 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     }
 
 
+ACCURACY_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def summarize_subsets(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Per named subset (each record lists its own under ``subsets``): oIoU, mIoU and the share
+    of queries with IoU above each of :data:`ACCURACY_THRESHOLDS` (percent), as PhraseCut's
+    evaluator reports them; a subset without queries reports ``num_queries`` 0 only."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in names:
+        members = [r for r in records if name in r["subsets"]]
+        summary = summarize(members)
+        if members:
+            ious = np.array([r["iou"] for r in members])
+            summary["accuracy"] = {f"{t:.1f}": 100.0 * float(np.mean(ious > t)) for t in ACCURACY_THRESHOLDS}
+        else:
+            summary = {"num_queries": 0}
+        out[name] = summary
+    return out
+
+
 # ----------------------------------------------------------------------------- per image
 @dataclass
 class ImageInputs:
@@ -412,22 +475,25 @@ class ImageInputs:
     proposals: ProposalSet
     candidates: Candidates
     prompts: Optional[MaskPrompts]
-    gt: Dict[int, np.ndarray]
+    gt: List[np.ndarray]  # per query of the image
     sentences: List[Optional[str]]
+    subsets: List[Optional[List[str]]]  # per query: its named subsets (None: the dataset has none)
 
 
 class RISEvaluator(SplitEvaluator):
-    """One RIS split on the evaluation loop: a unit is an image with its referring sentences."""
+    """One RIS split on the evaluation loop: a unit is an image with its referring sentences.
+    The dataset is any :class:`~regionvlm.datasets.ris_datasets.RISQueryDataset` (RefCOCO
+    family, synthetic world, PhraseCut)."""
 
-    def __init__(self, model: torch.nn.Module, dataset: Any, settings: RISSettings, output_dir: str | Path):
+    def __init__(self, model: torch.nn.Module, dataset: RISQueryDataset, settings: RISSettings, output_dir: str | Path):
         from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
         model = _unwrap(model)
-        super().__init__(model, dataset, settings.resolved(model.device), Path(output_dir))
+        super().__init__(model, dataset, settings.resolved(model.device, model.num_points), Path(output_dir))
         self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=model.image_size)
         self.text_processor = dataset.text_processor or BlipCaptionProcessor()
         self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
-        self.skipped: List[Dict[str, Any]] = list(dataset.refer.skipped)
+        self.skipped: List[Dict[str, Any]] = list(dataset.skipped)
 
     def describe(self) -> str:
         return f"RIS {self.dataset.dataset_name} {self.dataset.split}"
@@ -454,7 +520,7 @@ class RISEvaluator(SplitEvaluator):
             for m in missing:
                 absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
             for k in [k for k in keys if k in absent]:
-                self.skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
+                self.skipped.extend(self._skip_entry(q, absent[k]) for q in self.groups[k][1])
             keys = [k for k in keys if k not in absent]
         return [(k, k) for k in keys]
 
@@ -470,21 +536,16 @@ class RISEvaluator(SplitEvaluator):
     def _load(self, key: str) -> ImageInputs:
         image_id, queries = self.groups[key]
         ds, s = self.dataset, self.settings
-        props = read_proposals(ds.proposal_path(image_id), ds.refer.images[image_id].file_name)
-        info = ds.refer.images[image_id]
+        info = ds.image(image_id)
+        props = read_proposals(ds.proposal_path(image_id), info.file_name)
         if (props.height, props.width) != (info.height, info.width):
             raise InputError(
-                f"proposals '{props.path}' are {props.height}x{props.width} but '{ds.refer.instances_path}' says "
+                f"proposals '{props.path}' are {props.height}x{props.width} but '{ds.sizes_file}' says "
                 f"image {image_id} ({info.file_name}) is {info.height}x{info.width}; regenerate the proposals "
                 "from the same images."
             )
         path = ds.image_path(image_id)
-        if not path.is_file():
-            raise MissingFileError(
-                f"image {image_id} not found at '{path}' (expected "
-                f"<image_root>/{info.file_name}; set `image_root` / --image-root)."
-            )
-        rgb = open_image(path, f"image {image_id}")
+        rgb = ds.load_image(image_id)
         if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
             raise InputError(
                 f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
@@ -495,28 +556,30 @@ class RISEvaluator(SplitEvaluator):
         prompts = None
         if cands.indices:
             prompts = build_prompts(s.region_prompt, rgb, [props.mask(i) for i in cands.indices], self.vis_processor)
-        gt = {q.ann_id: ds.refer.gt_mask(q.ann_id) for q in queries}
+        gt = ds.gt_masks(queries)
         sentences = [self.text_processor(q.sentence) or None for q in queries]
-        return ImageInputs(props, cands, prompts, gt, sentences)
+        subsets = [ds.query_subsets(q, m) for q, m in zip(queries, gt)]
+        return ImageInputs(props, cands, prompts, gt, sentences, subsets)
 
     # -- scoring one image (main thread)
     def process(self, key: str, inputs: ImageInputs | Skip) -> Dict[str, Any]:
         image_id, queries = self.groups[key]
         s = self.settings
+        ds = self.dataset
         if isinstance(inputs, Skip):
-            return {"queries": [], "skipped": [_skip_entry(q, inputs.reason) for q in queries]}
+            return {"queries": [], "skipped": [self._skip_entry(q, inputs.reason) for q in queries]}
         skipped, active = [], []
-        for q, sentence in zip(queries, inputs.sentences):
+        for i, (q, sentence) in enumerate(zip(queries, inputs.sentences)):
             if sentence is None:
                 reason = (
-                    f"sentence {q.sent_id} of ref {q.ref_id} ({q.sentence!r}) is empty after text "
+                    f"{ds.describe_query(q)} ({q.sentence!r}) is empty after text "
                     "processing; an empty expression cannot be scored"
                 )
-                if not self.dataset.skip_missing:
-                    raise InputError(f"'{self.dataset.refer.refs_path}': {reason}. Fix the file or set skip_missing.")
-                skipped.append(_skip_entry(q, reason))
+                if not ds.skip_missing:
+                    raise InputError(f"'{ds.queries_file}': {reason}. Fix the file or set skip_missing.")
+                skipped.append(self._skip_entry(q, reason))
             else:
-                active.append((q, sentence))
+                active.append((i, q, sentence))
         cands = inputs.candidates
         if not cands.indices and active and s.on_no_candidate == "error":
             raise InputError(
@@ -526,49 +589,49 @@ class RISEvaluator(SplitEvaluator):
             )
         scores = np.zeros((len(active), 0))
         if inputs.prompts is not None and active:
-            sentences = [sent for _, sent in active]
+            sentences = [sent for _, _, sent in active]
             if s.draws == "image":
                 groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
             else:
-                groups = [DrawGroup(f"{image_id}/{q.ref_id}/{q.sent_id}", [i]) for i, (q, _) in enumerate(active)]
+                groups = [  # key: image, then the query's ids (e.g. 1/10/100 for ref 10 sentence 100)
+                    DrawGroup("/".join(str(v) for v in [image_id, *(getattr(q, f) for f in ds.ID_FIELDS)]), [i])
+                    for i, (_, q, _) in enumerate(active)
+                ]
             scores = SCORERS[s.protocol](
                 self.model, inputs.prompts.to(self.model.device), sentences, groups, s, self.text_processor
             )
         records = []
-        for row, (q, _) in enumerate(active):
+        for row, (i, q, _) in enumerate(active):
             chosen = cands.indices[int(np.argmin(scores[row]))] if cands.indices else None
-            inter, union, iou = mask_iou(
-                inputs.proposals.mask(chosen) if chosen is not None else None, inputs.gt[q.ann_id]
-            )
-            records.append(
-                {
-                    "index": q.index,
-                    "ref_id": q.ref_id,
-                    "sent_id": q.sent_id,
-                    "image_id": q.image_id,
-                    "sentence": q.sentence,
-                    "candidates": list(cands.indices),
-                    "fallback": cands.fallback,
-                    "scores": [float(v) for v in scores[row]],
-                    "chosen": chosen,
-                    "iou": iou,
-                    "intersection": inter,
-                    "union": union,
-                }
-            )
+            inter, union, iou = mask_iou(inputs.proposals.mask(chosen) if chosen is not None else None, inputs.gt[i])
+            record = {
+                "index": q.index,
+                **ds.query_ids(q),
+                "sentence": q.sentence,
+                "candidates": list(cands.indices),
+                "fallback": cands.fallback,
+                "scores": [float(v) for v in scores[row]],
+                "chosen": chosen,
+                "iou": iou,
+                "intersection": inter,
+                "union": union,
+            }
+            if inputs.subsets[i] is not None:
+                record["subsets"] = inputs.subsets[i]
+            records.append(record)
         return {"queries": records, "skipped": skipped}
+
+    def _skip_entry(self, q: Any, reason: str) -> Dict[str, Any]:
+        return {**self.dataset.query_ids(q), "reason": reason}
 
     # -- the whole split (main process)
     def finish(self, outputs: List[Dict[str, Any]]) -> SplitResult:
         records = sorted((r for res in outputs for r in res["queries"]), key=lambda r: r["index"])
+        id_fields = self.dataset.ID_FIELDS
         skipped = self.skipped + [e for res in outputs for e in res["skipped"]]
-        skipped.sort(key=lambda e: (e["ref_id"], e["sent_id"]))
+        skipped.sort(key=lambda e: tuple(e[f] for f in id_fields))
         metrics = summarize(records)
-        no_candidate = [
-            {"ref_id": r["ref_id"], "sent_id": r["sent_id"], "image_id": r["image_id"]}
-            for r in records
-            if r["chosen"] is None
-        ]
+        no_candidate = [{f: r[f] for f in (*id_fields, "image_id")} for r in records if r["chosen"] is None]
         metrics.update(
             {
                 "num_images": len({r["image_id"] for r in records}),
@@ -587,7 +650,10 @@ class RISEvaluator(SplitEvaluator):
             )
         if skipped:
             echo(f"[ris] {name}: warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
-        return SplitResult(metrics, {"no_candidate": no_candidate, "skipped": skipped, "queries": records})
+        details: Dict[str, Any] = {"no_candidate": no_candidate, "skipped": skipped}
+        if self.dataset.SUBSETS:
+            details["subsets"] = summarize_subsets(records, self.dataset.SUBSETS)
+        return SplitResult(metrics, {**details, "queries": records})
 
     def visualize(self, records: Sequence[Mapping[str, Any]]) -> List[Path]:
         """PNG per query: image with the chosen mask (red) and ground truth (green), the
@@ -600,7 +666,7 @@ class RISEvaluator(SplitEvaluator):
         for r in records:
             image_id = r["image_id"]
             rgb = np.asarray(open_image(self.dataset.image_path(image_id), f"image {image_id}")).astype(np.float32)
-            gt = self.dataset.refer.gt_mask(self.dataset.refer.queries[r["index"]].ann_id)
+            gt = self.dataset.gt_masks([self.dataset.queries[r["index"]]])[0]
             pred = np.zeros_like(gt)
             if r["chosen"] is not None:
                 pred = read_proposals(self.dataset.proposal_path(image_id)).mask(r["chosen"])
@@ -616,30 +682,33 @@ class RISEvaluator(SplitEvaluator):
             draw = ImageDraw.Draw(canvas)
             for i, line in enumerate(lines):
                 draw.text((3, height + 3 + 14 * i), line, fill=(0, 0, 0))
-            path = folder / f"q{r['index']:05d}_ref{r['ref_id']}_sent{r['sent_id']}.png"
+            path = folder / f"q{r['index']:05d}_{self.dataset.query_label(r)}.png"
             canvas.save(path)
             written.append(path)
         return written
-
-
-def _skip_entry(q: Any, reason: str) -> Dict[str, Any]:
-    return {"ref_id": q.ref_id, "sent_id": q.sent_id, "image_id": q.image_id, "reason": reason}
 
 
 # ----------------------------------------------------------------------------- task
 @registry.register_task("ris")
 class RISTask(EvalTask):
     """Zero-shot RIS evaluation (no training step): ``run.evaluate: true`` with RIS datasets
-    (builders ``refcoco``, ``refcoco+``, ``refcocog``, ``ris_synthetic``)."""
+    (builders ``refcoco``, ``refcoco+``, ``refcocog``, ``ris_synthetic``, ``phrasecut``)."""
 
     NAME = "ris"
     Settings = RISSettings
-    DATASET_TYPES = (RISDataset,)
+    DATASET_TYPES = (RISQueryDataset,)
     Evaluator = RISEvaluator
     HEADLINE = "oIoU"
 
     def variant(self, settings: RISSettings) -> str:
         return "" if settings.region_prompt == "points" else settings.region_prompt
+
+    def wrong_dataset_message(self, name: str, split: str, dataset: Any) -> str:
+        return (
+            f"task 'ris' scores RISDataset datasets (builders refcoco, refcoco+, refcocog, ris_synthetic) and "
+            f"PhraseCutDataset datasets (builder phrasecut); `datasets.{name}` ({split}) built a "
+            f"{type(dataset).__name__}. Use a matching builder or run.task."
+        )
 
     def report(self, eval_name: str, split: str, m: Mapping[str, Any]) -> None:
         echo(f"[RIS] {eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  ({m['num_queries']} queries)")

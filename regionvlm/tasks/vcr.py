@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -352,6 +352,3 @@ class VCRTask(EvalTask):
 
     def variant(self, settings: VCRSettings) -> str:
         return "" if settings.mode == "generate" else settings.mode
-
-    def prepare(self, model: Any, settings: VCRSettings) -> VCRSettings:
-        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))
