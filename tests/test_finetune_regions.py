@@ -85,6 +85,13 @@ def test_builder_makes_train_and_val_splits_and_skips_blank_captions(variant, tm
     assert train_ds[0]["text_input"] == item["text_input"]  # per-item seeded
     train_ds.set_epoch(1)
     assert train_ds[0]["text_input"] != item["text_input"]  # another epoch, another draw
+    pairs = build(
+        {"ann_paths": regions_file(variant, "train"), "image_root": str(variant / "images"), "samples_per_image": 2}
+    )["train"]
+    two = pairs[0]
+    assert len(two["text_input"]) == 2 and len(set(two["ids"])) == 2  # two regions of one image, one crop
+    batch = pairs.collater([pairs[0], pairs[1]])
+    assert batch["image"].shape[0] == 2 and batch["image_index"].tolist() == [0, 0, 1, 1]
     units = val.caption_units(4)
     batch = val.load_captions(units[0][1])
     assert len(batch.ids) <= 4 and all(isinstance(r, Region) for r in batch.regions)
@@ -233,6 +240,17 @@ def test_train_validates_keeps_the_best_checkpoint_and_resumes_identically(varia
     assert state["step"] == saved["step"] and state["validation"]["best"] == saved
     assert (out / "valid" / f"step_{saved['step']}" / "region_captioning_region_captions_val.json").is_file()
     assert [r["is_best"] for r in rows].count(True) >= 1
+
+    # the tiny model's fine-tuned weights as one file: the bundled ones under the trained ones
+    from regionvlm import load_model
+    from regionvlm.examples.finetune_new_word import merge_weights
+
+    merged = merge_weights(bundled_checkpoint(), out / "checkpoint_best.pth", tmp_path / "merged.pth")
+    model = load_model("regionvlm_t5", "tiny", checkpoint=str(merged)).state_dict()
+    bundled = torch.load(bundled_checkpoint(), weights_only=True)["model"]
+    assert all(torch.equal(model[k], v) for k, v in state["model"].items())  # trained: ViT frozen, rest trained
+    assert "visual_encoder.pos_embed" not in state["model"]
+    assert torch.equal(model["visual_encoder.pos_embed"], bundled["visual_encoder.pos_embed"].float())
 
     # killed after 3 updates and resumed: same validations, same best, same weights
     stopped = train.main(options(variant, tmp_path / "killed", "run.stop_after_steps=3"))
