@@ -160,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=("tiny", "flant5xl-random"), default="tiny")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--scenes", type=int, default=20, help="images (2-4 regions each)")
+    p.add_argument("--scenes", type=int, default=60, help="images (2-4 regions each)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="image-loading threads of predict")
     p.add_argument("--naive-limit", type=int, default=None, help="time the naive loop on the first N regions")
