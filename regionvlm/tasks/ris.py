@@ -352,8 +352,9 @@ def score_image_fast(
     text_processor: Callable[[str], str],
 ) -> np.ndarray:
     """Scores (num_sentences, num_masks): the ViT once per image (visual modes: once per
-    mask's prompted image, batched), the Q-Former + T5 encoder once per (mask, draw), the
-    decoder for all (draw, sentence) pairs in chunks."""
+    mask's prompted image, batched), the Q-Former + T5 encoder once per distinct (image, region
+    text) — once per (mask, draw), or once in all for the EMPTY ablation, whose texts are all
+    equal —, the decoder for every distinct (encoder row, sentence) pair, in chunks."""
     model = _unwrap(model)
     settings = settings.resolved(model.device, model.num_points)
     if settings.region_prompt != prompts.mode:
@@ -361,24 +362,36 @@ def score_image_fast(
     groups, repeats, texts = _region_inputs(prompts, groups, settings, text_processor)
     per_group = len(prompts) * repeats
     image_embeds = encode_images(model, prompts.images.to(model.device), settings.encoder_batch)
-    hidden, enc_mask = encode_region_texts(model, image_embeds, texts, settings.encoder_batch)
-    # Pairs (encoder row, sentence), sentences of similar token length next to each other so
-    # that a decoder chunk pads little.
-    order = [(gi, s) for gi, g in enumerate(groups) for s in _sentence_order(model, sentences, g.sentences)]
-    rows: List[int] = []
-    sent_of_pair: List[int] = []
-    for gi, s in order:
-        rows.extend(range(gi * per_group, (gi + 1) * per_group))
-        sent_of_pair.extend([s] * per_group)
+    # Identical inputs are encoded once: key = the text (one shared image) or (its image, text).
+    shared = image_embeds.shape[0] == 1
+    distinct: Dict[Any, int] = {}
+    row_of = [
+        distinct.setdefault(t if shared else (i // repeats % len(prompts), t), len(distinct))
+        for i, t in enumerate(texts)
+    ]
+    firsts = list(distinct)
+    unique_texts = [k if shared else k[1] for k in firsts]
+    unique_embeds = image_embeds if shared else image_embeds[[k[0] for k in firsts]]
+    hidden, enc_mask = encode_region_texts(model, unique_embeds, unique_texts, settings.encoder_batch)
+    # Distinct (encoder row, sentence) pairs, sentences of similar token length next to each
+    # other so that a decoder chunk pads little.
+    pair_of: Dict[Tuple[int, int], int] = {}
+    for gi, g in enumerate(groups):
+        for s in _sentence_order(model, sentences, g.sentences):
+            for r in row_of[gi * per_group : (gi + 1) * per_group]:
+                pair_of.setdefault((r, s), len(pair_of))
+    pairs = list(pair_of)
     chunks = []  # kept on the device: no synchronization until every chunk is queued
-    for start in range(0, len(rows), settings.decoder_batch):
-        idx = torch.tensor(rows[start : start + settings.decoder_batch], device=hidden.device)
-        targets = [sentences[s] for s in sent_of_pair[start : start + settings.decoder_batch]]
-        chunks.append(model.target_nll(hidden[idx], enc_mask[idx], targets).float())
+    for start in range(0, len(pairs), settings.decoder_batch):
+        part = pairs[start : start + settings.decoder_batch]
+        idx = torch.tensor([r for r, _ in part], device=hidden.device)
+        chunks.append(model.target_nll(hidden[idx], enc_mask[idx], [sentences[s] for _, s in part]).float())
     nll = torch.cat(chunks).cpu().numpy().astype(np.float64)
     scores = np.full((len(sentences), len(prompts), repeats), np.nan)
-    for n, (_, s) in enumerate(order):
-        scores[s] = nll[n * per_group : (n + 1) * per_group].reshape(len(prompts), repeats)
+    for gi, g in enumerate(groups):
+        rows = row_of[gi * per_group : (gi + 1) * per_group]
+        for s in g.sentences:
+            scores[s] = nll[[pair_of[(r, s)] for r in rows]].reshape(len(prompts), repeats)
     return scores.min(axis=2)
 
 
