@@ -662,6 +662,11 @@ def preprocess_localized_narratives(
                 with open(part, encoding="utf-8") as f:
                     for line in f:
                         writer.write_raw(line.rstrip("\n"))
+    except OSError as exc:  # the per-file parts beside the output meet the same full disk
+        error = output_error(exc, out)
+        if error is exc:
+            raise
+        raise error from None
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     if write_report:
