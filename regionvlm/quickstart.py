@@ -59,6 +59,7 @@ def train_tiny(world: Path, out: Path, cfg_path: Path, extra: Sequence[str] = ()
             f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
             f"datasets.regionvlm_mix.coco_image_root={world}/images",
             f"run.output_dir={out}",
+            "run.overwrite=true",  # the quickstart owns this folder: a rerun replaces its training run
             *extra,
         ]
     )

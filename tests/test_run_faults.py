@@ -271,3 +271,77 @@ def test_a_real_full_disk_while_writing_proposals_and_annotations(tmp_path, smal
     )
     assert sorted(p.name for p in disk.iterdir() if not p.name.startswith("filler")) == ["keep.json", "props"]
     assert (disk / "keep.json").read_text() == "earlier output\n" and not list((disk / "props").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, listed",
+    [
+        ("datasets.regionvlm_mix.epoch_length=8", r"items_per_epoch \(items per epoch: .*\): 4 -> 8"),
+        ("datasets.regionvlm_mix.epoch_length=8", r"steps_per_epoch \(iterations per epoch\): 2 -> 4"),
+        (
+            "datasets.regionvlm_mix.samples_per_image=1",
+            r"samples_per_image \(datasets.<name>.samples_per_image\): 2 -> 1",
+        ),
+        (
+            "run.lr_sched=linear_warmup_cosine_lr",
+            r"lr_sched: 'linear_warmup_step_cosine_lr' -> 'linear_warmup_cosine_lr'",
+        ),
+        ("run.train_splits=[train,val]", r"train_splits: \['train'\] -> \['train', 'val'\]"),
+    ],
+)
+def test_a_resume_that_would_change_the_plan_is_refused(world, finished, change, listed):
+    """Not only the run: settings: whatever sets the steps per epoch or the schedule (the data's
+    length, samples per image) is recorded in the checkpoint and must stay."""
+    with pytest.raises(ConfigError, match=rf"written with other settings \(.*{listed}"):
+        train.main(options(world, finished, "run.resume_ckpt_path=latest", change))
+
+
+@pytest.mark.slow
+def test_a_new_run_into_another_runs_folder_is_refused_unless_overwrite(world, finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint_latest.pth", "log.jsonl"):
+        (out / name).write_bytes((finished / name).read_bytes())
+    (out / "checkpoint_7.pth").write_bytes(b"an epoch checkpoint of the longer earlier run")
+    (out / "notes.txt").write_text("the user's own file")
+    listed = r"holds another training run \(checkpoint_7.pth, checkpoint_latest.pth, log.jsonl\)"
+    with pytest.raises(ConfigError, match=listed + r".*run.resume_ckpt_path=latest.*run.overwrite=true"):
+        train.main(options(world, out))
+    assert (out / "checkpoint_7.pth").exists() and len((out / "log.jsonl").read_text().splitlines()) == 2
+    train.main(options(world, out, "run.overwrite=true"))
+    assert not (out / "checkpoint_7.pth").exists() and (out / "notes.txt").read_text() == "the user's own file"
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [0, 1]  # the new run's rows only
+    assert "removed the previous run's 3 file(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_several_evaluations_into_one_output_folder_keep_every_result(tmp_path):
+    """Each evaluation's files are named by task, variant, dataset and split, and the runner
+    appends one evaluate.jsonl row per evaluation: nothing written earlier is overwritten."""
+    from test_refer import write_refer_fixture
+
+    world = tmp_path / "world"
+    write_refer_fixture(
+        world / "refer", dataset="synthetic", image_dir=world / "images", proposal_dir=world / "proposals"
+    )
+    out = tmp_path / "out"
+    yaml = tmp_path / "ris.yaml"
+    yaml.write_text(
+        "model: {arch: regionvlm_t5, model_type: tiny}\n"
+        f"datasets: {{ris_synthetic: {{world: '{world}', split: val}}}}\n"
+        f"run: {{task: ris, evaluate: true, device: cpu, output_dir: '{out}', prefetch: 0}}\n"
+    )
+    first = train.main(["--cfg-path", str(yaml)])
+    second = train.main(["--cfg-path", str(yaml), "--options", "run.region_prompt=box"])
+    third = train.main(["--cfg-path", str(yaml), "--options", "run.seed=7"])  # same files: the newest result
+    assert sorted(p.name for p in out.glob("*_metrics.json")) == [
+        "ris-box_synthetic_unc_val_metrics.json",
+        "ris_synthetic_unc_val_metrics.json",
+    ]
+    rows = [json.loads(line) for line in (out / "evaluate.jsonl").read_text().splitlines()]
+    assert [r["metrics"] for r in rows] == [first, second, third] and all(r["task"] == "ris" for r in rows)
+    assert (
+        json.loads((out / "ris-box_synthetic_unc_val_metrics.json").read_text())["settings"]["region_prompt"] == "box"
+    )
