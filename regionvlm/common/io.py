@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
@@ -247,6 +248,21 @@ def write_jsonl(path: str | Path, rows: Any) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def check_regular_file(path: str | Path, what: str) -> None:
+    """Refuse a named pipe, socket or device given where an input file is expected: reading
+    one waits for a writer (or never ends). Missing paths and folders are left to the caller,
+    which names them in its own words."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "a device" if stat.S_ISBLK(mode) else "not a file")
+    raise InputError(f"{what} '{path}' is {kind}; give a regular file (reading it could wait forever).")
+
+
 def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout: Optional[str] = None) -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file stops with its path, what
     it should be (``what``/``layout``) and the setting that points to it."""
@@ -255,6 +271,7 @@ def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout
     expected = f" It should be {layout}." if layout else ""
     if path.is_dir():
         raise InputError(f"{what} '{path}'{via} is a folder; give the file.{expected}")
+    check_regular_file(path, what)
     if not path.is_file():
         raise MissingFileError(f"{what} not found at '{path}'{via}.{expected}")
     try:

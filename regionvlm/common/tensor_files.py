@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from regionvlm.common.errors import CheckpointError, MissingFileError
+from regionvlm.common.io import check_regular_file
 
 CHUNK_ELEMENTS = 1 << 23  # dtype conversion goes through a scratch buffer of at most this many elements
 
@@ -278,6 +279,7 @@ def file_entries(path: Path) -> List[TensorEntry]:
     """All tensors of one weights file, located but not read."""
     if path.is_dir():
         raise CheckpointError(f"'{path}' is a directory; a weights file is expected here.")
+    check_regular_file(path, "weights file")
     fmt = sniff_format(path)
     if fmt == "safetensors":
         return safetensors_entries(path)[0]

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.common.io import check_regular_file
 from regionvlm.region import check_pixel_count, validate_rle
 
 # (dataset, splitBy) -> splits defined by that partition.
@@ -91,6 +92,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
 def load_plain_pickle(path: str | Path) -> Any:
     """Load a pickle that may hold only plain containers, strings and numbers (see module doc)."""
     path = Path(path)
+    check_regular_file(path, "the refs pickle")
     try:
         with open(path, "rb") as f:
             return _PlainDataUnpickler(f, path).load()
@@ -290,6 +292,7 @@ def load_refer(
         (refs_path, f"the {dataset_name} refs file (refs({split_by}).p)"),
         (instances_path, f"the {dataset_name} COCO instances file"),
     ):
+        check_regular_file(p, what)
         if not p.is_file():
             raise MissingFileError(
                 f"{what} not found at '{p}'. Put the refer toolkit's '{dataset_name}' folder under "

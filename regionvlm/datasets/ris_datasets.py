@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from regionvlm.data.images import check_image_size, open_image
 from regionvlm.data.proposals import proposal_path
 from regionvlm.data.refer import ReferQuery, ReferSplit
 
@@ -71,6 +72,20 @@ class RISDataset:
 
     def image_path(self, image_id: int) -> Path:
         return self.image_root / self.refer.images[image_id].file_name
+
+    def read_image(self, image_id: int) -> Any:
+        """The image's RGB pixels, checked against the size ``instances.json`` records for it
+        (the ground-truth masks and the proposals are of that size)."""
+        info = self.refer.images[image_id]
+        path = self.image_path(image_id)
+        image = open_image(path, f"image {image_id}")
+        check_image_size(
+            image.size,
+            (info.width, info.height),
+            f"image '{path}'",
+            f"'{self.refer.instances_path}' (image {image_id})",
+        )
+        return image
 
     def proposal_path(self, image_id: int) -> Path:
         return proposal_path(self.proposals, self.refer.images[image_id].file_name)

@@ -37,7 +37,9 @@ sentence (unseeded); ``draws: sentence`` does that (key per sentence; the fast p
 runs the Q-Former/encoder per sentence, still batched). Both settings follow the same
 distribution.
 
-A query whose proposals are all filtered out, even by the 1 % fallback, cannot be
+An empty proposal mask (no pixel) is never a candidate, whatever the thresholds: it is
+dropped and counted (``num_empty_proposals``), so it cannot end a run. A query whose
+proposals are all filtered out, even by the 1 % fallback, cannot be
 answered (the official script crashes there). ``on_no_candidate: empty`` (default)
 predicts an empty mask — IoU 0, its ground truth still counts in sum(U) — and lists the
 query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops instead.
@@ -73,7 +75,6 @@ from regionvlm.common.cli import echo
 from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
-from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.datasets.ris_datasets import RISDataset
 from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
@@ -128,6 +129,7 @@ class Candidates:
 
     indices: List[int]
     fallback: bool
+    empty: int = 0  # empty masks among the proposals: dropped (nothing to point at) and counted
 
 
 def hugs_border(mask: np.ndarray, threshold: float) -> bool:
@@ -152,10 +154,14 @@ def filter_proposals(
 ) -> Candidates:
     """The official filtering: drop masks under ``small_threshold`` of the image and border huggers,
     keep the first ``max_masks`` survivors in proposal order; if none survive, keep the first
-    ``max_masks`` masks covering at least ``fallback_min_area``, without the border test."""
+    ``max_masks`` masks covering at least ``fallback_min_area``, without the border test. An
+    empty mask is never a candidate, whatever the thresholds (counted in ``Candidates.empty``)."""
     height, width = props.height, props.width
+    empty = int((props.areas == 0).sum())
     keep: List[int] = []
     for i in range(len(props)):
+        if props.areas[i] == 0:
+            continue
         if props.areas[i] / height / width < small_threshold:  # official: mask.sum() / H / W
             continue
         if hugs_border(props.mask(i), threshold):
@@ -164,9 +170,11 @@ def filter_proposals(
         if len(keep) == max_masks:
             break
     if keep:
-        return Candidates(keep, False)
-    fallback = [i for i in range(len(props)) if not props.areas[i] / height / width < fallback_min_area]
-    return Candidates(fallback[:max_masks], True)
+        return Candidates(keep, False, empty)
+    fallback = [
+        i for i in range(len(props)) if props.areas[i] and not props.areas[i] / height / width < fallback_min_area
+    ]
+    return Candidates(fallback[:max_masks], True, empty)
 
 
 # ----------------------------------------------------------------------------- region prompts
@@ -484,7 +492,7 @@ class RISEvaluator(SplitEvaluator):
                 f"image {image_id} not found at '{path}' (expected "
                 f"<image_root>/{info.file_name}; set `image_root` / --image-root)."
             )
-        rgb = open_image(path, f"image {image_id}")
+        rgb = ds.read_image(image_id)  # its size checked against instances.json
         if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
             raise InputError(
                 f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
@@ -504,7 +512,7 @@ class RISEvaluator(SplitEvaluator):
         image_id, queries = self.groups[key]
         s = self.settings
         if isinstance(inputs, Skip):
-            return {"queries": [], "skipped": [_skip_entry(q, inputs.reason) for q in queries]}
+            return {"queries": [], "skipped": [_skip_entry(q, inputs.reason) for q in queries], "empty_proposals": 0}
         skipped, active = [], []
         for q, sentence in zip(queries, inputs.sentences):
             if sentence is None:
@@ -556,7 +564,7 @@ class RISEvaluator(SplitEvaluator):
                     "union": union,
                 }
             )
-        return {"queries": records, "skipped": skipped}
+        return {"queries": records, "skipped": skipped, "empty_proposals": cands.empty}
 
     # -- the whole split (main process)
     def finish(self, outputs: List[Dict[str, Any]]) -> SplitResult:
@@ -575,6 +583,7 @@ class RISEvaluator(SplitEvaluator):
                 "num_skipped": len(skipped),
                 "num_no_candidate": len(no_candidate),
                 "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None),
+                "num_empty_proposals": sum(res.get("empty_proposals", 0) for res in outputs),
             }
         )
         if self.settings.visualize:
@@ -587,6 +596,11 @@ class RISEvaluator(SplitEvaluator):
             )
         if skipped:
             echo(f"[ris] {name}: warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
+        if metrics["num_empty_proposals"]:
+            echo(
+                f"[ris] {name}: warning: {metrics['num_empty_proposals']} empty proposal mask(s) dropped "
+                "(counted as num_empty_proposals)."
+            )
         return SplitResult(metrics, {"no_candidate": no_candidate, "skipped": skipped, "queries": records})
 
     def visualize(self, records: Sequence[Mapping[str, Any]]) -> List[Path]:
@@ -599,7 +613,7 @@ class RISEvaluator(SplitEvaluator):
         written = []
         for r in records:
             image_id = r["image_id"]
-            rgb = np.asarray(open_image(self.dataset.image_path(image_id), f"image {image_id}")).astype(np.float32)
+            rgb = np.asarray(self.dataset.read_image(image_id)).astype(np.float32)
             gt = self.dataset.refer.gt_mask(self.dataset.refer.queries[r["index"]].ann_id)
             pred = np.zeros_like(gt)
             if r["chosen"] is not None:
