@@ -658,7 +658,9 @@ def build_model(model_type: str, checkpoint: Optional[str], cfg_path: Optional[s
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
     options = list(options or [])
-    if checkpoint:
+    if checkpoint is not None:
+        if not checkpoint.strip():
+            raise ConfigError("--checkpoint is empty; give the checkpoint file to export.")
         require_file(checkpoint, "RegionVLM checkpoint", "--checkpoint")
         options.append(f"model.checkpoint={checkpoint}")
     if cfg_path:

@@ -422,11 +422,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
         settings.update(loaded)
     settings.update({k: getattr(args, k) for k in GENERATOR_DEFAULTS if getattr(args, k) is not None})
     check_generator_settings(settings)  # before listing images or loading SAM
-    device = args.device
-    if device is None:
-        import torch
+    from regionvlm.common.dist_utils import resolve_device
 
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = str(resolve_device(args.device or "auto"))  # auto: this rank's GPU if any, else the CPU
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
     images = list_images(args.images, args.image_root)
     counts = generate(
         images, args.out, args.model_type, args.sam_checkpoint, device, settings, progress=not args.no_progress

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from regionvlm.common.cli import run
@@ -697,6 +698,197 @@ def test_pipes_and_devices_are_refused_never_waited_on(tmp_path, reader):
             read_json("/dev/null", "annotation file")
 
 
+# ============================================================================ checkpoints that provide nothing
+CHECKPOINT_CASES = {
+    "no tensors at all": (lambda m: {}, r"holds no tensors: there is nothing to load"),
+    "integers where the model has floats": (
+        lambda m: {"t5_proj.weight": torch.zeros_like(m.t5_proj.weight, dtype=torch.int64)},
+        r"t5_proj.weight: file torch.int64 vs model torch.float32",
+    ),
+    "NaN values": (
+        lambda m: {**m.trainable_state_dict(), "t5_proj.bias": torch.full_like(m.t5_proj.bias, float("nan"))},
+        r"1 tensors hold NaN or infinite values \(e.g. \['t5_proj.bias'\]\)",
+    ),
+    "part of a model nothing else provides": (
+        lambda m: {k: v for k, v in m.state_dict().items() if k.startswith("t5_proj")},
+        r"provides only \['t5_proj'\]; .* would stay random",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_checkpoints_that_provide_nothing_are_refused(tiny_model, tmp_path, case):
+    from regionvlm.common.errors import CheckpointError
+
+    make, message = CHECKPOINT_CASES[case]
+    torch.save({"model": make(tiny_model), "optimizer": {}}, tmp_path / "ckpt.pth")
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=message):
+        tiny_model.load_checkpoint(str(tmp_path / "ckpt.pth"))
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())  # nothing loaded
+
+
+def test_an_empty_checkpoint_flag_is_an_error_and_random_weights_say_so(chat_files, tmp_path, capsys, monkeypatch):
+    import io
+
+    from regionvlm import chat, export
+    from regionvlm.chat import load_dialogue_model
+    from regionvlm.models import RANDOM_WEIGHTS_WARNING
+
+    image = str(chat_files / "scene.png")
+    assert "--checkpoint is empty" in cli_error(chat.main, ["--image", image, "--checkpoint", ""], capsys)
+    with pytest.raises(ConfigError, match="the checkpoint path is empty"):
+        load_dialogue_model("tiny", checkpoint=" ")
+    message = cli_error(
+        export.main, ["hf", "--model-type", "tiny", "--checkpoint", "", "--out", str(tmp_path / "hf")], capsys
+    )
+    assert "--checkpoint is empty" in message and not (tmp_path / "hf").exists()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("quit\n"))
+    chat.main(["--image", image])
+    assert capsys.readouterr().out.splitlines()[0] == RANDOM_WEIGHTS_WARNING
+
+
+# ============================================================================ flags and API arguments
+FLAG_CASES = {
+    "chat --seed -1": ("chat", ["--seed", "-1"], "--seed: seed must be a non-negative whole number, got -1"),
+    "chat --device gpu0": ("chat", ["--device", "gpu0"], "--device: 'gpu0' is not a device"),
+    "chat --num-beams 0": ("chat", ["--num-beams", "0"], r"`generation.num_beams` must be >= 1, got 0"),
+    "chat --max-len 0": ("chat", ["--max-len", "0"], r"`generation.max_len` must be >= 1, got 0"),
+    "chat --top-p 2": ("chat", ["--sample", "--top-p", "2"], r"`generation.top_p` must be <= 1.0, got 2.0"),
+    "chat --num-points 500": ("chat", ["--num-points", "500"], "--num-points: number of points"),
+    "demo --port 0": ("demo", ["--port", "0"], "--port must be a TCP port number in 1..65535, got 0"),
+    "demo --port 70000": ("demo", ["--port", "70000"], "--port must be a TCP port number in 1..65535, got 70000"),
+    "demo --seed -3": ("demo", ["--seed", "-3"], "--seed: seed must be a non-negative whole number"),
+    "synthetic --num-train -1": ("synthetic", ["--num-train", "-1"], "--num-train must be a number of scenes in 0.."),
+    "synthetic --image-size 8": ("synthetic", ["--image-size", "8"], "--image-size must be in 32..1024 pixels, got 8"),
+    "synthetic --seed -1": ("synthetic", ["--seed", "-1"], "--seed must be a non-negative whole number"),
+    "synthetic no scene": (
+        "synthetic",
+        ["--num-train", "0", "--num-val", "0", "--num-test", "0"],
+        "the world would hold no scene",
+    ),
+    "quickstart --num-test 0": ("quickstart", ["--num-test", "0"], "the world would hold no scene"),
+    "quickstart --device tpu": ("quickstart", ["--device", "tpu"], "--device: 'tpu' is not a device"),
+    "proposals --device gpu": ("proposals", ["--device", "gpu"], "--device: 'gpu' is not a device"),
+    "visual genome --seed -1": ("vg", ["--seed", "-1"], "--seed must be a non-negative whole number, got -1"),
+    "localized narratives --workers 0": ("ln", ["--workers", "0"], "--workers must be at least 1, got 0"),
+    "train.py --cfg-path a folder": ("train", [], r"config '.*' is a folder; give the YAML file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_every_flag_is_checked_before_work_starts(case, chat_files, tmp_path, capsys):
+    """Out-of-range numbers, unknown devices and bad paths in every command: exit 2 with one
+    line naming the flag, before any model, image or data is loaded and nothing written."""
+    import importlib
+
+    import train
+    from regionvlm import chat, proposals, quickstart
+    from regionvlm.data import localized_narratives, visual_genome
+    from regionvlm.demo import app
+    from regionvlm.synthetic import world
+
+    command, extra, message = FLAG_CASES[case]
+    out = tmp_path / "out"
+    base = {
+        "chat": (chat.main, ["--image", str(chat_files / "scene.png")]),
+        "demo": (app.main, []),
+        "synthetic": (world.main, ["--out", str(out)]),
+        "quickstart": (quickstart.main, ["--out", str(out)]),
+        "proposals": (proposals.main, ["--images", str(chat_files), "--sam-checkpoint", "sam.pth", "--out", str(out)]),
+        "vg": (visual_genome.main, ["--regions", "r.json", "--out", str(out / "vg.json")]),
+        "ln": (localized_narratives.main, ["--input", "x.jsonl", "--out", str(out / "ln.json")]),
+        "train": (train.main, ["--cfg-path", str(tmp_path)]),
+    }
+    main, argv = base[command]
+    importlib.invalidate_caches()
+    assert re.search(message, cli_error(main, argv + extra, capsys))
+    assert not out.exists()
+
+
+def test_public_api_refuses_empty_lists_non_finite_images_and_negative_seeds(tiny_model, rgb_image):
+    import torch
+
+    from regionvlm.dialogue import Conversation
+
+    image = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(InputError, match=r"samples\['text_input'\] must be a non-empty list"):
+        tiny_model.generate({"image": image, "text_input": []})
+    with pytest.raises(InputError, match=r"targets must be a non-empty list"):
+        tiny_model.score(image, [], [])
+    with pytest.raises(InputError, match=r"samples\['text_output'\] must be a non-empty list"):
+        tiny_model({"image": image, "text_input": [], "text_output": []})
+    with pytest.raises(InputError, match=r"samples\['text_input'\] must be a non-empty list"):
+        tiny_model.predict_answers({"image": image, "text_input": []})
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(InputError, match="image holds NaN or infinite values"):
+            tiny_model.generate({"image": torch.full((1, 3, 64, 64), bad)})
+    with pytest.raises(InputError, match="image is an empty batch"):
+        tiny_model.encode_image(torch.zeros(0, 3, 64, 64))
+    with pytest.raises(InputError, match="seed must be a non-negative whole number, got -1"):
+        Conversation(tiny_model, rgb_image, seed=-1)
+    conv = Conversation(tiny_model, rgb_image)
+    conv.add_region(Region.from_box([0, 0, 10, 10], image_size=rgb_image.size))
+    with pytest.raises(InputError, match="seed must be a non-negative whole number, got -5"):
+        conv.ask("what is [1]?", use_nucleus_sampling=True, seed=-5)
+    assert not conv.turns
+
+
+UNICODE_PIECES = [
+    "\u00b2",
+    "\u0661",
+    "\u216b",
+    "\x00",
+    "\u200b",
+    "\u202e",
+    "\U0001f642",
+    "\ufb01",
+    "\u0130",
+    "\u0301",
+    "\ufeff",
+    "\U0001d7d8",
+    "\u3000",
+    "\x1b[31m",
+    "\u221e",
+    "NaN",
+    "1_000",
+    "\u00bd",
+]
+UNICODE_COMMANDS = [
+    "describe {p}",
+    "describe 1{p}",
+    "box {p} 1 2 3",
+    "points {p} {p}",
+    "scribble 1 {p} 3 4",
+    "mask {p}",
+    "mask /tmp/{p}.png",
+    "{p}",
+    "what is [{p}]?",
+    "regions{p}",
+    "reset {p}",
+]
+
+
+def test_the_chat_takes_any_unicode_line(tiny_model_and_processors, chat_files):
+    """Every command with unusual Unicode (superscript and Arabic-Indic digits, NUL, BiDi marks,
+    emoji, combining marks, ...): an answer or one error line, and the session goes on."""
+    from regionvlm.chat import ChatSession
+    from regionvlm.chat import open_image as chat_image
+    from regionvlm.dialogue import Conversation
+
+    model, vis, txt = tiny_model_and_processors
+    conv = Conversation(model, chat_image(str(chat_files / "scene.png")), vis["eval"], txt["eval"])
+    session = ChatSession(conv, {"max_len": 2, "num_beams": 1})
+    for command in UNICODE_COMMANDS:
+        for piece in UNICODE_PIECES:
+            session.handle("box 1 2 30 40")
+            out, keep_going = session.handle(command.replace("{p}", piece))
+            assert keep_going and all(isinstance(line, str) for line in out), (command, piece)
+            assert sum(line.startswith("error: ") for line in out) <= 1
+    assert session.handle("describe \u00b2")[0][0].startswith("error: describe: usage `describe N`")
+    assert not session.handle("what is [1]?")[0][0].startswith("error")
+
+
 # ============================================================================ command lines
 def _ln_line(dataset_id: str = "coco") -> str:
     return json.dumps(
@@ -928,6 +1120,7 @@ def test_chat_command_reads_non_utf8_stdin_without_a_traceback(chat_files):
     )
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
-    lines = out.strip().splitlines()
+    warning, *lines = out.strip().splitlines()
+    assert warning.startswith("warning: the model's weights are random")  # the tiny preset without a checkpoint
     assert lines[0].startswith("[1] box") and lines[1].startswith("error: the line is not valid Unicode")
     assert len(lines) == 3 and not lines[2].startswith("error")  # describe 1 still answered

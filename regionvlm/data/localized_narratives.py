@@ -611,6 +611,8 @@ def preprocess_localized_narratives(
     cost); the output keeps the input order either way."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
     paths = [Path(p).expanduser() for p in inputs]
     if not paths:
         raise ConfigError("no Localized Narratives file given (--input).")

@@ -303,6 +303,8 @@ def preprocess_visual_genome(
     image kept at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
+    if seed < 0:
+        raise ConfigError(f"--seed must be a non-negative whole number, got {seed}.")
     if not 0.0 < max_area <= 1.0:
         raise ConfigError(f"--max-area must be in (0, 1], got {max_area}.")
     pats = {DATASET_ID: list((patterns or {}).get(DATASET_ID, DEFAULT_VG_PATTERNS[DATASET_ID]))}

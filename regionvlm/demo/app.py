@@ -304,7 +304,9 @@ def build_app(
                     describe_btn = gr.Button("Describe", elem_id="describe")
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="status")
                 with gr.Accordion("Settings", open=False):
-                    num_points = gr.Slider(1, 20, value=num_points, step=1, label="Points per region (K)")
+                    num_points = gr.Slider(
+                        1, max(20, num_points), value=num_points, step=1, label="Points per region (K)"
+                    )
                     layout_in = gr.Dropdown(["inline", "let", "qformer_first"], value=layout, label="Region layout")
                     history_in = gr.Dropdown(["official", "qa", "none"], value=history, label="Multi-turn context")
                     beams = gr.Slider(1, 10, value=gen.get("num_beams", 5), step=1, label="Beams")
@@ -386,18 +388,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     import os
 
-    from regionvlm.models.generation import GenerationSettings
+    from regionvlm.chat import check_flags, generation_options, load_dialogue_model
+    from regionvlm.models import RANDOM_WEIGHTS_WARNING
 
     args = parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be a TCP port number in 1..65535, got {args.port}.")
+    device = check_flags(args)  # every flag before the slow imports and the model load
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    examples = example_images(args.examples)  # before the slow imports: typos fail at once
+    examples = example_images(args.examples)
     require_gradio()
-    from regionvlm.chat import generation_options, load_dialogue_model
-
-    GenerationSettings.create("generation", **generation_options(args))  # bad flags stop before the model loads
     model, vis, txt = load_dialogue_model(
-        args.model_type, args.checkpoint, args.cfg_path, args.options, args.device, args.seed
+        args.model_type, args.checkpoint, args.cfg_path, args.options, device, args.seed
     )
+    if model.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, flush=True)  # the first line of the output
     app = build_app(
         model, vis, txt, examples, args.seed, generation_options(args), args.num_points, args.layout, args.history
     )

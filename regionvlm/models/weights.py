@@ -429,12 +429,56 @@ def check_compatible(
     return fixed
 
 
-def load_partial(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> List[str]:
-    """Load a partial LAVIS-format state dict into a built model; return the loaded keys."""
-    expected = model.state_dict()
-    checked = check_compatible(source, state_dict, expected)
-    model.load_state_dict(checked, strict=False)
-    return sorted(checked)
+def check_values(source: str, incoming: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint that provides nothing usable: no tensors at all, integer (or bool)
+    tensors where the model has floating-point ones (``load_state_dict`` would cast them
+    silently), or NaN/infinite values."""
+    if not incoming:
+        raise CheckpointError(
+            f"{source} holds no tensors: there is nothing to load. Is it a training log or an optimizer "
+            "state? Give a RegionVLM checkpoint (its `model` entry holds the weights)."
+        )
+    kinds = [
+        f"{k}: file {v.dtype} vs model {expected[k].dtype}"
+        for k, v in incoming.items()
+        if k in expected and v.is_floating_point() != expected[k].is_floating_point()
+    ]
+    if kinds:
+        raise CheckpointError(
+            f"{source}: {len(kinds)} tensors are not of the model's kind (integer where it has floats, or the "
+            f"reverse), e.g. {kinds[:3]}. The file is not a checkpoint of this model's weights."
+        )
+    bad = [k for k, v in incoming.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensors hold NaN or infinite values (e.g. {bad[:3]}); a run that diverged "
+            "wrote it. Use an earlier checkpoint."
+        )
+
+
+def required_keys(expected: Mapping[str, torch.Tensor]) -> List[str]:
+    """The keys some file must provide (the derived buffers and tied copies are recomputed)."""
+    return [k for k in expected if not DERIVED.match(k)]
+
+
+def report_checkpoint(
+    report: Optional["LoadReport"], loaded: Iterable[str], expected: Mapping[str, torch.Tensor], path: str
+) -> "LoadReport":
+    """The load report after a checkpoint: a group it provides whole now comes from it (the
+    earlier sources listed as replaced); a group it provides in part lists it as one more source."""
+    report = report if report is not None else LoadReport()
+    provided, total = iter_groups(loaded), iter_groups(required_keys(expected))
+    for group, count in provided.items():
+        before = list(report.sources.get(group, []))
+        if count == total.get(group, count):
+            report.sources[group] = ["checkpoint"]
+            gone = [s for s in before if s != "checkpoint"]
+            if gone:
+                report.overridden[group] = sorted(set(report.overridden.get(group, [])) | set(gone))
+        else:
+            report.add(group, "checkpoint")
+    report.files["checkpoint"] = [str(path)]
+    return report
 
 
 def iter_groups(keys: Iterable[str]) -> Dict[str, int]:
@@ -475,18 +519,20 @@ __all__ = [
     "LoadReport",
     "TensorEntry",
     "check_compatible",
+    "check_values",
     "file_entries",
     "gather_weights",
     "group_dtypes",
     "hf_directory",
     "iter_groups",
-    "load_partial",
     "materialize",
     "param_group",
     "plan_weights",
     "read_hf_directory",
     "read_state_dict",
+    "report_checkpoint",
     "require_file",
+    "required_keys",
     "resolve_dtypes",
     "safetensors_entries",
     "sniff_format",

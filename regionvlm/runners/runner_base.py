@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -119,6 +120,26 @@ class RunnerSettings(Settings):
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(f"`{section}.betas[{i}]` must be in [0, 1), got {beta}.")
+
+
+# Python >= 3.12 warns when a process with threads forks (see worker_start_method).
+_FORK_WARNING = r".*is multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
+def worker_start_method() -> str:
+    """How data-loading workers start, chosen here rather than left to the Python version
+    (3.14 changes Linux's default from fork to forkserver): ``fork`` wherever it exists.
+
+    The training annotations are flat arrays so that forked workers share them copy-on-write
+    (``regionvlm.datasets.region_annotations``); ``forkserver``/``spawn`` would pickle a copy
+    into every worker of every epoch (gigabytes for the full mix). A fork is safe here although
+    the process has threads (TensorBoard's writer, OpenMP): workers run only the dataset's
+    code, PyTorch's worker loop sets one intra-op thread, and logging re-creates its locks
+    after a fork; so Python's warning about forking a multi-threaded process is silenced for
+    exactly this call. ``spawn`` where there is no fork (Windows)."""
+    import multiprocessing
+
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def set_seed(seed: int) -> None:
@@ -233,8 +254,11 @@ class RunnerBase:
             collate_fn=getattr(dataset, "collater", None),
             pin_memory=self.device.type == "cuda",
             generator=loader_seed,
+            multiprocessing_context=worker_start_method() if s.num_workers else None,
         )
-        return iter(loader)
+        with warnings.catch_warnings():  # the workers start here (see worker_start_method)
+            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+            return iter(loader)
 
     def _epoch_length(self, dataset: Dataset) -> int:
         s = self.settings
