@@ -51,13 +51,20 @@ class DemoSession:
 
 
 def example_images(directory: Optional[str]) -> List[str]:
-    """Image files of ``--examples DIR``; without it, a few synthetic scenes (the tiny world)."""
+    """Image files of ``--examples DIR`` (regular files directly in DIR, not links leading out
+    of it); without it, a few synthetic scenes (the tiny world). These files, and nothing else
+    below DIR, are what the server may serve (:func:`launch`)."""
     if directory:
         root = Path(directory).expanduser()
         if not root.is_dir():
             raise ConfigError(f"--examples: '{root}' is not a directory of images.")
+        inside = root.resolve()
         try:
-            files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                str(p)
+                for p in root.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().parent == inside
+            )
         except OSError as exc:
             raise ConfigError(f"--examples: cannot list '{root}': {exc.strerror or exc}.") from None
         if not files:
@@ -355,7 +362,9 @@ def build_app(
 
 
 def launch(app, host: str, port: int, allowed_paths: Sequence[str] = ()) -> None:
-    """Start the server (blocking), with only the launch options this gradio version knows."""
+    """Start the server (blocking), with only the launch options this gradio version knows.
+    ``allowed_paths`` are files, not folders: the server may read the example images shown
+    and nothing else beside them (gradio serves any file below an allowed folder)."""
     import inspect
 
     options = dict(
@@ -407,6 +416,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         model, vis, txt, examples, args.seed, generation_options(args), args.num_points, args.layout, args.history
     )
     try:
-        launch(app, args.host, args.port, allowed_paths=[str(Path(p).parent) for p in examples])
+        launch(app, args.host, args.port, allowed_paths=[str(Path(p).resolve()) for p in examples])
     except OSError as exc:
         raise ConfigError(f"cannot serve on {args.host}:{args.port} ({exc}); pass a free --port.") from None
