@@ -143,7 +143,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="RegionVLM checkpoint to load (sets model.checkpoint)")
     parser.add_argument("--cfg-path", default=None, help="YAML with a model: section (overrides --model-type)")
     parser.add_argument("--options", nargs="+", default=[], help="config overrides, e.g. model.max_txt_len=48")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="auto (default: the local GPU if any), cpu, cuda, cuda:N")
     parser.add_argument(
         "--seed",
         type=int,
@@ -203,6 +203,34 @@ def generation_options(args: argparse.Namespace) -> Dict[str, Any]:
     return options
 
 
+def check_flags(args: argparse.Namespace) -> str:
+    """Every flag the chat and the demo share, checked before anything slow starts (the model
+    load); returns the device to use (``--device`` through the runner's rule)."""
+    from regionvlm.common.config import parse_options
+    from regionvlm.common.dist_utils import resolve_device
+    from regionvlm.models.generation import GenerationSettings
+    from regionvlm.region import check_num_points, check_seed
+
+    for flag, check in (
+        ("--num-points", lambda: args.num_points is None or check_num_points(args.num_points)),
+        ("--seed", lambda: check_seed(args.seed)),
+    ):
+        try:
+            check()
+        except InputError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+    if args.checkpoint is not None and not args.checkpoint.strip():
+        raise ConfigError(
+            "--checkpoint is empty; give a checkpoint file, or leave the flag out for the preset's weights."
+        )
+    GenerationSettings.create("generation", **generation_options(args))  # decoding flags in range
+    parse_options(args.options)
+    try:
+        return str(resolve_device(args.device or "auto"))
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
+
+
 def load_dialogue_model(
     model_type: str = "tiny",
     checkpoint: Optional[str] = None,
@@ -222,10 +250,14 @@ def load_dialogue_model(
     from regionvlm.common.config import Config
     from regionvlm.models import load_model
     from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
+    from regionvlm.region import check_seed
 
     options = list(options or [])
-    if checkpoint:
+    if checkpoint is not None:
+        if not str(checkpoint).strip():
+            raise ConfigError("the checkpoint path is empty; give a checkpoint file, or None for the preset's weights.")
         options.append(f"model.checkpoint={checkpoint}")
+    check_seed(seed, "seed")
     if cfg_path:
         cfg = Config(cfg_path, options)
     else:
@@ -288,7 +320,7 @@ class ChatSession:
 
     def _describe(self, line: str) -> str:
         words = line.split()
-        if len(words) != 2 or not words[1].isdigit():
+        if len(words) != 2 or not (words[1].isascii() and words[1].isdecimal()):  # "²".isdigit() is True
             raise InputError(f"describe: usage `describe N` with a region number, got {line!r}.")
         return self.conv.describe(int(words[1]), **self.generation)
 
@@ -320,22 +352,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    from regionvlm.common.config import parse_options
-    from regionvlm.region import check_num_points
+    from regionvlm.models import RANDOM_WEIGHTS_WARNING
 
     args = parse_args(argv)
-    try:
-        if args.num_points is not None:
-            check_num_points(args.num_points)
-    except InputError as exc:
-        raise ConfigError(f"--num-points: {exc}") from None
+    device = check_flags(args)
     image = open_image(args.image)  # before the slow imports: typos fail at once
-    parse_options(args.options)
     from regionvlm.dialogue import Conversation
 
     model, vis, txt = load_dialogue_model(
-        args.model_type, args.checkpoint, args.cfg_path, args.options, args.device, args.seed
+        args.model_type, args.checkpoint, args.cfg_path, args.options, device, args.seed
     )
+    if model.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, flush=True)  # the first line of the output
     conv = Conversation(
         model, image, vis, txt, num_points=args.num_points, seed=args.seed, layout=args.layout, history=args.history
     )

@@ -91,7 +91,7 @@ from regionvlm.processors.region_layouts import (
     parse_region_refs,
 )
 from regionvlm.processors.text_processors import check_text
-from regionvlm.region import Region, check_num_points, format_points
+from regionvlm.region import Region, check_num_points, check_seed, format_points
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class Conversation:
         if check_text(prompt, "prompt").count("{}") != 1:
             raise InputError(f"prompt must contain '{{}}' exactly once (where the question goes), got {prompt!r}.")
         num_points = check_num_points(model.num_points if num_points is None else num_points)
+        check_seed(seed, "seed")
         if model.training:
             logger.info("switching the model to eval mode for the conversation (no dropout)")
             model.eval()
@@ -297,6 +298,8 @@ class Conversation:
     def generate(self, segments: Sequence[Segment], seed: Optional[int] = None, **generation: Any) -> str:
         """Decode from ``segments`` (+ ``</s>``) through ``model.embed_segments``; sampling is
         seeded by ``seed`` (default: from the conversation seed and the turn number)."""
+        if seed is not None:
+            check_seed(seed, "seed")
         settings = self.generation_settings(**generation)
         self._check_length(segments)
         self.last_segments = list(segments)

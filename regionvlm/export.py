@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,6 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, RegionVLMError
+from regionvlm.common.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -552,16 +552,11 @@ def export_hf(model, out_dir: str | Path, overwrite: bool = False, max_shard_siz
         eos_token_id=t5.eos_token_id,
         pad_token_id=t5.pad_token_id,
     )
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_directory(out) as tmp:  # a failure (e.g. a full disk) leaves no half export and the old one intact
         config.save_pretrained(tmp)
         generation.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         save_weights(state, tmp, max_shard_size)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -589,18 +584,6 @@ def _require_writable_parent(out: Path) -> None:
         raise ConfigError(
             f"cannot write to '{parent}' (for --out '{out}'): {exc.strerror or exc}; choose a writable location."
         ) from None
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by the finished ``tmp`` directory (readers never see half an export)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    os.chmod(out, 0o755)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- import
@@ -661,10 +644,7 @@ def import_hf(hf_dir: str | Path, out_path: str | Path, overwrite: bool = False)
         raise ConfigError(f"--out '{out}' exists; remove it or pass --overwrite.")
     _require_writable_parent(out)
     model_cfg, state = read_hf_export(hf_dir)
-    try:
-        atomic_torch_save({"model": state, "config": model_cfg}, out)
-    except OSError as exc:
-        raise ConfigError(f"cannot write '{out}': {exc.strerror or exc}") from None
+    atomic_torch_save({"model": state, "config": model_cfg}, out)  # a full disk: OutputError, nothing left
     return out, model_cfg
 
 
@@ -678,7 +658,9 @@ def build_model(model_type: str, checkpoint: Optional[str], cfg_path: Optional[s
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
     options = list(options or [])
-    if checkpoint:
+    if checkpoint is not None:
+        if not checkpoint.strip():
+            raise ConfigError("--checkpoint is empty; give the checkpoint file to export.")
         require_file(checkpoint, "RegionVLM checkpoint", "--checkpoint")
         options.append(f"model.checkpoint={checkpoint}")
     if cfg_path:

@@ -42,7 +42,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import CheckpointError, ConfigError, InputError, MissingFileError, require_file
-from regionvlm.data.proposals import IMAGE_EXTENSIONS, encode_mask, proposal_path, write_proposal_file
+from regionvlm.data.proposals import (
+    IMAGE_EXTENSIONS,
+    check_distinct_files,
+    encode_mask,
+    proposal_path,
+    write_proposal_file,
+)
 
 SAM_PUBLISHED = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 
@@ -188,7 +194,9 @@ def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> 
             raise InputError(
                 f"--images folder '{src}' holds no image ({', '.join(IMAGE_EXTENSIONS)}), in it or below it."
             )
-        return [(p.relative_to(src).as_posix(), p) for p in files]
+        names = [(p.relative_to(src).as_posix(), p) for p in files]
+        check_distinct_files(".", [n for n, _ in names])
+        return names
     if not src.is_file():
         raise MissingFileError(f"--images '{src}' is neither a folder of images nor a list file.")
     root = Path(image_root).expanduser() if image_root else src.parent
@@ -207,6 +215,7 @@ def list_images(images: str | Path, image_root: Optional[str | Path] = None) -> 
         raise InputError(f"--images list '{src}' names no image; it should hold one image file name per line.")
     for name in names:
         proposal_path(".", name)  # absolute names and '..' are refused, naming the line
+    check_distinct_files(".", names)
     return [(n, root / n) for n in names]
 
 
@@ -252,6 +261,7 @@ def generate(
     progress: bool = True,
 ) -> Dict[str, int]:
     """Run SAM's automatic mask generator over ``images``; skip those already written."""
+    check_distinct_files(out_dir, [n for n, _ in images])  # a.jpg and a.png would share a.json
     from segment_anything import SamAutomaticMaskGenerator
     from tqdm import tqdm
 
@@ -323,6 +333,7 @@ def import_png_dir(png_dir: str | Path, out_dir: str | Path, progress: bool = Tr
     if not src.is_dir():
         raise MissingFileError(f"--import-png-dir '{src}' is not a folder (expected <dir>/<image_stem>/<mask>.png).")
     folders = sorted(p for p in src.iterdir() if p.is_dir())
+    check_distinct_files(out_dir, [p.name for p in folders])
     counts = {"folders": len(folders), "done_before": 0, "written": 0, "empty": 0, "masks": 0}
     for folder in tqdm(folders, desc="import PNG masks", disable=not progress, dynamic_ncols=True):
         target = proposal_path(out_dir, folder.name)
@@ -414,11 +425,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
         settings.update(loaded)
     settings.update({k: getattr(args, k) for k in GENERATOR_DEFAULTS if getattr(args, k) is not None})
     check_generator_settings(settings)  # before listing images or loading SAM
-    device = args.device
-    if device is None:
-        import torch
+    from regionvlm.common.dist_utils import resolve_device
 
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = str(resolve_device(args.device or "auto"))  # auto: this rank's GPU if any, else the CPU
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
     images = list_images(args.images, args.image_root)
     counts = generate(
         images, args.out, args.model_type, args.sam_checkpoint, device, settings, progress=not args.no_progress

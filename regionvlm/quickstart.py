@@ -59,6 +59,7 @@ def train_tiny(world: Path, out: Path, cfg_path: Path, extra: Sequence[str] = ()
             f"datasets.regionvlm_mix.coco_ann={world}/captions/coco_karpathy_train.json",
             f"datasets.regionvlm_mix.coco_image_root={world}/images",
             f"run.output_dir={out}",
+            "run.overwrite=true",  # the quickstart owns this folder: a rerun replaces its training run
             *extra,
         ]
     )
@@ -271,10 +272,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from regionvlm.common.errors import MissingFileError
+    from regionvlm.common.dist_utils import resolve_device
+    from regionvlm.common.errors import ConfigError, MissingFileError
     from regionvlm.common.io import atomic_write_json
-    from regionvlm.synthetic.world import write_world
+    from regionvlm.synthetic.world import check_world_settings, write_world
 
+    check_world_settings(args.num_train if args.retrain else 0, 0, args.num_test, args.seed, 64)
+    if args.num_test < 1:
+        raise ConfigError(f"--num-test must be at least 1 (the held-out scenes), got {args.num_test}.")
+    try:
+        resolve_device(args.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
     out = Path(args.out)
     world = out / "world"
     start = time.time()

@@ -121,6 +121,14 @@ def check_num_points(k: Any, limit: int = MAX_NUM_POINTS) -> int:
     return int(k)
 
 
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A seed as a non-negative whole number (numpy's seeding refuses negative ones deep
+    inside a later call), or InputError naming the argument."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"{what} must be a non-negative whole number, got {seed!r}.")
+    return int(seed)
+
+
 def _as_points(values: ArrayLike, image_size: Optional[Tuple[int, int]], what: str) -> np.ndarray:
     try:
         pts = np.asarray(values, dtype=np.float64)

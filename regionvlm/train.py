@@ -28,10 +28,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def run_config(cfg: Any) -> Dict[str, Any]:
     """Build task, datasets, model and runner from a checked :class:`Config`; train or evaluate."""
     from regionvlm.common import dist_utils
+    from regionvlm.common.cli import echo
+    from regionvlm.models import random_weights_notice
     from regionvlm.runners.runner_base import set_seed
 
-    task = cfg.task_class().setup_task(cfg)
     run = cfg.run_settings
+    notice = random_weights_notice(cfg.model_cfg, training=not run.evaluate)
+    if notice:
+        echo(notice)  # the first line of the run's output
+    task = cfg.task_class().setup_task(cfg)
     set_seed(run.seed)  # random-init parts of the model are seeded too
     datasets = task.build_datasets(cfg)
     dist_utils.init_distributed_mode()  # this rank's GPU is known before the model is built

@@ -35,3 +35,20 @@ def train_world(tmp_path_factory):
     from tiny_training import write_train_world
 
     return write_train_world(tmp_path_factory.mktemp("train_world"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(size) -> folder``: a real file system of ``size`` that fills up like a real disk
+    (see full_disk.py); unmounted after the test, skipped where mounting is not permitted."""
+    from full_disk import mount_tmpfs, unmount
+
+    mounted = []
+
+    def mount(size: str, name: str = "disk"):
+        mounted.append(mount_tmpfs(tmp_path / name, size))
+        return mounted[-1]
+
+    yield mount
+    for point in reversed(mounted):
+        unmount(point)

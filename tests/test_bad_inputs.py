@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from regionvlm.common.cli import run
@@ -498,6 +499,396 @@ def test_web_caption_samples_with_bad_images_are_skipped_with_the_reason(jpeg_by
         decode_sample({"jpg": jpeg_bytes, "json": b'{"caption": "a \\ud800"}'})
 
 
+# ============================================================================ data that disagrees with its files
+def test_an_image_whose_size_is_not_its_annotations_is_refused(tmp_path):
+    """refer instances.json, VCR metadata: the image read is checked against the recorded size;
+    a swapped width and height names the EXIF convention (dataset images: stored pixels)."""
+    from test_refer import IMAGES, write_refer_fixture
+
+    from regionvlm.data.refer import load_refer
+    from regionvlm.data.vcr import read_vcr_jsonl
+    from regionvlm.datasets.ris_datasets import RISDataset
+    from regionvlm.datasets.vcr_datasets import VCRDataset
+
+    roots = write_refer_fixture(tmp_path / "refer")
+    name, height, width = IMAGES[1]
+    Image.new("RGB", (height, width)).save(roots["image_root"] / name)  # turned by 90 degrees
+    Image.new("RGB", (10, 10)).save(roots["image_root"] / IMAGES[2][0])
+    ds = RISDataset(load_refer(roots["data_root"], "refcoco", "unc", "val"), roots["image_root"], roots["proposals"])
+    with pytest.raises(
+        InputError,
+        match=rf"image '.*{name}' is 40x56 pixels but '.*instances\.json' \(image 1\) says "
+        r"56x40.*Width and height are swapped.*EXIF orientation ignored",
+    ):
+        ds.load_image(1)
+    with pytest.raises(InputError, match=r"is 10x10 pixels but .*says 64x48; .*Use the images the annotation file"):
+        ds.load_image(2)
+
+    item = {
+        "objects": ["person"],
+        "question": ["why", [0]],
+        "answer_choices": [["a"]] * 4,
+        "rationale_choices": [["b"]] * 4,
+        "img_fn": "a.jpg",
+        "metadata_fn": "a.json",
+        "answer_label": 0,
+        "rationale_label": 0,
+    }
+    (tmp_path / "val.jsonl").write_text(json.dumps(item) + "\n")
+    (tmp_path / "a.json").write_text(json.dumps({"boxes": [[0, 0, 2, 2, 1.0]], "segms": [[]], "width": 8, "height": 6}))
+    Image.new("RGB", (8, 5)).save(tmp_path / "a.jpg")
+    items, _ = read_vcr_jsonl(tmp_path / "val.jsonl", tmp_path)
+    with pytest.raises(InputError, match=r"image file '.*a\.jpg' is 8x5 pixels but its metadata '.*a\.json' says 8x6"):
+        VCRDataset(items, tmp_path)[0]
+
+
+def test_visual_genome_images_of_another_size_are_dropped_and_listed(tmp_path):
+    from regionvlm.data.visual_genome import preprocess_visual_genome
+
+    (tmp_path / "VG_100K").mkdir()
+    for image_id, size in ((1, (20, 10)), (2, (20, 10))):
+        Image.new("RGB", size).save(tmp_path / "VG_100K" / f"{image_id}.jpg")
+    regions = [
+        {"id": i, "regions": [{"image_id": i, "phrase": "a dog", "x": 1, "y": 1, "width": 4, "height": 4}]}
+        for i in (1, 2)
+    ]
+    image_data = [
+        {"image_id": 1, "width": 20, "height": 10, "url": "x/VG_100K/1.jpg"},
+        {"image_id": 2, "width": 10, "height": 20, "url": "x/VG_100K/2.jpg"},
+    ]
+    (tmp_path / "regions.json").write_text(json.dumps(regions))
+    (tmp_path / "image_data.json").write_text(json.dumps(image_data))
+    report = preprocess_visual_genome(
+        tmp_path / "regions.json", tmp_path / "out.json", tmp_path, tmp_path / "image_data.json", progress=False
+    )
+    assert report.images_written == 1 and report.images_dropped["size_mismatch"] == 1
+    assert re.search(
+        r"image 2 '.*2\.jpg' is 20x10 pixels but '.*image_data\.json' says 10x20.*swapped", report.problems[0]
+    )
+    assert [e["image_id"] for e in json.loads((tmp_path / "out.json").read_text())] == ["1"]
+
+
+def test_blank_region_captions_are_skipped_and_counted_never_trained(tmp_path):
+    from regionvlm.data.localized_narratives import ChunkStats, narrative_chunks, parse_narrative
+    from regionvlm.data.visual_genome import VGImage, VGReport, image_sent_to_points
+    from regionvlm.datasets.region_annotations import RegionAnnotations
+
+    narrative = parse_narrative(
+        {
+            "dataset_id": "coco",
+            "image_id": "1",
+            "caption": "a dog. , the end",
+            "timed_caption": [
+                {"utterance": "a dog.", "start_time": 0.0, "end_time": 1.0},
+                {"utterance": ",", "start_time": 1.0, "end_time": 2.0},
+                {"utterance": "the end", "start_time": 2.0, "end_time": 3.0},
+            ],
+            "traces": [
+                [{"x": 0.1, "y": 0.2, "t": 0.5}, {"x": 0.3, "y": 0.3, "t": 1.5}, {"x": 0.5, "y": 0.5, "t": 2.5}]
+            ],
+        }
+    )
+    stats = ChunkStats()
+    assert set(narrative_chunks(narrative, 2, stats)) == {"a dog", "the end"} and stats.blank_text == 1
+    report = VGReport()
+    img = VGImage("1", 10.0, 10.0, None, [("   ", 1, 1, 4, 4), ("a cat", 1, 1, 4, 4)])
+    assert set(image_sent_to_points(img, 10.0, 10.0, 2, 0, 0.5, report)) == {"a cat"}
+    assert report.skipped["empty_phrase"] == 1
+    path = tmp_path / "ann.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "image_path": "a.jpg",
+                    "sent_to_points": {"": [[0.1, 0.2]], "a dog": [[0.1, 0.2]], " \t": [[0.3, 0.3]]},
+                },
+                {"image_path": "b.jpg", "sent_to_points": {"  ": [[0.1, 0.2]]}},
+            ]
+        )
+    )
+    ann = RegionAnnotations([path])
+    assert [ann.chunk_text(i) for i in range(ann.num_chunks)] == ["a dog"] and ann.num_images == 1
+    assert ann.skipped_blank == 3 and ann.skipped_empty == 1 and "3 chunks with blank text skipped" in ann.summary()
+
+
+def test_images_whose_names_differ_only_by_extension_never_share_proposals(tmp_path, capsys):
+    from regionvlm import proposals
+    from regionvlm.data.proposals import read_proposals, save_image_proposals
+
+    mask = np.eye(4, dtype=bool)
+    path = save_image_proposals(tmp_path / "props", "sub/a.jpg", [mask], [0.5])
+    with pytest.raises(InputError, match=r"'.*a\.json' holds the proposals of image 'sub/a\.jpg', not of 'sub/a\.png'"):
+        read_proposals(path, "sub/a.png")
+    with pytest.raises(InputError, match=r"holds the proposals of image 'sub/a\.jpg', not of 'sub/a\.png'"):
+        save_image_proposals(tmp_path / "props", "sub/a.png", [mask], [0.5])
+    assert len(read_proposals(path, "sub/a.jpg")) == 1 and len(read_proposals(path, "a")) == 1  # stems: PNG imports
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "a.png", "b.jpg"):
+        Image.new("RGB", (4, 4)).save(images / name)
+    message = cli_error(
+        proposals.main, ["--images", str(images), "--sam-checkpoint", "sam.pth", "--out", str(tmp_path / "out")], capsys
+    )
+    assert "images 'a.jpg' and 'a.png' differ only by their extension, so their proposals would share" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_candidate_mask_is_dropped_and_counted(tmp_path):
+    """Even with thresholds that keep every mask (small_threshold 0, fallback 0), an empty
+    proposal is never scored: the run goes on and counts it."""
+    from test_refer import IMAGES, fixture_masks, write_refer_fixture
+    from test_ris import FakeModel, _evaluate
+
+    from regionvlm.data.proposals import save_image_proposals
+
+    roots = write_refer_fixture(tmp_path / "refer")
+    name, height, width = IMAGES[2]
+    save_image_proposals(
+        roots["proposals"], name, [np.zeros((height, width), bool), *fixture_masks()["proposals"][2]], [0.99, 0.9, 0.8]
+    )
+    run = {"small_threshold": 0.0, "fallback_min_area": 0.0}
+    metrics = _evaluate(FakeModel(), roots, tmp_path / "out", run)["metrics"]
+    assert metrics["refcoco_unc_val/num_empty_proposals"] == 1 and metrics["refcoco_unc_val/num_queries"] == 4
+
+
+@pytest.mark.parametrize(
+    "reader", ["json", "image", "image header", "config", "refs", "vcr metadata", "weights", "proposals", "ln input"]
+)
+def test_pipes_and_devices_are_refused_never_waited_on(tmp_path, reader):
+    """A FIFO (or device) where an input file is expected: one InputError at once (a reader
+    that opened it would wait for a writer forever)."""
+    import signal
+
+    from regionvlm.common.config import load_yaml
+    from regionvlm.common.io import read_json
+    from regionvlm.common.tensor_files import file_entries
+    from regionvlm.data.images import open_image, read_image_size
+    from regionvlm.data.localized_narratives import preprocess_localized_narratives
+    from regionvlm.data.proposals import read_proposals
+    from regionvlm.data.refer import load_plain_pickle
+    from regionvlm.data.vcr import load_metadata
+
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo)
+    calls = {
+        "json": lambda: read_json(fifo, "annotation file"),
+        "image": lambda: open_image(fifo),
+        "image header": lambda: read_image_size(fifo),
+        "config": lambda: load_yaml(fifo),
+        "refs": lambda: load_plain_pickle(fifo),
+        "vcr metadata": lambda: load_metadata(fifo, 1, "item 1"),
+        "weights": lambda: file_entries(fifo),
+        "proposals": lambda: read_proposals(fifo),
+        "ln input": lambda: preprocess_localized_narratives([fifo], tmp_path / "o.json", check_images=False),
+    }
+
+    def hung(*_):
+        raise AssertionError(f"the {reader} reader waited on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(InputError, match=r"'.*input' is a named pipe \(FIFO\); give a regular file"):
+            calls[reader]()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    if Path("/dev/null").exists():
+        with pytest.raises(InputError, match=r"'/dev/null' is a device"):
+            read_json("/dev/null", "annotation file")
+
+
+# ============================================================================ checkpoints that provide nothing
+CHECKPOINT_CASES = {
+    "no tensors at all": (lambda m: {}, r"holds no tensors: there is nothing to load"),
+    "integers where the model has floats": (
+        lambda m: {"t5_proj.weight": torch.zeros_like(m.t5_proj.weight, dtype=torch.int64)},
+        r"t5_proj.weight: file torch.int64 vs model torch.float32",
+    ),
+    "NaN values": (
+        lambda m: {**m.trainable_state_dict(), "t5_proj.bias": torch.full_like(m.t5_proj.bias, float("nan"))},
+        r"1 tensors hold NaN or infinite values \(e.g. \['t5_proj.bias'\]\)",
+    ),
+    "part of a model nothing else provides": (
+        lambda m: {k: v for k, v in m.state_dict().items() if k.startswith("t5_proj")},
+        r"provides only \['t5_proj'\]; .* would stay random",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_checkpoints_that_provide_nothing_are_refused(tiny_model, tmp_path, case):
+    from regionvlm.common.errors import CheckpointError
+
+    make, message = CHECKPOINT_CASES[case]
+    torch.save({"model": make(tiny_model), "optimizer": {}}, tmp_path / "ckpt.pth")
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=message):
+        tiny_model.load_checkpoint(str(tmp_path / "ckpt.pth"))
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())  # nothing loaded
+
+
+def test_an_empty_checkpoint_flag_is_an_error_and_random_weights_say_so(chat_files, tmp_path, capsys, monkeypatch):
+    import io
+
+    from regionvlm import chat, export
+    from regionvlm.chat import load_dialogue_model
+    from regionvlm.models import RANDOM_WEIGHTS_WARNING
+
+    image = str(chat_files / "scene.png")
+    assert "--checkpoint is empty" in cli_error(chat.main, ["--image", image, "--checkpoint", ""], capsys)
+    with pytest.raises(ConfigError, match="the checkpoint path is empty"):
+        load_dialogue_model("tiny", checkpoint=" ")
+    message = cli_error(
+        export.main, ["hf", "--model-type", "tiny", "--checkpoint", "", "--out", str(tmp_path / "hf")], capsys
+    )
+    assert "--checkpoint is empty" in message and not (tmp_path / "hf").exists()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("quit\n"))
+    chat.main(["--image", image])
+    assert capsys.readouterr().out.splitlines()[0] == RANDOM_WEIGHTS_WARNING
+
+
+# ============================================================================ flags and API arguments
+FLAG_CASES = {
+    "chat --seed -1": ("chat", ["--seed", "-1"], "--seed: seed must be a non-negative whole number, got -1"),
+    "chat --device gpu0": ("chat", ["--device", "gpu0"], "--device: 'gpu0' is not a device"),
+    "chat --num-beams 0": ("chat", ["--num-beams", "0"], r"`generation.num_beams` must be >= 1, got 0"),
+    "chat --max-len 0": ("chat", ["--max-len", "0"], r"`generation.max_len` must be >= 1, got 0"),
+    "chat --top-p 2": ("chat", ["--sample", "--top-p", "2"], r"`generation.top_p` must be <= 1.0, got 2.0"),
+    "chat --num-points 500": ("chat", ["--num-points", "500"], "--num-points: number of points"),
+    "demo --port 0": ("demo", ["--port", "0"], "--port must be a TCP port number in 1..65535, got 0"),
+    "demo --port 70000": ("demo", ["--port", "70000"], "--port must be a TCP port number in 1..65535, got 70000"),
+    "demo --seed -3": ("demo", ["--seed", "-3"], "--seed: seed must be a non-negative whole number"),
+    "synthetic --num-train -1": ("synthetic", ["--num-train", "-1"], "--num-train must be a number of scenes in 0.."),
+    "synthetic --image-size 8": ("synthetic", ["--image-size", "8"], "--image-size must be in 32..1024 pixels, got 8"),
+    "synthetic --seed -1": ("synthetic", ["--seed", "-1"], "--seed must be a non-negative whole number"),
+    "synthetic no scene": (
+        "synthetic",
+        ["--num-train", "0", "--num-val", "0", "--num-test", "0"],
+        "the world would hold no scene",
+    ),
+    "quickstart --num-test 0": ("quickstart", ["--num-test", "0"], "the world would hold no scene"),
+    "quickstart --device tpu": ("quickstart", ["--device", "tpu"], "--device: 'tpu' is not a device"),
+    "proposals --device gpu": ("proposals", ["--device", "gpu"], "--device: 'gpu' is not a device"),
+    "visual genome --seed -1": ("vg", ["--seed", "-1"], "--seed must be a non-negative whole number, got -1"),
+    "localized narratives --workers 0": ("ln", ["--workers", "0"], "--workers must be at least 1, got 0"),
+    "train.py --cfg-path a folder": ("train", [], r"config '.*' is a folder; give the YAML file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_every_flag_is_checked_before_work_starts(case, chat_files, tmp_path, capsys):
+    """Out-of-range numbers, unknown devices and bad paths in every command: exit 2 with one
+    line naming the flag, before any model, image or data is loaded and nothing written."""
+    import importlib
+
+    import train
+    from regionvlm import chat, proposals, quickstart
+    from regionvlm.data import localized_narratives, visual_genome
+    from regionvlm.demo import app
+    from regionvlm.synthetic import world
+
+    command, extra, message = FLAG_CASES[case]
+    out = tmp_path / "out"
+    base = {
+        "chat": (chat.main, ["--image", str(chat_files / "scene.png")]),
+        "demo": (app.main, []),
+        "synthetic": (world.main, ["--out", str(out)]),
+        "quickstart": (quickstart.main, ["--out", str(out)]),
+        "proposals": (proposals.main, ["--images", str(chat_files), "--sam-checkpoint", "sam.pth", "--out", str(out)]),
+        "vg": (visual_genome.main, ["--regions", "r.json", "--out", str(out / "vg.json")]),
+        "ln": (localized_narratives.main, ["--input", "x.jsonl", "--out", str(out / "ln.json")]),
+        "train": (train.main, ["--cfg-path", str(tmp_path)]),
+    }
+    main, argv = base[command]
+    importlib.invalidate_caches()
+    assert re.search(message, cli_error(main, argv + extra, capsys))
+    assert not out.exists()
+
+
+def test_public_api_refuses_empty_lists_non_finite_images_and_negative_seeds(tiny_model, rgb_image):
+    import torch
+
+    from regionvlm.dialogue import Conversation
+
+    image = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(InputError, match=r"samples\['text_input'\] must be a non-empty list"):
+        tiny_model.generate({"image": image, "text_input": []})
+    with pytest.raises(InputError, match=r"targets must be a non-empty list"):
+        tiny_model.score(image, [], [])
+    with pytest.raises(InputError, match=r"samples\['text_output'\] must be a non-empty list"):
+        tiny_model({"image": image, "text_input": [], "text_output": []})
+    with pytest.raises(InputError, match=r"samples\['text_input'\] must be a non-empty list"):
+        tiny_model.predict_answers({"image": image, "text_input": []})
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(InputError, match="image holds NaN or infinite values"):
+            tiny_model.generate({"image": torch.full((1, 3, 64, 64), bad)})
+    with pytest.raises(InputError, match="image is an empty batch"):
+        tiny_model.encode_image(torch.zeros(0, 3, 64, 64))
+    with pytest.raises(InputError, match="seed must be a non-negative whole number, got -1"):
+        Conversation(tiny_model, rgb_image, seed=-1)
+    conv = Conversation(tiny_model, rgb_image)
+    conv.add_region(Region.from_box([0, 0, 10, 10], image_size=rgb_image.size))
+    with pytest.raises(InputError, match="seed must be a non-negative whole number, got -5"):
+        conv.ask("what is [1]?", use_nucleus_sampling=True, seed=-5)
+    assert not conv.turns
+
+
+UNICODE_PIECES = [
+    "\u00b2",
+    "\u0661",
+    "\u216b",
+    "\x00",
+    "\u200b",
+    "\u202e",
+    "\U0001f642",
+    "\ufb01",
+    "\u0130",
+    "\u0301",
+    "\ufeff",
+    "\U0001d7d8",
+    "\u3000",
+    "\x1b[31m",
+    "\u221e",
+    "NaN",
+    "1_000",
+    "\u00bd",
+]
+UNICODE_COMMANDS = [
+    "describe {p}",
+    "describe 1{p}",
+    "box {p} 1 2 3",
+    "points {p} {p}",
+    "scribble 1 {p} 3 4",
+    "mask {p}",
+    "mask /tmp/{p}.png",
+    "{p}",
+    "what is [{p}]?",
+    "regions{p}",
+    "reset {p}",
+]
+
+
+def test_the_chat_takes_any_unicode_line(tiny_model_and_processors, chat_files):
+    """Every command with unusual Unicode (superscript and Arabic-Indic digits, NUL, BiDi marks,
+    emoji, combining marks, ...): an answer or one error line, and the session goes on."""
+    from regionvlm.chat import ChatSession
+    from regionvlm.chat import open_image as chat_image
+    from regionvlm.dialogue import Conversation
+
+    model, vis, txt = tiny_model_and_processors
+    conv = Conversation(model, chat_image(str(chat_files / "scene.png")), vis["eval"], txt["eval"])
+    session = ChatSession(conv, {"max_len": 2, "num_beams": 1})
+    for command in UNICODE_COMMANDS:
+        for piece in UNICODE_PIECES:
+            session.handle("box 1 2 30 40")
+            out, keep_going = session.handle(command.replace("{p}", piece))
+            assert keep_going and all(isinstance(line, str) for line in out), (command, piece)
+            assert sum(line.startswith("error: ") for line in out) <= 1
+    assert session.handle("describe \u00b2")[0][0].startswith("error: describe: usage `describe N`")
+    assert not session.handle("what is [1]?")[0][0].startswith("error")
+
+
 # ============================================================================ command lines
 def _ln_line(dataset_id: str = "coco") -> str:
     return json.dumps(
@@ -729,6 +1120,7 @@ def test_chat_command_reads_non_utf8_stdin_without_a_traceback(chat_files):
     )
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
-    lines = out.strip().splitlines()
+    warning, *lines = out.strip().splitlines()
+    assert warning.startswith("warning: the model's weights are random")  # the tiny preset without a checkpoint
     assert lines[0].startswith("[1] box") and lines[1].startswith("error: the line is not valid Unicode")
     assert len(lines) == 3 and not lines[2].startswith("error")  # describe 1 still answered

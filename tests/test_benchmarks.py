@@ -20,7 +20,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 
 def gpu_check(*args: str, out: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}  # this interpreter, venv active or not
     env.pop("OUT", None)
     return subprocess.run(
         ["bash", str(SCRIPT), *args, "--out", str(out)],

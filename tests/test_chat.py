@@ -13,6 +13,7 @@ from PIL import Image
 from regionvlm.chat import ChatSession, load_dialogue_model, parse_region_command, run_repl
 from regionvlm.common.errors import InputError
 from regionvlm.dialogue import Conversation
+from regionvlm.models import RANDOM_WEIGHTS_WARNING
 
 SIZE = (64, 48)  # (width, height) of the test image
 
@@ -152,6 +153,7 @@ def test_chat_command_through_a_pipe(files, tiny_model_and_processors):
     conv.add_region(parse_region_command(f"mask {files / 'mask.png'}", SIZE))
     conv.add_region(parse_region_command("scribble 40 5 50 10 60 20", SIZE))
     expected = [
+        RANDOM_WEIGHTS_WARNING,  # the tiny preset without a checkpoint: said on the first line
         f"[1] box (8, 12)-(32, 24): {conv.region_text(1)}",
         "error: points: usage `points x y [x y ...]` (pairs of pixel coordinates), got 3 numbers.",
         f"[2] mask (200 pixels): {conv.region_text(2)}",
@@ -193,13 +195,15 @@ def test_load_dialogue_model_checkpoint_and_options(tmp_path, tiny_model):
     """--checkpoint and --options reach the model; the same seed gives the same random weights."""
     import torch
 
-    state = {"t5_proj.bias": torch.full_like(tiny_model.t5_proj.bias, 0.25)}
-    torch.save({"model": state}, tmp_path / "ckpt.pth")
+    random_model, _, _ = load_dialogue_model("tiny", device="cpu", seed=0)
+    assert random_model.random_weights
+    assert torch.equal(random_model.query_tokens, tiny_model.query_tokens)
+    assert torch.equal(random_model.t5_model.lm_head.weight, tiny_model.t5_model.lm_head.weight)
+    state = {**tiny_model.trainable_state_dict(), "t5_proj.bias": torch.full_like(tiny_model.t5_proj.bias, 0.25)}
+    torch.save({"model": state}, tmp_path / "ckpt.pth")  # the tiny preset has no released files: a whole model
     model, vis, txt = load_dialogue_model(
         "tiny", checkpoint=str(tmp_path / "ckpt.pth"), options=["model.max_txt_len=40"], device="cpu", seed=0
     )
-    assert torch.equal(model.t5_proj.bias, state["t5_proj.bias"])
+    assert torch.equal(model.t5_proj.bias, state["t5_proj.bias"]) and not model.random_weights
     assert model.max_txt_len == 40 and not model.training
     assert vis.image_size == model.image_size == 64 and txt("[12 34] [5 6]") == "[12 34] [5 6]"
-    assert torch.equal(model.query_tokens, tiny_model.query_tokens)
-    assert torch.equal(model.t5_model.lm_head.weight, tiny_model.t5_model.lm_head.weight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -111,6 +112,10 @@ def test_example_images(tmp_path):
         example_images(str(tmp_path))
     Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
     (tmp_path / "notes.txt").write_text("x")
+    Image.new("RGB", (8, 8)).save(tmp_path.parent / "elsewhere.png")
+    (tmp_path / "out.png").symlink_to(tmp_path.parent / "elsewhere.png")  # leads out of the folder
+    os.mkfifo(tmp_path / "pipe.png")  # not a file: never opened
+    (tmp_path / "folder.png").mkdir()
     assert example_images(str(tmp_path)) == [str(tmp_path / "a.jpg")]
 
 
@@ -131,3 +136,73 @@ def test_demo_command_rejects_bad_examples_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: --examples: '{tmp_path / 'nope'}' is not a directory of images."
+
+
+@pytest.mark.slow
+def test_the_demo_serves_the_example_images_and_nothing_else_below_their_folder(tmp_path):
+    """A running server on loopback, asked over HTTP for files of ``--examples DIR``: the example
+    images are readable, every other file below DIR (a text file, a non-image, a sub-folder's
+    image, the folder itself, a link leading out, '..' paths) is refused."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    examples = tmp_path / "examples"
+    (examples / "sub").mkdir(parents=True)
+    Image.new("RGB", (32, 32), "red").save(examples / "shown.png")
+    Image.new("RGB", (32, 32), "blue").save(examples / "sub" / "deeper.png")
+    (examples / "secret.txt").write_text("not for the web")
+    (examples / "backup.png.bak").write_bytes((examples / "shown.png").read_bytes())
+    (tmp_path / "outside.txt").write_text("outside")
+    (examples / "link.png").symlink_to(tmp_path / "outside.txt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "regionvlm.demo", "--model-type", "tiny", "--examples", str(examples)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd + ["--port", str(port)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def status(path: str) -> int:
+        url = f"{base}/gradio_api/file={urllib.parse.quote(path, safe='/')}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(base + "/", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        assert status(str(examples / "shown.png")) == 200
+        for path in (
+            examples / "secret.txt",
+            examples / "backup.png.bak",
+            examples / "sub" / "deeper.png",
+            examples / "link.png",
+            tmp_path / "outside.txt",
+            examples,
+        ):
+            assert status(str(path)) in (403, 404), path
+        for raw in (f"{examples}/sub/../secret.txt", f"{examples}/shown.png/../secret.txt"):
+            assert status(raw) in (403, 404), raw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -126,3 +127,86 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(InputError, match="is not UTF-8|is not valid JSON"):
         io.read_json(bad, "annotation file")
+
+
+# ---------------------------------------------------------------- a real full disk (tmpfs)
+def test_real_full_disk_every_writer_keeps_the_previous_file(small_disk):
+    """JSON, torch.save (RuntimeError from its C++ writer) and safetensors (its own error type)
+    on a real full file system: OutputError naming the file and its folder, the previous
+    version intact, no temporary file."""
+    from full_disk import fill_disk
+    from safetensors.torch import save_file
+
+    from regionvlm.common.checkpoints import load_training_checkpoint, save_training_checkpoint
+
+    disk = small_disk("1m")
+    io.atomic_write_json(disk / "metrics.json", {"old": True})
+    state = {"model": {"w": torch.zeros(4)}, "optimizer": {}, "step": 1, "rng": {}}
+    save_training_checkpoint(state, disk / "ckpt.pth", "pth")
+    save_training_checkpoint(state, disk / "ckpt.safetensors", "safetensors")
+    fill_disk(disk, leave=8192)
+    big = {"model": {"w": torch.zeros(100_000)}, "optimizer": {}, "step": 2, "rng": {}}
+    folder = re.escape(str(disk))
+    with pytest.raises(
+        OutputError, match=rf"cannot write '.*metrics.json': the disk is full \(free some space in '{folder}'"
+    ):
+        io.atomic_write_json(disk / "metrics.json", {"new": "x" * 100_000})
+    with pytest.raises(OutputError, match=r"ckpt.pth': the disk is full"):
+        save_training_checkpoint(big, disk / "ckpt.pth", "pth")
+    with pytest.raises(OutputError, match=r"ckpt.safetensors': the disk is full"):
+        save_training_checkpoint(big, disk / "ckpt.safetensors", "safetensors")
+    # the library's own error type, translated
+    with pytest.raises(OutputError, match="the disk is full"), io.atomic_path(disk / "raw.safetensors") as tmp:
+        save_file({"w": torch.zeros(100_000)}, str(tmp))
+    assert json.loads((disk / "metrics.json").read_text()) == {"old": True}
+    assert load_training_checkpoint(disk / "ckpt.pth")["step"] == 1
+    assert load_training_checkpoint(disk / "ckpt.safetensors")["step"] == 1
+    assert sorted(p.name for p in disk.iterdir() if not p.name.startswith("filler")) == [
+        "ckpt.pth",
+        "ckpt.safetensors",
+        "metrics.json",
+    ]
+
+
+def test_real_full_disk_progress_log_keeps_whole_rows_only(small_disk):
+    from full_disk import fill_disk
+
+    disk = small_disk("1m")
+    log = disk / "log.jsonl"
+    with io.JsonlAppender(log) as appender:
+        appender.write({"step": 1})
+        before = log.read_bytes()
+        fill_disk(disk)
+        with pytest.raises(OutputError, match=r"log.jsonl': the disk is full"):
+            appender.write({"step": 2, "pad": "x" * 20_000})  # more than the page the last row left
+    assert log.read_bytes() == before
+    assert io.read_jsonl_rows(log) == ([{"step": 1}], 0)
+
+
+def test_real_full_disk_directory_output(small_disk):
+    from full_disk import fill_disk
+
+    disk = small_disk("1m")
+    with io.atomic_directory(disk / "export") as tmp:
+        (tmp / "a.txt").write_text("previous")
+    fill_disk(disk, leave=4096)
+    with (
+        pytest.raises(OutputError, match=r"cannot write '.*export': the disk is full"),
+        io.atomic_directory(disk / "export") as tmp,
+    ):
+        (tmp / "a.txt").write_text("x" * 200_000)
+    assert (disk / "export" / "a.txt").read_text() == "previous"
+    assert sorted(p.name for p in disk.iterdir() if not p.name.startswith("filler")) == ["export"]
+
+
+def test_library_errors_are_translated_by_their_errno():
+    """What each writing library raises for ENOSPC/EROFS/EDQUOT, as seen on real disks."""
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    torch_error.__context__ = OSError(errno.ENOSPC, "No space left on device")
+    rust = Exception("Error while serializing: I/O error: Read-only file system (os error 30)")
+    quota = ValueError("I/O error: Disk quota exceeded (os error 122)")
+    assert io.environment_cause(torch_error).errno == errno.ENOSPC
+    assert io.environment_cause(rust).errno == errno.EROFS
+    assert io.environment_cause(quota).errno == errno.EDQUOT
+    assert io.environment_cause(RuntimeError("a bug")) is None
+    assert io.environment_cause(OSError(errno.EIO, "I/O error")) is None

@@ -187,15 +187,26 @@ def test_save_and_load_trainable_checkpoint_round_trip(tmp_path, images):
         assert torch.equal(a.score(images[:1], [REGION_A], ["x y"]), b.score(images[:1], [REGION_A], ["x y"]))
 
 
-def test_partial_lavis_checkpoint_loads_and_bad_ones_fail(tmp_path):
+def test_partial_lavis_checkpoint_loads_on_released_weights_and_bad_ones_fail(tmp_path):
+    """A partial checkpoint (the RegionVLM release holds only the trained parts) loads on top of
+    the released files and the report says where each group came from; on a model whose other
+    parts no file provided (random init) it is refused."""
     src = RegionVLMT5.from_config(tiny_cfg(init={"scheme": "from_scratch", "seed": 3}))
-    dst = RegionVLMT5.from_config(tiny_cfg())
+    dst = RegionVLMT5.from_config(tiny_cfg(load_pretrained=True, weights=_official_files(tmp_path, src)))
     partial = {k: v for k, v in src.state_dict().items() if k.startswith(("Qformer.", "query_tokens", "t5_proj"))}
     torch.save({"model": partial}, tmp_path / "partial.pth")
+    random_init = RegionVLMT5.from_config(tiny_cfg())
+    with pytest.raises(CheckpointError, match=r"provides only \['Q-Former', .*'vision encoder'\].*would stay random"):
+        random_init.load_checkpoint(str(tmp_path / "partial.pth"))
+    assert random_init.random_weights and random_init.load_report is None
     before_vit = dst.visual_encoder.pos_embed.clone()
     dst.load_checkpoint(str(tmp_path / "partial.pth"))
     assert torch.equal(dst.query_tokens, src.query_tokens)
     assert torch.equal(dst.visual_encoder.pos_embed, before_vit)  # not in the file: untouched
+    report = dst.load_report
+    assert report.sources["query_tokens"] == ["checkpoint"] and report.overridden["query_tokens"] == ["blip2"]
+    assert report.sources["Q-Former text path"] == ["checkpoint"] and report.sources["vision encoder"] == ["eva_vit"]
+    assert str(tmp_path / "partial.pth") in report.files["checkpoint"] and "<- checkpoint" in str(report)
     torch.save({"model": {**partial, "Qformer.cls.predictions.bias": torch.zeros(3)}}, tmp_path / "unknown.pth")
     with pytest.raises(CheckpointError, match="do not exist in this model"):
         dst.load_checkpoint(str(tmp_path / "unknown.pth"))

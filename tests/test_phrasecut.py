@@ -494,7 +494,9 @@ def test_bad_settings(dataset_root, tmp_path, capsys):
 
 def test_an_image_of_another_size_than_listed_stops_or_is_skipped(dataset_root, tmp_path):
     Image.new("RGB", (50, 48)).save(dataset_root / "images" / "11.jpg")  # listed as 64 x 48
-    with pytest.raises(InputError, match=r"'.*11\.jpg' is 50x48 \(width x height\) but .* says image 11 is 64x48"):
+    with pytest.raises(
+        InputError, match=r"'.*11\.jpg' is 50x48 pixels but '.*image_data_split\.json' \(image 11\) says 64x48"
+    ):
         _evaluate(FakeModel(), dataset_root, tmp_path / "a")
     out = _evaluate(FakeModel(), dataset_root, tmp_path / "b", skip_missing=True)
     assert [r["task_id"] for r in out["results"]["queries"]] == ["12__3", "12__5"]

@@ -515,14 +515,22 @@ def test_missing_or_unreadable_image(roots, tmp_path):
     assert [r["ref_id"] for r in out["results"]["queries"]] == [12]
 
 
-def test_visual_prompts_need_the_image_at_the_proposals_resolution(roots, tmp_path, tiny_model):
+@pytest.mark.parametrize("mode", ["points", "blur"])
+def test_an_image_of_another_size_than_instances_json_is_refused(roots, tmp_path, mode, request):
+    """The ground truth and the proposals are at the size instances.json records; an image of
+    another size (even one that only normalized points would survive) is refused, or skipped
+    and listed under skip_missing."""
     from PIL import Image
 
-    Image.new("RGB", (32, 24)).save(roots["image_root"] / IMAGES[2][0])  # proposals are 48x64
-    out = _evaluate(tiny_model, roots, tmp_path / "a", {"region_prompt": "points"})  # points are normalized
-    assert out["metrics"]["refcoco_unc_val/num_queries"] == 4
-    with pytest.raises(InputError, match=r"COCO_train2014_000000000002\.jpg' is 24x32 but its proposals .* are 48x64"):
-        _evaluate(tiny_model, roots, tmp_path / "b", {"region_prompt": "blur"})
+    model = FakeModel() if mode == "points" else request.getfixturevalue("tiny_model")
+    Image.new("RGB", (32, 24)).save(roots["image_root"] / IMAGES[2][0])  # instances.json: 64x48
+    with pytest.raises(
+        InputError,
+        match=r"COCO_train2014_000000000002\.jpg' is 32x24 pixels but '.*instances\.json' \(image 2\) says 64x48",
+    ):
+        _evaluate(model, roots, tmp_path / "a", {"region_prompt": mode})
+    out = _evaluate(model, roots, tmp_path / "b", {"region_prompt": mode}, skip_missing=True)
+    assert out["metrics"]["refcoco_unc_val/num_queries"] == 3 and out["metrics"]["refcoco_unc_val/num_skipped"] == 1
 
 
 def test_empty_sentence_after_text_processing(tmp_path):

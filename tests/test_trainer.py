@@ -51,15 +51,30 @@ def test_train_writes_logs_config_and_trainable_checkpoint(world, tmp_path):
     assert state["step"] == 8 and state["epoch"] == 2
 
 
+# Dropout in the Q-Former and T5 (the tiny preset has none): the global RNG then shapes every
+# step, so only a resume that restores it ends where the uninterrupted run ends.
+DROPOUT = ("model.t5.dropout_rate=0.1", "model.qformer.hidden_dropout_prob=0.1")
+
+
 @pytest.mark.slow
-def test_killed_and_resumed_run_ends_with_the_same_weights(world, tmp_path):
-    train.main(options(world, tmp_path / "full"))
-    stopped = train.main(options(world, tmp_path / "killed", "run.stop_after_steps=5"))
+def test_killed_and_resumed_run_ends_with_the_same_weights(world, tmp_path, monkeypatch):
+    train.main(options(world, tmp_path / "full", *DROPOUT))
+    stopped = train.main(options(world, tmp_path / "killed", *DROPOUT, "run.stop_after_steps=5"))
     assert stopped == {"stopped_at_step": 5}
-    train.main(options(world, tmp_path / "killed", "run.resume_ckpt_path=latest"))
+    (tmp_path / "unrestored").mkdir()
+    for name in ("checkpoint_latest.pth", "log.jsonl"):
+        (tmp_path / "unrestored" / name).write_bytes((tmp_path / "killed" / name).read_bytes())
+    train.main(options(world, tmp_path / "killed", *DROPOUT, "run.resume_ckpt_path=latest"))
     full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "killed")
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+    from regionvlm.runners import runner_base
+
+    monkeypatch.setattr(runner_base, "set_rng_state", lambda state: None)  # a resume that forgets the RNG
+    train.main(options(world, tmp_path / "unrestored", *DROPOUT, "run.resume_ckpt_path=latest"))
+    unrestored = final_weights(tmp_path / "unrestored")
+    assert not all(torch.equal(full[k], unrestored[k]) for k in full)  # the test can tell
 
 
 @pytest.mark.slow
@@ -86,3 +101,29 @@ def test_host_memory_thresholds_apply_on_glibc_and_are_harmless_elsewhere():
     assert applied == (host_memory._libc() is not None)
     if sys.platform.startswith("linux") and host_memory._libc() is not None:
         assert host_memory.release_freed_memory() and host_memory.retain_freed_memory()
+
+
+def test_data_loader_workers_start_by_the_method_chosen_for_them():
+    """Workers start by fork wherever it exists (the annotation arrays are shared copy-on-write),
+    whatever the Python version's default, and Python >= 3.12's warning about forking a
+    process with threads does not escape (warnings are errors here)."""
+    import multiprocessing
+    import warnings
+    from types import SimpleNamespace
+
+    from regionvlm.runners.runner_base import RunnerBase, worker_start_method
+
+    runner = SimpleNamespace(
+        settings=SimpleNamespace(seed=0, batch_size_train=2, iters_per_epoch=None, num_workers=2),
+        distributed=False,
+        device=torch.device("cpu"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = RunnerBase._batches(runner, list(range(8)), epoch=0, skip=1)
+        got = [b.tolist() for b in batches]
+    expected = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    assert worker_start_method() == expected
+    assert {type(w).__name__ for w in batches._workers} == {f"{expected.capitalize()}Process"}
+    items = [i for batch in got for i in batch]
+    assert len(got) == 3 and len(items) == len(set(items)) == 6  # the epoch's batches after the first, once each

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tiny_training import train_options
 
 import train
@@ -50,6 +51,63 @@ def test_lavis_schedule_exactly():
         LinearWarmupCosineLR(opt, max_epoch=10, init_lr=5e-6, warmup_lr=5e-9, warmup_steps=1000).apply(0, 3, 0)
         == opt.param_groups[0]["lr"]
     )
+
+
+def test_no_weight_decay_on_biases_norms_and_1d_parameters():
+    """LAVIS's two groups: biases, norm layers (LayerNorm, T5's layer_norm, ln_vision) and every
+    1-D parameter without weight decay, the rest with it; frozen parameters in neither. One
+    AdamW step with zero gradients shows the split reaches the optimizer: only decayed
+    parameters shrink."""
+    from types import SimpleNamespace
+
+    from regionvlm.common.optims import build_optimizer, param_groups
+    from regionvlm.models.regionvlm_t5 import RegionVLMT5
+
+    cfg = OmegaConf.load(REPO / "regionvlm" / "configs" / "models" / "regionvlm_t5" / "tiny.yaml").model
+    model = RegionVLMT5.from_config(OmegaConf.merge(cfg, {"freeze_vit": True}))
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert (
+        decayed | kept == trainable
+        and not decayed & kept
+        and not any(n.startswith("visual_encoder.") for n in trainable)
+    )
+    for name in (
+        "ln_vision.weight",
+        "ln_vision.bias",
+        "t5_proj.bias",
+        "Qformer.bert.embeddings.LayerNorm.weight",
+        "t5_model.encoder.final_layer_norm.weight",
+        "t5_model.decoder.block.0.layer.0.layer_norm.weight",
+        "Qformer.bert.encoder.layer.0.attention.self.query.bias",
+    ):
+        assert name in kept, name
+    for name in (
+        "t5_proj.weight",
+        "query_tokens",
+        "Qformer.bert.encoder.layer.0.attention.self.query.weight",
+        "t5_model.shared.weight",
+        "t5_model.lm_head.weight",
+    ):
+        assert name in decayed, name
+    assert all(model.get_parameter(n).ndim >= 2 for n in decayed)
+    assert all(model.get_parameter(n).ndim < 2 or "norm" in n.lower() or "bias" in n for n in kept)
+
+    optimizer = build_optimizer(model, SimpleNamespace(weight_decay=0.5, init_lr=0.1, betas=(0.9, 0.999)))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    optimizer.step()
+    for name, value in before.items():
+        now = model.get_parameter(name)
+        if name in kept:
+            assert torch.equal(now, value), name
+        else:
+            torch.testing.assert_close(now, value * (1 - 0.1 * 0.5))
 
 
 def test_step_cosine_variant():

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from weight_generator import gen
 
+from regionvlm.common import tensor_files
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError
 from regionvlm.models import weights as W
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
@@ -187,11 +188,11 @@ def test_per_group_dtypes(smoke):
 
 
 def test_conversion_crosses_chunk_boundaries(tmp_path, monkeypatch):
-    monkeypatch.setattr(W, "_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(tensor_files, "CHUNK_ELEMENTS", 7)
     values = torch.randn(5, 9)
     save_file({"a": values, "b": values.half()}, str(tmp_path / "x.safetensors"))
     entries = {e.name: e for e in W.file_entries(tmp_path / "x.safetensors")}
-    reader = W._Reader(tmp_path / "x.safetensors")
+    reader = tensor_files.TensorReader(tmp_path / "x.safetensors")
     try:
         assert torch.equal(reader.read(entries["a"], torch.bfloat16), values.to(torch.bfloat16))
         assert torch.equal(reader.read(entries["b"], torch.float32), values.half().float())
@@ -234,7 +235,7 @@ def test_torch_reader_handles_views_and_shared_storage(tmp_path, legacy):
 
 
 def test_older_pytorch_without_storage_offsets_still_loads(smoke, monkeypatch):
-    monkeypatch.setattr(W, "_storage_file_offset", lambda t: None)  # memory-mapped fallback
+    monkeypatch.setattr(tensor_files, "_storage_file_offset", lambda t: None)  # memory-mapped fallback
     model = load(paths_in(smoke))
     key = "blocks.2.mlp.fc1.weight"
     assert torch.equal(model.state_dict()["visual_encoder." + key], file_tensor(smoke / "eva_vit_g.pth", key).float())

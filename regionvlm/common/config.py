@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from regionvlm.common.errors import ConfigError, MissingFileError
+from regionvlm.common.io import check_regular_file
 from regionvlm.common.registry import registry
 
 SECTIONS = ("model", "datasets", "run")
@@ -27,6 +28,9 @@ DEFAULT_RUNNER = "runner_base"
 def load_yaml(path: str | Path) -> DictConfig:
     """Load one YAML file with errors that name the file."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"config '{p}' is a folder; give the YAML file (check --cfg-path).")
+    check_regular_file(p, "config file")
     if not p.is_file():
         raise MissingFileError(f"config file '{p}' does not exist (check --cfg-path).")
     try:

@@ -16,11 +16,14 @@ import contextlib
 import errno
 import json
 import os
+import re
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from regionvlm.common.errors import InputError, MissingFileError, OutputError
+from regionvlm.common.errors import InputError, MissingFileError, OutputError, RegionVLMError
 
 _TMP_SUFFIX = ".tmp"
 _ENV_ERRNOS = {
@@ -34,18 +37,72 @@ _ENV_ERRNOS = {
 }
 
 
+_ERRNO_IN_TEXT = (
+    re.compile(r"os error (\d+)"),  # Rust's std::io::Error (safetensors, tokenizers)
+    re.compile(r"\[Errno (\d+)\]"),  # Python's OSError text, wrapped by another library
+)
+_REASON_IN_TEXT = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+}
+_NEARLY_FULL_BYTES = 1 << 20
+
+
 def output_error(exc: OSError, path: str | Path, action: str = "write") -> Exception:
     """The user-facing error for an OSError raised while writing ``path`` (or ``exc`` itself
-    when it is not an environment problem)."""
+    when it is not an environment problem). The message names the file and its folder."""
     reason = _ENV_ERRNOS.get(exc.errno or -1)
     if reason is None:
         return exc
+    path = Path(path)
     hint = (
-        "free some space or choose an output folder on another disk"
+        f"free some space in '{path.parent}' or choose an output folder on another disk"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT)
         else "choose an output folder you can write to"
     )
     return OutputError(f"cannot {action} '{path}': {reason} ({hint}).")
+
+
+def environment_cause(exc: BaseException, folder: Optional[str | Path] = None) -> Optional[OSError]:
+    """The environment fault (full disk, quota, read-only or forbidden folder) behind an
+    exception raised while writing, whatever type the writing library gave it: an OSError
+    anywhere in the exception's chain (``torch.save`` raises RuntimeError from its C++
+    writer, with the OSError of the failed ``write`` as its context), an errno in the text
+    (safetensors and tokenizers raise their own types carrying Rust's "(os error 28)"), or,
+    last, a ``folder`` whose file system has no space left after the failure."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ENV_ERRNOS:
+            return current
+        text = str(current)
+        for pattern in _ERRNO_IN_TEXT:
+            match = pattern.search(text)
+            if match and int(match.group(1)) in _ENV_ERRNOS:
+                code = int(match.group(1))
+                return OSError(code, os.strerror(code))
+        for words, code in _REASON_IN_TEXT.items():
+            if words in text:
+                return OSError(code, os.strerror(code))
+        current = current.__cause__ or current.__context__
+    if folder is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            return None
+        if stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
+
+
+def _fail(exc: BaseException, path: Path) -> BaseException:
+    """What a failed write of ``path`` raises: OutputError for an environment fault, else ``exc``."""
+    if isinstance(exc, RegionVLMError):
+        return exc
+    cause = environment_cause(exc, path.parent)
+    return output_error(cause, path) if cause is not None else exc
 
 
 def ensure_dir(path: str | Path) -> Path:
@@ -61,10 +118,14 @@ def ensure_dir(path: str | Path) -> Path:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary files of an earlier writer of ``path`` that was killed (one writer per target)."""
+    """Temporary files and folders of an earlier writer of ``path`` that was killed (one
+    writer per target)."""
     for stale in path.parent.glob(f".{path.name}.*{_TMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 @contextlib.contextmanager
@@ -86,14 +147,63 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise output_error(exc, path) from None
-    except BaseException:
+    except OutputError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    except BaseException as exc:
+        error = _fail(exc, path)  # before the temporary file is removed: a full disk is still full
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if error is exc:
+            raise
+        raise error from None
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block succeeds it replaces
+    ``path`` (a folder, or nothing) in one rename, and a previous ``path`` is removed only
+    after that. When the block fails the temporary folder is removed and ``path`` is left
+    as it was; a full disk or an unwritable folder becomes OutputError naming ``path``,
+    whatever library raised it. For outputs that are folders (the Hugging Face export)."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    _remove_stale_temporaries(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX))
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders; an output is meant to be read by others
+        _swap_directory(tmp, path)
+    except BaseException as exc:
+        error = _fail(exc, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _swap_directory(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` at ``path``; readers never see half of either."""
+    old = None
+    if path.exists() or path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}{_TMP_SUFFIX}")
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 @contextlib.contextmanager
@@ -138,6 +248,21 @@ def write_jsonl(path: str | Path, rows: Any) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def check_regular_file(path: str | Path, what: str) -> None:
+    """Refuse a named pipe, socket or device given where an input file is expected: reading
+    one waits for a writer (or never ends). Missing paths and folders are left to the caller,
+    which names them in its own words."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "a device" if stat.S_ISBLK(mode) else "not a file")
+    raise InputError(f"{what} '{path}' is {kind}; give a regular file (reading it could wait forever).")
+
+
 def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout: Optional[str] = None) -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file stops with its path, what
     it should be (``what``/``layout``) and the setting that points to it."""
@@ -146,6 +271,7 @@ def read_json(path: str | Path, what: str, setting: Optional[str] = None, layout
     expected = f" It should be {layout}." if layout else ""
     if path.is_dir():
         raise InputError(f"{what} '{path}'{via} is a folder; give the file.{expected}")
+    check_regular_file(path, what)
     if not path.is_file():
         raise MissingFileError(f"{what} not found at '{path}'{via}.{expected}")
     try:
@@ -181,12 +307,28 @@ class JsonlAppender:
             raise output_error(exc, self.path) from None
 
     def write(self, obj: Dict[str, Any]) -> None:
+        """Append one row; a row that cannot be written whole (full disk) is cut off again,
+        so the log holds only whole rows."""
+        row = json.dumps(obj).encode("utf-8") + b"\n"
+        start: Optional[int] = None
         try:
-            self._f.write(json.dumps(obj).encode("utf-8") + b"\n")
+            start = self._f.tell()
+            self._f.write(row)
             self._f.flush()
             os.fsync(self._f.fileno())
         except OSError as exc:
+            self._cut(start)
             raise output_error(exc, self.path) from None
+
+    def _cut(self, size: Optional[int]) -> None:
+        """Drop what a failed write left after ``size`` bytes (the buffer too: reopen the file)."""
+        with contextlib.suppress(OSError):
+            self._f.close()
+        with contextlib.suppress(OSError):
+            if size is not None:
+                os.truncate(self.path, size)
+        with contextlib.suppress(OSError):
+            self._f = open(self.path, "ab")  # noqa: SIM115 (open for the log's life)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

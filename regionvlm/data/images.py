@@ -17,7 +17,9 @@ so that is the rule wherever it is well defined, and what PIL gets wrong is fixe
 * Animations and multi-page files (GIF, APNG, TIFF): the first frame, as LAVIS.
 * EXIF orientation: ignored for dataset images (annotations refer to the stored pixels, as
   in COCO and LAVIS); applied for images a person looks at while pointing (``exif=True``:
-  the chat's ``--image``, its mask files; Gradio applies it to uploads itself).
+  the chat's ``--image``, its mask files; Gradio applies it to uploads itself). A dataset
+  image whose size differs from what its annotation file records is refused
+  (:func:`check_image_size`), naming both files.
 
 File faults. A missing file raises :class:`MissingFileError`; a folder, an unreadable file
 (permission, symlink loop), an unknown or damaged format, a truncated file, a 0-pixel image
@@ -48,6 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
+from regionvlm.common.io import check_regular_file
 from regionvlm.region import MAX_PIXELS_ENV, check_pixel_count, max_image_pixels
 
 logger = logging.getLogger(__name__)
@@ -122,6 +125,7 @@ def _load(source: Source, what: str, exif: bool) -> Tuple[Image.Image, str]:
     max_image_pixels()  # before PIL's own guard runs in Image.open
     if not isinstance(source, bytes):
         path = Path(source)
+        check_regular_file(path, what)
         if path.is_dir():
             raise InputError(f"{name} is a folder; give an image file.")
     try:
@@ -164,9 +168,34 @@ def open_image(source: Source, what: str = "image", exif: bool = False) -> Image
     return to_rgb(image, name)
 
 
+def check_image_size(size: Tuple[int, int], expected: Tuple[int, int], image: str, annotation: str) -> None:
+    """Refuse an image whose pixels (``size`` = width, height, as read: EXIF orientation
+    ignored for dataset images) are not the size an annotation file records for it: its
+    regions, masks and RLEs would land on the wrong pixels. Both files are named; a swapped
+    width and height says the annotation probably follows the photo's EXIF orientation."""
+    width, height = (int(v) for v in size)
+    want_w, want_h = (int(v) for v in expected)
+    if (width, height) == (want_w, want_h):
+        return
+    hint = ""
+    if (width, height) == (want_h, want_w):
+        hint = (
+            " Width and height are swapped: the annotation probably describes the photo turned upright by "
+            "its EXIF orientation, while dataset images are read as stored (EXIF orientation ignored, as LAVIS "
+            "and COCO do); save the image with its pixels upright (e.g. PIL.ImageOps.exif_transpose) or fix "
+            "the annotation."
+        )
+    raise InputError(
+        f"{image} is {width}x{height} pixels but {annotation} says {want_w}x{want_h}; the annotation is for "
+        f"another version of the image (or another image).{hint or ' Use the images the annotation file belongs to.'}"
+    )
+
+
 def read_image_size(source: Source, what: str = "image") -> Tuple[int, int]:
     """``(width, height)`` from the file's header, without decoding the pixels."""
     name = _name(source, what)
+    if not isinstance(source, bytes):
+        check_regular_file(source, what)
     max_image_pixels()
     try:
         with warnings.catch_warnings():

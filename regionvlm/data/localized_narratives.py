@@ -90,7 +90,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
-from regionvlm.common.io import atomic_write_json, ensure_dir, output_error
+from regionvlm.common.io import atomic_write_json, check_regular_file, ensure_dir, output_error
 from regionvlm.region import select_in_order
 
 DEFAULT_NUM_POINTS = 20
@@ -128,16 +128,16 @@ class MalformedRecord(ValueError):
 
 
 # --------------------------------------------------------------------------- chunking
-def split_chunks(caption: str) -> List[Tuple[str, int, int]]:
+def split_chunks(caption: str, keep_blank: bool = False) -> List[Tuple[str, int, int]]:
     """``(text, start, end)`` of every non-blank chunk of ``caption`` (raw character span;
-    ``text`` is stripped)."""
+    ``text`` is stripped); ``keep_blank`` keeps the blank ones too (as ``""``)."""
     chunks: List[Tuple[str, int, int]] = []
     start = 0
     for sep in CHUNK_PATTERN.finditer(caption):
         chunks.append((caption[start : sep.start()], start, sep.start()))
         start = sep.end()
     chunks.append((caption[start:], start, len(caption)))
-    return [(text.strip(), s, e) for text, s, e in chunks if text.strip()]
+    return [(text.strip(), s, e) for text, s, e in chunks if keep_blank or text.strip()]
 
 
 def utterance_starts(utterances: Sequence[str]) -> List[int]:
@@ -248,6 +248,7 @@ class ChunkStats:
     duplicate_text: int = 0
     image_missing: int = 0
     utterances_without_points: int = 0
+    blank_text: int = 0  # chunks with trace points but no words: never a training target
 
 
 def narrative_chunks(
@@ -259,10 +260,13 @@ def narrative_chunks(
     stats.utterances_without_points += sum(1 for idx in per_utt if idx.size == 0)
     u_starts = utterance_starts(n.utterances)
     result: Dict[str, Optional[np.ndarray]] = {}
-    for text, c0, c1 in split_chunks(n.caption):
+    for text, c0, c1 in split_chunks(n.caption, keep_blank=True):
         first, last = bisect.bisect_left(u_starts, c0), bisect.bisect_right(u_starts, c1)
         parts = [per_utt[i] for i in range(first, last) if per_utt[i].size]
         idx = np.concatenate(parts) if parts else None
+        if not text:
+            stats.blank_text += idx is not None  # a traced region whose caption text is blank: skipped, counted
+            continue
         if text in result:
             stats.duplicate_text += 1
         result[text] = idx
@@ -475,6 +479,7 @@ class PreprocessReport:
                 "no_points": c.no_points,
                 "duplicate_text": c.duplicate_text,
                 "image_missing": c.image_missing,
+                "blank_text": c.blank_text,
             },
             "utterances_without_points": c.utterances_without_points,
             "caption_mismatch": self.caption_mismatch,
@@ -491,7 +496,8 @@ class PreprocessReport:
             f"images written: {self.images_written}; dropped: {self.images_dropped['no_chunks']} without any "
             f"chunk with points, {self.images_dropped['missing_image']} with no image file",
             f"chunks kept: {c.kept}; dropped: {c.no_points} without trace points, {c.duplicate_text} repeated "
-            f"text (last occurrence kept), {c.image_missing} of images without a file; "
+            f"text (last occurrence kept), {c.image_missing} of images without a file, {c.blank_text} traced "
+            "but blank (no words); "
             f"utterances without points: {c.utterances_without_points}",
             f"narratives whose utterances do not join to the caption (offsets may shift): {self.caption_mismatch}",
         ]
@@ -605,10 +611,13 @@ def preprocess_localized_narratives(
     cost); the output keeps the input order either way."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
     paths = [Path(p).expanduser() for p in inputs]
     if not paths:
         raise ConfigError("no Localized Narratives file given (--input).")
     for p in paths:
+        check_regular_file(p, "Localized Narratives file")
         if not p.is_file():
             raise MissingFileError(
                 f"Localized Narratives file '{p}' not found. Expected the official JSONL "
@@ -662,6 +671,11 @@ def preprocess_localized_narratives(
                 with open(part, encoding="utf-8") as f:
                     for line in f:
                         writer.write_raw(line.rstrip("\n"))
+    except OSError as exc:  # the per-file parts beside the output meet the same full disk
+        error = output_error(exc, out)
+        if error is exc:
+            raise
+        raise error from None
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     if write_report:

@@ -20,7 +20,7 @@ Checks (each names the file and the entry): missing files; a task whose image is
 not positive whole numbers; ``Polygons`` that are not lists of polygons of ``[x, y]``
 pairs of finite numbers; an empty phrase (skipped and listed under ``skip_missing``, like
 a task with an unknown image). That an image file has the size the dataset states is
-checked when the image is read (:func:`check_image_size`).
+checked when the image is read (``regionvlm.data.images.check_image_size``).
 
 Command line (list the images of a split, e.g. to compute only their proposals)::
 
@@ -186,18 +186,6 @@ def fill_polygon(xs: np.ndarray, ys: np.ndarray, height: int, width: int) -> np.
         start, end = _round_up(left[valid]).astype(np.int64), _round_down(right[valid]).astype(np.int64)
         runs.append(_clip_runs(row, start, end, height, width))
     return np.concatenate(runs, axis=1)
-
-
-def check_image_size(image_size: Tuple[int, int], info: PhraseCutImage, path: Path, info_path: Path) -> None:
-    """An image file whose (width, height) is not the one ``image_data_split.json`` states
-    would put the polygons on other pixels than they were drawn on."""
-    width, height = image_size
-    if (height, width) != (info.height, info.width):
-        raise InputError(
-            f"the image '{path}' is {width}x{height} (width x height) but '{info_path}' says image "
-            f"{info.image_id} is {info.width}x{info.height}; its polygons are drawn at that size. Use the "
-            "images PhraseCut's downloader fetches (Visual Genome 1.2, not resized)."
-        )
 
 
 @dataclass

@@ -8,7 +8,9 @@ masks as COCO RLE, in proposal order (written by ``python -m regionvlm.proposals
 header (format, version, positive height and width) and every record (an RLE of the image's
 size whose runs cover exactly its pixels, a finite or null score) and names the file and the
 mask when something is wrong; writing refuses masks that are not binary and scores that are
-not finite (JSON has no NaN).
+not finite (JSON has no NaN). Image names that differ only by their extension would share a
+file: the file records its image (``"image"``), and reading or writing it for the other image
+is refused, as is generating proposals for a list holding both (:func:`check_distinct_files`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError
-from regionvlm.common.io import atomic_write_text
+from regionvlm.common.io import atomic_write_text, check_regular_file
 from regionvlm.region import binary_mask, validate_rle
 
 FORMAT = "regionvlm-proposals"
@@ -38,6 +40,38 @@ def proposal_path(out_dir: str | Path, image_name: str) -> Path:
     if name.suffix.lower() in IMAGE_EXTENSIONS:
         name = name.with_suffix("")
     return Path(out_dir).joinpath(*name.parts[:-1], name.name + ".json")
+
+
+def same_image(recorded: str, wanted: str) -> bool:
+    """Whether a proposal file written for image ``recorded`` belongs to image ``wanted``.
+    Names that differ only by their extension (``a.jpg``, ``a.png``) map to one file, so the
+    file records its image and the extensions must agree; a name without an image extension
+    (the authors' PNG folders are named by stem) matches either."""
+    rec, want = PurePosixPath(str(recorded).replace("\\", "/")), PurePosixPath(str(wanted).replace("\\", "/"))
+    both = rec.suffix.lower() in IMAGE_EXTENSIONS and want.suffix.lower() in IMAGE_EXTENSIONS
+    return not both or rec.suffix.lower() == want.suffix.lower()
+
+
+def check_distinct_files(out_dir: str | Path, image_names: Sequence[str]) -> None:
+    """Refuse image names that would share one proposal file (they differ only by extension)."""
+    seen: Dict[Path, str] = {}
+    for name in image_names:
+        path = proposal_path(out_dir, name)
+        if path in seen and seen[path] != name:
+            raise InputError(
+                f"images '{seen[path]}' and '{name}' differ only by their extension, so their proposals would "
+                f"share '{path}'; rename one of them (or write their proposals to separate folders)."
+            )
+        seen[path] = name
+
+
+def _refuse_other_image(path: Path, recorded: Any, image_name: str) -> None:
+    if isinstance(recorded, str) and not same_image(recorded, image_name):
+        raise InputError(
+            f"'{path}' holds the proposals of image '{recorded}', not of '{image_name}': image names that differ "
+            "only by their extension share one proposal file. Rename one of the images (or keep their "
+            "proposals in separate folders) and regenerate."
+        )
 
 
 def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
@@ -60,7 +94,14 @@ def write_proposal_file(
     records: Sequence[Mapping[str, Any]],
     source: Mapping[str, Any],
 ) -> Path:
-    """Write one image's records atomically (a killed run never leaves half a file)."""
+    """Write one image's records atomically (a killed run never leaves half a file); a file
+    there that holds another image's proposals (same name, other extension) is refused."""
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("image")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            recorded = None  # a damaged file is simply replaced
+        _refuse_other_image(path, recorded, image_name)
     for i, rec in enumerate(records):
         size = list(rec["segmentation"]["size"])
         if size != [height, width]:
@@ -177,6 +218,7 @@ class ProposalSet:
 def read_proposals(path: str | Path, image_name: Optional[str] = None) -> ProposalSet:
     """Read one proposal file; a missing or malformed file stops with its path."""
     path = Path(path)
+    check_regular_file(path, "proposal file")
     if not path.is_file():
         for_image = f" for image '{image_name}'" if image_name else ""
         raise MissingFileError(
@@ -191,6 +233,8 @@ def read_proposals(path: str | Path, image_name: Optional[str] = None) -> Propos
         raise InputError(f"cannot read the proposal file '{path}': {exc}. Delete it and regenerate.") from None
     if not isinstance(doc, Mapping) or doc.get("format") != FORMAT or "masks" not in doc:
         raise InputError(f"'{path}' is not a {FORMAT} file (see regionvlm/proposals.py).")
+    if image_name is not None:
+        _refuse_other_image(path, doc.get("image"), image_name)
     version = doc.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise InputError(f"'{path}': 'version' must be a whole number, got {version!r}. Delete it and regenerate.")

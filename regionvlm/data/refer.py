@@ -48,6 +48,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tupl
 import numpy as np
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.common.io import check_regular_file
 from regionvlm.data.boxes import Box, parse_xywh
 from regionvlm.region import check_pixel_count, validate_rle
 
@@ -96,6 +97,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
 def load_plain_pickle(path: str | Path) -> Any:
     """Load a pickle that may hold only plain containers, strings and numbers (see module doc)."""
     path = Path(path)
+    check_regular_file(path, "the refs pickle")
     try:
         with open(path, "rb") as f:
             return _PlainDataUnpickler(f, path).load()
@@ -322,6 +324,7 @@ def load_refer(
         (refs_path, f"the {dataset_name} refs file (refs({split_by}).p)"),
         (instances_path, f"the {dataset_name} COCO instances file"),
     ):
+        check_regular_file(p, what)
         if not p.is_file():
             raise MissingFileError(
                 f"{what} not found at '{p}'. Put the refer toolkit's '{dataset_name}' folder under "

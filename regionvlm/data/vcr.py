@@ -44,6 +44,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
+from regionvlm.common.io import check_regular_file
 from regionvlm.region import check_pixel_count
 
 NUM_CHOICES = 4
@@ -180,6 +181,7 @@ def read_vcr_jsonl(
     ``image_root`` / ``metadata_root``, default ``image_root``) so a run fails at the start,
     not hours in. Returns the items and, under ``skip_missing``, the skipped ones."""
     path = Path(path)
+    check_regular_file(path, "VCR annotation file")
     if not path.is_file():
         raise MissingFileError(
             f"VCR annotation file '{path}' not found. Download the VCR annotations "
@@ -244,6 +246,7 @@ def _require(path: Path, what: str, where: str, setting: str) -> None:
 def load_metadata(path: Union[str, Path], num_objects: int, where: str) -> Dict[str, Any]:
     """Read one image's metadata JSON and check it covers the item's objects."""
     path = Path(path)
+    check_regular_file(path, f"{where}: metadata file")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -84,7 +84,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
-from regionvlm.common.io import atomic_write_json
+from regionvlm.common.io import atomic_write_json, check_regular_file
 from regionvlm.data.localized_narratives import (
     MAX_LISTED,
     JsonListWriter,
@@ -612,6 +612,7 @@ def input_files(
         for p in paths:
             if p.is_dir():
                 raise InputError(f"Video Localized Narratives file '{p}' ({source}) is a folder; give the JSONL file.")
+            check_regular_file(p, f"Video Localized Narratives file ({source})")
             if not p.is_file():
                 how = f"point to it with --input {source}=FILE" if not given else "fix the --input path"
                 raise MissingFileError(

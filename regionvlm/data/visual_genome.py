@@ -29,7 +29,9 @@ first existing of ``VG_100K/{image_id}.jpg``, ``VG_100K_2/{image_id}.jpg``,
 ``images/{image_id}.jpg`` (``--image-pattern`` replaces that list).
 
 Deviations (reported as counts, never silent): boxes are clipped to the image (the
-authors' points could fall outside it), degenerate boxes and empty phrases are skipped,
+authors' points could fall outside it), degenerate boxes and empty or blank phrases are
+skipped, images whose file is not the size the annotation gives are dropped (header read,
+EXIF orientation ignored: the boxes are in stored pixels),
 images left without any region are dropped (the authors wrote them with an empty dict,
 which their loader cannot sample), and a repeated phrase keeps the last box. A run that
 keeps no image at all stops with an error (the report is still written, the output is not).
@@ -87,7 +89,9 @@ class VGReport:
         }
     )
     clipped: int = 0
-    images_dropped: Dict[str, int] = field(default_factory=lambda: {"no_regions": 0, "missing_image": 0, "no_size": 0})
+    images_dropped: Dict[str, int] = field(
+        default_factory=lambda: {"no_regions": 0, "missing_image": 0, "no_size": 0, "size_mismatch": 0}
+    )
     problems: List[str] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
@@ -265,6 +269,21 @@ def _size_from_file(path: Path) -> Optional[Tuple[int, int]]:
         return None
 
 
+def _size_mismatch(path: Path, width: float, height: float, source: str | Path, image_id: str) -> Optional[str]:
+    """Why the image file does not have the size the annotation gives it (None when it has,
+    or when its header cannot be read: the training reader reports that file)."""
+    from regionvlm.data.images import check_image_size
+
+    size = _size_from_file(path)
+    if size is None:
+        return None
+    try:
+        check_image_size(size, (width, height), f"image {image_id} '{path}'", f"'{source}'")
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def preprocess_visual_genome(
     regions_file: str | Path,
     out: str | Path,
@@ -284,6 +303,8 @@ def preprocess_visual_genome(
     image kept at all is an InputError unless ``allow_empty`` (then ``out`` is an empty list)."""
     if num_points < 1:
         raise ConfigError(f"--points must be at least 1, got {num_points}.")
+    if seed < 0:
+        raise ConfigError(f"--seed must be a non-negative whole number, got {seed}.")
     if not 0.0 < max_area <= 1.0:
         raise ConfigError(f"--max-area must be in (0, 1], got {max_area}.")
     pats = {DATASET_ID: list((patterns or {}).get(DATASET_ID, DEFAULT_VG_PATTERNS[DATASET_ID]))}
@@ -317,8 +338,14 @@ def preprocess_visual_genome(
                 )
                 continue
             width, height = img.width, img.height
+            full = Path(path) if Path(path).is_absolute() else resolver.root / path
+            if width and height and check_images:  # the annotation's size must be the image's
+                mismatch = _size_mismatch(full, width, height, image_data_file or regions_file, img.image_id)
+                if mismatch:
+                    report.images_dropped["size_mismatch"] += 1
+                    report.problems.append(mismatch)
+                    continue
             if not width or not height:
-                full = Path(path) if Path(path).is_absolute() else resolver.root / path
                 size = _size_from_file(full)
                 if size is None:
                     report.images_dropped["no_size"] += 1

@@ -8,8 +8,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from regionvlm.data.images import read_image_size
-from regionvlm.data.phrasecut import GT_RULE, SUBSETS, PhraseCutImage, PhraseCutSplit, PhraseCutTask, check_image_size
+from regionvlm.data.phrasecut import GT_RULE, SUBSETS, PhraseCutImage, PhraseCutSplit, PhraseCutTask
 from regionvlm.datasets.ris_datasets import RISQueryDataset
 
 
@@ -79,13 +78,6 @@ class PhraseCutDataset(RISQueryDataset):
 
     def describe_query(self, query: PhraseCutTask) -> str:
         return f"task {query.task_id} (image {query.image_id})"
-
-    def load_image(self, image_id: int) -> Any:
-        """The image, after checking that its file has the size the dataset states."""
-        path = self.image_path(image_id)
-        if path.is_file():
-            check_image_size(read_image_size(path, f"image {image_id}"), self.image(image_id), path, self.sizes_file)
-        return super().load_image(image_id)
 
     def identity(self) -> Dict[str, Any]:
         return {

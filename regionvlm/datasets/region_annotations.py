@@ -73,7 +73,8 @@ class RegionAnnotations:
         chunk_counts: List[int] = []
         point_counts: List[int] = []
         buf = array("d")
-        self.skipped_empty = 0
+        self.skipped_empty = 0  # entries without a usable chunk
+        self.skipped_blank = 0  # chunks whose text is empty or blank: never a training target
         for file_idx, path in enumerate(ann_paths):
             p, data = load_json_list(path, "region annotation file", setting, ANN_LAYOUT)
             for k, entry in enumerate(data):
@@ -89,11 +90,12 @@ class RegionAnnotations:
                         f"Expected layout: {ANN_LAYOUT}."
                     )
                 stp = entry["sent_to_points"]
-                if not stp:
-                    self.skipped_empty += 1  # the authors' VG file has such entries
-                    continue
+                kept = 0
                 for text, pts in stp.items():
                     check_text(text, f"{where} chunk text")
+                    if not text.strip():
+                        self.skipped_blank += 1
+                        continue
                     before = len(buf)
                     try:
                         if not isinstance(pts, list) or not pts or set(map(len, pts)) != {2}:
@@ -106,10 +108,14 @@ class RegionAnnotations:
                         ) from None
                     texts.append(text)
                     point_counts.append(len(pts))
+                    kept += 1
+                if not kept:
+                    self.skipped_empty += 1  # the authors' VG file has entries without chunks
+                    continue
                 paths.append(entry["image_path"])
                 ids.append(str(entry.get("image_id", "")))
                 file_of_image.append(file_idx)
-                chunk_counts.append(len(stp))
+                chunk_counts.append(kept)
         if not paths:
             raise InputError(
                 f"region annotation files {self.files} hold no image with a chunk. Expected layout: {ANN_LAYOUT}."
@@ -171,6 +177,7 @@ class RegionAnnotations:
     def summary(self) -> str:
         return (
             f"region annotations: {self.num_images} images, {self.num_chunks} chunks from "
-            f"{len(self.files)} file(s); {self.skipped_empty} entries without chunks skipped; "
+            f"{len(self.files)} file(s); {self.skipped_empty} entries without chunks and {self.skipped_blank} "
+            "chunks with blank text skipped; "
             f"{self.chunks_outside_unit} chunks with points outside [0, 1] (clipped by the crop)"
         )

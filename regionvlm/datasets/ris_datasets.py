@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Dict, Hashable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from regionvlm.common.errors import MissingFileError
-from regionvlm.data.images import open_image
+from regionvlm.data.images import check_image_size, open_image
 from regionvlm.data.proposals import proposal_path
 from regionvlm.data.refer import ReferImage, ReferQuery, ReferSplit
 
@@ -133,14 +133,21 @@ class RISQueryDataset(ABC):
         return proposal_path(self.proposals, self.image(image_id).file_name)
 
     def load_image(self, image_id: Hashable) -> Any:
-        """The image's RGB pixels (PIL); a missing file names the expected path."""
+        """The image's RGB pixels (PIL), checked against the size the dataset records for it
+        (the ground-truth masks and the proposals are of that size); a missing file names the
+        expected path."""
         path = self.image_path(image_id)
+        info = self.image(image_id)
         if not path.is_file():
             raise MissingFileError(
                 f"image {image_id} not found at '{path}' (expected "
-                f"<image_root>/{self.image(image_id).file_name}; set `image_root` / --image-root)."
+                f"<image_root>/{info.file_name}; set `image_root` / --image-root)."
             )
-        return open_image(path, f"image {image_id}")
+        image = open_image(path, f"image {image_id}")
+        check_image_size(
+            image.size, (info.width, info.height), f"image '{path}'", f"'{self.sizes_file}' (image {image_id})"
+        )
+        return image
 
     def missing_files(self) -> List[Dict[str, Any]]:
         """Images and proposal files that do not exist (checked before a long run starts)."""

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from regionvlm.data.images import open_image
+from regionvlm.data.images import check_image_size, open_image
 from regionvlm.data.vcr import Skipped, VCRItem, load_metadata, object_mask
 
 
@@ -82,6 +82,12 @@ class VCRDataset:
                 fallbacks.append(i)
         image_path = self.image_root / item.img_fn
         image = open_image(image_path, f"{item.where}: image file")
+        check_image_size(
+            image.size,
+            (meta["width"], meta["height"]),
+            f"{item.where}: image file '{image_path}'",
+            f"its metadata '{self.metadata_root / item.metadata_fn}'",
+        )
         if self.vis_processor is not None:
             image = self.vis_processor(image)
         return VCRSample(item=item, image=image, masks=masks, mask_fallbacks=fallbacks)

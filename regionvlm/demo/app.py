@@ -51,13 +51,20 @@ class DemoSession:
 
 
 def example_images(directory: Optional[str]) -> List[str]:
-    """Image files of ``--examples DIR``; without it, a few synthetic scenes (the tiny world)."""
+    """Image files of ``--examples DIR`` (regular files directly in DIR, not links leading out
+    of it); without it, a few synthetic scenes (the tiny world). These files, and nothing else
+    below DIR, are what the server may serve (:func:`launch`)."""
     if directory:
         root = Path(directory).expanduser()
         if not root.is_dir():
             raise ConfigError(f"--examples: '{root}' is not a directory of images.")
+        inside = root.resolve()
         try:
-            files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                str(p)
+                for p in root.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().parent == inside
+            )
         except OSError as exc:
             raise ConfigError(f"--examples: cannot list '{root}': {exc.strerror or exc}.") from None
         if not files:
@@ -247,8 +254,9 @@ def build_app(
     layout: str = "inline",
     history: str = "official",
 ):
-    """The Gradio Blocks app (not launched)."""
+    """The Gradio Blocks app (not launched); ``num_points`` unset: the model's K."""
     gr = require_gradio()
+    num_points = int(model.num_points) if num_points is None else num_points
     logic = DemoLogic(model, vis_processor, text_processor, seed, generation)
     gen = dict(logic.generation)
     with gr.Blocks(title="RegionVLM demo", analytics_enabled=False) as app:
@@ -304,7 +312,9 @@ def build_app(
                     describe_btn = gr.Button("Describe", elem_id="describe")
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="status")
                 with gr.Accordion("Settings", open=False):
-                    num_points = gr.Slider(1, 20, value=num_points, step=1, label="Points per region (K)")
+                    num_points = gr.Slider(
+                        1, max(20, num_points), value=num_points, step=1, label="Points per region (K)"
+                    )
                     layout_in = gr.Dropdown(["inline", "let", "qformer_first"], value=layout, label="Region layout")
                     history_in = gr.Dropdown(["official", "qa", "none"], value=history, label="Multi-turn context")
                     beams = gr.Slider(1, 10, value=gen.get("num_beams", 5), step=1, label="Beams")
@@ -353,7 +363,9 @@ def build_app(
 
 
 def launch(app, host: str, port: int, allowed_paths: Sequence[str] = ()) -> None:
-    """Start the server (blocking), with only the launch options this gradio version knows."""
+    """Start the server (blocking), with only the launch options this gradio version knows.
+    ``allowed_paths`` are files, not folders: the server may read the example images shown
+    and nothing else beside them (gradio serves any file below an allowed folder)."""
     import inspect
 
     options = dict(
@@ -386,22 +398,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     import os
 
-    from regionvlm.models.generation import GenerationSettings
+    from regionvlm.chat import check_flags, generation_options, load_dialogue_model
+    from regionvlm.models import RANDOM_WEIGHTS_WARNING
 
     args = parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be a TCP port number in 1..65535, got {args.port}.")
+    device = check_flags(args)  # every flag before the slow imports and the model load
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    examples = example_images(args.examples)  # before the slow imports: typos fail at once
+    examples = example_images(args.examples)
     require_gradio()
-    from regionvlm.chat import generation_options, load_dialogue_model
-
-    GenerationSettings.create("generation", **generation_options(args))  # bad flags stop before the model loads
     model, vis, txt = load_dialogue_model(
-        args.model_type, args.checkpoint, args.cfg_path, args.options, args.device, args.seed
+        args.model_type, args.checkpoint, args.cfg_path, args.options, device, args.seed
     )
+    if model.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, flush=True)  # the first line of the output
     app = build_app(
         model, vis, txt, examples, args.seed, generation_options(args), args.num_points, args.layout, args.history
     )
     try:
-        launch(app, args.host, args.port, allowed_paths=[str(Path(p).parent) for p in examples])
+        launch(app, args.host, args.port, allowed_paths=[str(Path(p).resolve()) for p in examples])
     except OSError as exc:
         raise ConfigError(f"cannot serve on {args.host}:{args.port} ({exc}); pass a free --port.") from None

@@ -13,6 +13,7 @@ from regionvlm.models.precision import PrecisionPolicy
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 __all__ = [
+    "RANDOM_WEIGHTS_WARNING",
     "RegionVLMT5",
     "create_model",
     "load_model",
@@ -20,7 +21,23 @@ __all__ = [
     "load_preprocess",
     "model_setting",
     "place_model",
+    "random_weights_notice",
 ]
+
+RANDOM_WEIGHTS_WARNING = (
+    "warning: the model's weights are random (no checkpoint given, model.load_pretrained false): its outputs "
+    "mean nothing. Pass --checkpoint (model.checkpoint) or load the released files (model.load_pretrained: true)."
+)
+
+
+def random_weights_notice(model_cfg: Any, training: bool = False) -> Optional[str]:
+    """The line a command prints first when its model config loads no weights at all (a
+    checkpoint and the released files both absent); None when weights are loaded."""
+    if model_cfg.get("load_pretrained", False) or model_cfg.get("checkpoint", None) is not None:
+        return None
+    if training:
+        return "note: training starts from random weights (no model.checkpoint, model.load_pretrained false)."
+    return RANDOM_WEIGHTS_WARNING
 
 
 def model_setting(model_cfg: Any, key: str) -> Any:

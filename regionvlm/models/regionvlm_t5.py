@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from regionvlm.common.checkpoints import split_weights
-from regionvlm.common.errors import ConfigError, InputError
+from regionvlm.common.errors import CheckpointError, ConfigError, InputError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import Settings, setting
 from regionvlm.models import init_priors, tokenizers
@@ -193,6 +193,10 @@ class RegionVLMT5(BaseModel):
             )
         self.image_size = image_size
         self.max_txt_len = max_txt_len
+        # Where the weights came from: random until released files or a checkpoint provide them.
+        self.random_weights = True
+        self.load_report: Optional[weight_io.LoadReport] = None
+        self._provided: set = set()  # keys some file provided
         self.max_output_txt_len = max_output_txt_len
         self.num_points = num_points
         self.freeze_vit = freeze_vit
@@ -325,6 +329,8 @@ class RegionVLMT5(BaseModel):
         checkpoint = cfg.get("checkpoint", None)
         if checkpoint is not None:
             model.load_checkpoint(checkpoint)
+        if model.random_weights:
+            logger.warning("the model's weights are random: no checkpoint and no released files were loaded")
         model.use_grad_checkpoint(bool(cfg.get("use_grad_checkpoint", False)))
         if device is None:
             return model
@@ -367,16 +373,43 @@ class RegionVLMT5(BaseModel):
         self._freeze()
         logger.info("%s", report)
         self.load_report = report
+        self._provided = set(weight_io.required_keys(self.state_dict()))
+        self.random_weights = False
         return report
 
     def load_checkpoint(self, path: str) -> List[str]:
         """Load a (partial) LAVIS-format checkpoint: the RegionVLM release or this project's
-        training checkpoints. Unknown keys or wrong shapes raise; returns the loaded keys."""
+        training checkpoints; returns the loaded keys.
+
+        Refused, before anything is loaded: unknown keys, wrong shapes, a file without
+        tensors, integer tensors where the model has floats, NaN/infinite values, and a
+        checkpoint that covers only part of a model whose other parts no file provided (built
+        without the released files, e.g. the tiny preset): they would stay random. On top of
+        the released files a partial checkpoint is the normal case (the RegionVLM release
+        holds only the trained parts); ``load_report`` then says which group came from where."""
         p = weight_io.require_file(path, "checkpoint", "model.checkpoint", weight_io.PUBLISHED["regionvlm"])
         state, _ = split_weights(weight_io.read_state_dict(p))  # a training checkpoint's state is not weights
-        loaded = weight_io.load_partial(self, state, f"checkpoint ({p})")
-        logger.info("loaded %s from %s", weight_io.iter_groups(loaded), p)
-        return loaded
+        source = f"checkpoint '{p}'"
+        expected = self.state_dict()
+        weight_io.check_values(source, state, expected)
+        checked = weight_io.check_compatible(source, state, expected)
+        unsourced = [k for k in weight_io.required_keys(expected) if k not in checked and k not in self._provided]
+        if unsourced:
+            have = sorted(weight_io.iter_groups(checked))
+            lacking = sorted(weight_io.iter_groups(unsourced))
+            raise CheckpointError(
+                f"{source} provides only {have}; {len(unsourced)} parameters of {lacking} (e.g. {unsourced[:3]}) "
+                "come from no file: the model was built without the released weights (model.load_pretrained "
+                "false), so they would stay random. Give a checkpoint of the whole model (a training run's "
+                "checkpoint_latest of this preset), or load the released files first (model.load_pretrained: "
+                "true with model.weights.*)."
+            )
+        self.load_state_dict(checked, strict=False)
+        self._provided |= set(checked)
+        self.random_weights = False
+        self.load_report = weight_io.report_checkpoint(self.load_report, checked, expected, str(p))
+        logger.info("loaded %s from %s\n%s", weight_io.iter_groups(checked), p, self.load_report)
+        return sorted(checked)
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
         """Only what training changes (frozen towers are never written to checkpoints)."""
@@ -390,8 +423,13 @@ class RegionVLMT5(BaseModel):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> image features (B, tokens, width) after ``ln_vision``."""
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise InputError(f"image must be a (B, 3, H, W) tensor, got shape {tuple(image.shape)}.")
+        if not torch.is_tensor(image) or image.ndim != 4 or image.shape[1] != 3:
+            got = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+            raise InputError(f"image must be a (B, 3, H, W) tensor, got {got}.")
+        if image.shape[0] == 0:
+            raise InputError("image is an empty batch (0 images).")
+        if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+            raise InputError("image holds NaN or infinite values; check the image processor's input.")
         with self._autocast("vit"):
             embeds = self.ln_vision(self.visual_encoder(image.to(self.device)))
         return embeds.float()
@@ -541,6 +579,7 @@ class RegionVLMT5(BaseModel):
             raise InputError(f"reduction must be 'mean' or 'none', got '{reduction}'.")
         if len(samples["text_input"]) != len(samples["text_output"]):
             raise InputError("text_input and text_output must have the same length.")
+        _require_items(samples["text_output"], "samples['text_output']")
         queries = self.region_queries(self._image_embeds_for(samples), samples["text_input"])
         embeds, mask = self.t5_inputs(queries, samples.get("prompt"))
         nll, valid = self.token_nll(self.encode_t5(embeds, mask), mask, samples["text_output"])
@@ -565,6 +604,7 @@ class RegionVLMT5(BaseModel):
             raise InputError("score() takes one image; loop over images (each is encoded once).")
         if len(region_texts) != len(targets):
             raise InputError(f"{len(region_texts)} region texts for {len(targets)} targets.")
+        _require_items(targets, "targets")
         queries = self.region_queries(self.encode_image(image), region_texts)
         embeds, mask = self.t5_inputs(queries, prompts)
         return self.target_nll(self.encode_t5(embeds, mask), mask, targets)
@@ -613,7 +653,8 @@ class RegionVLMT5(BaseModel):
             temperature=temperature,
         )
         image = samples["image"]
-        texts = samples.get("text_input") or [""] * image.shape[0]
+        texts = samples.get("text_input")
+        texts = [""] * image.shape[0] if texts is None else _require_items(texts, "samples['text_input']")
         queries = self.region_queries(self._image_embeds_for(samples), texts)
         embeds, mask = self.t5_inputs(queries, samples.get("prompt"))
         return self.generate_from_embeds(embeds, mask, generation)
@@ -643,7 +684,7 @@ class RegionVLMT5(BaseModel):
             "predict_answers()", num_beams=num_beams, max_len=max_len, min_len=min_len, length_penalty=length_penalty
         )
         questions = samples["text_input"]
-        questions = [questions] if isinstance(questions, str) else list(questions)
+        questions = [questions] if isinstance(questions, str) else _require_items(questions, "samples['text_input']")
         texts = [prompt.format(q) for q in questions] if prompt else questions
         queries = self.region_queries(self._image_embeds_for(samples), None)
         embeds, mask = self.t5_inputs(queries, texts, truncate=False)
@@ -660,6 +701,13 @@ def _scales_decoder_outputs(config) -> bool:
     names the switch ``scale_decoder_outputs``; 4.x derives it from ``tie_word_embeddings``)."""
     flag = getattr(config, "scale_decoder_outputs", None)
     return bool(config.tie_word_embeddings if flag is None else flag)
+
+
+def _require_items(values: Any, what: str) -> List[Any]:
+    """A non-empty list of inputs (an empty one would run the model on nothing, or on a default)."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        raise InputError(f"{what} must be a non-empty list (one entry per sample), got {values!r}.")
+    return list(values)
 
 
 def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:

@@ -13,6 +13,9 @@ blip2       ``blip2_pretrained_flant5xl.pth`` (LAVIS)        Q-Former, queries, 
 regionvlm   the RegionVLM checkpoint (LAVIS format)          the trained parts
 ==========  ==============================================  ===========================
 
+The files themselves (formats, byte offsets, streaming reads) are the generic layer
+:mod:`regionvlm.common.tensor_files`; this module maps their keys to the model's.
+
 Loading happens in two passes so a bad file never leaves a half-loaded model:
 
 1. ``plan_weights`` opens every file's *index* only (the safetensors header, the pickle of a
@@ -30,21 +33,27 @@ Details of every accepted file layout are in ``docs/weights.md``.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import pickle
 import re
-import struct
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, require_file
+from regionvlm.common.tensor_files import (
+    TensorEntry,
+    TensorReader,
+    file_entries,
+    hf_directory,
+    read_hf_directory,
+    read_state_dict,
+    safetensors_entries,
+    sniff_format,
+    torch_entries,
+)
 from regionvlm.models.eva_vit import interpolate_pos_embed
 
 PUBLISHED = {
@@ -85,7 +94,6 @@ _DTYPE_NAMES = {
     "float16": torch.float16,
     "half": torch.float16,
 }
-_CHUNK_ELEMENTS = 1 << 23  # dtype conversion goes through a scratch buffer of at most this many elements
 
 
 def param_group(name: str) -> str:
@@ -114,268 +122,6 @@ def resolve_dtypes(dtypes: Optional[Mapping[str, Union[str, torch.dtype]]]) -> D
             )
         out[group] = dtype
     return out
-
-
-# --- files: locate tensors without reading them ----------------------------------
-
-_ST_DTYPES = {
-    name: getattr(torch, attr)
-    for name, attr in (
-        ("F64", "float64"),
-        ("F32", "float32"),
-        ("F16", "float16"),
-        ("BF16", "bfloat16"),
-        ("I64", "int64"),
-        ("I32", "int32"),
-        ("I16", "int16"),
-        ("I8", "int8"),
-        ("U8", "uint8"),
-        ("BOOL", "bool"),
-        ("U16", "uint16"),
-        ("U32", "uint32"),
-        ("U64", "uint64"),
-        ("F8_E4M3", "float8_e4m3fn"),
-        ("F8_E5M2", "float8_e5m2"),
-    )
-    if hasattr(torch, attr)
-}
-
-
-@dataclass(frozen=True, eq=False)
-class TensorEntry:
-    """One tensor of a weights file: where it is and what it is, nothing read yet."""
-
-    name: str
-    dtype: torch.dtype
-    shape: Tuple[int, ...]
-    path: Path
-    offset: int = -1  # byte offset of the element at storage_offset; -1: ``value`` holds the tensor
-    stride: Optional[Tuple[int, ...]] = None  # None: contiguous
-    value: Optional[torch.Tensor] = None
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def span_bytes(self) -> int:
-        """Bytes from ``offset`` that hold the tensor's elements."""
-        itemsize = _itemsize(self.dtype)
-        if self.stride is None or self.numel == 0:
-            return self.numel * itemsize
-        return (sum((s - 1) * st for s, st in zip(self.shape, self.stride)) + 1) * itemsize
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return dtype.itemsize
-
-
-def sniff_format(path: Path) -> str:
-    """``safetensors``, ``torch-zip`` or ``torch-legacy`` from the file's first bytes."""
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"'{path}' is empty (0 bytes): an interrupted download? Fetch the file again.")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(b"PK\x03\x04"):
-        return "torch-zip"
-    if len(head) >= 9 and head[8:9] == b"{":
-        n = struct.unpack("<Q", head[:8])[0]
-        if n + 8 <= size:
-            return "safetensors"
-        raise CheckpointError(
-            f"'{path}' is a truncated safetensors file: its header alone claims {n} bytes, "
-            f"the file has {size}. Fetch it again."
-        )
-    if head[:1] == b"\x80":  # pickle protocol marker: the pre-1.6 PyTorch format
-        return "torch-legacy"
-    if head.startswith(b"version https://git-lfs"):
-        raise CheckpointError(
-            f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` "
-            "in its repository or download the file itself."
-        )
-    raise CheckpointError(
-        f"'{path}' is neither a PyTorch (.pth/.bin) nor a safetensors file (it starts with {head[:16]!r})."
-    )
-
-
-def safetensors_entries(path: Path) -> Tuple[List[TensorEntry], Dict[str, str]]:
-    """Parse a safetensors header (u64 length + JSON) and check every tensor lies inside the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(f"'{path}' is truncated: {size} bytes, shorter than a safetensors header.")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100 * 2**20):
-            raise CheckpointError(f"'{path}' is truncated or not safetensors: header length {n}, file {size} bytes.")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"'{path}' has a corrupt safetensors header ({exc}).") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"'{path}' has a corrupt safetensors header (not a JSON object).")
-    meta = header.pop("__metadata__", None) or {}
-    data_start, data_size = 8 + n, size - 8 - n
-    entries, short = [], []
-    for name, info in header.items():
-        try:
-            dtype, shape = _ST_DTYPES[info["dtype"]], tuple(int(s) for s in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"'{path}': corrupt header entry for '{name}': {info!r}.") from None
-        entry = TensorEntry(name, dtype, shape, path, data_start + begin)
-        if end - begin != entry.numel * _itemsize(dtype) or begin > end:
-            raise CheckpointError(
-                f"'{path}': header entry '{name}' has {end - begin} bytes for shape "
-                f"{list(shape)} {info['dtype']}: the file is corrupt."
-            )
-        if end > data_size:
-            short.append(name)
-        entries.append(entry)
-    if short:
-        need = max(int(header[k]["data_offsets"][1]) for k in short) + data_start
-        raise CheckpointError(
-            f"'{path}' is truncated: it has {size} bytes but its header places tensors up "
-            f"to byte {need} ({len(short)} tensors cut off, e.g. {short[:3]}). Fetch it again."
-        )
-    return entries, dict(meta)
-
-
-def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
-    text = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
-        reason = next(
-            (line.strip() for line in text.splitlines() if "Unsupported" in line or "GLOBAL" in line),
-            text.splitlines()[0] if text else "",
-        )
-        return CheckpointError(
-            f"'{path}' holds pickled Python objects besides tensors ({reason}). Weights are read with "
-            "weights_only=True, which refuses to run code stored in a weights file. Use the published "
-            "file, or re-save it as a plain state dict (torch.save(model.state_dict())) or as safetensors."
-        )
-    return CheckpointError(
-        f"cannot read '{path}': it looks truncated or corrupt ({type(exc).__name__}: "
-        f"{text.splitlines()[0] if text else ''}). Fetch the file again."
-    )
-
-
-def _flatten_tensors(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
-    """The state dict inside a loaded object (a LAVIS checkpoint's ``model`` entry is unwrapped;
-    other entries such as ``optimizer`` are left alone)."""
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"'{path}' does not hold a state dict (got {type(obj).__name__}).")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"'{path}': the state dict has entries that are not tensors: {bad[:5]}.")
-    return dict(obj)
-
-
-def torch_entries(path: Path, fmt: str) -> List[TensorEntry]:
-    """Locate the tensors of a PyTorch file. Zip files are loaded on the meta device (only the
-    pickle is read; each storage records its byte offset); legacy files are read whole."""
-    size = path.stat().st_size
-    try:
-        if fmt == "torch-zip":
-            obj = torch.load(path, map_location="meta", weights_only=True)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _torch_load_error(path, exc) from None
-    state = _flatten_tensors(obj, path)
-    entries, short = [], []
-    for name, t in state.items():
-        shape = tuple(t.shape)
-        stride = None if t.is_contiguous() else tuple(t.stride())
-        if not t.is_meta:
-            entries.append(TensorEntry(name, t.dtype, shape, path, value=t))
-            continue
-        base = _storage_file_offset(t)
-        if base is None:  # a PyTorch without meta offsets: fall back to memory-mapping the file
-            return _mapped_entries(path)
-        entry = TensorEntry(name, t.dtype, shape, path, base + t.storage_offset() * t.element_size(), stride)
-        if entry.offset + entry.span_bytes > size:
-            short.append(name)
-        entries.append(entry)
-    if short:
-        raise CheckpointError(
-            f"'{path}' is truncated: {len(short)} tensors end past its {size} bytes (e.g. {short[:3]}). Fetch it again."
-        )
-    return entries
-
-
-def _storage_file_offset(t: torch.Tensor) -> Optional[int]:
-    """Where a meta-loaded tensor's storage starts in its zip file (recorded by PyTorch >= 2.5)."""
-    return getattr(t.untyped_storage(), "_checkpoint_offset", None)
-
-
-def _mapped_entries(path: Path) -> List[TensorEntry]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise _torch_load_error(path, exc) from None
-    return [TensorEntry(k, v.dtype, tuple(v.shape), path, value=v) for k, v in _flatten_tensors(obj, path).items()]
-
-
-def file_entries(path: Path) -> List[TensorEntry]:
-    """All tensors of one weights file, located but not read."""
-    if path.is_dir():
-        raise CheckpointError(f"'{path}' is a directory; a weights file is expected here.")
-    fmt = sniff_format(path)
-    if fmt == "safetensors":
-        return safetensors_entries(path)[0]
-    return torch_entries(path, fmt)
-
-
-@dataclass
-class HFDirectory:
-    """A Hugging Face model directory: its weight files and, if sharded, the index."""
-
-    files: List[Path]
-    index: Optional[Path] = None
-    weight_map: Dict[str, str] = field(default_factory=dict)
-
-
-def hf_directory(directory: Path) -> HFDirectory:
-    """Find the weights of a Hugging Face directory (safetensors before .bin, sharded or single)."""
-    for index_name, single in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
-        index = directory / index_name
-        if index.is_file():
-            try:
-                data = json.loads(index.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CheckpointError(f"the shard index '{index}' is not valid JSON ({exc}). Fetch it again.") from None
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if (
-                not isinstance(weight_map, dict)
-                or not weight_map
-                or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())
-            ):
-                raise CheckpointError(
-                    f"the shard index '{index}' has no valid \"weight_map\" "
-                    "(a JSON object from tensor name to shard file)."
-                )
-            files = []
-            for shard in sorted(set(weight_map.values())):
-                p = directory / shard
-                if not p.is_file():
-                    raise MissingFileError(
-                        f"weight shard '{p}' is named in '{index}' but absent. Download "
-                        f"it into '{directory}' (all shards the index lists are needed)."
-                    )
-                files.append(p)
-            return HFDirectory(files, index, dict(weight_map))
-        if (directory / single).is_file():
-            return HFDirectory([directory / single])
-    raise CheckpointError(
-        f"'{directory}' has no model.safetensors / pytorch_model.bin (or their sharded index); "
-        "point the setting to a Hugging Face model directory."
-    )
 
 
 # --- keys: file names -> model names ----------------------------------------------
@@ -599,66 +345,6 @@ def plan_weights(
 # --- read --------------------------------------------------------------------------
 
 
-class _Reader:
-    """Reads tensors of one file with plain positional reads into fresh tensors."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
-        self.bytes_read = 0
-        self._scratch: Dict[torch.dtype, torch.Tensor] = {}
-        if hasattr(os, "posix_fadvise"):  # reads go forward through the file: a larger read-ahead
-            os.posix_fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-
-    def close(self) -> None:
-        self.file.close()
-        self._scratch.clear()
-
-    def scratch(self, dtype: torch.dtype) -> torch.Tensor:
-        """One conversion buffer per source dtype, reused for every tensor of the file: a
-        fresh buffer per tensor would leave holes between the model's tensors in the heap."""
-        if dtype not in self._scratch:
-            self._scratch[dtype] = torch.empty(_CHUNK_ELEMENTS, dtype=dtype)
-        return self._scratch[dtype]
-
-    def _fill(self, offset: int, target: torch.Tensor) -> None:
-        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())
-        done = 0
-        self.file.seek(offset)
-        while done < len(view):
-            n = self.file.readinto(view[done:])
-            if not n:
-                raise CheckpointError(
-                    f"'{self.path}' ended early: truncated while being read (offset {offset + done}). Fetch it again."
-                )
-            done += n
-        self.bytes_read += done
-
-    def read(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
-        """The entry as a contiguous tensor of ``dtype``, converted chunk by chunk."""
-        if entry.value is not None:  # legacy files (already in memory) and the mmap fallback
-            value = entry.value
-            return value.to(dtype).contiguous() if value.dtype != dtype else value.contiguous().clone()
-        if entry.stride is not None:  # a strided view: read its storage span, then lay it out
-            span = torch.empty(entry.span_bytes // _itemsize(entry.dtype), dtype=entry.dtype)
-            self._fill(entry.offset, span)
-            return span.as_strided(entry.shape, entry.stride).to(dtype).contiguous()
-        out = torch.empty(entry.shape, dtype=dtype)
-        if entry.numel == 0:
-            return out
-        if dtype == entry.dtype:
-            self._fill(entry.offset, out)
-            return out
-        flat = out.view(-1)
-        scratch = self.scratch(entry.dtype)
-        itemsize = _itemsize(entry.dtype)
-        for start in range(0, entry.numel, _CHUNK_ELEMENTS):
-            n = min(_CHUNK_ELEMENTS, entry.numel - start)
-            self._fill(entry.offset + start * itemsize, scratch[:n])
-            flat[start : start + n].copy_(scratch[:n])
-        return out
-
-
 def _dec_rows(n: int, width: int) -> torch.Tensor:
     """The rows bert-base lacks (``[DEC]``), N(0, 0.02) as LAVIS initializes them, seeded."""
     return torch.empty(n, width).normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
@@ -678,7 +364,7 @@ def materialize(
     state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     start, total = time.perf_counter(), 0
     for path, assignments in by_file.items():
-        reader = _Reader(path)
+        reader = TensorReader(path)
         try:
             for a in sorted(assignments, key=lambda a: a.entry.offset):  # one sequential pass
                 want = expected[a.key]
@@ -720,25 +406,6 @@ def gather_weights(
 # --- single checkpoints (``model.checkpoint``) ----------------------------------------
 
 
-def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a ``.pth``/``.bin``/``.safetensors`` file safely (``weights_only=True``, no code
-    runs); a LAVIS checkpoint's ``model`` entry is unwrapped. Tensors keep their dtype."""
-    entries = file_entries(Path(path))
-    reader = _Reader(Path(path))
-    try:
-        return {e.name: reader.read(e, e.dtype) for e in sorted(entries, key=lambda e: e.offset)}
-    finally:
-        reader.close()
-
-
-def read_hf_directory(directory: Path) -> Dict[str, torch.Tensor]:
-    """All tensors of a Hugging Face model directory (single or sharded, safetensors or bin)."""
-    out: Dict[str, torch.Tensor] = {}
-    for p in hf_directory(directory).files:
-        out.update(read_state_dict(p))
-    return out
-
-
 def check_compatible(
     source: str, incoming: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
 ) -> Dict[str, torch.Tensor]:
@@ -762,12 +429,56 @@ def check_compatible(
     return fixed
 
 
-def load_partial(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> List[str]:
-    """Load a partial LAVIS-format state dict into a built model; return the loaded keys."""
-    expected = model.state_dict()
-    checked = check_compatible(source, state_dict, expected)
-    model.load_state_dict(checked, strict=False)
-    return sorted(checked)
+def check_values(source: str, incoming: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint that provides nothing usable: no tensors at all, integer (or bool)
+    tensors where the model has floating-point ones (``load_state_dict`` would cast them
+    silently), or NaN/infinite values."""
+    if not incoming:
+        raise CheckpointError(
+            f"{source} holds no tensors: there is nothing to load. Is it a training log or an optimizer "
+            "state? Give a RegionVLM checkpoint (its `model` entry holds the weights)."
+        )
+    kinds = [
+        f"{k}: file {v.dtype} vs model {expected[k].dtype}"
+        for k, v in incoming.items()
+        if k in expected and v.is_floating_point() != expected[k].is_floating_point()
+    ]
+    if kinds:
+        raise CheckpointError(
+            f"{source}: {len(kinds)} tensors are not of the model's kind (integer where it has floats, or the "
+            f"reverse), e.g. {kinds[:3]}. The file is not a checkpoint of this model's weights."
+        )
+    bad = [k for k, v in incoming.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensors hold NaN or infinite values (e.g. {bad[:3]}); a run that diverged "
+            "wrote it. Use an earlier checkpoint."
+        )
+
+
+def required_keys(expected: Mapping[str, torch.Tensor]) -> List[str]:
+    """The keys some file must provide (the derived buffers and tied copies are recomputed)."""
+    return [k for k in expected if not DERIVED.match(k)]
+
+
+def report_checkpoint(
+    report: Optional["LoadReport"], loaded: Iterable[str], expected: Mapping[str, torch.Tensor], path: str
+) -> "LoadReport":
+    """The load report after a checkpoint: a group it provides whole now comes from it (the
+    earlier sources listed as replaced); a group it provides in part lists it as one more source."""
+    report = report if report is not None else LoadReport()
+    provided, total = iter_groups(loaded), iter_groups(required_keys(expected))
+    for group, count in provided.items():
+        before = list(report.sources.get(group, []))
+        if count == total.get(group, count):
+            report.sources[group] = ["checkpoint"]
+            gone = [s for s in before if s != "checkpoint"]
+            if gone:
+                report.overridden[group] = sorted(set(report.overridden.get(group, [])) | set(gone))
+        else:
+            report.add(group, "checkpoint")
+    report.files["checkpoint"] = [str(path)]
+    return report
 
 
 def iter_groups(keys: Iterable[str]) -> Dict[str, int]:
@@ -808,18 +519,20 @@ __all__ = [
     "LoadReport",
     "TensorEntry",
     "check_compatible",
+    "check_values",
     "file_entries",
     "gather_weights",
     "group_dtypes",
     "hf_directory",
     "iter_groups",
-    "load_partial",
     "materialize",
     "param_group",
     "plan_weights",
     "read_hf_directory",
     "read_state_dict",
+    "report_checkpoint",
     "require_file",
+    "required_keys",
     "resolve_dtypes",
     "safetensors_entries",
     "sniff_format",

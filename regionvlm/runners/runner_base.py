@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -58,6 +59,24 @@ RESUME_INVARIANTS = (
     "betas",
     "max_grad_norm",
     "world_size",
+    "train_splits",
+)
+# What the run's plan is made of besides those settings: a resume that would change any of
+# them would not continue the run it resumes (other steps per epoch, another schedule).
+PLAN_KEYS = {
+    "items_per_epoch": "items per epoch: the training data's length (datasets.<name>.epoch_length, or the size "
+    "of its annotation files)",
+    "samples_per_image": "datasets.<name>.samples_per_image",
+    "steps_per_epoch": "iterations per epoch",
+    "updates_per_epoch": "optimizer updates per epoch",
+}
+# Files a training run writes into run.output_dir (another run's must not be mixed in).
+RUN_FILES = (
+    "log.jsonl",
+    "train_summary.json",
+    "checkpoint_*.pth",
+    "checkpoint_*.safetensors",
+    "tb/events.out.tfevents.*",
 )
 
 
@@ -98,6 +117,7 @@ class RunnerSettings(Settings):
     valid_every_steps: int = setting(0, min=0, help="also validate every N updates (0: at epoch ends only)")
     best_metric: str = setting("agg_metrics", help="picks checkpoint_best: a metric name (CIDEr) or a full key")
     best_mode: str = setting("max", choices=("max", "min"), help="whether a larger or a smaller value is better")
+    overwrite: bool = setting(False, help="a new run may replace another run's checkpoints and log in output_dir")
     retain_freed_host_memory: bool = setting(True, help="CPU: keep freed memory for reuse (faster steps)")
 
     def validate(self, section: str) -> None:
@@ -106,6 +126,26 @@ class RunnerSettings(Settings):
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(f"`{section}.betas[{i}]` must be in [0, 1), got {beta}.")
+
+
+# Python >= 3.12 warns when a process with threads forks (see worker_start_method).
+_FORK_WARNING = r".*is multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
+def worker_start_method() -> str:
+    """How data-loading workers start, chosen here rather than left to the Python version
+    (3.14 changes Linux's default from fork to forkserver): ``fork`` wherever it exists.
+
+    The training annotations are flat arrays so that forked workers share them copy-on-write
+    (``regionvlm.datasets.region_annotations``); ``forkserver``/``spawn`` would pickle a copy
+    into every worker of every epoch (gigabytes for the full mix). A fork is safe here although
+    the process has threads (TensorBoard's writer, OpenMP): workers run only the dataset's
+    code, PyTorch's worker loop sets one intra-op thread, and logging re-creates its locks
+    after a fork; so Python's warning about forking a multi-threaded process is silenced for
+    exactly this call. ``spawn`` where there is no fork (Windows)."""
+    import multiprocessing
+
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def set_seed(seed: int) -> None:
@@ -170,6 +210,7 @@ class RunnerBase:
         self.model = place_model(model, is_eval=self.settings.evaluate, device=self.device)
         self._ddp: Optional[torch.nn.Module] = None
         self.validation: Optional[Validator] = None
+        self._plan: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     @property
@@ -220,8 +261,11 @@ class RunnerBase:
             collate_fn=getattr(dataset, "collater", None),
             pin_memory=self.device.type == "cuda",
             generator=loader_seed,
+            multiprocessing_context=worker_start_method() if s.num_workers else None,
         )
-        return iter(loader)
+        with warnings.catch_warnings():  # the workers start here (see worker_start_method)
+            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+            return iter(loader)
 
     def _epoch_length(self, dataset: Dataset) -> int:
         s = self.settings
@@ -256,10 +300,36 @@ class RunnerBase:
         return p
 
     def _invariants(self) -> Dict[str, Any]:
+        """The settings and the derived plan a resumed run must keep (saved in every checkpoint)."""
         values = self.settings.as_dict()
         values["betas"] = list(values["betas"])
+        values["train_splits"] = list(values["train_splits"])
         values["world_size"] = dist_utils.get_world_size()
-        return {k: values[k] for k in RESUME_INVARIANTS}
+        return {**{k: values[k] for k in RESUME_INVARIANTS}, **self._plan}
+
+    def _other_run_files(self) -> List[Path]:
+        """Files of another training run in ``run.output_dir`` (checkpoints, log, summary, events)."""
+        return sorted(p for pattern in RUN_FILES for p in self.output_dir.glob(pattern) if p.is_file())
+
+    def _claim_output_dir(self) -> None:
+        """A new run never mixes its log and checkpoints with another run's: refused unless
+        ``run.overwrite`` (then the other run's files are removed) or a resume."""
+        found = self._other_run_files()
+        if not found:
+            return
+        if not self.settings.overwrite:
+            names = ", ".join(str(p.relative_to(self.output_dir)) for p in found[:4])
+            more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+            raise ConfigError(
+                f"run.output_dir '{self.output_dir}' holds another training run ({names}{more}); a new run would "
+                "mix its log and checkpoints with them. Set run.resume_ckpt_path=latest to continue that run, "
+                "run.overwrite=true to replace it, or choose another run.output_dir."
+            )
+        dist_utils.barrier()  # every rank has looked before the main process removes anything
+        if dist_utils.is_main_process():
+            for p in found:
+                p.unlink(missing_ok=True)
+            echo(f"run.overwrite: removed the previous run's {len(found)} file(s) from {self.output_dir}")
 
     def save_checkpoint(self, optimizer, scaler, epoch: int, step: int, step_in_epoch: int, name: str = LATEST) -> Path:
         state = {
@@ -296,7 +366,10 @@ class RunnerBase:
             now = self._invariants()
             changed = {k: (saved.get(k), now[k]) for k in now if k in saved and saved[k] != now[k]}
             if changed:
-                listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+                listing = ", ".join(
+                    f"{k}{f' ({PLAN_KEYS[k]})' if k in PLAN_KEYS else ''}: {a!r} -> {b!r}"
+                    for k, (a, b) in sorted(changed.items(), key=lambda kv: (kv[0] in PLAN_KEYS, kv[0]))
+                )
                 raise ConfigError(
                     f"'{path}' was written with other settings ({listing}); a resumed run must keep "
                     "them to continue exactly. Restore them, or start a new run.output_dir."
@@ -326,6 +399,12 @@ class RunnerBase:
                 f"(dataset of {len(dataset)} items, run.batch_size_train={s.batch_size_train})."
             )
         updates_per_epoch = steps_per_epoch // accum
+        self._plan = {
+            "items_per_epoch": len(dataset),
+            "samples_per_image": int(getattr(dataset, "samples_per_image", 1)),
+            "steps_per_epoch": steps_per_epoch,
+            "updates_per_epoch": updates_per_epoch,
+        }
         policy = self.model.precision
         optimizer = build_optimizer(self.model, s)
         schedule = build_schedule(optimizer, s, updates_per_epoch)
@@ -334,6 +413,8 @@ class RunnerBase:
         start_epoch, step, skip = 0, 0, 0
         epoch_ended = False  # resumed right after an epoch's last update (run.stop_after_steps there)
         resume = self._resume_path()
+        if resume is None:
+            self._claim_output_dir()
         if resume is not None:
             start_epoch, step, skip = self._resume(resume, optimizer, scaler)
             if skip >= steps_per_epoch:

@@ -40,7 +40,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from regionvlm.common.errors import InputError
+from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.common.io import atomic_write_json, atomic_write_text
 from regionvlm.synthetic.scenes import (
     BACKGROUND_CAPTION,
@@ -247,6 +247,24 @@ def write_world(
     return summary
 
 
+MAX_SCENES = 10**6  # per split: a world of this size is already tens of gigabytes
+IMAGE_SIZES = (32, 1024)  # smaller scenes cannot hold their 2-4 shapes apart
+
+
+def check_world_settings(num_train: int, num_val: int, num_test: int, seed: int, image_size: int) -> None:
+    """The command's numbers in range before anything is written (ConfigError naming the flag)."""
+    for flag, value in (("--num-train", num_train), ("--num-val", num_val), ("--num-test", num_test)):
+        if not 0 <= value <= MAX_SCENES:
+            raise ConfigError(f"{flag} must be a number of scenes in 0..{MAX_SCENES:,}, got {value}.")
+    if num_train + num_val + num_test == 0:
+        raise ConfigError("--num-train, --num-val and --num-test are all 0: the world would hold no scene.")
+    if seed < 0:
+        raise ConfigError(f"--seed must be a non-negative whole number, got {seed}.")
+    low, high = IMAGE_SIZES
+    if not low <= image_size <= high:
+        raise ConfigError(f"--image-size must be in {low}..{high} pixels, got {image_size}.")
+
+
 def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the synthetic world in the real dataset formats.")
     parser.add_argument("--out", required=True, help="output folder")
@@ -263,6 +281,7 @@ def main(argv: List[str] | None = None) -> None:
         help="add a colour to the palette (a world variant), e.g. pink=255,110,190; repeatable",
     )
     args = parser.parse_args(argv)
+    check_world_settings(args.num_train, args.num_val, args.num_test, args.seed, args.image_size)
     extra = dict(parse_colour(spec) for spec in args.extra_colour)
     summary = write_world(args.out, args.num_train, args.num_val, args.num_test, args.seed, args.image_size, extra)
     print(json.dumps(summary))

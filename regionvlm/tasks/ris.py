@@ -37,7 +37,9 @@ sentence (unseeded); ``draws: sentence`` does that (key per sentence; the fast p
 runs the Q-Former/encoder per sentence, still batched). Both settings follow the same
 distribution.
 
-A query whose proposals are all filtered out, even by the 1 % fallback, cannot be
+An empty proposal mask (no pixel) is never a candidate, whatever the thresholds: it is
+dropped and counted (``num_empty_proposals``), so it cannot end a run. A query whose
+proposals are all filtered out, even by the 1 % fallback, cannot be
 answered (the official script crashes there). ``on_no_candidate: empty`` (default)
 predicts an empty mask — IoU 0, its ground truth still counts in sum(U) — and lists the
 query under ``no_candidate`` in the results; ``on_no_candidate: error`` stops instead.
@@ -81,7 +83,6 @@ from regionvlm.common.errors import InputError, MissingFileError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.boxes import sampling_box
-from regionvlm.data.images import open_image
 from regionvlm.data.proposals import ProposalSet, read_proposals
 from regionvlm.datasets.ris_datasets import RISQueryDataset
 from regionvlm.processors.visual_prompts import VISUAL_PROMPTS, apply_visual_prompt, mask_box
@@ -158,6 +159,7 @@ class Candidates:
 
     indices: List[int]
     fallback: bool
+    empty: int = 0  # empty masks among the proposals: dropped (nothing to point at) and counted
 
 
 def hugs_border(mask: np.ndarray, threshold: float) -> bool:
@@ -182,10 +184,14 @@ def filter_proposals(
 ) -> Candidates:
     """The official filtering: drop masks under ``small_threshold`` of the image and border huggers,
     keep the first ``max_masks`` survivors in proposal order; if none survive, keep the first
-    ``max_masks`` masks covering at least ``fallback_min_area``, without the border test."""
+    ``max_masks`` masks covering at least ``fallback_min_area``, without the border test. An
+    empty mask is never a candidate, whatever the thresholds (counted in ``Candidates.empty``)."""
     height, width = props.height, props.width
+    empty = int((props.areas == 0).sum())
     keep: List[int] = []
     for i in range(len(props)):
+        if props.areas[i] == 0:
+            continue
         if props.areas[i] / height / width < small_threshold:  # official: mask.sum() / H / W
             continue
         if hugs_border(props.mask(i), threshold):
@@ -194,9 +200,11 @@ def filter_proposals(
         if len(keep) == max_masks:
             break
     if keep:
-        return Candidates(keep, False)
-    fallback = [i for i in range(len(props)) if not props.areas[i] / height / width < fallback_min_area]
-    return Candidates(fallback[:max_masks], True)
+        return Candidates(keep, False, empty)
+    fallback = [
+        i for i in range(len(props)) if props.areas[i] and not props.areas[i] / height / width < fallback_min_area
+    ]
+    return Candidates(fallback[:max_masks], True, empty)
 
 
 # ----------------------------------------------------------------------------- region prompts
@@ -558,7 +566,7 @@ class RISEvaluator(SplitEvaluator):
                 "from the same images."
             )
         path = ds.image_path(image_id)
-        rgb = ds.load_image(image_id)
+        rgb = ds.load_image(image_id)  # its size checked against the dataset's record
         if s.region_prompt in VISUAL_MODES and rgb.size != (props.width, props.height):
             raise InputError(
                 f"the image '{path}' is {rgb.height}x{rgb.width} but its proposals '{props.path}' are "
@@ -580,7 +588,11 @@ class RISEvaluator(SplitEvaluator):
         s = self.settings
         ds = self.dataset
         if isinstance(inputs, Skip):
-            return {"queries": [], "skipped": [self._skip_entry(q, inputs.reason) for q in queries]}
+            return {
+                "queries": [],
+                "skipped": [self._skip_entry(q, inputs.reason) for q in queries],
+                "empty_proposals": 0,
+            }
         skipped, active = [], []
         for i, (q, sentence) in enumerate(zip(queries, inputs.sentences)):
             if sentence is None:
@@ -632,7 +644,7 @@ class RISEvaluator(SplitEvaluator):
             if inputs.subsets[i] is not None:
                 record["subsets"] = inputs.subsets[i]
             records.append(record)
-        return {"queries": records, "skipped": skipped}
+        return {"queries": records, "skipped": skipped, "empty_proposals": cands.empty}
 
     def _skip_entry(self, q: Any, reason: str) -> Dict[str, Any]:
         return {**self.dataset.query_ids(q), "reason": reason}
@@ -651,6 +663,7 @@ class RISEvaluator(SplitEvaluator):
                 "num_skipped": len(skipped),
                 "num_no_candidate": len(no_candidate),
                 "num_fallback": sum(1 for r in records if r["fallback"] and r["chosen"] is not None),
+                "num_empty_proposals": sum(res.get("empty_proposals", 0) for res in outputs),
             }
         )
         if self.settings.visualize:
@@ -663,6 +676,11 @@ class RISEvaluator(SplitEvaluator):
             )
         if skipped:
             echo(f"[ris] {name}: warning: {len(skipped)} quer(y/ies) skipped (listed under 'skipped').")
+        if metrics["num_empty_proposals"]:
+            echo(
+                f"[ris] {name}: warning: {metrics['num_empty_proposals']} empty proposal mask(s) dropped "
+                "(counted as num_empty_proposals)."
+            )
         details: Dict[str, Any] = {"no_candidate": no_candidate, "skipped": skipped}
         if self.dataset.SUBSETS:
             details["subsets"] = summarize_subsets(records, self.dataset.SUBSETS)
@@ -678,7 +696,7 @@ class RISEvaluator(SplitEvaluator):
         written = []
         for r in records:
             image_id = r["image_id"]
-            rgb = np.asarray(open_image(self.dataset.image_path(image_id), f"image {image_id}")).astype(np.float32)
+            rgb = np.asarray(self.dataset.load_image(image_id)).astype(np.float32)
             gt = self.dataset.gt_masks([self.dataset.queries[r["index"]]])[0]
             pred = np.zeros_like(gt)
             if r["chosen"] is not None:
