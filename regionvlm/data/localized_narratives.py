@@ -75,28 +75,39 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.common.errors import ConfigError, MissingFileError, OutputError
 from regionvlm.common.io import atomic_write_json, check_regular_file, ensure_dir, output_error
+from regionvlm.data.preprocessing import (
+    JsonListWriter,
+    MalformedRecord,
+    Parser,
+    ReportBase,
+    add_output_arguments,
+    check_readable,
+    decode_line,
+    finish,
+    iter_lines,
+    nothing_usable,
+    parse_patterns,
+    report_path,
+)
 from regionvlm.region import select_in_order
 
 DEFAULT_NUM_POINTS = 20
 CHUNK_PATTERN = re.compile(r"\. |\.| and |\,|\, |, and")
 REQUIRED_FIELDS = ("dataset_id", "image_id", "caption", "timed_caption", "traces")
-MAX_LISTED = 20
 
 DEFAULT_IMAGE_PATTERNS: Dict[str, List[str]] = {
     "coco": [
@@ -123,11 +134,6 @@ def _squashed(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-class MalformedRecord(ValueError):
-    """A line that is not a usable narrative; the message says which field is wrong."""
-
-
-# --------------------------------------------------------------------------- chunking
 def split_chunks(caption: str, keep_blank: bool = False) -> List[Tuple[str, int, int]]:
     """``(text, start, end)`` of every non-blank chunk of ``caption`` (raw character span;
     ``text`` is stripped); ``keep_blank`` keeps the blank ones too (as ``""``)."""
@@ -282,20 +288,6 @@ def narrative_chunks(
 
 
 # --------------------------------------------------------------------------- image paths
-def parse_patterns(items: Iterable[str]) -> Dict[str, List[str]]:
-    """``["coco=a/{image_id}.jpg", "coco=b/{image_id}.jpg"]`` -> ``{"coco": [a, b]}``."""
-    out: Dict[str, List[str]] = {}
-    for item in items:
-        key, sep, pattern = item.partition("=")
-        if not sep or not key.strip() or not pattern.strip():
-            raise ConfigError(
-                f"--image-pattern expects KEY=PATTERN (e.g. "
-                f"coco=coco/images/train2014/COCO_train2014_{{image_id:0>12}}.jpg), got '{item}'."
-            )
-        out.setdefault(key.strip(), []).append(pattern.strip())
-    return out
-
-
 class ImagePathResolver:
     """Maps ``(dataset_id, image_id)`` to an image file under ``image_root``.
 
@@ -357,106 +349,23 @@ class ImagePathResolver:
         return None
 
 
-# --------------------------------------------------------------------------- streaming output
-class JsonListWriter:
-    """Writes a JSON list item by item into a temporary file, renamed into place on
-    success (readers never see a partial file; a failure leaves no output and no temporary
-    file). An output that cannot be written (a folder of that name, a read-only or full
-    disk) is an :class:`~regionvlm.common.errors.OutputError` naming it."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.count = 0
-
-    def __enter__(self) -> "JsonListWriter":
-        if self.path.is_dir():
-            raise OutputError(f"cannot write '{self.path}': it is a folder; give a file name for --out.")
-        ensure_dir(self.path.parent)
-        try:
-            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise output_error(exc, self.path) from None
-        self._f = os.fdopen(fd, "w", encoding="utf-8")
-        self._write("[")
-        return self
-
-    def _write(self, text: str) -> None:
-        try:
-            self._f.write(text)
-        except OSError as exc:
-            raise output_error(exc, self.path) from None
-
-    def write(self, item: Mapping[str, Any]) -> None:
-        self.write_raw(json.dumps(item, separators=(",", ":")))
-
-    def write_raw(self, encoded_item: str) -> None:
-        """Append an item that is already JSON text."""
-        self._write(("\n" if self.count == 0 else ",\n") + encoded_item)
-        self.count += 1
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._write("\n]\n")
-                try:
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
-                except OSError as err:
-                    raise output_error(err, self.path) from None
-            with contextlib.suppress(OSError):
-                self._f.close()
-            if exc_type is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                try:
-                    os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-                    os.replace(self._tmp, self.path)
-                except OSError as err:
-                    raise output_error(err, self.path) from None
-        finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
-
-
-def check_readable(path: Path, what: str) -> None:
-    """Stop early, naming the file, when an input exists but cannot be opened."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot read {what} '{path}': {exc.strerror or exc}.") from None
-
-
-def nothing_usable(what: str, inputs: Sequence[Any], details: str, out: Path) -> InputError:
-    """The error for a run that would write an empty annotation file (nothing to train on)."""
-    names = ", ".join(f"'{p}'" for p in list(inputs)[:3]) + (" ..." if len(inputs) > 3 else "")
-    return InputError(
-        f"{names} gave no usable {what} ({details}); nothing was written to '{out}'. "
-        f"The report '{report_path(out)}' lists every problem."
-    )
-
-
 # --------------------------------------------------------------------------- the job
 @dataclass
-class PreprocessReport:
+class PreprocessReport(ReportBase):
     """What happened to every line, chunk and image."""
 
-    lines: int = 0
-    blank_lines: int = 0
     narratives: int = 0
     images_written: int = 0
     images_dropped: Dict[str, int] = field(default_factory=lambda: {"no_chunks": 0, "missing_image": 0})
     chunks: ChunkStats = field(default_factory=ChunkStats)
     caption_mismatch: int = 0
-    malformed: List[str] = field(default_factory=list)
-    missing_images: List[str] = field(default_factory=list)
 
     @classmethod
     def merge(cls, reports: Sequence["PreprocessReport"]) -> "PreprocessReport":
         """Sum of per-file reports (lists concatenated in file order)."""
         total = cls()
         for r in reports:
-            for name in ("lines", "blank_lines", "narratives", "images_written", "caption_mismatch"):
+            for name in ("lines", "blank_lines", "malformed_count", "narratives", "images_written", "caption_mismatch"):
                 setattr(total, name, getattr(total, name) + getattr(r, name))
             for key, value in r.images_dropped.items():
                 total.images_dropped[key] = total.images_dropped.get(key, 0) + value
@@ -483,48 +392,32 @@ class PreprocessReport:
             },
             "utterances_without_points": c.utterances_without_points,
             "caption_mismatch": self.caption_mismatch,
-            "malformed_count": len(self.malformed),
+            "malformed_count": self.malformed_count,
             "malformed": list(self.malformed),
             "missing_images": list(self.missing_images),
         }
 
     def summary(self) -> str:
         c = self.chunks
-        lines = [
-            f"lines read: {self.lines} ({self.blank_lines} blank), narratives parsed: {self.narratives}, "
-            f"malformed: {len(self.malformed)}",
-            f"images written: {self.images_written}; dropped: {self.images_dropped['no_chunks']} without any "
-            f"chunk with points, {self.images_dropped['missing_image']} with no image file",
-            f"chunks kept: {c.kept}; dropped: {c.no_points} without trace points, {c.duplicate_text} repeated "
-            f"text (last occurrence kept), {c.image_missing} of images without a file, {c.blank_text} traced "
-            "but blank (no words); "
-            f"utterances without points: {c.utterances_without_points}",
-            f"narratives whose utterances do not join to the caption (offsets may shift): {self.caption_mismatch}",
-        ]
-        for title, items in (("malformed lines", self.malformed), ("missing images", self.missing_images)):
-            if items:
-                more = (
-                    f" (first {MAX_LISTED} of {len(items)}; all in the report file)" if len(items) > MAX_LISTED else ""
-                )
-                lines.append(f"{title}{more}:")
-                lines.extend(f"  {m}" for m in items[:MAX_LISTED])
-        return "\n".join(lines)
-
-
-def report_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + ".report.json")
-
-
-def _iter_lines(path: Path, progress: bool) -> Iterable[Tuple[int, bytes]]:
-    size = path.stat().st_size
-    with (
-        open(path, "rb") as f,
-        tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, dynamic_ncols=True) as bar,
-    ):
-        for lineno, line in enumerate(f, start=1):
-            bar.update(len(line))
-            yield lineno, line
+        return "\n".join(
+            [
+                f"lines read: {self.lines} ({self.blank_lines} blank), narratives parsed: {self.narratives}, "
+                f"malformed: {self.malformed_count}",
+                f"images written: {self.images_written}; dropped: {self.images_dropped['no_chunks']} without any "
+                f"chunk with points, {self.images_dropped['missing_image']} with no image file",
+                f"chunks kept: {c.kept}; dropped: {c.no_points} without trace points, {c.duplicate_text} repeated "
+                f"text (last occurrence kept), {c.image_missing} of images without a file, {c.blank_text} traced "
+                "but blank (no words); "
+                f"utterances without points: {c.utterances_without_points}",
+                f"narratives whose utterances do not join to the caption (offsets may shift): {self.caption_mismatch}",
+                *self.listed(
+                    [
+                        ("malformed lines", self.malformed, self.malformed_count),
+                        ("missing images", self.missing_images, len(self.missing_images)),
+                    ]
+                ),
+            ]
+        )
 
 
 def _process_file(
@@ -533,25 +426,16 @@ def _process_file(
     """One JSONL file -> ``part`` (one output item per line) and its report."""
     report = PreprocessReport()
     with open(part, "w", encoding="utf-8") as sink:
-        for lineno, raw in _iter_lines(path, progress):
+        for lineno, raw in iter_lines(path, progress):
             report.lines += 1
             if not raw.strip():
                 report.blank_lines += 1
                 continue
             where = f"{path}:{lineno}"
             try:
-                narrative = parse_narrative(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                report.malformed.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            except UnicodeDecodeError:
-                report.malformed.append(f"{where}: not UTF-8 text")
-                continue
-            except RecursionError:
-                report.malformed.append(f"{where}: JSON nested too deeply")
-                continue
+                narrative = parse_narrative(decode_line(raw))
             except MalformedRecord as exc:
-                report.malformed.append(f"{where}: {exc}")
+                report.add_malformed(f"{where}: {exc}")
                 continue
             report.narratives += 1
             if " ".join(narrative.utterances) != narrative.caption:
@@ -661,7 +545,7 @@ def preprocess_localized_narratives(
             raise nothing_usable(
                 "narrative",
                 paths,
-                f"{report.lines} lines: {len(report.malformed)} malformed, "
+                f"{report.lines} lines: {report.malformed_count} malformed, "
                 f"{report.images_dropped['no_chunks']} without a chunk with trace points, "
                 f"{report.images_dropped['missing_image']} without an image file",
                 out,
@@ -684,7 +568,7 @@ def preprocess_localized_narratives(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m regionvlm.data.localized_narratives",
         description="Localized Narratives JSONL -> {chunk: 20 points} region-caption annotations.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -692,9 +576,7 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
         + "\n".join(f"  {k}: {' | '.join(v)}" for k, v in DEFAULT_IMAGE_PATTERNS.items()),
     )
     parser.add_argument("--input", nargs="+", required=True, help="official LN JSONL file(s)")
-    parser.add_argument("--out", required=True, help="output annotation JSON")
     parser.add_argument("--image-root", default=".", help="folder the image patterns are relative to")
-    parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS, help="points per chunk (20)")
     parser.add_argument(
         "--image-pattern",
         action="append",
@@ -703,18 +585,8 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
         help="image path pattern for a dataset family or exact dataset_id; repeat for "
         "fallbacks (replaces that key's defaults)",
     )
-    parser.add_argument(
-        "--no-check-images",
-        action="store_true",
-        help="do not check that image files exist; write the first pattern's path",
-    )
-    parser.add_argument(
-        "--relative-paths",
-        action="store_true",
-        help="write image paths relative to --image-root (set the dataset's image_root)",
-    )
     parser.add_argument("--workers", type=int, default=1, help="input files processed in parallel")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_arguments(parser, DEFAULT_NUM_POINTS, "--image-root")
     args = parser.parse_args(argv)
     report = preprocess_localized_narratives(
         args.input,
@@ -727,9 +599,7 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessReport:
         progress=not args.quiet,
         workers=args.workers,
     )
-    print(report.summary())
-    print(f"wrote {args.out} and {report_path(args.out)}")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

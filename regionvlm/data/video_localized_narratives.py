@@ -73,7 +73,6 @@ is not).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -81,17 +80,20 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
-from regionvlm.common.io import atomic_write_json, check_regular_file
-from regionvlm.data.localized_narratives import (
-    MAX_LISTED,
-    JsonListWriter,
+from regionvlm.common.io import check_regular_file
+from regionvlm.data.preprocessing import (
     MalformedRecord,
+    Parser,
+    ReportBase,
+    add_output_arguments,
+    capped_append,
     check_readable,
-    nothing_usable,
-    report_path,
+    decode_line,
+    finish,
+    iter_lines,
+    write_records,
 )
 from regionvlm.region import select_in_order
 
@@ -391,18 +393,13 @@ class FrameLocator:
 
 
 # --------------------------------------------------------------------------- report
-def _capped_append(items: List[str], item: str) -> None:
-    if len(items) < MAX_LISTED_IN_REPORT:
-        items.append(item)
-
-
 @dataclass
-class VideoReport:
-    """What happened to every line, narrative and keyframe."""
+class VideoReport(ReportBase):
+    """What happened to every line, narrative and keyframe (problem lists capped in the report)."""
+
+    LIST_CAP = MAX_LISTED_IN_REPORT
 
     files: List[str] = field(default_factory=list)
-    lines: int = 0
-    blank_lines: int = 0
     videos: int = 0
     videos_without_frame_folder: int = 0
     narratives: int = 0
@@ -423,16 +420,9 @@ class VideoReport:
     keyframes_dropped: Dict[str, int] = field(
         default_factory=lambda: {"missing_image": 0, "kf_idx_out_of_range": 0, "frame_name_not_a_number": 0}
     )
-    malformed_count: int = 0
-    malformed: List[str] = field(default_factory=list)
-    missing_images: List[str] = field(default_factory=list)
     videos_skipped: List[str] = field(default_factory=list)
     fixes: List[str] = field(default_factory=list)
     frame_names: str = "authors"
-
-    def add_malformed(self, message: str) -> None:
-        self.malformed_count += 1
-        _capped_append(self.malformed, message)
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -477,19 +467,13 @@ class VideoReport:
             f"kf_idx outside keyframe_names, {k['frame_name_not_a_number']} with a frame name that is not a number",
             f"fixes: {fixes}; frame names: {self.frame_names}",
         ]
-        for title, items, total in (
-            ("malformed lines", self.malformed, self.malformed_count),
-            ("missing images", self.missing_images, k["missing_image"]),
-            ("videos without a frame folder", self.videos_skipped, self.videos_without_frame_folder),
-        ):
-            if items:
-                more = (
-                    f" (first {MAX_LISTED} of {total}; the report file lists up to {MAX_LISTED_IN_REPORT})"
-                    if total > MAX_LISTED
-                    else ""
-                )
-                out.append(f"{title}{more}:")
-                out.extend(f"  {m}" for m in items[:MAX_LISTED])
+        out += self.listed(
+            [
+                ("malformed lines", self.malformed, self.malformed_count),
+                ("missing images", self.missing_images, k["missing_image"]),
+                ("videos without a frame folder", self.videos_skipped, self.videos_without_frame_folder),
+            ]
+        )
         return "\n".join(out)
 
 
@@ -541,7 +525,9 @@ def video_records(
             if path is None:
                 report.keyframes_dropped["missing_image"] += 1
                 tried = ", ".join(locator.candidates(source, video.video_id, name))
-                _capped_append(report.missing_images, f"{where}: {video.video_id} keyframe {name} (tried {tried})")
+                capped_append(
+                    report.missing_images, f"{where}: {video.video_id} keyframe {name} (tried {tried})", report.LIST_CAP
+                )
                 continue
             pts = n.xy[idx[pick_indices(len(idx), num_points, "last-point" in fixes)]].tolist()
             report.records += 1
@@ -556,23 +542,6 @@ def video_records(
                 "keyframe_name": name,
                 "source": source,
             }
-
-
-def _iter_lines(path: Path, progress: bool) -> Iterator[Tuple[int, bytes]]:
-    with (
-        open(path, "rb") as f,
-        tqdm(
-            total=path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            desc=path.name,
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
-        for lineno, line in enumerate(f, start=1):
-            bar.update(len(line))
-            yield lineno, line
 
 
 def parse_inputs(items: Iterable[str]) -> Dict[str, List[str]]:
@@ -653,56 +622,47 @@ def preprocess_video_localized_narratives(
     locator = FrameLocator(root, image_dirs, frame_names, check_exists=check_images, relative=relative_paths)
     report = VideoReport(files=[f"{s}: {p}" for s, p in files], fixes=fixes, frame_names=frame_names)
     need_start = "time-origin" in fixes
-    with JsonListWriter(out) as writer:
+
+    def records() -> Iterator[Dict[str, Any]]:
         for source, path in files:
-            for lineno, raw in _iter_lines(path, progress):
+            for lineno, raw in iter_lines(path, progress):
                 report.lines += 1
                 if not raw.strip():
                     report.blank_lines += 1
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    video = parse_video(json.loads(raw), need_start)
-                except json.JSONDecodeError as exc:
-                    report.add_malformed(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                    continue
-                except UnicodeDecodeError:
-                    report.add_malformed(f"{where}: not UTF-8 text")
-                    continue
-                except RecursionError:
-                    report.add_malformed(f"{where}: JSON nested too deeply")
-                    continue
+                    video = parse_video(decode_line(raw), need_start)
                 except MalformedRecord as exc:
                     report.add_malformed(f"{where}: {exc}")
                     continue
                 report.videos += 1
                 if not locator.has_video_folder(source, video.video_id):
                     report.videos_without_frame_folder += 1
-                    _capped_append(report.videos_skipped, f"{where}: {video.video_id}")
+                    capped_append(report.videos_skipped, f"{where}: {video.video_id}", report.LIST_CAP)
                     continue
-                for record in video_records(video, source, locator, report, fixes, num_points, where):
-                    writer.write(record)
-        if write_report:
-            atomic_write_json(report_path(out), report.as_dict())
-        if report.records == 0 and not allow_empty:  # inside the writer: the empty output is discarded
-            raise nothing_usable(
-                "record",
-                [p for _, p in files],
-                f"{report.lines} lines: {report.malformed_count} "
-                f"malformed, {report.videos} videos, {report.videos_without_frame_folder} without a "
-                "frame folder",
-                Path(out),
-            )
+                yield from video_records(video, source, locator, report, fixes, num_points, where)
+
+    write_records(
+        out,
+        records(),
+        report,
+        write_report=write_report,
+        allow_empty=allow_empty,
+        empty=(
+            "record",
+            [p for _, p in files],
+            lambda: (
+                f"{report.lines} lines: {report.malformed_count} malformed, {report.videos} videos, "
+                f"{report.videos_without_frame_folder} without a frame folder"
+            ),
+        ),
+    )
     return report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, as every user error of the project
-        raise ConfigError(f"{message} (see --help)")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
-    parser = _Parser(
+    parser = Parser(
         prog="python -m regionvlm.data.video_localized_narratives",
         description="Video Localized Narratives JSONL -> {caption: 20 points} region-caption records "
         "per narrated keyframe (the authors' video training file).",
@@ -715,7 +675,7 @@ def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
         + "\nSee docs/video_localized_narratives.md for every rule and quirk.",
     )
     parser.add_argument("--root", required=True, help="the authors' LN folder (inputs and frames below it)")
-    parser.add_argument("--out", required=True, help="output annotation JSON")
+    add_output_arguments(parser, DEFAULT_NUM_POINTS, "--root")
     parser.add_argument(
         "--sources",
         nargs="+",
@@ -752,16 +712,6 @@ def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
         choices=FIXES + ("all",),
         help="correct one of the authors' quirks (repeatable; see the docs)",
     )
-    parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS, help="points per record (20)")
-    parser.add_argument(
-        "--relative-paths",
-        action="store_true",
-        help="write image paths relative to --root (set the dataset's image_root)",
-    )
-    parser.add_argument(
-        "--no-check-images", action="store_true", help="do not look for frame files: write the first candidate path"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     dirs = {k: getattr(args, f"{k}_image_dir") for k in DEFAULT_IMAGE_DIRS if getattr(args, f"{k}_image_dir")}
     report = preprocess_video_localized_narratives(
@@ -777,9 +727,7 @@ def main(argv: Optional[Sequence[str]] = None) -> VideoReport:
         check_images=not args.no_check_images,
         progress=not args.quiet,
     )
-    print(report.summary())
-    print(f"wrote {args.out} and {report_path(args.out)}")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

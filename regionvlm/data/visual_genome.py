@@ -39,7 +39,6 @@ keeps no image at all stops with an error (the report is still written, the outp
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -48,15 +47,8 @@ import numpy as np
 from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError
-from regionvlm.common.io import atomic_write_json
-from regionvlm.data.localized_narratives import (
-    MAX_LISTED,
-    ImagePathResolver,
-    JsonListWriter,
-    nothing_usable,
-    parse_patterns,
-    report_path,
-)
+from regionvlm.data.localized_narratives import ImagePathResolver
+from regionvlm.data.preprocessing import Parser, ReportBase, add_output_arguments, finish, parse_patterns, write_records
 
 DEFAULT_NUM_POINTS = 20
 DEFAULT_MAX_AREA = 0.5
@@ -74,7 +66,7 @@ class VGImage:
 
 
 @dataclass
-class VGReport:
+class VGReport(ReportBase):
     images: int = 0
     images_written: int = 0
     regions: int = 0
@@ -112,10 +104,7 @@ class VGReport:
             f"regions: {self.regions}, kept: {self.regions_kept}, skipped: {self.skipped}, "
             f"boxes clipped to the image: {self.clipped}",
         ]
-        if self.problems:
-            lines.append(f"problems (first {min(MAX_LISTED, len(self.problems))} of {len(self.problems)}):")
-            lines.extend(f"  {p}" for p in self.problems[:MAX_LISTED])
-        return "\n".join(lines)
+        return "\n".join(lines + self.listed([("problems", self.problems, len(self.problems))]))
 
 
 def box_points(box_xyxy: Sequence[float], num_points: int, rng: np.random.Generator) -> List[List[float]]:
@@ -318,7 +307,8 @@ def preprocess_visual_genome(
         )
     images = iter_vg_images(data, regions_file, image_data_file, report)
     total = len(data) if isinstance(data, list) else len(data.get("images", [])) if isinstance(data, dict) else None
-    with JsonListWriter(out) as writer:
+
+    def records() -> Iterator[Dict[str, Any]]:
         for img in tqdm(images, total=total, desc="visual genome", disable=not progress, dynamic_ncols=True):
             report.images += 1
             if not img.regions:
@@ -358,24 +348,26 @@ def preprocess_visual_genome(
             if not sent:
                 report.images_dropped["no_regions"] += 1
                 continue
-            writer.write(
-                {"image_path": path, "image_id": img.image_id, "dataset_id": DATASET_ID, "sent_to_points": sent}
-            )
             report.images_written += 1
-        if write_report:
-            atomic_write_json(report_path(out), report.as_dict())
-        if report.images_written == 0 and not allow_empty:  # inside the writer: the empty output is discarded
-            raise nothing_usable(
-                "image region",
-                [regions_file],
-                f"{report.images} images: {report.images_dropped}, regions skipped {report.skipped}",
-                Path(out),
-            )
+            yield {"image_path": path, "image_id": img.image_id, "dataset_id": DATASET_ID, "sent_to_points": sent}
+
+    write_records(
+        out,
+        records(),
+        report,
+        write_report=write_report,
+        allow_empty=allow_empty,
+        empty=(
+            "image region",
+            [regions_file],
+            lambda: f"{report.images} images: {report.images_dropped}, regions skipped {report.skipped}",
+        ),
+    )
     return report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> VGReport:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m regionvlm.data.visual_genome",
         description="VG region descriptions -> {phrase: 20 points} annotations.",
     )
@@ -384,8 +376,6 @@ def main(argv: Optional[Sequence[str]] = None) -> VGReport:
     )
     parser.add_argument("--image-data", default=None, help="official image_data.json (sizes and folders)")
     parser.add_argument("--image-root", default=".", help="folder holding VG_100K/ and VG_100K_2/")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--points", type=int, default=DEFAULT_NUM_POINTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-area",
@@ -400,9 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> VGReport:
         metavar=f"{DATASET_ID}=PATTERN",
         help="image path pattern(s) relative to --image-root, with {image_id}",
     )
-    parser.add_argument("--no-check-images", action="store_true")
-    parser.add_argument("--relative-paths", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
+    add_output_arguments(parser, DEFAULT_NUM_POINTS, "--image-root")
     args = parser.parse_args(argv)
     patterns = parse_patterns(args.image_pattern)
     unknown = set(patterns) - {DATASET_ID}
@@ -421,9 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> VGReport:
         relative_paths=args.relative_paths,
         progress=not args.quiet,
     )
-    print(report.summary())
-    print(f"wrote {args.out} and {report_path(args.out)}")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":
