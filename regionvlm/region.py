@@ -204,8 +204,11 @@ def _counts_from_string(counts: bytes) -> np.ndarray:
     return runs
 
 
-def _whole_number(value: Any) -> Optional[int]:
-    """``value`` as an int if it is a whole number (not a bool), else None."""
+def whole_number(value: Any, strings: bool = False) -> Optional[int]:
+    """``value`` as an int if it is a whole number (not a bool; with ``strings``, also a string
+    of digits such as a JSON object key), else None: how the readers accept ids and sizes."""
+    if strings and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     if not np.isfinite(value) or value != int(value):
@@ -224,7 +227,7 @@ def validate_rle(rle: Any, what: str = "RLE", size: Optional[Tuple[int, int]] = 
         keys = sorted(map(str, rle)) if isinstance(rle, Mapping) else type(rle).__name__
         raise InputError(f"{what}: a COCO RLE is a dict with 'size' [height, width] and 'counts', got {keys}.")
     raw_size = rle["size"]
-    dims = [_whole_number(v) for v in raw_size] if isinstance(raw_size, (list, tuple)) else []
+    dims = [whole_number(v) for v in raw_size] if isinstance(raw_size, (list, tuple)) else []
     if len(dims) != 2 or any(d is None or d <= 0 for d in dims):
         raise InputError(f"{what}: RLE 'size' must be [height, width] (positive whole numbers), got {raw_size!r}.")
     height, width = dims
@@ -233,7 +236,7 @@ def validate_rle(rle: Any, what: str = "RLE", size: Optional[Tuple[int, int]] = 
     check_pixel_count(width, height, f"{what} (RLE size)")
     counts = rle["counts"]
     if isinstance(counts, (list, tuple)):
-        runs = [_whole_number(v) for v in counts]
+        runs = [whole_number(v) for v in counts]
         if any(r is None or r < 0 for r in runs):
             raise InputError(
                 f"{what}: uncompressed RLE 'counts' must be non-negative whole numbers, "

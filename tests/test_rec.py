@@ -401,7 +401,7 @@ def test_bad_annotations_and_settings(roots, tmp_path):
 
 def test_missing_image_stops_or_is_skipped(roots, tmp_path):
     (roots["image_root"] / IMAGES[2][0]).unlink()
-    with pytest.raises(MissingFileError, match=r"(?s)1 image\(s\) needed .*000000000002\.jpg.*skip_missing"):
+    with pytest.raises(MissingFileError, match=r"(?s)1 file\(s\) needed .*000000000002\.jpg.*skip_missing"):
         _evaluate(RECFakeModel(), roots, tmp_path / "a")
     out = _evaluate(RECFakeModel(), roots, tmp_path / "b", skip_missing=True)
     assert [(s["ref_id"], s["sent_id"]) for s in out["results"]["skipped"]] == [(12, 120)]

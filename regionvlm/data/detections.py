@@ -22,6 +22,7 @@ from typing import Any, Collection, Dict, List, Mapping, Optional
 from regionvlm.common.errors import InputError
 from regionvlm.common.io import read_json
 from regionvlm.data.boxes import Box, parse_xywh
+from regionvlm.region import whole_number
 
 LAYOUT = (
     'detections JSON: {"dets": [{"image_id", "box": [x, y, w, h]}, ...]} (refer toolkit), a list of such '
@@ -39,18 +40,6 @@ class Detections:
 
     def for_image(self, image_id: int) -> List[Box]:
         return self.boxes.get(image_id, [])
-
-
-def _image_id(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
 
 
 def read_detections(
@@ -91,7 +80,7 @@ def _read_entries(path: Path, entries: Any, key: str) -> Detections:
         what = f"'{path}' {where.format(i)}"
         if not isinstance(entry, Mapping) or "image_id" not in entry or "box" not in entry:
             raise InputError(f"{what}: a detection is a mapping with 'image_id' and 'box', got {str(entry)[:80]}.")
-        image_id = _image_id(entry["image_id"])
+        image_id = whole_number(entry["image_id"], strings=True)
         if image_id is None:
             raise InputError(f"{what}: 'image_id' must be an integer, got {entry['image_id']!r}.")
         out.boxes.setdefault(image_id, []).append(parse_xywh(entry["box"], f"{what} (image {image_id})"))
@@ -101,7 +90,7 @@ def _read_entries(path: Path, entries: Any, key: str) -> Detections:
 def _read_dict(path: Path, data: Mapping[str, Any]) -> Detections:
     out = Detections(path, "reclip")
     for key, boxes in data.items():
-        image_id = _image_id(key)
+        image_id = whole_number(key, strings=True)
         if image_id is None:
             raise InputError(f"'{path}': the key {key!r} is not an image id; expected {LAYOUT}.")
         if not isinstance(boxes, list):

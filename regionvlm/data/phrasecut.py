@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
-from regionvlm.region import check_pixel_count
+from regionvlm.region import check_pixel_count, whole_number
 
 SPLITS = ("train", "val", "test", "miniv")
 IMAGE_INFO = "image_data_split.json"
@@ -260,19 +260,6 @@ def parse_split(split: str) -> List[str]:
     return parts
 
 
-def _whole(value: Any) -> Optional[int]:
-    """A JSON id or size as int (whole numbers and digit strings), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
-
-
 def read_image_info(path: Path, splits: Sequence[str]) -> Tuple[Dict[int, PhraseCutImage], Dict[int, str]]:
     """(the images of ``splits``, every listed image's split) from ``image_data_split.json``."""
     from regionvlm.common.io import read_json
@@ -283,7 +270,10 @@ def read_image_info(path: Path, splits: Sequence[str]) -> Tuple[Dict[int, Phrase
     images: Dict[int, PhraseCutImage] = {}
     split_of: Dict[int, str] = {}
     for i, entry in enumerate(data):
-        fields = [_whole(entry.get(k)) if isinstance(entry, Mapping) else None for k in ("image_id", "width", "height")]
+        fields = [
+            whole_number(entry.get(k), strings=True) if isinstance(entry, Mapping) else None
+            for k in ("image_id", "width", "height")
+        ]
         split = entry.get("split") if isinstance(entry, Mapping) else None
         if any(f is None for f in fields) or not isinstance(split, str):
             raise InputError(
@@ -378,7 +368,7 @@ def load_phrasecut(data_root: str | Path, split: str, skip_missing: bool = False
             where = f"'{path}' task #{i}"
             if not isinstance(task, Mapping) or any(k not in task for k in ("task_id", "image_id", "phrase")):
                 raise InputError(f"{where} must be a mapping with task_id, image_id, phrase and Polygons.")
-            task_id, image_id = task["task_id"], _whole(task["image_id"])
+            task_id, image_id = task["task_id"], whole_number(task["image_id"], strings=True)
             if isinstance(task_id, bool) or not isinstance(task_id, (str, int)) or str(task_id) == "":
                 raise InputError(f"{where}: 'task_id' must be a non-empty string, got {task_id!r}.")
             task_id = str(task_id)

@@ -36,6 +36,7 @@ import numpy as np
 from regionvlm.common.errors import InputError
 from regionvlm.common.io import read_json
 from regionvlm.data.refer import decode_segmentation, segmentation_rles
+from regionvlm.region import whole_number
 
 LAYOUT = (
     'a JSON list with one object per image: {"file_name": ..., "height": H, "width": W, '
@@ -101,14 +102,6 @@ class RegionClassFile:
         return {im.file_name: im for im in self.images}
 
 
-def _whole(value: Any) -> Optional[int]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    return int(value)
-
-
 def _missing_key(entry: Mapping[str, Any], key: str, where: str) -> InputError:
     close = difflib.get_close_matches(key, [str(k) for k in entry], n=1, cutoff=0.75)
     hint = f" (it has '{close[0]}': a misspelling?)" if close else ""
@@ -129,7 +122,7 @@ def _check_image(k: int, entry: Any, path: Path) -> ClassImage:
             raise _missing_key(entry, key, where)
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where}: 'file_name' must be a non-empty string, got {name!r}.")
-    height, width = _whole(entry["height"]), _whole(entry["width"])
+    height, width = whole_number(entry["height"]), whole_number(entry["width"])
     if height is None or width is None or height <= 0 or width <= 0:
         raise InputError(
             f"{where}: 'height' and 'width' must be positive whole numbers of pixels, "

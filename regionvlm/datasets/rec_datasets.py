@@ -12,7 +12,8 @@ import numpy as np
 from regionvlm.common.errors import ConfigError
 from regionvlm.data.boxes import Box, box_mask, check_in_image
 from regionvlm.data.detections import Detections
-from regionvlm.data.refer import ReferQuery, ReferSplit
+from regionvlm.data.refer import ReferSplit
+from regionvlm.datasets.ris_datasets import ReferView
 
 CANDIDATE_SOURCES = ("gt", "detections")
 
@@ -26,7 +27,7 @@ class Candidate:
     box: Box
 
 
-class RECDataset:
+class RECDataset(ReferView):
     """The expressions of one split with their ground-truth boxes and each image's candidates
     (built by the ``rec_refcoco``/``rec_refcoco+``/``rec_refcocog``/``rec_synthetic`` builders,
     consumed by the ``rec`` task).
@@ -75,69 +76,23 @@ class RECDataset:
             check_in_image(c.box, info.width, info.height, what)
         return out
 
-    # -- identity and names
-    @property
-    def eval_name(self) -> str:
-        """Name in metric keys: the dataset and its partition, e.g. ``refcocog_umd``."""
-        return f"{self.dataset_name}_{self.split_by}"
-
-    @property
-    def dataset_name(self) -> str:
-        return self.refer.dataset_name
-
-    @property
-    def split_by(self) -> str:
-        return self.refer.split_by
-
-    @property
-    def split(self) -> str:
-        return self.refer.split
-
-    @property
-    def queries(self) -> List[ReferQuery]:
-        return self.refer.queries
-
-    def __len__(self) -> int:
-        return len(self.refer.queries)
-
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        q = self.refer.queries[index]
-        return {
-            "index": q.index,
-            "ref_id": q.ref_id,
-            "sent_id": q.sent_id,
-            "ann_id": q.ann_id,
-            "image_id": q.image_id,
-            "sentence": q.sentence,
-            "image_path": str(self.image_path(q.image_id)),
-            "gt_box": list(self.gt_box(q.ann_id)),
-        }
+        record = self.query_record(index)
+        return {**record, "gt_box": list(self.gt_box(record["ann_id"]))}
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the model and the protocol settings."""
         return {
-            "dataset_name": self.dataset_name,
-            "splitBy": self.split_by,
-            "split": self.split,
-            "refs": str(self.refer.refs_path),
-            "instances": str(self.refer.instances_path),
-            "image_root": str(self.image_root),
+            **self.refer_identity(),
             "candidates": self.candidate_source,
             "detections": None if self.detections is None else str(self.detections.path),
-            "skip_missing": self.skip_missing,
         }
 
     # -- per image
-    def image_path(self, image_id: int) -> Path:
-        return self.image_root / self.refer.images[image_id].file_name
-
     def image_size(self, image_id: int) -> Tuple[int, int]:
         """``(height, width)`` of the image as ``instances.json`` gives it: the boxes' frame."""
         info = self.refer.images[image_id]
         return info.height, info.width
-
-    def groups(self) -> List[Tuple[int, List[ReferQuery]]]:
-        return self.refer.queries_by_image()
 
     def gt_box(self, ann_id: int) -> Box:
         return self._gt_boxes[ann_id]

@@ -159,24 +159,19 @@ class RISQueryDataset(ABC):
         return missing
 
 
-class RISDataset(RISQueryDataset):
-    """The queries of one refer split plus where their images and proposals live (built by the
-    ``refcoco``/``refcoco+``/``refcocog``/``ris_synthetic`` builders, consumed by the ``ris`` task).
-    A query is a sentence of a ref; its ground truth is the ref's annotation."""
+class ReferView:
+    """The refer split behind a dataset (RIS and REC read the same files): its names, its
+    queries grouped by image, its images, and what its results depend on."""
 
-    ID_FIELDS = ("ref_id", "sent_id")
+    ID_FIELDS: ClassVar[Tuple[str, ...]] = ("ref_id", "sent_id")
 
-    def __init__(
-        self,
-        refer: ReferSplit,
-        image_root: str | Path,
-        proposals: str | Path,
-        skip_missing: bool = False,
-        vis_processor: Any = None,
-        text_processor: Any = None,
-    ):
-        super().__init__(image_root, proposals, skip_missing, vis_processor, text_processor)
-        self.refer = refer
+    refer: ReferSplit
+    image_root: Path
+    skip_missing: bool
+
+    def query_ids(self, query: Any) -> Dict[str, Any]:
+        """The fields naming ``query`` in the results: ``ID_FIELDS`` then ``image_id``."""
+        return {**{f: getattr(query, f) for f in self.ID_FIELDS}, "image_id": query.image_id}
 
     @property
     def eval_name(self) -> str:
@@ -203,15 +198,23 @@ class RISDataset(RISQueryDataset):
     def skipped(self) -> List[Dict[str, Any]]:
         return self.refer.skipped
 
-    @property
-    def sizes_file(self) -> Path:
-        return self.refer.instances_path
+    def __len__(self) -> int:
+        return len(self.refer.queries)
 
-    @property
-    def queries_file(self) -> Path:
-        return self.refer.refs_path
+    def image(self, image_id: int) -> ReferImage:
+        return self.refer.images[image_id]
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def image_ids(self) -> List[int]:
+        return list(self.refer.images)
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_root / self.refer.images[image_id].file_name
+
+    def groups(self) -> List[Tuple[int, List[ReferQuery]]]:
+        return self.refer.queries_by_image()
+
+    def query_record(self, index: int) -> Dict[str, Any]:
+        """Query ``index`` as a plain record (ids, sentence, image path)."""
         q = self.refer.queries[index]
         return {
             "index": q.index,
@@ -221,17 +224,49 @@ class RISDataset(RISQueryDataset):
             "image_id": q.image_id,
             "sentence": q.sentence,
             "image_path": str(self.image_path(q.image_id)),
-            "proposal_path": str(self.proposal_path(q.image_id)),
         }
 
-    def image(self, image_id: int) -> ReferImage:
-        return self.refer.images[image_id]
+    def refer_identity(self) -> Dict[str, Any]:
+        """The files and options every refer-based result depends on."""
+        return {
+            "dataset_name": self.dataset_name,
+            "splitBy": self.split_by,
+            "split": self.split,
+            "refs": str(self.refer.refs_path),
+            "instances": str(self.refer.instances_path),
+            "image_root": str(self.image_root),
+            "skip_missing": self.skip_missing,
+        }
 
-    def image_ids(self) -> List[int]:
-        return list(self.refer.images)
 
-    def groups(self) -> List[Tuple[int, List[ReferQuery]]]:
-        return self.refer.queries_by_image()
+class RISDataset(ReferView, RISQueryDataset):
+    """The queries of one refer split plus where their images and proposals live (built by the
+    ``refcoco``/``refcoco+``/``refcocog``/``ris_synthetic`` builders, consumed by the ``ris`` task).
+    A query is a sentence of a ref; its ground truth is the ref's annotation."""
+
+    def __init__(
+        self,
+        refer: ReferSplit,
+        image_root: str | Path,
+        proposals: str | Path,
+        skip_missing: bool = False,
+        vis_processor: Any = None,
+        text_processor: Any = None,
+    ):
+        super().__init__(image_root, proposals, skip_missing, vis_processor, text_processor)
+        self.refer = refer
+
+    @property
+    def sizes_file(self) -> Path:
+        return self.refer.instances_path
+
+    @property
+    def queries_file(self) -> Path:
+        return self.refer.refs_path
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        record = self.query_record(index)
+        return {**record, "proposal_path": str(self.proposal_path(record["image_id"]))}
 
     def gt_masks(self, queries: Sequence[ReferQuery]) -> List[np.ndarray]:
         """One decode per annotation (a ref's sentences share it)."""
@@ -246,14 +281,4 @@ class RISDataset(RISQueryDataset):
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the model and the protocol settings."""
-        return {
-            "dataset_name": self.dataset_name,
-            "splitBy": self.split_by,
-            "split": self.split,
-            "refs": str(self.refer.refs_path),
-            "instances": str(self.refer.instances_path),
-            "image_root": str(self.image_root),
-            "proposals": str(self.proposals),
-            "gt_mask": self.refer.gt_mask_rule,
-            "skip_missing": self.skip_missing,
-        }
+        return {**self.refer_identity(), "proposals": str(self.proposals), "gt_mask": self.refer.gt_mask_rule}

@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +48,7 @@ from regionvlm.common.settings import setting
 from regionvlm.data.boxes import box_iou, box_mask, to_xyxy
 from regionvlm.data.images import open_image
 from regionvlm.datasets.rec_datasets import Candidate, RECDataset
-from regionvlm.tasks.evaluation import EvalSettings, EvalTask, Skip, SplitEvaluator, SplitResult
+from regionvlm.tasks.evaluation import EvalSettings, EvalTask, Skip, SplitResult
 from regionvlm.tasks.ris import (
     DRAWS,
     PROTOCOLS,
@@ -57,6 +56,7 @@ from regionvlm.tasks.ris import (
     SCORERS,
     VISUAL_MODES,
     DrawGroup,
+    ImageQueriesEvaluator,
     MaskPrompts,
     build_prompts,
     resolve_scoring,
@@ -123,53 +123,11 @@ class RECInputs:
     sentences: List[Optional[str]]
 
 
-class RECEvaluator(SplitEvaluator):
+class RECEvaluator(ImageQueriesEvaluator):
     """One REC split on the evaluation loop: a unit is an image with its expressions."""
 
-    def __init__(self, model: torch.nn.Module, dataset: RECDataset, settings: RECSettings, output_dir: str | Path):
-        from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
-
-        model = getattr(model, "module", model)
-        super().__init__(model, dataset, settings.resolved(model.device, model.num_points), Path(output_dir))
-        self.vis_processor = dataset.vis_processor or BlipImageEvalProcessor(image_size=model.image_size)
-        self.text_processor = dataset.text_processor or BlipCaptionProcessor()
-        self.groups = {str(image_id): (image_id, queries) for image_id, queries in dataset.groups()}
-        self.skipped: List[Dict[str, Any]] = list(dataset.refer.skipped)
-
-    def describe(self) -> str:
-        return f"REC {self.dataset.dataset_name} {self.dataset.split}"
-
-    def prefetch(self) -> Tuple[int, int]:
-        return self.settings.prefetch, min(self.settings.prefetch, 4)
-
-    def units(self) -> List[Tuple[str, str]]:
-        """Images with expressions; under ``skip_missing`` images whose files are missing are
-        left out (their expressions listed as skipped), otherwise a missing image stops the run first."""
-        ds = self.dataset
-        keys = list(self.groups)
-        missing = ds.missing_files()
-        if missing:
-            if not ds.skip_missing:
-                listing = "\n  ".join(m["path"] for m in missing[:5])
-                raise MissingFileError(
-                    f"{len(missing)} image(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
-                    f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}). "
-                    "Set skip_missing to evaluate without them."
-                )
-            absent = {str(m["image_id"]): f"image file missing: {m['path']}" for m in missing}
-            for k in [k for k in keys if k in absent]:
-                self.skipped.extend(_skip_entry(q, absent[k]) for q in self.groups[k][1])
-            keys = [k for k in keys if k not in absent]
-        return [(k, k) for k in keys]
-
-    # -- loading (runs on prefetch threads)
-    def load(self, key: str) -> RECInputs | Skip:
-        try:
-            return self._load(key)
-        except (MissingFileError, InputError) as exc:
-            if not self.dataset.skip_missing:
-                raise
-            return Skip(str(exc))
+    TASK = "REC"
+    MISSING_HINT = "Images are read from <image_root>/<file_name> (image_root={ds.image_root})"
 
     def _load(self, key: str) -> RECInputs:
         image_id, queries = self.groups[key]
@@ -207,7 +165,7 @@ class RECEvaluator(SplitEvaluator):
         image_id, queries = self.groups[key]
         s, ds = self.settings, self.dataset
         if isinstance(inputs, Skip):
-            return {"expressions": [], "skipped": [_skip_entry(q, inputs.reason) for q in queries]}
+            return {"expressions": [], "skipped": [self._skip_entry(q, inputs.reason) for q in queries]}
         skipped, active = [], []
         for q, sentence in zip(queries, inputs.sentences):
             if sentence is None:
@@ -217,7 +175,7 @@ class RECEvaluator(SplitEvaluator):
                 )
                 if not ds.skip_missing:
                     raise InputError(f"'{ds.refer.refs_path}': {reason}. Fix the file or set skip_missing.")
-                skipped.append(_skip_entry(q, reason))
+                skipped.append(self._skip_entry(q, reason))
             else:
                 active.append((q, sentence))
         cands = inputs.candidates
@@ -294,10 +252,6 @@ class RECEvaluator(SplitEvaluator):
         if skipped:
             echo(f"[rec] {name}: warning: {len(skipped)} expression(s) skipped (listed under 'skipped').")
         return SplitResult(metrics, {"no_candidate": no_candidate, "skipped": skipped, "expressions": records})
-
-
-def _skip_entry(q: Any, reason: str) -> Dict[str, Any]:
-    return {"ref_id": q.ref_id, "sent_id": q.sent_id, "image_id": q.image_id, "reason": reason}
 
 
 # ----------------------------------------------------------------------------- task

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from abc import abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
@@ -501,12 +502,16 @@ class ImageInputs:
     subsets: List[Optional[List[str]]]  # per query: its named subsets (None: the dataset has none)
 
 
-class RISEvaluator(SplitEvaluator):
-    """One RIS split on the evaluation loop: a unit is an image with its referring sentences.
-    The dataset is any :class:`~regionvlm.datasets.ris_datasets.RISQueryDataset` (RefCOCO
-    family, synthetic world, PhraseCut)."""
+class ImageQueriesEvaluator(SplitEvaluator):
+    """What RIS and REC share: a unit is an image with its referring expressions, scored by
+    loss ranking over the image's candidates. Images whose files are missing stop the run
+    before it starts, or (``skip_missing``) are left out with their expressions listed; an
+    image that fails to load under ``skip_missing`` skips its expressions."""
 
-    def __init__(self, model: torch.nn.Module, dataset: RISQueryDataset, settings: RISSettings, output_dir: str | Path):
+    TASK = ""
+    MISSING_HINT = "Images are read from <image_root>/<file_name>"
+
+    def __init__(self, model: torch.nn.Module, dataset: Any, settings: Any, output_dir: str | Path):
         from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 
         model = _unwrap(model)
@@ -517,14 +522,12 @@ class RISEvaluator(SplitEvaluator):
         self.skipped: List[Dict[str, Any]] = list(dataset.skipped)
 
     def describe(self) -> str:
-        return f"RIS {self.dataset.dataset_name} {self.dataset.split}"
+        return f"{self.TASK} {self.dataset.dataset_name} {self.dataset.split}"
 
     def prefetch(self) -> Tuple[int, int]:
         return self.settings.prefetch, min(self.settings.prefetch, 4)
 
     def units(self) -> List[Tuple[str, str]]:
-        """Images with queries; under ``skip_missing`` images whose files are missing are left
-        out (their queries listed as skipped), otherwise a missing file stops the run first."""
         ds = self.dataset
         keys = list(self.groups)
         missing = ds.missing_files()
@@ -533,11 +536,9 @@ class RISEvaluator(SplitEvaluator):
                 listing = "\n  ".join(f"{m['what']}: {m['path']}" for m in missing[:5])
                 raise MissingFileError(
                     f"{len(missing)} file(s) needed by {ds.dataset_name} {ds.split} are missing, e.g.\n  {listing}\n"
-                    f"Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
-                    f"<proposals>/<image name>.json (proposals={ds.proposals}, written by "
-                    "`python -m regionvlm.proposals`). Set skip_missing to evaluate without them."
+                    f"{self.MISSING_HINT.format(ds=ds)}. Set skip_missing to evaluate without them."
                 )
-            absent = {}
+            absent: Dict[str, str] = {}
             for m in missing:
                 absent.setdefault(str(m["image_id"]), f"{m['what']} file missing: {m['path']}")
             for k in [k for k in keys if k in absent]:
@@ -545,14 +546,32 @@ class RISEvaluator(SplitEvaluator):
             keys = [k for k in keys if k not in absent]
         return [(k, k) for k in keys]
 
-    # -- loading (runs on prefetch threads)
-    def load(self, key: str) -> ImageInputs | Skip:
+    def load(self, key: str) -> Any:
         try:
             return self._load(key)
         except (MissingFileError, InputError) as exc:
             if not self.dataset.skip_missing:
                 raise
             return Skip(str(exc))
+
+    @abstractmethod
+    def _load(self, key: str) -> Any:
+        """The inputs of one image (prefetch threads): candidates, prompts, sentences."""
+
+    def _skip_entry(self, q: Any, reason: str) -> Dict[str, Any]:
+        return {**self.dataset.query_ids(q), "reason": reason}
+
+
+class RISEvaluator(ImageQueriesEvaluator):
+    """One RIS split on the evaluation loop. The dataset is any
+    :class:`~regionvlm.datasets.ris_datasets.RISQueryDataset` (RefCOCO family, synthetic world,
+    PhraseCut)."""
+
+    TASK = "RIS"
+    MISSING_HINT = (
+        "Images are read from <image_root>/<file_name> (image_root={ds.image_root}); proposals from "
+        "<proposals>/<image name>.json (proposals={ds.proposals}, written by `python -m regionvlm.proposals`)"
+    )
 
     def _load(self, key: str) -> ImageInputs:
         image_id, queries = self.groups[key]
@@ -645,9 +664,6 @@ class RISEvaluator(SplitEvaluator):
                 record["subsets"] = inputs.subsets[i]
             records.append(record)
         return {"queries": records, "skipped": skipped, "empty_proposals": cands.empty}
-
-    def _skip_entry(self, q: Any, reason: str) -> Dict[str, Any]:
-        return {**self.dataset.query_ids(q), "reason": reason}
 
     # -- the whole split (main process)
     def finish(self, outputs: List[Dict[str, Any]]) -> SplitResult:

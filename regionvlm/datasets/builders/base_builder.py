@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -123,6 +124,31 @@ class BaseDatasetBuilder(ABC):
     # -- helpers --------------------------------------------------------------------
     def setting(self, *keys: str) -> str:
         return ".".join(("datasets", self.NAME) + keys)
+
+    def required(self, what: Mapping[str, str]) -> Dict[str, str]:
+        """The path settings ``what`` names (key -> what it must point to), each one set."""
+        values = {key: getattr(self.settings, key) for key in what}
+        for key, value in values.items():
+            if not value:
+                raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {what[key]}.")
+        return values
+
+    def splits(self) -> List[str]:
+        """The section's ``split``: one name or a list of names."""
+        split = self.settings.split
+        splits = [split] if isinstance(split, str) else list(split)
+        if not splits:
+            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {split!r}.")
+        return splits
+
+    def fill_from_world(self, **relative: str) -> None:
+        """A synthetic world's builder: ``world: DIR`` sets every unset key of ``relative``
+        to ``DIR/<its relative path>``."""
+        world = getattr(self.settings, "world", None)
+        if world:
+            base = Path(world).expanduser()
+            filled = {k: str(base / v) for k, v in relative.items() if not getattr(self.settings, k)}
+            self.settings = self.settings.replace(**filled)
 
     def seed(self) -> int:
         """The section's ``seed`` if it has one and it is set, else the run's."""

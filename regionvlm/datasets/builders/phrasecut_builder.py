@@ -50,12 +50,8 @@ class PhraseCutBuilder(BaseDatasetBuilder):
 
     def build_datasets(self) -> Dict[str, PhraseCutDataset]:
         s = self.settings
-        for key in ("data_root", "proposals"):
-            if not getattr(s, key):
-                raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
-        splits = [s.split] if isinstance(s.split, str) else list(s.split)
-        if not splits:
-            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {s.split!r}.")
+        self.required(_WHAT)
+        splits = self.splits()
         for split in splits:
             try:
                 parse_split(split)

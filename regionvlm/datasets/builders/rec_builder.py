@@ -21,30 +21,19 @@ DIR/images (each overridable).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
 from regionvlm.common.settings import setting
 from regionvlm.data.detections import read_detections
-from regionvlm.data.refer import DEFAULT_SPLIT_BY, SYNTHETIC, load_refer
-from regionvlm.datasets.builders.base_builder import BaseDatasetBuilder, DatasetSettings
+from regionvlm.data.refer import SYNTHETIC, load_refer
+from regionvlm.datasets.builders.ris_builder import ReferBuilder, ReferSettings
 from regionvlm.datasets.rec_datasets import CANDIDATE_SOURCES, RECDataset
-
-_WHAT = {
-    "data_root": "the folder holding <dataset>/refs(<splitBy>).p and <dataset>/instances.json (--data-root)",
-    "image_root": "the image folder, e.g. COCO train2014 (--image-root)",
-}
 
 
 @dataclass(frozen=True)
-class RECDatasetSettings(DatasetSettings):
-    data_root: Optional[str] = setting(None, help=_WHAT["data_root"])
-    dataset_name: Optional[str] = setting(None, help="defaults to the builder's dataset")
-    splitBy: Optional[str] = setting(None, help="default unc (refcoco, refcoco+), umd (refcocog)")
-    split: Union[str, List[str]] = setting("val", help="a split name or a list")
-    image_root: Optional[str] = setting(None, help=_WHAT["image_root"])
+class RECDatasetSettings(ReferSettings):
     candidates: str = setting(
         "gt", choices=CANDIDATE_SOURCES, help="gt: every annotation of the image | detections: a detections file"
     )
@@ -69,36 +58,23 @@ class SyntheticRECSettings(RECDatasetSettings):
     world: Optional[str] = setting(None, help="a synthetic world: DIR/refer, DIR/images")
 
 
-class RECBuilder(BaseDatasetBuilder):
+class RECBuilder(ReferBuilder):
     """Builds the expressions of one or more splits of a refer-layout dataset."""
 
     Settings = RECDatasetSettings
-    DATASET = ""  # the refer dataset this builder reads
 
-    def paths(self) -> Dict[str, str]:
-        values = {k: getattr(self.settings, k) for k in ("data_root", "image_root")}
-        for key, value in values.items():
-            if not value:
-                raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
-        return values
+    @staticmethod
+    def builder_for(dataset: str) -> str:
+        return f"rec_{dataset}"
 
     def build_datasets(self) -> Dict[str, RECDataset]:
         s = self.settings
-        name = s.dataset_name or self.DATASET
-        if name != self.DATASET:
-            raise ConfigError(
-                f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
-                f"builder name instead (datasets: {{rec_{name}: ...}})."
-            )
-        splits = [s.split] if isinstance(s.split, str) else list(s.split)
-        if not splits:
-            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {s.split!r}.")
-        split_by = s.splitBy or DEFAULT_SPLIT_BY[name]
+        name, split_by = self.refer_dataset()
         paths = self.paths()
         vis, txt = self.build_processors("eval")
         detections = None
         out: Dict[str, RECDataset] = {}
-        for split in splits:
+        for split in self.splits():
             refer = load_refer(
                 paths["data_root"],
                 name,
@@ -141,10 +117,5 @@ class SyntheticRECBuilder(RECBuilder):
     Settings = SyntheticRECSettings
 
     def paths(self) -> Dict[str, str]:
-        world = self.settings.world
-        if world:
-            base = Path(world).expanduser()
-            defaults = {"data_root": base / "refer", "image_root": base / "images"}
-            filled = {k: str(v) for k, v in defaults.items() if not getattr(self.settings, k)}
-            self.settings = self.settings.replace(**filled)
+        self.fill_from_world(data_root="refer", image_root="images")
         return super().paths()

@@ -91,13 +91,7 @@ class SyntheticRegionsBuilder(RegionClassBuilder):
     Settings = SyntheticRegionClassSettings
 
     def paths(self) -> tuple[Path, List[Path]]:
-        s = self.settings
-        if s.world:
-            base = Path(s.world).expanduser()
-            filled = {}
-            if not s.ann_path:
-                filled["ann_path"] = str(base / "region_classes" / f"synthetic_{s.split}_category.json")
-            if not s.image_root:
-                filled["image_root"] = str(base / "images")
-            self.settings = s.replace(**filled)
+        self.fill_from_world(
+            ann_path=f"region_classes/synthetic_{self.settings.split}_category.json", image_root="images"
+        )
         return super().paths()

@@ -24,8 +24,7 @@ DIR/images and proposals DIR/proposals (each overridable).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
@@ -42,14 +41,20 @@ _WHAT = {
 
 
 @dataclass(frozen=True)
-class RISDatasetSettings(DatasetSettings):
+class ReferSettings(DatasetSettings):
+    """The keys of every builder that reads a refer-layout split (RIS, REC)."""
+
     data_root: Optional[str] = setting(None, help=_WHAT["data_root"])
-    dataset_name: Optional[str] = setting(None, help="defaults to the builder's name")
+    dataset_name: Optional[str] = setting(None, help="defaults to the builder's dataset")
     splitBy: Optional[str] = setting(None, help="default unc (refcoco, refcoco+), umd (refcocog)")
     split: Union[str, List[str]] = setting("val", help="a split name or a list")
     image_root: Optional[str] = setting(None, help=_WHAT["image_root"])
-    proposals: Optional[str] = setting(None, help=_WHAT["proposals"])
     skip_missing: bool = setting(False, help="skip (count and list) queries with missing files")
+
+
+@dataclass(frozen=True)
+class RISDatasetSettings(ReferSettings):
+    proposals: Optional[str] = setting(None, help=_WHAT["proposals"])
     gt_mask: str = setting("official", choices=GT_MASK_RULES)
 
 
@@ -58,35 +63,45 @@ class SyntheticRISSettings(RISDatasetSettings):
     world: Optional[str] = setting(None, help="a synthetic world: DIR/refer, DIR/images, DIR/proposals")
 
 
-class RISBuilder(BaseDatasetBuilder):
+class ReferBuilder(BaseDatasetBuilder):
+    """A builder of refer-layout splits: ``DATASET`` is the refer dataset it reads."""
+
+    DATASET = ""
+    PATHS = ("data_root", "image_root")
+
+    def refer_dataset(self) -> Tuple[str, str]:
+        """``(dataset, splitBy)`` of the section; another dataset's name is refused."""
+        s = self.settings
+        name = s.dataset_name or self.DATASET
+        if name != self.DATASET:
+            raise ConfigError(
+                f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
+                f"builder name instead (datasets: {{{self.builder_for(name)}: ...}})."
+            )
+        return name, s.splitBy or DEFAULT_SPLIT_BY[name]
+
+    @staticmethod
+    def builder_for(dataset: str) -> str:
+        """The builder that reads ``dataset`` (for the message above)."""
+        return "ris_synthetic" if dataset == SYNTHETIC else dataset
+
+    def paths(self) -> Dict[str, str]:
+        return self.required({k: _WHAT[k] for k in self.PATHS})
+
+
+class RISBuilder(ReferBuilder):
     """Builds the queries of one or more splits of a refer-layout dataset."""
 
     Settings = RISDatasetSettings
-
-    def paths(self) -> Dict[str, str]:
-        values = {k: getattr(self.settings, k) for k in ("data_root", "image_root", "proposals")}
-        for key, value in values.items():
-            if not value:
-                raise ConfigError(f"`{self.setting(key)}` is not set; it must point to {_WHAT[key]}.")
-        return values
+    PATHS = ("data_root", "image_root", "proposals")
 
     def build_datasets(self) -> Dict[str, RISDataset]:
         s = self.settings
-        name = s.dataset_name or self.NAME
-        if name != self.NAME:
-            builder = "ris_synthetic" if name == SYNTHETIC else name
-            raise ConfigError(
-                f"`{self.setting('dataset_name')}` is '{name}'; list that dataset under its own "
-                f"builder name instead (datasets: {{{builder}: ...}})."
-            )
-        splits = [s.split] if isinstance(s.split, str) else list(s.split)
-        if not splits:
-            raise ConfigError(f"`{self.setting('split')}` must be a split name or a list, got {s.split!r}.")
-        split_by = s.splitBy or DEFAULT_SPLIT_BY[name]
+        name, split_by = self.refer_dataset()
         paths = self.paths()
         vis, txt = self.build_processors("eval")
         out: Dict[str, RISDataset] = {}
-        for split in splits:
+        for split in self.splits():
             refer = load_refer(
                 paths["data_root"], name, split_by, split, gt_mask=s.gt_mask, skip_missing=s.skip_missing
             )
@@ -96,31 +111,27 @@ class RISBuilder(BaseDatasetBuilder):
 
 @registry.register_builder("refcoco")
 class RefCOCOBuilder(RISBuilder):
-    NAME = "refcoco"
+    NAME = DATASET = "refcoco"
 
 
 @registry.register_builder("refcoco+")
 class RefCOCOPlusBuilder(RISBuilder):
-    NAME = "refcoco+"
+    NAME = DATASET = "refcoco+"
 
 
 @registry.register_builder("refcocog")
 class RefCOCOgBuilder(RISBuilder):
-    NAME = "refcocog"
+    NAME = DATASET = "refcocog"
 
 
 @registry.register_builder("ris_synthetic")
 class SyntheticRISBuilder(RISBuilder):
     """The synthetic world: ``world: DIR`` fills data_root/image_root/proposals."""
 
-    NAME = SYNTHETIC
+    NAME = "ris_synthetic"
+    DATASET = SYNTHETIC
     Settings = SyntheticRISSettings
 
     def paths(self) -> Dict[str, str]:
-        world = self.settings.world
-        if world:
-            base = Path(world).expanduser()
-            defaults = {"data_root": base / "refer", "image_root": base / "images", "proposals": base / "proposals"}
-            filled = {k: str(v) for k, v in defaults.items() if not getattr(self.settings, k)}
-            self.settings = self.settings.replace(**filled)
+        self.fill_from_world(data_root="refer", image_root="images", proposals="proposals")
         return super().paths()
