@@ -164,7 +164,7 @@ def profile_ris(args: argparse.Namespace, device: torch.device) -> Dict[str, Any
     out: Dict[str, Any] = {}
     for policy in ("official", "fp32"):
         model = place_model(model, True, device, precision=policy)
-        settings = RISSettings(max_masks=args.masks, repeats=5).resolved(device)
+        settings = RISSettings(max_masks=args.masks, repeats=5).resolved(device, model.num_points)
         prompts = build_prompts("points", image, masks, vis).to(device)
         score_image_fast(model, prompts, sentences, groups, settings, txt)  # warm-up
         with torch.inference_mode():
