@@ -96,9 +96,8 @@ from regionvlm.data.preprocessing import (
     ReportBase,
     add_output_arguments,
     check_readable,
-    decode_line,
     finish,
-    iter_lines,
+    iter_records,
     nothing_usable,
     parse_patterns,
     report_path,
@@ -426,17 +425,7 @@ def _process_file(
     """One JSONL file -> ``part`` (one output item per line) and its report."""
     report = PreprocessReport()
     with open(part, "w", encoding="utf-8") as sink:
-        for lineno, raw in iter_lines(path, progress):
-            report.lines += 1
-            if not raw.strip():
-                report.blank_lines += 1
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                narrative = parse_narrative(decode_line(raw))
-            except MalformedRecord as exc:
-                report.add_malformed(f"{where}: {exc}")
-                continue
+        for where, narrative in iter_records(path, progress, report, parse_narrative):
             report.narratives += 1
             if " ".join(narrative.utterances) != narrative.caption:
                 report.caption_mismatch += 1

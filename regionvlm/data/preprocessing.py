@@ -17,7 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -59,6 +59,25 @@ def decode_line(raw: bytes) -> Any:
         raise MalformedRecord("not UTF-8 text") from None
     except RecursionError:
         raise MalformedRecord("JSON nested too deeply") from None
+
+
+def iter_records(
+    path: Path, progress: bool, report: "ReportBase", parse: Callable[[Any], Any]
+) -> Iterator[Tuple[str, Any]]:
+    """``(where, parse(JSON value))`` of every usable line of a JSON-lines file; blank lines
+    and lines that cannot be decoded or parsed are counted (and listed) in ``report``."""
+    for lineno, raw in iter_lines(path, progress):
+        report.lines += 1
+        if not raw.strip():
+            report.blank_lines += 1
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = parse(decode_line(raw))
+        except MalformedRecord as exc:
+            report.add_malformed(f"{where}: {exc}")
+            continue
+        yield where, record
 
 
 @dataclass

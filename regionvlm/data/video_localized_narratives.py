@@ -90,9 +90,8 @@ from regionvlm.data.preprocessing import (
     add_output_arguments,
     capped_append,
     check_readable,
-    decode_line,
     finish,
-    iter_lines,
+    iter_records,
     write_records,
 )
 from regionvlm.region import select_in_order
@@ -625,17 +624,7 @@ def preprocess_video_localized_narratives(
 
     def records() -> Iterator[Dict[str, Any]]:
         for source, path in files:
-            for lineno, raw in iter_lines(path, progress):
-                report.lines += 1
-                if not raw.strip():
-                    report.blank_lines += 1
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    video = parse_video(decode_line(raw), need_start)
-                except MalformedRecord as exc:
-                    report.add_malformed(f"{where}: {exc}")
-                    continue
+            for where, video in iter_records(path, progress, report, lambda obj: parse_video(obj, need_start)):
                 report.videos += 1
                 if not locator.has_video_folder(source, video.video_id):
                     report.videos_without_frame_folder += 1

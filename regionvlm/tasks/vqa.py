@@ -119,15 +119,22 @@ class VQAEvaluator(SplitEvaluator):
 
     def question_record(self, item: Any, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
         return {
+            **self.prediction_fields(item, prediction, scored),
+            "accuracy": scored["accuracy"],
+            "answers": list(item.answers),
+            "answer_type": item.answer_type,
+            "question_type": item.question_type,
+        }
+
+    @staticmethod
+    def prediction_fields(item: Any, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
+        """The fields every per-question record starts with (VQA's and GQA's)."""
+        return {
             "question_id": item.question_id,
             "question": item.question,
             "image": item.image,
             "prediction": prediction,
             "prediction_normalized": scored["prediction_normalized"],
-            "accuracy": scored["accuracy"],
-            "answers": list(item.answers),
-            "answer_type": item.answer_type,
-            "question_type": item.question_type,
         }
 
     def result_record(self, item: Any, prediction: str) -> Dict[str, Any]:
@@ -153,11 +160,7 @@ class GQAEvaluator(VQAEvaluator):
 
     def question_record(self, item: Any, prediction: str, scored: Mapping[str, Any]) -> Dict[str, Any]:
         return {
-            "question_id": item.question_id,
-            "question": item.question,
-            "image": item.image,
-            "prediction": prediction,
-            "prediction_normalized": scored["prediction_normalized"],
+            **self.prediction_fields(item, prediction, scored),
             "answer": item.answers[0],
             "correct": scored["correct"],
         }
