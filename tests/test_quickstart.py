@@ -57,3 +57,28 @@ def test_bundled_checkpoint_reads_regions(tmp_path, capsys):
     assert summary["ris_accuracy"] >= 85.0, summary
     assert abs(summary["ris_empty_prompt_accuracy"] - summary["ris_chance"]) <= 12.0, summary
     assert summary["caption_colour"] >= 80.0, summary
+    # REC on the scenes' objects and region captions, through the benchmarks' own tasks
+    assert summary["rec_accuracy"] >= 90.0 and summary["rec_empty_prompt_accuracy"] <= summary["rec_chance"] + 1e-6
+    rec = json.loads((tmp_path / "qs" / "rec" / "rec_synthetic_unc_test.json").read_text())
+    assert rec["metrics"]["acc@0.5"] == pytest.approx(summary["rec_accuracy"], abs=0.05)
+    if summary["caption_CIDEr"] is not None:  # pycocoevalcap's metrics need Java
+        assert summary["caption_CIDEr"] > summary["caption_empty_prompt_CIDEr"], summary
+        assert summary["caption_METEOR"] > summary["caption_empty_prompt_METEOR"], summary
+    captions = json.loads((tmp_path / "qs" / "captions" / "captioning_synthetic_captions_test.json").read_text())
+    assert len(captions["captions"]) == summary["ris_queries"]
+
+
+def test_without_java_the_main_job_runs_and_says_what_it_could_not_compute(tmp_path, capsys, monkeypatch):
+    """pycocoevalcap's tokenizer and METEOR run Java; without it every other number is still
+    reported, the caption metrics say why they are missing, and nothing crashes."""
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "java" else which(name, *a, **k))
+    summary = quickstart.main(["--out", str(tmp_path / "qs"), "--num-test", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert summary["caption_CIDEr"] is None and summary["caption_METEOR"] is None
+    reason = " ".join(summary["caption_metrics_not_computed"].values())
+    assert "Java is not installed" in reason and "not computed: Java is not installed" in out
+    assert summary["ris_accuracy"] is not None and summary["rec_accuracy"] is not None
+    assert summary["caption_exact_match"] is not None
