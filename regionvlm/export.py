@@ -34,6 +34,7 @@ import torch
 
 from regionvlm.common.errors import CheckpointError, ConfigError, MissingFileError, RegionVLMError
 from regionvlm.common.io import atomic_directory
+from regionvlm.models.weights import DERIVED
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ _QFORMER_RULES = (
     (r"encoder\.layer\.(\d+)\.(output|output_query)\.(dense|LayerNorm)\.(weight|bias)", r"encoder.layer.\1.\2.\3.\4"),
 )
 # Keys of the project's state dict that are recomputed, never stored in the export.
-_DERIVED = re.compile(r"^(Qformer\.bert\.embeddings\.position_ids|t5_model\.(encoder|decoder)\.embed_tokens\.weight)$")
 _QKV_BIAS = re.compile(r"^visual_encoder\.blocks\.(\d+)\.attn\.(q_bias|v_bias)$")
 
 
@@ -78,7 +78,7 @@ def hf_name(key: str) -> Optional[str]:
 
     ``None`` for derived keys and for the EVA ``q_bias``/``v_bias`` pair (joined into one
     ``qkv.bias`` by :func:`to_hf_state_dict`)."""
-    if _DERIVED.match(key) or _QKV_BIAS.match(key):
+    if DERIVED.match(key) or _QKV_BIAS.match(key):
         return None
     for prefix, hf_prefix, rules in (
         ("visual_encoder.", "vision_model.", _VIT_RULES),
