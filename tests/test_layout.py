@@ -28,6 +28,7 @@ LAYERS = [
             "regionvlm.demo",
             "regionvlm.proposals",
             "regionvlm.quickstart",
+            "regionvlm.refer_cli",
             "regionvlm.predict",
             "regionvlm.prediction",
             "regionvlm.examples",
