@@ -322,7 +322,7 @@ def test_image_whose_size_differs_from_the_file_stops(world, tmp_path):
     data["images"][0].update(width=128, height=96)
     captions = read_glamm_region_captions(write(tmp_path / "v.json", data))
     dataset = RegionCaptionEvalDataset(captions, world / "images", vis64())
-    with pytest.raises(InputError, match=r"is 64x64 pixels but .* gives its size as 128x96"):
+    with pytest.raises(InputError, match=r"is 64x64 pixels but .* says 128x96"):
         dataset.load_captions([0])
     with pytest.raises(ConfigError, match=r"region 'mask' needs a segmentation per region"):
         RegionCaptionEvalDataset(captions, world / "images", vis64(), region="mask")

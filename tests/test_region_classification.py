@@ -551,7 +551,7 @@ def test_missing_image_and_wrong_image_size_are_errors(tmp_path):
         builder(settings, image_size=64).build_datasets()
     Image.new("RGB", (50, 48)).save(roots[1] / "000000000002.jpg", format="PNG")
     dataset = builder(settings, image_size=64).build_datasets()["val"]
-    with pytest.raises(InputError, match=r"is 50x48 but .* entry \[1\] says 48x48"):
+    with pytest.raises(InputError, match=r"is 50x48 pixels but .* entry \[1\] says 48x48"):
         dataset.load_unit([2])
 
 

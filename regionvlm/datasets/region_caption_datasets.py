@@ -14,11 +14,12 @@ import hashlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from regionvlm.common.errors import ConfigError, InputError
+from regionvlm.common.errors import ConfigError
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, caption_gt_from_dataset
-from regionvlm.data.images import open_image, read_image_size
+from regionvlm.data.images import check_image_size, open_image, read_image_size
 from regionvlm.data.refer import decode_segmentation
 from regionvlm.data.region_captions import CaptionedRegion, RegionCaptionSet
+from regionvlm.data.region_classes import find_image
 from regionvlm.datasets.protocol import CaptionBatch, group_units, stack_images, unit_key
 from regionvlm.region import Region
 
@@ -105,8 +106,7 @@ class RegionCaptionEvalDataset:
     def image_path(self, name: str) -> Path:
         """The first root holding ``name`` (the first root's path if none does)."""
         if name not in self._paths:
-            found = next((root / name for root in self.roots if (root / name).is_file()), None)
-            self._paths[name] = found if found is not None else self.roots[0] / name
+            self._paths[name] = find_image(self.roots, name) or self.roots[0] / name
         return self._paths[name]
 
     def missing_images(self) -> List[str]:
@@ -131,12 +131,7 @@ class RegionCaptionEvalDataset:
     def _load_image(self, region: CaptionedRegion) -> Any:
         path = self.image_path(region.image)
         image = open_image(path, f"image of region {region.id}")
-        if image.size != (region.width, region.height):
-            raise InputError(
-                f"image '{path}' is {image.size[0]}x{image.size[1]} pixels but '{self.captions.path}' gives its size "
-                f"as {region.width}x{region.height}, the frame of its boxes; use the images the annotation file was "
-                "made for."
-            )
+        check_image_size(image.size, (region.width, region.height), f"image '{path}'", f"'{self.captions.path}'")
         return self.vis_processor(image)
 
     def geometry(self, region: CaptionedRegion) -> Region:

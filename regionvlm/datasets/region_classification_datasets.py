@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-from regionvlm.common.errors import InputError, MissingFileError
-from regionvlm.data.images import open_image
+from regionvlm.common.errors import MissingFileError
+from regionvlm.data.images import check_image_size, open_image
 from regionvlm.data.region_classes import ClassImage, RegionClassFile, find_image
 from regionvlm.datasets.protocol import group_units, stack_images, unit_key
 from regionvlm.region import Region
@@ -131,12 +131,9 @@ class RegionClassDataset:
     def _load_image(self, image: ClassImage) -> torch.Tensor:
         path = self.paths[image.file_name]
         rgb = open_image(path, "image")
-        if rgb.size != (image.width, image.height):
-            raise InputError(
-                f"image '{path}' is {rgb.size[0]}x{rgb.size[1]} but '{self.ann.path}' entry [{image.entry}] says "
-                f"{image.width}x{image.height} (width x height); its masks would not line up. Use the image the "
-                "annotation file was made for."
-            )
+        check_image_size(
+            rgb.size, (image.width, image.height), f"image '{path}'", f"'{self.ann.path}' entry [{image.entry}]"
+        )
         return self.vis_processor(rgb)
 
     def region(self, image: ClassImage, index: int) -> Region:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,10 @@ class RegionFileSet:
     def summary(self) -> Dict[str, Any]:
         return {**self.file.summary(self.missing_images, self.records), "problems": len(self.problems)}
 
-    def digest(self) -> str:
-        """SHA-256 of the file's bytes (part of every result's identity)."""
+    @functools.cached_property
+    def sha256(self) -> str:
+        """SHA-256 of the file's bytes (part of every result's identity; read once, as a split's
+        identity is asked for at its start and at its end)."""
         h = hashlib.sha256()
         with open(self.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -107,7 +110,7 @@ class RegionFileSet:
     def identity(self) -> Dict[str, Any]:
         return {
             "file": str(self.path.resolve()),
-            "sha256": self.digest(),
+            "sha256": self.sha256,
             "image_root": str(self.image_root.resolve()),
             "coco_region": self.coco_region,
             "regions": len(self.records),
@@ -126,10 +129,10 @@ class RegionFileSet:
         self.records = list(records)
 
     # ---------------------------------------------------------------- batching
-    def units(self, batch_size: int, positions: Optional[Sequence[int]] = None) -> List[Tuple[str, List[int]]]:
+    def units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
         """``(key, positions)`` units of at most ``batch_size`` records, one image's records
         together (images in order of first appearance), so each unit encodes its images once."""
-        positions = list(range(len(self.records))) if positions is None else list(positions)
+        positions = range(len(self.records))
         first: Dict[str, int] = {}
         for p in positions:
             first.setdefault(self.records[p].image, len(first))

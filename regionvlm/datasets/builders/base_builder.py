@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from regionvlm.common.errors import ConfigError
@@ -95,7 +95,6 @@ class BaseDatasetBuilder(ABC):
     ) -> None:
         self.settings = cfg if isinstance(cfg, DatasetSettings) else self.parse(cfg)
         self.type = self.settings.type
-        self.config: DictConfig = OmegaConf.create(self.settings.as_dict())
         self.image_size = None if image_size is None else int(image_size)
         self.run_seed = DEFAULT_SEED if seed is None else int(seed)
         self.num_points = None if num_points is None else int(num_points)

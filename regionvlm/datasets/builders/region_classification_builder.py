@@ -55,8 +55,7 @@ class RegionClassBuilder(BaseDatasetBuilder):
 
     def paths(self) -> tuple[Path, List[Path]]:
         s = self.settings
-        if not s.ann_path:
-            raise ConfigError(f"`{self.setting('ann_path')}` is not set; it must point to {_ANN}.")
+        self.required({"ann_path": _ANN})
         roots = [s.image_root] if isinstance(s.image_root, str) else list(s.image_root or [])
         if not roots or not all(str(r).strip() for r in roots):
             raise ConfigError(f"`{self.setting('image_root')}` is not set; it must be {_IMAGES}.")
