@@ -37,12 +37,13 @@ def call(script: Path, args, caller: Path, fake: Path, record: Path, **env):
     return Path(lines[0]), lines[1:]
 
 
-def test_eval_ris_runs_in_the_callers_folder(tmp_path, recorder):
+@pytest.mark.parametrize("script, entry", [("eval_ris.sh", "eval_RIS.py"), ("eval_rec.sh", "eval_REC.py")])
+def test_eval_refer_scripts_run_in_the_callers_folder(tmp_path, recorder, script, entry):
     cwd, argv = call(
-        SCRIPTS / "eval" / "eval_ris.sh", ["--out", "results/ris", "--data-root", "data"], tmp_path / "me", *recorder
+        SCRIPTS / "eval" / script, ["--out", "results/x", "--data-root", "data"], tmp_path / "me", *recorder
     )
     assert cwd == tmp_path / "me"
-    assert argv == [str(REPO / "eval_RIS.py"), "--out", "results/ris", "--data-root", "data"]
+    assert argv == [str(REPO / entry), "--out", "results/x", "--data-root", "data"]
 
 
 def test_eval_vcr_runs_in_the_callers_folder(tmp_path, recorder):
