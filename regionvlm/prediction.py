@@ -34,6 +34,7 @@ from regionvlm.tasks.evaluation import (
     evaluating,
     fingerprint,
     item_rng,
+    region_image_embeds,
     run_units,
 )
 
@@ -125,9 +126,8 @@ class PredictEvaluator(SplitEvaluator):
         texts = [self.region_text(batch.records[i], batch.regions[i]) for i in ok]
         predictions: List[str] = []
         if ok:
-            embeds = model.encode_image(batch.images.to(model.device))
-            rows = torch.as_tensor([batch.image_index[i] for i in ok], device=embeds.device)
-            queries = model.region_queries(embeds[rows], texts)
+            embeds = region_image_embeds(model, batch.images, [batch.image_index[i] for i in ok])
+            queries = model.region_queries(embeds, texts)
             if self.settings.task == "caption":
                 inputs = model.t5_inputs(queries)
             else:

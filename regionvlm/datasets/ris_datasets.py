@@ -198,6 +198,13 @@ class ReferView:
     def skipped(self) -> List[Dict[str, Any]]:
         return self.refer.skipped
 
+    @property
+    def queries_file(self) -> Path:
+        return self.refer.refs_path
+
+    def describe_query(self, query: ReferQuery) -> str:
+        return f"sentence {query.sent_id} of ref {query.ref_id}"
+
     def __len__(self) -> int:
         return len(self.refer.queries)
 
@@ -260,10 +267,6 @@ class RISDataset(ReferView, RISQueryDataset):
     def sizes_file(self) -> Path:
         return self.refer.instances_path
 
-    @property
-    def queries_file(self) -> Path:
-        return self.refer.refs_path
-
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.query_record(index)
         return {**record, "proposal_path": str(self.proposal_path(record["image_id"]))}
@@ -275,9 +278,6 @@ class RISDataset(ReferView, RISQueryDataset):
             if q.ann_id not in decoded:
                 decoded[q.ann_id] = self.refer.gt_mask(q.ann_id)
         return [decoded[q.ann_id] for q in queries]
-
-    def describe_query(self, query: ReferQuery) -> str:
-        return f"sentence {query.sent_id} of ref {query.ref_id}"
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the model and the protocol settings."""

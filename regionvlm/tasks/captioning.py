@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
-import torch
-
 from regionvlm.common.cli import echo
 from regionvlm.common.errors import ConfigError, MissingFileError
 from regionvlm.common.registry import registry
@@ -42,7 +40,14 @@ from regionvlm.datasets.protocol import CaptionBatch, CaptionEvalDataset
 from regionvlm.processors.text_processors import BlipCaptionProcessor
 from regionvlm.region import Region
 from regionvlm.tasks.caption_metrics import SKIPPABLE, caption_gt_from_references, score_captions
-from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult, item_rng
+from regionvlm.tasks.evaluation import (
+    DecodingEvalSettings,
+    EvalTask,
+    SplitEvaluator,
+    SplitResult,
+    item_rng,
+    region_image_embeds,
+)
 
 REGION_PROMPTS = ("points", "empty")
 
@@ -101,10 +106,7 @@ class CaptionEvaluator(SplitEvaluator):
     def process(self, spec: Any, batch: CaptionBatch) -> List[Dict[str, Any]]:
         model = self.model
         texts = [self.region_text(r, i) for r, i in zip(batch.regions, batch.ids)]
-        embeds = model.encode_image(batch.images.to(model.device))
-        if embeds.shape[0] != len(texts):
-            embeds = embeds[torch.as_tensor(batch.image_index, device=embeds.device)]
-        queries = model.region_queries(embeds, texts)
+        queries = model.region_queries(region_image_embeds(model, batch.images, batch.image_index), texts)
         captions = model.generate_from_embeds(*model.t5_inputs(queries), self.generation)
         return [
             {"id": i, "region_text": t, "caption": c, "references": refs}

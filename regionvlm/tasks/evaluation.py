@@ -127,6 +127,13 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         module.train(was_training)
 
 
+def region_image_embeds(model: Any, images: torch.Tensor, image_index: Sequence[int]) -> torch.Tensor:
+    """ViT features with one row per region: each distinct image of a batch is encoded once
+    (the ViT is the cost) and its row repeated for every region on it."""
+    embeds = model.encode_image(images.to(model.device))
+    return embeds[torch.as_tensor(image_index, device=embeds.device)]
+
+
 def model_identity(model: torch.nn.Module) -> Dict[str, Any]:
     """What of the model a result depends on: its class, sizes, precision and a probe of the
     weights that differ between checkpoints (sums of a few trained tensors)."""
@@ -154,9 +161,10 @@ def model_identity(model: torch.nn.Module) -> Dict[str, Any]:
 
 def fingerprint(settings: Any, data_identity: Mapping[str, Any], model: torch.nn.Module) -> str:
     """Short hash of (settings that change results, data identity, model identity)."""
-    fields = settings.result_fields() if hasattr(settings, "result_fields") else dict(settings)
     blob = json.dumps(
-        {"settings": fields, "data": dict(data_identity), "model": model_identity(model)}, sort_keys=True, default=str
+        {"settings": _result_settings(settings), "data": dict(data_identity), "model": model_identity(model)},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -188,17 +196,19 @@ def run_resumable(
     desc: str = "eval",
     weight: Optional[Callable[[T], int]] = None,
     unit: str = "it",
+    done: Optional[Mapping[str, Any]] = None,
 ) -> List[Any]:
     """Process ``items`` (each rank a strided shard), logging each result as it finishes;
     return every item's result in ``items`` order, on every rank. ``name`` should carry the
     run's :func:`fingerprint`. ``weight`` (default 1 per item) counts an item in the progress
-    bar's ``unit`` (e.g. the regions of a batch), so its rate and ETA are in that unit."""
+    bar's ``unit`` (e.g. the regions of a batch), so its rate and ETA are in that unit.
+    ``done`` is :func:`finished_items` when the caller has read it already."""
     out_dir = ensure_dir(out_dir)
     keys = [key(item) for item in items]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{name}: item keys must be unique.")
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-    done = finished_items(out_dir, name)
+    done = finished_items(out_dir, name) if done is None else done
     shard = list(zip(keys, items))[rank::world]
     mine = {k: done[k] for k, _ in shard if k in done}
     todo = [(k, item) for k, item in shard if k not in done]
@@ -236,13 +246,6 @@ def clear_partials(out_dir: str | Path, name: str) -> None:
     if dist_utils.is_main_process():
         for log in Path(out_dir).glob(f"{name}.partial.rank*.jsonl"):
             log.unlink()
-
-
-def _pending_keys(keys: Sequence[str], out_dir: str | Path, name: str) -> List[str]:
-    """This rank's keys that :func:`run_resumable` will process (in order): what to prefetch."""
-    done = finished_items(out_dir, name)
-    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-    return [k for k in keys[rank::world] if k not in done]
 
 
 # ----------------------------------------------------------------- prefetching
@@ -385,7 +388,10 @@ def run_units(evaluator: SplitEvaluator, log_name: str) -> List[Any]:
     specs = dict(units)
     keys = [k for k, _ in units]
     depth, workers = evaluator.prefetch()
-    with Prefetcher(_pending_keys(keys, out, log_name), lambda k: evaluator.load(specs[k]), depth, workers) as ahead:
+    done = finished_items(out, log_name)
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    pending = [k for k in keys[rank::world] if k not in done]  # this rank's share still to run: what to prefetch
+    with Prefetcher(pending, lambda k: evaluator.load(specs[k]), depth, workers) as ahead:
         return run_resumable(
             keys,
             key=str,
@@ -395,6 +401,7 @@ def run_units(evaluator: SplitEvaluator, log_name: str) -> List[Any]:
             desc=evaluator.describe(),
             weight=lambda k: evaluator.weight(specs[k]),
             unit=evaluator.unit_name,
+            done=done,
         )
 
 

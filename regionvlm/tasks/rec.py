@@ -34,8 +34,7 @@ candidates' ids, boxes ``[x, y, w, h]``, scores and IoUs, the chosen id and box,
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -53,12 +52,11 @@ from regionvlm.tasks.ris import (
     DRAWS,
     PROTOCOLS,
     REGION_PROMPTS,
-    SCORERS,
     VISUAL_MODES,
-    DrawGroup,
     ImageQueriesEvaluator,
     MaskPrompts,
     build_prompts,
+    fmt,
     resolve_scoring,
 )
 
@@ -166,18 +164,7 @@ class RECEvaluator(ImageQueriesEvaluator):
         s, ds = self.settings, self.dataset
         if isinstance(inputs, Skip):
             return {"expressions": [], "skipped": [self._skip_entry(q, inputs.reason) for q in queries]}
-        skipped, active = [], []
-        for q, sentence in zip(queries, inputs.sentences):
-            if sentence is None:
-                reason = (
-                    f"sentence {q.sent_id} of ref {q.ref_id} ({q.sentence!r}) is empty after text "
-                    "processing; an empty expression cannot be scored"
-                )
-                if not ds.skip_missing:
-                    raise InputError(f"'{ds.refer.refs_path}': {reason}. Fix the file or set skip_missing.")
-                skipped.append(self._skip_entry(q, reason))
-            else:
-                active.append((q, sentence))
+        active, skipped = self._active(queries, inputs.sentences)
         cands = inputs.candidates
         if not cands and active and s.on_no_candidate == "error":
             source = ds.detections.path if ds.detections is not None else ds.refer.instances_path
@@ -185,18 +172,9 @@ class RECEvaluator(ImageQueriesEvaluator):
                 f"image {image_id} has no candidate box in '{source}'; set run.on_no_candidate=empty "
                 "(its expressions count as wrong) or image (the whole image is the one candidate, as ReCLIP does)."
             )
-        scores = np.zeros((len(active), 0))
-        if inputs.prompts is not None and active:
-            sentences = [sent for _, sent in active]
-            if s.draws == "image":
-                groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
-            else:
-                groups = [DrawGroup(f"{image_id}/{q.ref_id}/{q.sent_id}", [i]) for i, (q, _) in enumerate(active)]
-            scores = SCORERS[s.protocol](
-                self.model, inputs.prompts.to(self.model.device), sentences, groups, s, self.text_processor
-            )
+        scores = self._score(image_id, inputs.prompts, active)
         records = []
-        for row, (q, _) in enumerate(active):
+        for row, (_, q, _) in enumerate(active):
             gt = ds.gt_box(q.ann_id)
             ious = [box_iou(c.box, gt) for c in cands]
             pick = int(np.argmin(scores[row])) if cands else None
@@ -266,9 +244,6 @@ class RECTask(EvalTask):
     Evaluator = RECEvaluator
     HEADLINE = "acc@0.5"
 
-    def prepare(self, model: Any, settings: RECSettings) -> RECSettings:
-        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))
-
     def variant(self, settings: RECSettings) -> str:
         return "" if settings.region_prompt == "points" else settings.region_prompt
 
@@ -281,11 +256,7 @@ class RECTask(EvalTask):
 
     def report(self, eval_name: str, split: str, m: Mapping[str, Any]) -> None:
         echo(
-            f"[REC] {eval_name}_{split}: Acc@0.5 {_fmt(m['acc@0.5'])}  mIoU {_fmt(m['mIoU'])}  (chance "
-            f"{_fmt(m['chance@0.5'])}, candidates' ceiling {_fmt(m['upper_bound@0.5'])}; {m['num_expressions']} "
+            f"[REC] {eval_name}_{split}: Acc@0.5 {fmt(m['acc@0.5'])}  mIoU {fmt(m['mIoU'])}  (chance "
+            f"{fmt(m['chance@0.5'])}, candidates' ceiling {fmt(m['upper_bound@0.5'])}; {m['num_expressions']} "
             "expressions)"
         )
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"

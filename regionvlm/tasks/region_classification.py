@@ -27,7 +27,7 @@ answer_processed, semantic_similarity, semantic_iou), ``..._metrics.json`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,7 +41,14 @@ from regionvlm.datasets.region_classification_datasets import RegionClassBatch, 
 from regionvlm.models.generation import GenerationSettings
 from regionvlm.processors.region_layouts import LAYOUTS, first_mentions, layout_segments, parse_region_refs
 from regionvlm.processors.text_processors import BlipCaptionProcessor
-from regionvlm.tasks.evaluation import DecodingEvalSettings, EvalTask, SplitEvaluator, SplitResult, item_rng
+from regionvlm.tasks.evaluation import (
+    DecodingEvalSettings,
+    EvalTask,
+    SplitEvaluator,
+    SplitResult,
+    item_rng,
+    region_image_embeds,
+)
 from regionvlm.tasks.region_classification_metrics import (
     SentenceSimilarity,
     check_similarity_model,
@@ -126,10 +133,7 @@ class RegionClassEvaluator(SplitEvaluator):
     def process(self, positions: List[int], inputs: Tuple[RegionClassBatch, List[str]]) -> List[Dict[str, Any]]:
         batch, texts = inputs
         model = self.model
-        embeds = model.encode_image(batch.images.to(model.device))
-        if embeds.shape[0] != len(texts):
-            embeds = embeds[torch.as_tensor(batch.image_index, device=embeds.device)]
-        queries = model.region_queries(embeds, texts)
+        queries = model.region_queries(region_image_embeds(model, batch.images, batch.image_index), texts)
         t5_embeds, mask = model.embed_segments([self.segments(q) for q in queries])
         answers = model.generate_from_embeds(t5_embeds, mask, self.generation)
         return [
@@ -184,7 +188,7 @@ class RegionClassificationTask(EvalTask):
         """K from the model; the sentence model's folder checked before the first image."""
         check_similarity_model(settings.similarity_model, "run.similarity_model")
         require_sentence_transformers()
-        return settings if settings.num_points is not None else replace(settings, num_points=int(model.num_points))
+        return super().prepare(model, settings)
 
     def report(self, eval_name: str, split: str, metrics: Dict[str, Any]) -> None:
         echo(

@@ -561,6 +561,40 @@ class ImageQueriesEvaluator(SplitEvaluator):
     def _skip_entry(self, q: Any, reason: str) -> Dict[str, Any]:
         return {**self.dataset.query_ids(q), "reason": reason}
 
+    def _active(self, queries: Sequence[Any], sentences: Sequence[Optional[str]]) -> Tuple[list, list]:
+        """``(active, skipped)``: ``(position, query, sentence)`` of the expressions to score, and
+        the skip entries of those empty after text processing (an error unless ``skip_missing``)."""
+        ds = self.dataset
+        active, skipped = [], []
+        for i, (q, sentence) in enumerate(zip(queries, sentences)):
+            if sentence is not None:
+                active.append((i, q, sentence))
+                continue
+            reason = (
+                f"{ds.describe_query(q)} ({q.sentence!r}) is empty after text processing; an empty expression "
+                "cannot be scored"
+            )
+            if not ds.skip_missing:
+                raise InputError(f"'{ds.queries_file}': {reason}. Fix the file or set skip_missing.")
+            skipped.append(self._skip_entry(q, reason))
+        return active, skipped
+
+    def _score(self, image_id: Any, prompts: Optional[torch.Tensor], active: Sequence[tuple]) -> np.ndarray:
+        """Loss of every (active expression, candidate): one row per expression; no columns
+        when the image has no candidate."""
+        s = self.settings
+        if prompts is None or not active:
+            return np.zeros((len(active), 0))
+        if s.draws == "image":
+            groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
+        else:
+            groups = [  # key: image, then the query's ids (e.g. 1/10/100 for ref 10 sentence 100)
+                DrawGroup("/".join(str(v) for v in [image_id, *(getattr(q, f) for f in self.dataset.ID_FIELDS)]), [i])
+                for i, (_, q, _) in enumerate(active)
+            ]
+        sentences = [sentence for _, _, sentence in active]
+        return SCORERS[s.protocol](self.model, prompts.to(self.model.device), sentences, groups, s, self.text_processor)
+
 
 class RISEvaluator(ImageQueriesEvaluator):
     """One RIS split on the evaluation loop. The dataset is any
@@ -612,18 +646,7 @@ class RISEvaluator(ImageQueriesEvaluator):
                 "skipped": [self._skip_entry(q, inputs.reason) for q in queries],
                 "empty_proposals": 0,
             }
-        skipped, active = [], []
-        for i, (q, sentence) in enumerate(zip(queries, inputs.sentences)):
-            if sentence is None:
-                reason = (
-                    f"{ds.describe_query(q)} ({q.sentence!r}) is empty after text "
-                    "processing; an empty expression cannot be scored"
-                )
-                if not ds.skip_missing:
-                    raise InputError(f"'{ds.queries_file}': {reason}. Fix the file or set skip_missing.")
-                skipped.append(self._skip_entry(q, reason))
-            else:
-                active.append((i, q, sentence))
+        active, skipped = self._active(queries, inputs.sentences)
         cands = inputs.candidates
         if not cands.indices and active and s.on_no_candidate == "error":
             raise InputError(
@@ -631,19 +654,7 @@ class RISEvaluator(ImageQueriesEvaluator):
                 f"survives filtering, not even the fallback (>= {s.fallback_min_area:.0%} of the image); "
                 "set run.on_no_candidate=empty to score such queries as IoU 0."
             )
-        scores = np.zeros((len(active), 0))
-        if inputs.prompts is not None and active:
-            sentences = [sent for _, _, sent in active]
-            if s.draws == "image":
-                groups = [DrawGroup(f"{image_id}", list(range(len(active))))]
-            else:
-                groups = [  # key: image, then the query's ids (e.g. 1/10/100 for ref 10 sentence 100)
-                    DrawGroup("/".join(str(v) for v in [image_id, *(getattr(q, f) for f in ds.ID_FIELDS)]), [i])
-                    for i, (_, q, _) in enumerate(active)
-                ]
-            scores = SCORERS[s.protocol](
-                self.model, inputs.prompts.to(self.model.device), sentences, groups, s, self.text_processor
-            )
+        scores = self._score(image_id, inputs.prompts, active)
         records = []
         for row, (i, q, _) in enumerate(active):
             chosen = cands.indices[int(np.argmin(scores[row]))] if cands.indices else None
@@ -758,8 +769,9 @@ class RISTask(EvalTask):
         )
 
     def report(self, eval_name: str, split: str, m: Mapping[str, Any]) -> None:
-        echo(f"[RIS] {eval_name}_{split}: oIoU {_fmt(m['oIoU'])}  mIoU {_fmt(m['mIoU'])}  ({m['num_queries']} queries)")
+        echo(f"[RIS] {eval_name}_{split}: oIoU {fmt(m['oIoU'])}  mIoU {fmt(m['mIoU'])}  ({m['num_queries']} queries)")
 
 
-def _fmt(v: Optional[float]) -> str:
+def fmt(v: Optional[float]) -> str:
+    """A metric for the log: two decimals, ``n/a`` when undefined (no query)."""
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"

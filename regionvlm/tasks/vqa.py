@@ -86,8 +86,12 @@ class VQAEvaluator(SplitEvaluator):
         batches = ds.batches(self.settings.batch_size_eval)
         return [("|".join(str(ds.items[i].question_id) for i in b), b) for b in batches]
 
+    @property
+    def lemmatized(self) -> bool:
+        return bool(getattr(self.model, "apply_lemmatizer", False))
+
     def identity(self) -> Dict[str, Any]:
-        return {**self.dataset.identity(), "lemmatized": bool(getattr(self.model, "apply_lemmatizer", False))}
+        return {**self.dataset.identity(), "lemmatized": self.lemmatized}
 
     def load(self, indices: List[int]) -> Dict[str, Any]:
         return self.dataset.load_batch(indices)
@@ -106,7 +110,7 @@ class VQAEvaluator(SplitEvaluator):
         records = [self.question_record(it, p, sc) for it, p, sc in zip(ds.items, predictions, report["per_question"])]
         details = {
             **{k: v for k, v in report.items() if k != "per_question"},
-            "lemmatized_predictions": self.identity()["lemmatized"],
+            "lemmatized_predictions": self.lemmatized,
             "skipped": ds.skipped,
             "predictions": records,
         }
