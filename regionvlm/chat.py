@@ -245,28 +245,17 @@ def load_dialogue_model(
     ``options`` on top; ``checkpoint`` becomes ``model.checkpoint``. Random weights are
     seeded by ``seed``, so the tiny preset gives the same model every time."""
     import torch
-    from omegaconf import OmegaConf
 
-    from regionvlm.common.config import Config
-    from regionvlm.models import load_model
+    from regionvlm.common.dist_utils import resolve_device
+    from regionvlm.models import create_model, model_config
     from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
     from regionvlm.region import check_seed
 
-    options = list(options or [])
-    if checkpoint is not None:
-        if not str(checkpoint).strip():
-            raise ConfigError("the checkpoint path is empty; give a checkpoint file, or None for the preset's weights.")
-        options.append(f"model.checkpoint={checkpoint}")
     check_seed(seed, "seed")
-    if cfg_path:
-        cfg = Config(cfg_path, options)
-    else:
-        cfg = Config.from_dict({"model": {"arch": "regionvlm_t5", "model_type": model_type}}, options)
-    model_cfg = OmegaConf.to_container(cfg.model_cfg, resolve=True)
-    arch, preset = model_cfg.pop("arch"), model_cfg.pop("model_type", None) or model_type
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model_cfg = model_config(model_type, checkpoint, cfg_path, options)
+    device = resolve_device(device or "auto")
     torch.manual_seed(seed)
-    model = load_model(arch, preset, is_eval=True, device=device, **model_cfg)
+    model = create_model(model_cfg, device=device, is_eval=True)
     return model, BlipImageEvalProcessor(image_size=model.image_size), BlipCaptionProcessor()
 
 

@@ -653,21 +653,15 @@ def build_model(model_type: str, checkpoint: Optional[str], cfg_path: Optional[s
     """The model to export: a preset (or a YAML's ``model:``) with ``--options``, plus the checkpoint."""
     from omegaconf import OmegaConf
 
-    from regionvlm.common.config import Config
     from regionvlm.common.errors import require_file
+    from regionvlm.models import model_config
     from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
-    options = list(options or [])
     if checkpoint is not None:
         if not checkpoint.strip():
             raise ConfigError("--checkpoint is empty; give the checkpoint file to export.")
         require_file(checkpoint, "RegionVLM checkpoint", "--checkpoint")
-        options.append(f"model.checkpoint={checkpoint}")
-    if cfg_path:
-        cfg = Config(cfg_path, options)
-    else:
-        cfg = Config.from_dict({"model": {"arch": "regionvlm_t5", "model_type": model_type}}, options)
-    model_cfg = cfg.model_cfg
+    model_cfg = model_config(model_type, checkpoint, cfg_path, options)
     if model_cfg.get("arch") != "regionvlm_t5":
         raise ConfigError(f"model.arch is '{model_cfg.get('arch')}'; only regionvlm_t5 exports to InstructBLIP.")
     if not model_cfg.get("checkpoint") and not model_cfg.get("load_pretrained", False):

@@ -147,23 +147,17 @@ def build_model(
     """The model of the flags (as the other commands read them), in eval mode on ``device``."""
     import torch
 
-    from regionvlm.common.config import Config
-    from regionvlm.models import create_model
+    from regionvlm.models import create_model, model_config
 
     options = list(options or [])
     bad = [o for o in options if not o.startswith("model.")]
     if bad:
         raise ConfigError(f"--options sets model.* keys only here (the flags set the rest), got {bad}.")
-    if checkpoint:
-        options.append(f"model.checkpoint={checkpoint}")
-    if cfg_path:
-        if model_type:
-            options.append(f"model.model_type={model_type}")
-        cfg = Config(cfg_path, options)
-    else:
-        cfg = Config.from_dict({"model": {"arch": "regionvlm_t5", "model_type": model_type or "flant5xl"}}, options)
+    if cfg_path and model_type:
+        options.append(f"model.model_type={model_type}")
+    model_cfg = model_config(model_type or "flant5xl", checkpoint, cfg_path, options, flag="--checkpoint")
     torch.manual_seed(seed)  # random-init parts (a preset without weights) are repeatable
-    return create_model(cfg.model_cfg, device=device, is_eval=True)
+    return create_model(model_cfg, device=device, is_eval=True)
 
 
 # ------------------------------------------------------------------ command line

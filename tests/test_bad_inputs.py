@@ -731,7 +731,7 @@ def test_checkpoints_that_provide_nothing_are_refused(tiny_model, tmp_path, case
 def test_an_empty_checkpoint_flag_is_an_error_and_random_weights_say_so(chat_files, tmp_path, capsys, monkeypatch):
     import io
 
-    from regionvlm import chat, export
+    from regionvlm import chat, export, predict
     from regionvlm.chat import load_dialogue_model
     from regionvlm.models import RANDOM_WEIGHTS_WARNING
 
@@ -739,6 +739,8 @@ def test_an_empty_checkpoint_flag_is_an_error_and_random_weights_say_so(chat_fil
     assert "--checkpoint is empty" in cli_error(chat.main, ["--image", image, "--checkpoint", ""], capsys)
     with pytest.raises(ConfigError, match="the checkpoint path is empty"):
         load_dialogue_model("tiny", checkpoint=" ")
+    with pytest.raises(ConfigError, match="--checkpoint is empty"):  # not a silent random model
+        predict.build_model("tiny", "", None, [], "cpu")
     message = cli_error(
         export.main, ["hf", "--model-type", "tiny", "--checkpoint", "", "--out", str(tmp_path / "hf")], capsys
     )

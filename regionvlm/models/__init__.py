@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
 
+from regionvlm.common.config import Config
+from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
 from regionvlm.models.precision import PrecisionPolicy
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
@@ -19,6 +21,7 @@ __all__ = [
     "load_model",
     "load_model_and_preprocess",
     "load_preprocess",
+    "model_config",
     "model_setting",
     "place_model",
     "random_weights_notice",
@@ -38,6 +41,26 @@ def random_weights_notice(model_cfg: Any, training: bool = False) -> Optional[st
     if training:
         return "note: training starts from random weights (no model.checkpoint, model.load_pretrained false)."
     return RANDOM_WEIGHTS_WARNING
+
+
+def model_config(
+    model_type: str,
+    checkpoint: Optional[str] = None,
+    cfg_path: Optional[str] = None,
+    options: Sequence[str] = (),
+    flag: str = "the checkpoint path",
+) -> Any:
+    """The ``model:`` config the commands' flags describe: the preset ``model_type`` (or
+    ``cfg_path``'s ``model:`` section) with ``options`` on top and ``checkpoint`` as
+    ``model.checkpoint`` (an empty one is an error naming ``flag``, not random weights)."""
+    options = list(options or [])
+    if checkpoint is not None:
+        if not str(checkpoint).strip():
+            raise ConfigError(f"{flag} is empty; give a checkpoint file, or leave it out for the preset's weights.")
+        options.append(f"model.checkpoint={checkpoint}")
+    if cfg_path:
+        return Config(cfg_path, options).model_cfg
+    return Config.from_dict({"model": {"arch": "regionvlm_t5", "model_type": model_type}}, options).model_cfg
 
 
 def model_setting(model_cfg: Any, key: str) -> Any:
