@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from regionvlm.common.config import Config
 from regionvlm.common.errors import ConfigError
 from regionvlm.common.registry import registry
-from regionvlm.models.precision import PrecisionPolicy
+from regionvlm.models.precision import place_model
 from regionvlm.models.regionvlm_t5 import RegionVLMT5
 
 __all__ = [
@@ -75,20 +75,6 @@ def model_setting(model_cfg: Any, key: str) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def place_model(
-    model: torch.nn.Module, is_eval: bool, device: str | torch.device, precision: Optional[str] = None
-) -> torch.nn.Module:
-    """Move to ``device`` under a precision policy (default: the model's ``precision`` setting,
-    ``auto`` = the official numerics on GPU, fp32 on CPU); frozen towers get the policy's
-    weight dtype (see :mod:`regionvlm.models.precision`)."""
-    device = torch.device(device)
-    name = precision or getattr(model, "precision_name", "auto")
-    if hasattr(model, "set_precision"):
-        model.set_precision(PrecisionPolicy.create(name, device), training=not is_eval)
-    model = model.to(device)
-    return model.eval() if is_eval else model.train()
-
-
 def create_model(
     model_cfg: Any, device: str | torch.device = "cpu", is_eval: bool = True, precision: Optional[str] = None
 ) -> torch.nn.Module:
@@ -109,12 +95,9 @@ def load_model(
     **overrides: Any,
 ) -> torch.nn.Module:
     """Build a registered model preset on ``device``; ``overrides`` replace keys of its ``model:`` config."""
-    cls = registry.get_model_class(name)
     if checkpoint is not None:
         overrides["checkpoint"] = checkpoint
-    cfg = OmegaConf.merge(OmegaConf.load(cls.default_config_path(model_type)).model, OmegaConf.create(overrides))
-    cfg.arch = name
-    return create_model(cfg, device=device, is_eval=is_eval)
+    return registry.get_model_class(name).from_pretrained(model_type, device=device, is_eval=is_eval, **overrides)
 
 
 def load_preprocess(config: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:

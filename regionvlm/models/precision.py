@@ -104,3 +104,17 @@ class PrecisionPolicy:
 
     def grad_scaler(self) -> Optional["torch.amp.GradScaler"]:
         return torch.amp.GradScaler(self.device_type) if self.uses_grad_scaler else None
+
+
+def place_model(
+    model: torch.nn.Module, is_eval: bool, device: str | torch.device, precision: Optional[str] = None
+) -> torch.nn.Module:
+    """Move to ``device`` under a precision policy (default: the model's ``precision`` setting,
+    ``auto`` = the official numerics on GPU, fp32 on CPU); frozen towers get the policy's
+    weight dtype (above)."""
+    device = torch.device(device)
+    name = precision or getattr(model, "precision_name", "auto")
+    if hasattr(model, "set_precision"):
+        model.set_precision(PrecisionPolicy.create(name, device), training=not is_eval)
+    model = model.to(device)
+    return model.eval() if is_eval else model.train()

@@ -194,7 +194,6 @@ class RegionVLMT5(BaseModel):
         self.image_size = image_size
         self.max_txt_len = max_txt_len
         # Where the weights came from: random until released files or a checkpoint provide them.
-        self.random_weights = True
         self.load_report: Optional[weight_io.LoadReport] = None
         self._provided: set = set()  # keys some file provided
         self.max_output_txt_len = max_output_txt_len
@@ -332,11 +331,7 @@ class RegionVLMT5(BaseModel):
         if model.random_weights:
             logger.warning("the model's weights are random: no checkpoint and no released files were loaded")
         model.use_grad_checkpoint(bool(cfg.get("use_grad_checkpoint", False)))
-        if device is None:
-            return model
-        model.set_precision(policy, training=not is_eval)
-        model = model.to(torch.device(device))
-        return model.eval() if is_eval else model.train()
+        return model if device is None else precision_policy.place_model(model, is_eval, device, policy.name)
 
     def frozen_tower_dtypes(self, policy: precision_policy.PrecisionPolicy, training: bool) -> Dict[str, torch.dtype]:
         """The weight dtypes ``policy`` gives the frozen towers, so that released files are read
@@ -374,8 +369,12 @@ class RegionVLMT5(BaseModel):
         logger.info("%s", report)
         self.load_report = report
         self._provided = set(weight_io.required_keys(self.state_dict()))
-        self.random_weights = False
         return report
+
+    @property
+    def random_weights(self) -> bool:
+        """No file provided any weight (neither the released files nor a checkpoint)."""
+        return not self._provided
 
     def load_checkpoint(self, path: str) -> List[str]:
         """Load a (partial) LAVIS-format checkpoint: the RegionVLM release or this project's
@@ -406,7 +405,6 @@ class RegionVLMT5(BaseModel):
             )
         self.load_state_dict(checked, strict=False)
         self._provided |= set(checked)
-        self.random_weights = False
         self.load_report = weight_io.report_checkpoint(self.load_report, checked, expected, str(p))
         logger.info("loaded %s from %s\n%s", weight_io.iter_groups(checked), p, self.load_report)
         return sorted(checked)
