@@ -256,9 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     device = dist_utils.resolve_device(args.device)
     model = build_model(args.model_type, args.checkpoint, args.cfg_path, args.options, device, args.seed)
     if args.task == "answer":
-        too_long = question_problems(regions.records, model, settings)
-        regions.problems = sorted(regions.problems + too_long, key=lambda p: p.line or 0)
-        regions.keep([r for r in regions.records if r.where not in {p.where for p in too_long}])
+        regions.drop(question_problems(regions.records, model, settings))
         if not skip:
             regions.stop_on_problems("Shorten these questions, or skip them with --on-error skip.")
     if regions.problems:

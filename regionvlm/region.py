@@ -18,6 +18,7 @@ uses Python floats). The two differ only on exact boundaries (e.g. ``29/100``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -207,8 +208,8 @@ def _counts_from_string(counts: bytes) -> np.ndarray:
 def whole_number(value: Any, strings: bool = False) -> Optional[int]:
     """``value`` as an int if it is a whole number (not a bool; with ``strings``, also a string
     of digits such as a JSON object key), else None: how the readers accept ids and sizes."""
-    if strings and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if strings and isinstance(value, str):  # ASCII digits only: str.isdigit() also takes "²"
+        return int(value) if re.fullmatch(r"\s*-?[0-9]+\s*", value) else None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     if not np.isfinite(value) or value != int(value):

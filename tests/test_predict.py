@@ -336,6 +336,23 @@ def test_skip_predicts_the_rest_and_lists_every_bad_line(world, tmp_path):
         cli.main(["--input", str(good), "--image-root", str(world / "images"), "--out", str(out)] + MODEL_FLAGS)
 
 
+def test_a_question_longer_than_t5_reads_stops_or_is_skipped(world, tmp_path):
+    obj = objects(world)[0]
+    lines = [
+        {"image": obj["image"], "region": obj["region"], "question": q, "id": i}
+        for i, q in enumerate(["what colour is [1]?", "what " * 600, "what is this?"])
+    ]
+    path = write_lines(tmp_path / "q.jsonl", lines)
+    flags = ["--input", str(path), "--image-root", str(world / "images"), "--task", "answer"] + MODEL_FLAGS
+    with pytest.raises(InputError, match=r"line 2: the question gives T5 \d+ tokens, more than the 512 it reads"):
+        cli.main(flags + ["--out", str(tmp_path / "stop.jsonl")])
+    assert not (tmp_path / "stop.jsonl").exists()
+    out = tmp_path / "skip.jsonl"
+    summary = cli.main(flags + ["--out", str(out), "--on-error", "skip"])
+    assert [r["id"] for r in rows(out)] == [0, 2] and summary["skipped_lines"] == 1
+    assert [e["line"] for e in rows(tmp_path / "skip.errors.jsonl")] == [2]
+
+
 def test_check_reports_every_problem_and_a_summary_without_a_model(world, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(bad_lines(world, world / "images")) + "\n")

@@ -103,3 +103,12 @@ def test_bad_regions_raise_clear_errors(make, message):
 def test_trace_clip_allows_slightly_outside_points():
     region = Region.from_trace([[-0.01, 0.5], [1.02, 0.5]], clip=True)
     assert region.data.min() == 0.0 and region.data.max() == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("12", 12), (" -3 ", -3), ("007", 7), ("²", None), ("1²", None), ("--3", None), ("1_0", None)]
+)
+def test_whole_number_strings_take_ascii_digits_only(text, expected):
+    from regionvlm.region import whole_number
+
+    assert whole_number(text, strings=True) == expected

@@ -86,10 +86,9 @@ class RegionFileSet:
         self.image_root = Path(image_root).expanduser() if image_root else self.path.parent
         self.coco_region = coco_region
         self.sizes, image_problems, self.missing_images = check_images(self.file.records, self.image_root)
-        bad = {p.where for p in image_problems}
-        self.records: List[RegionRecord] = [r for r in self.file.records if r.where not in bad]
-        # in line order (a stable sort: COCO annotations, which have no line, keep file order)
-        self.problems: List[Problem] = sorted(self.file.problems + image_problems, key=lambda p: p.line or 0)
+        self.records: List[RegionRecord] = list(self.file.records)
+        self.problems: List[Problem] = list(self.file.problems)
+        self.drop(image_problems)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -123,6 +122,13 @@ class RegionFileSet:
             raise InputError(
                 f"{count} bad line{'s' if count > 1 else ''} in '{self.path}':\n{problem_report(self.problems)}\n{hint}"
             )
+
+    def drop(self, problems: Sequence[Problem]) -> None:
+        """Leave out the records ``problems`` name, and list the problems (in line order: a
+        stable sort, so COCO annotations, which have no line, keep file order)."""
+        bad = {p.where for p in problems}
+        self.records = [r for r in self.records if r.where not in bad]
+        self.problems = sorted(self.problems + list(problems), key=lambda p: p.line or 0)
 
     def keep(self, records: Sequence[RegionRecord]) -> None:
         """Restrict to ``records`` (e.g. the ones with a caption)."""
