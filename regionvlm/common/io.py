@@ -147,10 +147,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OutputError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     except BaseException as exc:
         error = _fail(exc, path)  # before the temporary file is removed: a full disk is still full
         with contextlib.suppress(OSError):

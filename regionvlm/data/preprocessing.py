@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError, OutputError
-from regionvlm.common.io import atomic_write_json, ensure_dir, output_error
+from regionvlm.common.io import atomic_open, atomic_write_json
 
 MAX_LISTED = 20  # items of each problem list printed in the summary (the report file has more)
 
@@ -137,10 +135,9 @@ def nothing_usable(what: str, inputs: Sequence[Any], details: str, out: Path) ->
 
 
 class JsonListWriter:
-    """Writes a JSON list item by item into a temporary file, renamed into place on
-    success (readers never see a partial file; a failure leaves no output and no temporary
-    file). An output that cannot be written (a folder of that name, a read-only or full
-    disk) is an :class:`~regionvlm.common.errors.OutputError` naming it."""
+    """Writes a JSON list item by item through :func:`~regionvlm.common.io.atomic_open`
+    (readers never see a partial file; a failure leaves no output and no temporary file; a
+    read-only or full disk is an :class:`~regionvlm.common.errors.OutputError` naming it)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -149,51 +146,26 @@ class JsonListWriter:
     def __enter__(self) -> "JsonListWriter":
         if self.path.is_dir():
             raise OutputError(f"cannot write '{self.path}': it is a folder; give a file name for --out.")
-        ensure_dir(self.path.parent)
-        try:
-            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise output_error(exc, self.path) from None
-        self._f = os.fdopen(fd, "w", encoding="utf-8")
-        self._write("[")
+        with contextlib.ExitStack() as stack:
+            self._f = stack.enter_context(atomic_open(self.path, "w"))
+            self._f.write("[")
+            self._stack = stack.pop_all()
         return self
-
-    def _write(self, text: str) -> None:
-        try:
-            self._f.write(text)
-        except OSError as exc:
-            raise output_error(exc, self.path) from None
 
     def write(self, item: Mapping[str, Any]) -> None:
         self.write_raw(json.dumps(item, separators=(",", ":")))
 
     def write_raw(self, encoded_item: str) -> None:
         """Append an item that is already JSON text."""
-        self._write(("\n" if self.count == 0 else ",\n") + encoded_item)
+        self._f.write(("\n" if self.count == 0 else ",\n") + encoded_item)
         self.count += 1
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._write("\n]\n")
-                try:
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
-                except OSError as err:
-                    raise output_error(err, self.path) from None
-            with contextlib.suppress(OSError):
-                self._f.close()
-            if exc_type is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                try:
-                    os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-                    os.replace(self._tmp, self.path)
-                except OSError as err:
-                    raise output_error(err, self.path) from None
-        finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+    def __exit__(self, exc_type, exc, tb) -> Optional[bool]:
+        if exc_type is not None:
+            return self._stack.__exit__(exc_type, exc, tb)
+        with self._stack:  # a failing last write is handled by atomic_open like any other
+            self._f.write("\n]\n")
+        return None
 
 
 def write_records(
