@@ -113,14 +113,15 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def require_fields(entry: Any, fields: Sequence[str], where: str) -> None:
-    """One message for a JSON entry that is not an object or lacks a field, in every caption file."""
+def require_fields(entry: Any, fields: Sequence[str], where: str, hint: str = "") -> None:
+    """One message for a JSON entry that is not an object or lacks a field (then ``hint``), in
+    every caption file."""
     names = ", ".join(f"'{f}'" for f in fields[:-1]) + f" and '{fields[-1]}'"
     if not isinstance(entry, Mapping):
         raise InputError(f"{where} must be an object with {names}, got {type(entry).__name__}.")
     for key in fields:
         if key not in entry:
-            raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).")
+            raise InputError(f"{where} has no '{key}' (keys: {sorted(entry)}).{hint}")
 
 
 def check_caption_text(text: str, where: str) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from regionvlm.common.errors import InputError
 from regionvlm.common.io import read_json
-from regionvlm.data.coco_karpathy import check_caption_text, is_int
+from regionvlm.data.coco_karpathy import check_caption_text, is_int, require_fields
 from regionvlm.data.refer import ReferSplit
 
 DEFAULT_BOX_MARGIN = 1.0
@@ -146,14 +146,6 @@ def _load(path: str | Path, layout: str, setting: Optional[str]) -> Tuple[str, M
     return src, data
 
 
-def _fields(entry: Any, keys: Tuple[str, ...], where: str, hint: str = "") -> None:
-    if not isinstance(entry, Mapping):
-        raise InputError(f"{where} must be an object with {', '.join(keys)}, got {type(entry).__name__}.")
-    for key in keys:
-        if key not in entry:
-            raise InputError(f"{where} has no '{key}' (keys: {sorted(map(str, entry))}).{hint}")
-
-
 def _int(entry: Mapping[str, Any], key: str, where: str) -> int:
     value = entry[key]
     if not is_int(value):
@@ -166,7 +158,7 @@ def _images(data: Mapping[str, Any], src: str) -> Dict[int, _Image]:
     images: Dict[int, _Image] = {}
     for i, img in enumerate(data["images"]):
         where = f"'{src}' images[{i}]"
-        _fields(img, ("id", "file_name", "height", "width"), where)
+        require_fields(img, ("id", "file_name", "height", "width"), where)
         image_id = _int(img, "id", where)
         width, height = _int(img, "width", where), _int(img, "height", where)
         if width <= 0 or height <= 0:
@@ -197,7 +189,7 @@ def _annotations(
     seen = set()
     for i, ann in enumerate(data["annotations"]):
         where = f"'{src}' annotations[{i}]"
-        _fields(ann, ("id", "image_id", "caption"), where, hint)
+        require_fields(ann, ("id", "image_id", "caption"), where, hint)
         ann_id, image_id = _int(ann, "id", where), _int(ann, "image_id", where)
         where = f"{where} (id {ann_id})"
         if ann_id in seen:

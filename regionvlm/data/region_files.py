@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from regionvlm.common.errors import InputError, MissingFileError, RegionVLMError
-from regionvlm.region import Region, validate_rle
+from regionvlm.region import Region, validate_rle, whole_number
 
 GEOMETRIES = ("box", "points", "polygon", "rle")
 KINDS = GEOMETRIES + ("whole",)  # "whole": no region, the whole image
@@ -343,33 +343,32 @@ def _read_coco(path: Path, data: Mapping[str, Any], need_question: bool, coco_re
     problems: List[Problem] = []
     images: Dict[Any, Tuple[str, Optional[Tuple[int, int]]]] = {}
     for i, img in enumerate(images_list):
-        ok = isinstance(img, Mapping) and _int_like(img.get("id")) and isinstance(img.get("file_name"), str)
-        if not ok or not img["file_name"].strip():
+        image_id = whole_number(img.get("id")) if isinstance(img, Mapping) else None
+        if image_id is None or not isinstance(img.get("file_name"), str) or not img["file_name"].strip():
             problems.append(Problem(f"images[{i}]", f"needs an integer 'id' and a 'file_name', got {_show(img)}"))
             continue
-        width, height = img.get("width"), img.get("height")
-        size = (int(width), int(height)) if _int_like(width) and _int_like(height) else None
-        images[int(img["id"])] = (img["file_name"], size)
+        width, height = whole_number(img.get("width")), whole_number(img.get("height"))
+        images[image_id] = (img["file_name"], None if width is None or height is None else (width, height))
     records: List[RegionRecord] = []
     seen: Dict[str, str] = {}
     for i, ann in enumerate(anns):
         raw_id = ann.get("id") if isinstance(ann, Mapping) else None
-        where = f"annotations[{i}]" + (f" (id {raw_id})" if _int_like(raw_id) else "")
+        record_id = whole_number(raw_id)
+        where = f"annotations[{i}]" + (f" (id {raw_id})" if record_id is not None else "")
         try:
             if not isinstance(ann, Mapping):
                 raise InputError(f"expected an object, got {_show(ann)}")
-            if not _int_like(raw_id):
+            if record_id is None:
                 raise InputError(f"needs an integer 'id', got {_show(raw_id)}")
-            record_id = int(raw_id)
-            image_id = ann.get("image_id")
-            if not _int_like(image_id) or int(image_id) not in images:
-                raise InputError(f"'image_id' {_show(image_id)} is not an id of the file's 'images'")
-            file_name, size = images[int(image_id)]
+            image_id = whole_number(ann.get("image_id"))
+            if image_id not in images:
+                raise InputError(f"'image_id' {_show(ann.get('image_id'))} is not an id of the file's 'images'")
+            file_name, size = images[image_id]
             kind, geometry = _coco_region(ann, coco_region, size)
             question = _question(ann, need_question)
             caption = _text_field(ann, "caption")
         except RegionVLMError as exc:
-            problems.append(Problem(where, _plain(exc), None, raw_id if _int_like(raw_id) else None))
+            problems.append(Problem(where, _plain(exc), None, raw_id if record_id is not None else None))
             continue
         key = str(record_id)
         if key in seen:
@@ -385,12 +384,6 @@ def _read_coco(path: Path, data: Mapping[str, Any], need_question: bool, coco_re
             )
         )
     return RegionFile(path, "coco", records, problems)
-
-
-def _int_like(value: Any) -> bool:
-    return not isinstance(value, bool) and (
-        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-    )
 
 
 def _coco_region(ann: Mapping[str, Any], coco_region: str, size: Optional[Tuple[int, int]]) -> Tuple[str, Any]:
