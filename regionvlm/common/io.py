@@ -105,6 +105,22 @@ def _fail(exc: BaseException, path: Path) -> BaseException:
     return output_error(cause, path) if cause is not None else exc
 
 
+def require_output_file(path: str | Path) -> None:
+    """An ``--out`` that names a folder is refused at once, before any slow work."""
+    if Path(path).is_dir():
+        raise OutputError(f"cannot write '{path}': it is a folder; give a file name for --out.")
+
+
+def write_or_print(text: str, out: Optional[str | Path], done: str) -> None:
+    """A command's text output: written atomically to ``out`` (then ``done`` is printed with
+    the path), or printed when no ``out`` is given."""
+    if out:
+        atomic_write_text(out, text)
+        print(f"{done} -> {out}")
+    else:
+        print(text, end="")
+
+
 def ensure_dir(path: str | Path) -> Path:
     """``mkdir -p`` with a clear error when the folder cannot be created."""
     path = Path(path)

@@ -87,8 +87,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, MissingFileError, OutputError
-from regionvlm.common.io import atomic_write_json, check_regular_file, ensure_dir, output_error
+from regionvlm.common.errors import ConfigError, MissingFileError
+from regionvlm.common.io import atomic_write_json, check_regular_file, ensure_dir, output_error, require_output_file
 from regionvlm.data.preprocessing import (
     JsonListWriter,
     MalformedRecord,
@@ -98,6 +98,7 @@ from regionvlm.data.preprocessing import (
     check_readable,
     finish,
     iter_records,
+    listed,
     nothing_usable,
     parse_patterns,
     report_path,
@@ -409,7 +410,7 @@ class PreprocessReport(ReportBase):
                 "but blank (no words); "
                 f"utterances without points: {c.utterances_without_points}",
                 f"narratives whose utterances do not join to the caption (offsets may shift): {self.caption_mismatch}",
-                *self.listed(
+                *listed(
                     [
                         ("malformed lines", self.malformed, self.malformed_count),
                         ("missing images", self.missing_images, len(self.missing_images)),
@@ -500,8 +501,7 @@ def preprocess_localized_narratives(
         check_readable(p, "the Localized Narratives file")
     resolver = ImagePathResolver(image_root, patterns, check_exists=check_images, relative=relative_paths)
     out = Path(out)
-    if out.is_dir():
-        raise OutputError(f"cannot write '{out}': it is a folder; give a file name for --out.")
+    require_output_file(out)
     ensure_dir(out.parent)
     try:
         parts_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts."))

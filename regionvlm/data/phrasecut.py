@@ -37,7 +37,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.io import require_output_file, write_or_print
 from regionvlm.region import check_pixel_count, whole_number
 
 SPLITS = ("train", "val", "test", "miniv")
@@ -423,18 +424,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--split", default="test", help="train, val, test, miniv, or joined: val_miniv")
     parser.add_argument("--out", default=None, help="write the list here (default: print)")
     args = parser.parse_args(argv)
-    if args.out and Path(args.out).is_dir():
-        raise OutputError(f"cannot write '{args.out}': it is a folder; give a file name for --out.")
+    if args.out:
+        require_output_file(args.out)
     split = load_phrasecut(args.data_root, args.split)
     names = [split.images[i].file_name for i in sorted(split.images)]
-    text = "".join(n + "\n" for n in names)
-    if args.out:
-        from regionvlm.common.io import atomic_write_text
-
-        atomic_write_text(args.out, text)
-        print(f"{len(names)} images of PhraseCut {args.split} -> {args.out}")
-    else:
-        print(text, end="")
+    write_or_print("".join(n + "\n" for n in names), args.out, f"{len(names)} images of PhraseCut {args.split}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from tqdm import tqdm
 
-from regionvlm.common.errors import ConfigError, InputError, OutputError
-from regionvlm.common.io import atomic_open, atomic_write_json
+from regionvlm.common.errors import ConfigError, InputError
+from regionvlm.common.io import atomic_open, atomic_write_json, require_output_file
 
 MAX_LISTED = 20  # items of each problem list printed in the summary (the report file has more)
 
@@ -95,15 +95,16 @@ class ReportBase:
         self.malformed_count += 1
         capped_append(self.malformed, message, self.LIST_CAP)
 
-    def listed(self, sections: Sequence[Tuple[str, Sequence[str], int]]) -> List[str]:
-        """Summary lines of problem lists ``(title, items, total)``: the first few of each."""
-        out: List[str] = []
-        for title, items, total in sections:
-            if items:
-                more = f" (first {MAX_LISTED} of {total}; the report file lists them)" if total > MAX_LISTED else ""
-                out.append(f"{title}{more}:")
-                out.extend(f"  {m}" for m in items[:MAX_LISTED])
-        return out
+
+def listed(sections: Sequence[Tuple[str, Sequence[str], int]]) -> List[str]:
+    """Summary lines of problem lists ``(title, items, total)``: the first few of each."""
+    out: List[str] = []
+    for title, items, total in sections:
+        if items:
+            more = f" (first {MAX_LISTED} of {total}; the report file lists them)" if total > MAX_LISTED else ""
+            out.append(f"{title}{more}:")
+            out.extend(f"  {m}" for m in items[:MAX_LISTED])
+    return out
 
 
 def capped_append(items: List[str], item: str, cap: int) -> None:
@@ -144,8 +145,7 @@ class JsonListWriter:
         self.count = 0
 
     def __enter__(self) -> "JsonListWriter":
-        if self.path.is_dir():
-            raise OutputError(f"cannot write '{self.path}': it is a folder; give a file name for --out.")
+        require_output_file(self.path)
         with contextlib.ExitStack() as stack:
             self._f = stack.enter_context(atomic_open(self.path, "w"))
             self._f.write("[")

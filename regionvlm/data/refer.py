@@ -47,8 +47,8 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tupl
 
 import numpy as np
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
-from regionvlm.common.io import check_regular_file
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.io import check_regular_file, require_output_file, write_or_print
 from regionvlm.data.boxes import Box, parse_xywh
 from regionvlm.region import check_pixel_count, validate_rle
 
@@ -435,18 +435,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", default=None, help="write the list here (default: print)")
     args = parser.parse_args(argv)
-    if args.out and Path(args.out).is_dir():
-        raise OutputError(f"cannot write '{args.out}': it is a folder; give a file name for --out.")
+    if args.out:
+        require_output_file(args.out)
     split = load_refer(args.data_root, args.dataset, args.splitBy or DEFAULT_SPLIT_BY[args.dataset], args.split)
     names = sorted({img.file_name for img in split.images.values()})
-    text = "".join(n + "\n" for n in names)
-    if args.out:
-        from regionvlm.common.io import atomic_write_text
-
-        atomic_write_text(args.out, text)
-        print(f"{len(names)} images of {args.dataset} {args.split} -> {args.out}")
-    else:
-        print(text, end="")
+    write_or_print("".join(n + "\n" for n in names), args.out, f"{len(names)} images of {args.dataset} {args.split}")
 
 
 if __name__ == "__main__":

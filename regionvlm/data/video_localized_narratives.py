@@ -92,6 +92,7 @@ from regionvlm.data.preprocessing import (
     check_readable,
     finish,
     iter_records,
+    listed,
     write_records,
 )
 from regionvlm.region import select_in_order
@@ -466,7 +467,7 @@ class VideoReport(ReportBase):
             f"kf_idx outside keyframe_names, {k['frame_name_not_a_number']} with a frame name that is not a number",
             f"fixes: {fixes}; frame names: {self.frame_names}",
         ]
-        out += self.listed(
+        out += listed(
             [
                 ("malformed lines", self.malformed, self.malformed_count),
                 ("missing images", self.missing_images, k["missing_image"]),

@@ -48,7 +48,14 @@ from tqdm import tqdm
 
 from regionvlm.common.errors import ConfigError, InputError
 from regionvlm.data.localized_narratives import ImagePathResolver
-from regionvlm.data.preprocessing import Parser, ReportBase, add_output_arguments, finish, parse_patterns, write_records
+from regionvlm.data.preprocessing import (
+    Parser,
+    add_output_arguments,
+    finish,
+    listed,
+    parse_patterns,
+    write_records,
+)
 
 DEFAULT_NUM_POINTS = 20
 DEFAULT_MAX_AREA = 0.5
@@ -66,7 +73,7 @@ class VGImage:
 
 
 @dataclass
-class VGReport(ReportBase):
+class VGReport:
     images: int = 0
     images_written: int = 0
     regions: int = 0
@@ -104,7 +111,7 @@ class VGReport(ReportBase):
             f"regions: {self.regions}, kept: {self.regions_kept}, skipped: {self.skipped}, "
             f"boxes clipped to the image: {self.clipped}",
         ]
-        return "\n".join(lines + self.listed([("problems", self.problems, len(self.problems))]))
+        return "\n".join(lines + listed([("problems", self.problems, len(self.problems))]))
 
 
 def box_points(box_xyxy: Sequence[float], num_points: int, rng: np.random.Generator) -> List[List[float]]:

@@ -40,8 +40,8 @@ import sys
 from pathlib import Path
 from typing import Any, Collection, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from regionvlm.common.errors import ConfigError, InputError, MissingFileError, OutputError
-from regionvlm.common.io import atomic_write_json
+from regionvlm.common.errors import ConfigError, InputError, MissingFileError
+from regionvlm.common.io import atomic_write_json, require_output_file
 from regionvlm.data.coco_karpathy import (
     CaptionGroundTruth,
     caption_gt_from_dataset,
@@ -292,8 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--out", help="also write the metrics JSON here")
     parser.add_argument("--skip", action="append", default=[], choices=SKIPPABLE, help="do not compute this metric")
     args = parser.parse_args(argv)
-    if args.out and Path(args.out).is_dir():  # found out before minutes of scoring, not after
-        raise OutputError(f"cannot write '{args.out}': it is a folder; give a file name for --out.")
+    if args.out:  # found out before minutes of scoring, not after
+        require_output_file(args.out)
     with _stdout_fd_to_stderr():
         metrics = score_captions(args.gt, args.results, skip=args.skip)
     if args.out:
