@@ -12,7 +12,7 @@ import torch
 
 from regionvlm.data.coco_karpathy import CaptionGroundTruth, KarpathyImage
 from regionvlm.data.images import open_image
-from regionvlm.datasets.protocol import CaptionBatch, group_units, unit_key
+from regionvlm.datasets.protocol import CaptionBatch, keyed_units
 
 
 class CocoCaptionEvalDataset:
@@ -66,7 +66,7 @@ class CocoCaptionEvalDataset:
     # -- the caption task's protocol (regionvlm.datasets.protocol.CaptionEvalDataset)
     def caption_units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
         ids = [im.image_id for im in self.images]
-        return [(unit_key([ids[i] for i in unit]), unit) for unit in group_units(ids, batch_size)]
+        return keyed_units(ids, ids, batch_size)
 
     def load_captions(self, indices: Sequence[int]) -> CaptionBatch:
         """The whole images (no region) of some items, with their references."""

@@ -94,6 +94,13 @@ def unit_key(ids: Sequence[Hashable]) -> str:
     return f"{ids[0]}..{ids[-1]}#{len(ids)}" if len(ids) > 1 else str(ids[0])
 
 
+def keyed_units(
+    image_keys: Sequence[Hashable], ids: Sequence[Hashable], batch_size: int
+) -> List[Tuple[str, List[int]]]:
+    """``(key, item indices)`` of :func:`group_units`, each keyed by its items' ``ids``."""
+    return [(unit_key([ids[i] for i in unit]), unit) for unit in group_units(image_keys, batch_size)]
+
+
 def stack_images(images: Dict[Hashable, torch.Tensor], order: Sequence[Hashable]) -> Tuple[torch.Tensor, List[int]]:
     """``(N, 3, S, S)`` of the distinct images in first-use order and each item's row."""
     rows: Dict[Hashable, int] = {}

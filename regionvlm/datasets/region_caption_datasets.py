@@ -20,7 +20,7 @@ from regionvlm.data.images import check_image_size, open_image, read_image_size
 from regionvlm.data.refer import decode_segmentation
 from regionvlm.data.region_captions import CaptionedRegion, RegionCaptionSet
 from regionvlm.data.region_classes import find_image
-from regionvlm.datasets.protocol import CaptionBatch, group_units, stack_images, unit_key
+from regionvlm.datasets.protocol import CaptionBatch, keyed_units, stack_images
 from regionvlm.region import Region
 
 REGION_KINDS = ("box", "mask")
@@ -149,9 +149,7 @@ class RegionCaptionEvalDataset:
 
     # -- the caption task's protocol (regionvlm.datasets.protocol.CaptionEvalDataset)
     def caption_units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
-        ids = [r.id for r in self.items]
-        units = group_units([r.image for r in self.items], batch_size)
-        return [(unit_key([ids[i] for i in unit]), unit) for unit in units]
+        return keyed_units([r.image for r in self.items], [r.id for r in self.items], batch_size)
 
     def load_captions(self, indices: Sequence[int]) -> CaptionBatch:
         """The unit's distinct images (each decoded once), its regions and references."""

@@ -19,7 +19,7 @@ import torch
 from regionvlm.common.errors import MissingFileError
 from regionvlm.data.images import check_image_size, open_image
 from regionvlm.data.region_classes import ClassImage, RegionClassFile, find_image
-from regionvlm.datasets.protocol import group_units, stack_images, unit_key
+from regionvlm.datasets.protocol import keyed_units, stack_images
 from regionvlm.region import Region
 
 _SHOWN = 3
@@ -106,8 +106,8 @@ class RegionClassDataset:
 
     def units(self, batch_size: int) -> List[Tuple[str, List[int]]]:
         """``(key, region positions)``: runs of at most ``batch_size`` regions, one image's together."""
-        groups = group_units([entry for entry, _ in self.items], batch_size)
-        return [(unit_key([self.item_id(i) for i in group]), group) for group in groups]
+        ids = [self.item_id(i) for i in range(len(self.items))]
+        return keyed_units([entry for entry, _ in self.items], ids, batch_size)
 
     def load_unit(self, positions: Sequence[int]) -> RegionClassBatch:
         """Images (each decoded once) and region geometry of one unit (runs on prefetch threads)."""

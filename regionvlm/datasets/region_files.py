@@ -38,7 +38,7 @@ from regionvlm.data.region_files import (
     read_region_file,
 )
 from regionvlm.datasets.caption_datasets import Processor, _CaptionDataset, _pick_distinct
-from regionvlm.datasets.protocol import CaptionBatch, group_units, unit_key
+from regionvlm.datasets.protocol import CaptionBatch, keyed_units
 from regionvlm.datasets.transforms import DEFAULT_CROP_FRACTION, CropFractions, sample_crop
 from regionvlm.region import Region
 
@@ -143,8 +143,9 @@ class RegionFileSet:
         for p in positions:
             first.setdefault(self.records[p].image, len(first))
         ordered = sorted(positions, key=lambda p: (first[self.records[p].image], p))
-        groups = group_units([self.records[p].image for p in ordered], batch_size)
-        return [(unit_key([self.records[ordered[i]].key for i in g]), [ordered[i] for i in g]) for g in groups]
+        records = [self.records[p] for p in ordered]
+        units = keyed_units([r.image for r in records], [r.key for r in records], batch_size)
+        return [(key, [ordered[i] for i in unit]) for key, unit in units]
 
     def load(self, positions: Sequence[int], vis_processor: Processor) -> RegionBatch:
         """The unit's images (each decoded once) and regions; failures are kept per record."""
