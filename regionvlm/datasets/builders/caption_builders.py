@@ -142,7 +142,7 @@ def region_file_set(
 
 def training_regions(
     builder: BaseDatasetBuilder,
-    paths: Sequence[str],
+    paths: Union[str, Sequence[str]],
     image_root: Optional[str],
     coco_region: str,
     on_error: str,
@@ -153,7 +153,7 @@ def training_regions(
     """The training dataset of one or more region files (their concatenation)."""
     s = builder.settings
     parts: List[RegionFileCaptionDataset] = []
-    for path in paths:
+    for path in [paths] if isinstance(paths, str) else list(paths):
         regions = region_file_set(path, image_root, coco_region, on_error, setting)
         dataset = RegionFileCaptionDataset(
             regions,
@@ -320,16 +320,13 @@ class RegionVLMMixBuilder(CaptionBuilderBase):
     def region_sources(self, vis: Any, txt: Any) -> Any:
         """Localized Narratives annotations (``region_ann``), region files (``region_files``), or both."""
         s = self.settings
-        files = None
-        if s.region_files:
-            paths = [s.region_files] if isinstance(s.region_files, str) else list(s.region_files)
-            files = training_regions(
-                self, paths, s.region_files_image_root, "auto", "stop", self.setting("region_files"), vis, txt
-            )
-        if files is None or s.region_ann:
-            narratives = self.region_dataset(vis, txt, "region_ann")  # no file at all: its missing-file error
-            if files is None:
-                return narratives
-            weights = None if s.p_region_files is None else [1.0 - s.p_region_files, s.p_region_files]
-            return RegionSources([narratives, files], weights)
-        return files
+        if not s.region_files:
+            return self.region_dataset(vis, txt, "region_ann")  # no file at all: its missing-file error
+        files = training_regions(
+            self, s.region_files, s.region_files_image_root, "auto", "stop", self.setting("region_files"), vis, txt
+        )
+        if not s.region_ann:
+            return files
+        narratives = self.region_dataset(vis, txt, "region_ann")
+        weights = None if s.p_region_files is None else [1.0 - s.p_region_files, s.p_region_files]
+        return RegionSources([narratives, files], weights)

@@ -67,9 +67,8 @@ class RegionCaptionsBuilder(BaseDatasetBuilder):
         out: Dict[str, Any] = {}
         if s.ann_paths:
             vis, txt = self.build_processors("train")
-            paths = [s.ann_paths] if isinstance(s.ann_paths, str) else list(s.ann_paths)
             out["train"] = training_regions(
-                self, paths, s.image_root, s.coco_region, s.on_error, self.setting("ann_paths"), vis, txt
+                self, s.ann_paths, s.image_root, s.coco_region, s.on_error, self.setting("ann_paths"), vis, txt
             )
         if s.val_ann_paths:
             vis, txt = self.build_processors("eval")
