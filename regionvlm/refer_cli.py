@@ -7,10 +7,22 @@ out keep the YAML's values; ``--options`` come last and win.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 REGION_PROMPTS = ("points", "empty", "box", "crop", "blur", "circle")
+
+
+SHARED_RUN_FLAGS = (  # (flag, run key) of every refer-split evaluation
+    ("seed", "seed"),
+    ("points", "num_points"),
+    ("repeats", "repeats"),
+    ("protocol", "protocol"),
+    ("draws", "draws"),
+    ("region_prompt", "region_prompt"),
+    ("out", "output_dir"),
+    ("device", "device"),
+)
 
 
 @dataclass(frozen=True)
@@ -26,18 +38,6 @@ class ReferCommand:
     dropped_with_dataset: Tuple[str, ...] = ("splitBy",)
     headline: Tuple[str, ...] = ()
     default_out: str = ""
-    shared_run_flags: Tuple[Tuple[str, str], ...] = field(
-        default=(
-            ("seed", "seed"),
-            ("points", "num_points"),
-            ("repeats", "repeats"),
-            ("protocol", "protocol"),
-            ("draws", "draws"),
-            ("region_prompt", "region_prompt"),
-            ("out", "output_dir"),
-            ("device", "device"),
-        )
-    )
 
     @property
     def datasets(self) -> Dict[str, str]:
@@ -121,7 +121,7 @@ def build_user_config(args: argparse.Namespace, command: ReferCommand, script: s
 
     run = dict(data.get("run") or {})
     run.update({"task": command.task, "evaluate": True})
-    for flag, key in (*command.shared_run_flags, *command.run_flags):
+    for flag, key in (*SHARED_RUN_FLAGS, *command.run_flags):
         if getattr(args, flag) is not None:
             run[key] = getattr(args, flag)
     run.setdefault("output_dir", command.default_out)

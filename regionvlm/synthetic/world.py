@@ -154,11 +154,11 @@ def write_world(
             image_id = base + k + 1
             file_name = f"scene_{split}_{k:06d}.png"
             Image.fromarray(scene.image).save(out / "images" / file_name)
-            images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})
+            image = {"id": image_id, "file_name": file_name, "height": image_size, "width": image_size}
+            images.append(image)
             ln_lines.append(json.dumps(narrative(scene, Path(file_name).stem, rng, bool(rng.random() < 1 / 3))))
             karpathy.append({"image": file_name, "caption": scene.global_caption, "image_id": str(image_id)})
-            shapes = {"id": image_id, "file_name": file_name, "height": image_size, "width": image_size}
-            classes.append({**shapes, "categories": [o.shape for o in scene.objects], "annotations": []})
+            classes.append({**image, "categories": [o.shape for o in scene.objects], "annotations": []})
             for obj in scene.objects:
                 ann_id = base + len(annotations) - first_ann + 1
                 ys, xs = np.nonzero(obj.mask)
