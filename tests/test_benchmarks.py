@@ -4,7 +4,6 @@ or cannot run is reported and the next one still runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -150,14 +150,6 @@ def test_help_lists_the_stages_and_options(tmp_path):
         assert word in proc.stdout, word
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
     """The one-shot GPU run cannot afford a typo: its commands are checked by the scripts' parsers."""
     proc = gpu_check("--dry-run", "--with-quickstart", out=tmp_path / "untouched")
@@ -170,7 +162,7 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
     assert list(commands) == ["env", "ris", "train", "generation", "profile", "quickstart"]
     assert commands["env"][2] == "quickstart"  # the quickstart's packages are checked too
 
-    train = _script("bench_train_step").parse_args(commands["train"][2:])
+    train = load_benchmark("bench_train_step").parse_args(commands["train"][2:])
     assert (train.preset, train.device, train.batch, train.precision, train.grad_checkpoint) == (
         "flant5xl-random",
         "cuda",
@@ -178,7 +170,7 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
         "official",
         True,
     )
-    generation = _script("bench_gpu_generation").parse_args(commands["generation"][2:])
+    generation = load_benchmark("bench_gpu_generation").parse_args(commands["generation"][2:])
     assert (generation.preset, generation.device, generation.precision, generation.batches) == (
         "flant5xl-random",
         "cuda",
@@ -189,7 +181,7 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
 
     ris = commands["ris"]
     assert ris[4] == "official,bf16"
-    bench_ris = _script("bench_ris")
+    bench_ris = load_benchmark("bench_ris")
     monkeypatch.setattr(bench_ris, "run", vars)  # parse only
     parsed = bench_ris.main(ris[5:])
     assert (parsed["preset"], parsed["device"], parsed["modes"], parsed["masks"], parsed["repeats"]) == (
@@ -200,7 +192,7 @@ def test_dry_run_prints_the_gpu_commands_and_each_parses(tmp_path, monkeypatch):
         5,
     )
     assert commands["quickstart"][3:6] == ["--retrain", "--device", "cuda"]
-    profile = _script("profile_gpu").parse_args(commands["profile"][2:])
+    profile = load_benchmark("profile_gpu").parse_args(commands["profile"][2:])
     assert (profile.preset, profile.device, profile.batch, profile.masks, profile.sentences) == (
         "flant5xl-random",
         "cuda",

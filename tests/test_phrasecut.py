@@ -519,11 +519,9 @@ def test_a_dataset_of_another_kind_is_refused(tmp_path):
 
 
 def test_benchmark_reports_the_ratio_and_equal_masks(tmp_path, capsys):
-    import importlib.util
+    from benchmark_scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("bench_phrasecut_gt", REPO / "benchmarks" / "bench_phrasecut_gt.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_phrasecut_gt")
     result = bench.main(["--tasks", "4", "--json", str(tmp_path / "b.json")])
     assert result["naive_equal"] is True and result["speedup_vs_naive"] > 0
     assert set(result["ms_per_task"]) == {"vectorized", "naive", "pillow"}

@@ -501,10 +501,11 @@ def test_a_process_killed_with_sigkill_resumes_byte_identical(world, tmp_path):
 
 
 def test_benchmark_runs_and_compares_line_by_line(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench_predict
+    from benchmark_scripts import load_benchmark
 
-    result = bench_predict.main(["--scenes", "2", "--batch-size", "4", "--json", str(tmp_path / "bench.json")])
+    result = load_benchmark("bench_predict").main(
+        ["--scenes", "2", "--batch-size", "4", "--json", str(tmp_path / "bench.json")]
+    )
     same, total = map(int, result["same_outputs"].split("/"))
     assert same == total == result["regions"] > 0 and result["ratio"] > 0
     assert json.loads((tmp_path / "bench.json").read_text()) == result

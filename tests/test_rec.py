@@ -477,11 +477,9 @@ def test_shipped_yaml_through_train_py_and_eval_rec_give_the_same_file(roots, tm
 # --------------------------------------------------------------------------- benchmark
 @pytest.mark.slow
 def test_benchmark_reports_both_candidate_kinds_and_the_protocols_agree(tmp_path, capsys):
-    import importlib.util
+    from benchmark_scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("bench_rec", REPO / "benchmarks" / "bench_rec.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_rec")
     argv = ["--images", "1", "--sentences", "2", "--candidates", "4", "--height", "60", "--width", "80"]
     result = bench.main(argv + ["--threads", "1", "--json", str(tmp_path / "b.json")])
     assert set(result["kinds"]) == {"gt", "detections"}

@@ -602,13 +602,9 @@ def test_run_script_names_the_benchmarks():
 
 
 def test_benchmark_script_reports_the_ratio_with_equal_captions(tmp_path):
-    import importlib.util
+    from benchmark_scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_region_captions", REPO / "benchmarks" / "bench_region_captions.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_region_captions")
     result = bench.main(["--scenes", "3", "--batch-size", "4", "--json", str(tmp_path / "b.json")])
     assert result["same_captions"] and result["regions"] >= 6 and result["ratio"] > 0
     assert json.loads((tmp_path / "b.json").read_text()) == result

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
+from test_refer import compressed_rle as rle_of
+from test_refer import uncompressed_rle as uncompressed_rle_of
 
 from regionvlm.common.config import Config
 from regionvlm.common.errors import ConfigError, InputError, MissingFileError
@@ -174,23 +175,6 @@ def test_similarity_model_folder_is_checked_before_loading(tmp_path, minilm):
 
 
 # ----------------------------------------------------------------- fixture in Osprey's layout
-def rle_of(mask: np.ndarray) -> Dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-
-
-def uncompressed_rle_of(mask: np.ndarray) -> Dict[str, Any]:
-    flat = mask.astype(np.uint8).ravel(order="F")
-    runs, value, count = [], 0, 0
-    for v in flat:
-        if v != value:
-            runs.append(count)
-            value, count = v, 0
-        count += 1
-    runs.append(count)
-    return {"size": list(mask.shape), "counts": runs}
-
-
 def box_mask(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     m = np.zeros((h, w), dtype=bool)
     m[y0:y1, x0:x1] = True
@@ -617,11 +601,9 @@ def test_layout_names_the_result_files(data, tmp_path):
 
 def test_benchmark_compares_with_the_naive_way(minilm, capsys):
     """The benchmark's two paths at a small size: the same answers and similarities both ways."""
-    import importlib.util
+    from benchmark_scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("bench_rc", REPO / "benchmarks" / "bench_region_classification.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_region_classification")
     answers, similarity = bench.main(["--images", "2", "--regions", "40", "--classes", "5"])
     assert answers["same_answers"] and answers["regions"] >= 4 and answers["ratio"] > 0
     assert similarity["max_abs_difference"] < 1e-6 and similarity["regions"] == 40
