@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -350,33 +348,18 @@ def test_layouts_are_the_dialogues(tiny_model, rgb_image):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_files(data, tmp_path):
-    import train
+    from test_resume import kill_once_logged, run_in_process, run_to_end
 
-    def args(out: Path) -> List[str]:
-        return ["--cfg-path", str(SHIPPED["lvis"]), "--options", *options(out, "run.batch_size_eval=1")]
+    def command(out: Path) -> List[str]:
+        options_ = options(out, "run.batch_size_eval=1")
+        return [sys.executable, str(REPO / "train.py"), "--cfg-path", str(SHIPPED["lvis"]), "--options", *options_]
 
     full, killed = tmp_path / "full", tmp_path / "killed"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocesses' thread count: the same float reductions
-    try:
-        train.main(args(full))
-    finally:
-        torch.set_num_threads(threads)
+    run_in_process(command(full))  # with the subprocesses' one thread: the same float reductions
     env = {**ENV, "REGIONVLM_DATA": str(data), "REGIONVLM_SIMILARITY_MODEL": os.environ["REGIONVLM_SIMILARITY_MODEL"]}
-    command = [sys.executable, str(REPO / "train.py"), *args(killed)]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not any(p.stat().st_size for p in killed.glob("*.partial.rank0.jsonl")):
-            assert proc.poll() is None, "the evaluation ended before it could be killed"
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_logged(command(killed), killed, env)
     assert not (killed / RESULT).exists()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming" in done.stdout
+    assert "resuming" in run_to_end(command(killed), env).stdout
     for name in (RESULT, "region_classification_lvis_val_answers.json", "region_classification_lvis_val_metrics.json"):
         assert (killed / name).read_bytes() == (full / name).read_bytes(), name
     assert not list(killed.glob("*.partial.*")) and not list(killed.glob(".*.tmp"))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -62,9 +62,10 @@ def train_args(world: Path, out: Path, *extra: str) -> List[str]:
     ]
 
 
-def run_to_end(args: List[str]) -> None:
-    proc = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+def run_to_end(args: List[str], env: Dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def run_in_process(args: List[str]) -> None:
@@ -78,6 +79,21 @@ def run_in_process(args: List[str]) -> None:
         train.main(args[2:])
     finally:
         torch.set_num_threads(threads)
+
+
+def kill_once_logged(args: List[str], out: Path, env: Dict[str, str] = ENV) -> None:
+    """Start an evaluation and SIGKILL it (with any children) once its first unit is logged."""
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(p.stat().st_size for p in out.glob("*.partial.rank0.jsonl")):
+            assert proc.poll() is None, "the evaluation ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def kill_after(args: List[str], log: Path, iterations: int) -> None:
@@ -204,17 +220,7 @@ def test_killed_evaluation_resumes_to_identical_results(task, eval_world, checkp
 
     run_in_process(args(tmp_path / "full"))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        args(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not any(p.stat().st_size for p in killed.glob("*.partial.rank0.jsonl")):
-            assert proc.poll() is None, "the evaluation ended before it could be killed"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_logged(args(killed), killed)
     assert not (killed / RESULTS[task]).exists()
     run_to_end(args(killed))
     assert (killed / RESULTS[task]).read_bytes() == (tmp_path / "full" / RESULTS[task]).read_bytes()
