@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_ris import build_model
+from timing import timed
 
 from regionvlm.models import place_model
 
@@ -41,21 +42,13 @@ QUESTION = "what color is the umbrella the woman on the left is holding?"
 VQA_PROMPT = "Question: {} Short answer:"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> Dict[str, Any]:
+def repeated(fn: Callable[[], Any], device: torch.device, repeats: int) -> Dict[str, Any]:
     """One warm-up call, then the median, min and max seconds of ``repeats`` calls."""
     out = fn()
     seconds = []
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
+        out, wall, _ = timed(device, fn)
+        seconds.append(wall)
     return {
         "median_s": statistics.median(seconds),
         "min_s": min(seconds),
@@ -69,15 +62,15 @@ def bench_batch(model: torch.nn.Module, batch: int, device: torch.device, args: 
     gen = torch.Generator().manual_seed(batch)
     images = torch.randn(batch, 3, model.image_size, model.image_size, generator=gen).to(device)
     with torch.inference_mode():
-        encode = timed(lambda: model.encode_image(images), device, args.repeats)
-        caption = timed(
+        encode = repeated(lambda: model.encode_image(images), device, args.repeats)
+        caption = repeated(
             lambda: model.generate(
                 {"image": images, "text_input": [REGION] * batch}, num_beams=args.beams, max_length=args.caption_tokens
             ),
             device,
             args.repeats,
         )
-        vqa = timed(
+        vqa = repeated(
             lambda: model.predict_answers(
                 {"image": images, "text_input": [QUESTION] * batch},
                 num_beams=args.beams,

@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -37,6 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from timing import timed  # noqa: E402
 
 
 def write_region_file(world: Path, out: Path) -> Path:
@@ -94,11 +95,6 @@ def naive(model: Any, regions: Any, settings: Any, limit: Optional[int]) -> Dict
     return out
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from regionvlm.datasets.region_files import RegionFileSet
     from regionvlm.predict import PredictSettings
@@ -119,18 +115,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         limit = min(n, args.naive_limit) if args.naive_limit else n
 
         naive(model, regions, settings, 2)  # warm-up (kernels, allocator)
-        sync(device)
-        t0 = time.perf_counter()
-        reference = naive(model, regions, settings, limit)
-        sync(device)
-        naive_s = time.perf_counter() - t0
-
+        reference, naive_s, _ = timed(device, naive, model, regions, settings, limit)
         predict(model, regions, settings, tmp / "warm.jsonl")  # warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        predict(model, regions, settings, tmp / "preds.jsonl")
-        sync(device)
-        predict_s = time.perf_counter() - t0
+        _, predict_s, _ = timed(device, predict, model, regions, settings, tmp / "preds.jsonl")
         rows = [json.loads(x) for x in (tmp / "preds.jsonl").read_text().splitlines()]
     got = {str(r["id"]): r["prediction"] for r in rows}
     same = sum(got[k] == v for k, v in reference.items())

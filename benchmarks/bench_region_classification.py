@@ -37,14 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import timed
+
 from regionvlm.common.registry import registry
 from regionvlm.synthetic.world import write_world
 from regionvlm.tasks.region_classification import RegionClassEvaluator, RegionClassificationSettings
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_answers(model: Any, images: int, batch: int, device: torch.device) -> Dict[str, Any]:
@@ -59,23 +56,23 @@ def bench_answers(model: Any, images: int, batch: int, device: torch.device) -> 
         evaluator = RegionClassEvaluator(model, dataset, settings, Path(tmp))
         units = [(spec, evaluator.load(spec)) for _, spec in evaluator.units()]
         generation = settings.generation()
-        with torch.inference_mode():
-            evaluator.process(*units[0])  # warm-up (kernels, allocator)
-            _sync(device)
-            start = time.perf_counter()
-            batched = [row["answer"] for spec, inputs in units for row in evaluator.process(spec, inputs)]
-            _sync(device)
-            fast = time.perf_counter() - start
-            start = time.perf_counter()
-            naive = []
+
+        def one_at_a_time() -> List[str]:
+            answers = []
             for _, (loaded, texts) in units:
                 for row, text in zip(loaded.image_index, texts):
                     embeds = model.encode_image(loaded.images[row : row + 1].to(device))
                     queries = model.region_queries(embeds, [text])
                     t5_embeds, mask = model.embed_segments([evaluator.segments(queries[0])])
-                    naive.append(model.generate_from_embeds(t5_embeds, mask, generation)[0])
-            _sync(device)
-            slow = time.perf_counter() - start
+                    answers.append(model.generate_from_embeds(t5_embeds, mask, generation)[0])
+            return answers
+
+        with torch.inference_mode():
+            evaluator.process(*units[0])  # warm-up (kernels, allocator)
+            batched, fast, _ = timed(
+                device, lambda: [row["answer"] for spec, inputs in units for row in evaluator.process(spec, inputs)]
+            )
+            naive, slow, _ = timed(device, one_at_a_time)
     n = len(batched)
     return {
         "path": "answers",

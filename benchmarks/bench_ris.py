@@ -39,7 +39,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import timed
 
 from regionvlm.processors import BlipCaptionProcessor, BlipImageEvalProcessor
 from regionvlm.tasks.ris import (
@@ -161,11 +164,7 @@ class PeakMemory:
 def _timed(device: torch.device, fn) -> Tuple[Any, float, float, float]:
     """(result, wall seconds, process CPU seconds, peak memory bytes) of ``fn()``."""
     with PeakMemory(device) as mem:
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        out, wall, cpu = timed(device, fn)
     return out, wall, cpu, mem.peak
 
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_ris import SENTENCES, build_model, synthetic_image
 from bench_train_step import LN_FT, build_training_model, runner_step, training_mix
+from timing import sync, timed
 
 from regionvlm.common.optims import param_groups
 from regionvlm.models import place_model
@@ -49,20 +49,6 @@ from regionvlm.tasks.ris import (
     score_image_fast,
     score_image_official,
 )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, fn: Callable[..., Any], *args: Any) -> tuple:
-    """(result, wall s, process CPU s) of ``fn(*args)`` with the device drained before and after."""
-    sync(device)
-    t, c = time.perf_counter(), time.process_time()
-    out = fn(*args)
-    sync(device)
-    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def top_ops(prof: Any, key: str, n: int) -> List[Dict[str, Any]]:
