@@ -150,9 +150,7 @@ class CaptioningTask(EvalTask):
     DATASET_TYPES = (CaptionEvalDataset,)
     Evaluator = CaptionEvaluator
     HEADLINE = "CIDEr"
-
-    def variant(self, settings: CaptioningSettings) -> str:
-        return "" if settings.region_prompt == "points" else settings.region_prompt
+    VARIANT = ("region_prompt", "points")
 
     def aggregate(self, metrics: Dict[str, Any]) -> Any:
         """LAVIS's ``agg_metrics`` of captioning: CIDEr + BLEU-4 (exact match without them)."""

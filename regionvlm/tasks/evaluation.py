@@ -444,13 +444,15 @@ class EvalTask(BaseTask, ABC):
     :func:`run_split` on every selected split inside :func:`evaluating` and names the metrics
     ``<dataset>_<split>/<metric>`` (plus LAVIS's ``agg_metrics`` when one split runs).
     Subclasses set ``NAME``, ``Settings``, ``DATASET_TYPES`` (what they can score),
-    ``Evaluator`` and ``HEADLINE`` (the metric behind ``agg_metrics``)."""
+    ``Evaluator``, ``HEADLINE`` (the metric behind ``agg_metrics``) and, when a setting makes
+    another experiment of a split, ``VARIANT``."""
 
     NAME = ""
     Settings = EvalSettings
     DATASET_TYPES: Tuple[type, ...] = ()
     Evaluator: type = SplitEvaluator
     HEADLINE = ""
+    VARIANT: Optional[Tuple[str, Any]] = None  # (setting, its default): see variant()
 
     def select(self, datasets: Mapping[str, Mapping[str, Any]], settings: EvalSettings) -> List[Tuple[str, str, Any]]:
         """``(builder name, split, dataset)`` of every split to evaluate."""
@@ -476,8 +478,13 @@ class EvalTask(BaseTask, ABC):
         )
 
     def variant(self, settings: Any) -> str:
-        """Settings that make another experiment of the same split (part of the file names)."""
-        return ""
+        """The setting that makes another experiment of the same split (part of the file
+        names): ``VARIANT = (key, default)`` names it; its value, or "" at the default."""
+        if self.VARIANT is None:
+            return ""
+        key, default = self.VARIANT
+        value = getattr(settings, key)
+        return "" if value == default else str(value)
 
     def dataset_variant(self, settings: Any, dataset: Any) -> str:
         """The variant of one dataset's results: :meth:`variant`, unless a dataset setting also

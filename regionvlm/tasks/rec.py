@@ -243,9 +243,7 @@ class RECTask(EvalTask):
     DATASET_TYPES = (RECDataset,)
     Evaluator = RECEvaluator
     HEADLINE = "acc@0.5"
-
-    def variant(self, settings: RECSettings) -> str:
-        return "" if settings.region_prompt == "points" else settings.region_prompt
+    VARIANT = ("region_prompt", "points")
 
     def dataset_variant(self, settings: RECSettings, dataset: Any) -> str:
         """``dets`` first when the candidates are a detector's boxes: another experiment."""

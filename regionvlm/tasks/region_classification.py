@@ -180,9 +180,7 @@ class RegionClassificationTask(EvalTask):
     DATASET_TYPES = (RegionClassDataset,)
     Evaluator = RegionClassEvaluator
     HEADLINE = "semantic_similarity"
-
-    def variant(self, settings: RegionClassificationSettings) -> str:
-        return "" if settings.layout == "inline" else settings.layout
+    VARIANT = ("layout", "inline")
 
     def prepare(self, model: Any, settings: RegionClassificationSettings) -> RegionClassificationSettings:
         """K from the model; the sentence model's folder checked before the first image."""

@@ -757,9 +757,7 @@ class RISTask(EvalTask):
     DATASET_TYPES = (RISQueryDataset,)
     Evaluator = RISEvaluator
     HEADLINE = "oIoU"
-
-    def variant(self, settings: RISSettings) -> str:
-        return "" if settings.region_prompt == "points" else settings.region_prompt
+    VARIANT = ("region_prompt", "points")
 
     def wrong_dataset_message(self, name: str, split: str, dataset: Any) -> str:
         return (

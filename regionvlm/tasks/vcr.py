@@ -349,6 +349,4 @@ class VCRTask(EvalTask):
     DATASET_TYPES = (VCRDataset,)
     Evaluator = VCREvaluator
     HEADLINE = "q_ar"
-
-    def variant(self, settings: VCRSettings) -> str:
-        return "" if settings.mode == "generate" else settings.mode
+    VARIANT = ("mode", "generate")
